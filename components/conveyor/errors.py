@@ -1,0 +1,34 @@
+"""conveyor's exceptions.
+
+Every error raised because of what a user gave (a table, a query, a file, a parameter) is an
+`InputError`: its message names the culprit and what was expected, and the component that raised
+it has written nothing. Components catch nothing else, so unexpected failures keep their traceback.
+"""
+
+
+class ConveyorError(Exception):
+    """Base class of conveyor's own errors."""
+
+
+class InputError(ConveyorError, ValueError):
+    """Bad input: a parameter, table, query, file or column is not what was expected."""
+
+
+class SourceNotFoundError(InputError):
+    """A table, dataset, bucket or set of files that was named does not exist."""
+
+
+class QueryError(InputError):
+    """BigQuery rejected a query; the message includes BigQuery's own."""
+
+
+class EmptyDataError(InputError):
+    """A source, query result or split holds no rows."""
+
+
+class SchemaError(InputError):
+    """A column's type cannot be held by the Dataset contract, or files disagree on a schema."""
+
+
+class StackError(ConveyorError):
+    """The local emulator stack could not be started, found or stopped."""

