@@ -1,0 +1,136 @@
+"""The `conveyor` command line.
+
+    conveyor local up|down|status|env|seed   the embedded emulator stack and its data
+    conveyor compile [NAME ...]              regenerate compiled component and pipeline specs
+    conveyor images                          the image URIs of this version
+    conveyor demo                            the embedded default, end to end
+
+Errors are one line on stderr (exit 2 for bad input, 1 otherwise); `--debug` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from conveyor.errors import ConveyorError, InputError
+from conveyor.version import __version__
+
+
+def _local(args: argparse.Namespace) -> int:
+    from conveyor.local import LocalStack, seed
+
+    stack = LocalStack(args.root, project=args.project)
+    if args.action == "up":
+        info = stack.up()
+        print(f"BigQuery   {info.bigquery_endpoint} (Storage Read gRPC {info.bigquery_storage_endpoint})")
+        print(f"GCS        {info.gcs_endpoint}")
+        print(f"data       {info.root}")
+        print("point a shell at it with:  eval \"$(conveyor local env)\"")
+    elif args.action == "down":
+        print("stopped" if stack.down() else f"no stack recorded under {stack.root}")
+    elif args.action == "status":
+        info = stack.status()
+        if info is None:
+            print(f"not running (root {stack.root})")
+            return 3
+        print(f"running: BigQuery {info.bigquery_endpoint}, GCS {info.gcs_endpoint}, "
+              f"data {info.root}")
+    elif args.action == "env":
+        info = stack.status()
+        if info is None:
+            raise ConveyorError(f"no stack running under {stack.root}; run `conveyor local up`")
+        for key, value in info.environ().items():
+            print(f"export {key}={value}")
+    elif args.action == "seed":
+        info = stack.status()
+        if info is None:
+            raise ConveyorError(f"no stack running under {stack.root}; run `conveyor local up`")
+        info.activate()
+        if args.penguins or not args.reference:
+            print(f"penguins: {seed.seed_penguins()} rows -> {seed.DEMO_TABLE}, {seed.DEMO_CSV}")
+        for rows in args.reference:
+            print(f"reference workload: {rows} rows -> {seed.seed_reference(rows)}")
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from conveyor import compile as compiler
+
+    root = Path(args.root)
+    if args.check:
+        stale = compiler.stale(root)
+        if stale:
+            print("stale compiled specs (run `make compile`): " + ", ".join(stale))
+            return 1
+        print("compiled specs are up to date")
+        return 0
+    for path in compiler.compile_all(root, args.registry, args.names or None):
+        print(path)
+    return 0
+
+
+def _images(args: argparse.Namespace) -> int:
+    from conveyor import images
+
+    for variant, uri in images.image_map(args.registry).items():
+        print(f"{variant} {uri}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from conveyor import demo
+
+    return demo.main(args.root, args.pipeline_root, args.keep_stack)
+
+
+def parser() -> argparse.ArgumentParser:
+    from conveyor.images import DEFAULT_REGISTRY
+
+    p = argparse.ArgumentParser(prog="conveyor", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"conveyor {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    local = sub.add_parser("local", help="the local emulator stack")
+    local.add_argument("action", choices=["up", "down", "status", "env", "seed"])
+    local.add_argument("--root", help="stack folder (default $CONVEYOR_STACK_DIR or the user cache)")
+    local.add_argument("--project", default="conveyor-local")
+    local.add_argument("--penguins", action="store_true", help="seed: the demo table")
+    local.add_argument("--reference", type=int, action="append", default=[], metavar="ROWS",
+                       help="seed: the benchmark's reference workload at ROWS rows (repeatable)")
+    local.set_defaults(func=_local)
+
+    comp = sub.add_parser("compile", help="regenerate compiled component and pipeline specs")
+    comp.add_argument("names", nargs="*", help="only these (e.g. bigquery_ingest, pipeline:ingest)")
+    comp.add_argument("--registry", default=DEFAULT_REGISTRY)
+    comp.add_argument("--root", default=".", help="repository root to write under")
+    comp.add_argument("--check", action="store_true", help="only report stale specs")
+    comp.set_defaults(func=_compile)
+
+    img = sub.add_parser("images", help="image URIs of this version")
+    img.add_argument("--registry", default=DEFAULT_REGISTRY)
+    img.set_defaults(func=_images)
+
+    demo = sub.add_parser("demo", help="the embedded default, end to end")
+    demo.add_argument("--root", help="stack folder (default as for `local`)")
+    demo.add_argument("--pipeline-root", default="local_outputs")
+    demo.add_argument("--keep-stack", action="store_true")
+    demo.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConveyorError as exc:
+        if args.debug:
+            raise
+        print(f"conveyor: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, InputError) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

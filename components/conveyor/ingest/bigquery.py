@@ -1,0 +1,300 @@
+"""Ingest a BigQuery table or query result into a Dataset artifact.
+
+The split is computed inside BigQuery (see `conveyor.ingest.split`) and the result materialized
+server-side in one staging table (`<project>.<staging_dataset>.ingest_<id>`, deleted afterwards,
+with a one-day expiration in case this process dies first). Rows then stream back through the
+BigQuery Storage Read API as Arrow record batches (or, with `read_method="rest"`, through
+`tabledata.list` pages) into Parquet shards, so memory stays bounded whatever the table's size.
+
+Everything that can be checked is checked before a byte is written: the table exists, the query
+parses (a dry run), every column has a contract type, the split key is usable, and neither the
+result nor any split is empty.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pyarrow as pa
+
+from conveyor import gcp
+from conveyor.errors import EmptyDataError, InputError, QueryError, SchemaError, SourceNotFoundError
+from conveyor.ingest.core import IngestResult, route
+from conveyor.ingest.split import SPLIT_COLUMN, SplitSpec, check_identifier
+from conveyor.io.dataset import DatasetWriter
+
+READ_METHODS = ("storage", "rest")
+_BUCKET_COLUMN = "__conveyor_bucket"
+_PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{0,127}$")
+_DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
+_TABLE = re.compile(r"^[\w\- ]{1,1024}$")
+#: BigQuery column types and the contract type each becomes.
+BIGQUERY_TYPES = {
+    "INTEGER": "int64", "INT64": "int64",
+    "FLOAT": "float64", "FLOAT64": "float64",
+    "STRING": "string",
+    "BOOLEAN": "bool", "BOOL": "bool",
+    "TIMESTAMP": "timestamp",
+    "DATE": "date",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TableRef:
+    project: str
+    dataset: str
+    table: str
+
+    def __str__(self) -> str:
+        return f"{self.project}.{self.dataset}.{self.table}"
+
+    @property
+    def sql(self) -> str:
+        return f"`{self.project}.{self.dataset}.{self.table}`"
+
+
+def parse_table_id(table_id: str, default_project: str, parameter: str = "table") -> TableRef:
+    """`project.dataset.table` or `dataset.table`, each part validated (no SQL can hide in it)."""
+    parts = table_id.strip().strip("`").split(".")
+    if len(parts) < 2:
+        raise InputError(f"{parameter}: {table_id!r} is not a table id "
+                         "(expected project.dataset.table or dataset.table)")
+    table, dataset = parts[-1], parts[-2]
+    project = ".".join(parts[:-2]) or default_project
+    if not _PROJECT.match(project):
+        raise InputError(f"{parameter}: {project!r} in {table_id!r} is not a valid project id")
+    if not _DATASET.match(dataset):
+        raise InputError(f"{parameter}: {dataset!r} in {table_id!r} is not a valid dataset name "
+                         "(letters, digits and '_')")
+    if not _TABLE.match(table):
+        raise InputError(f"{parameter}: {table!r} in {table_id!r} is not a valid table name")
+    return TableRef(project, dataset, table)
+
+
+def query_parameters(params: Mapping[str, Any] | None) -> list:
+    """BigQuery query parameters from a mapping of name to value.
+
+    Types follow the value: bool -> BOOL, int -> INT64, float -> FLOAT64 (a float with an integral
+    value becomes INT64, because KFP's local runner turns ints inside dict parameters into
+    floats), str -> STRING. For another type, give `{"type": "DATE", "value": "2024-01-01"}`.
+    """
+    from google.cloud import bigquery
+
+    out = []
+    for name, value in (params or {}).items():
+        check_identifier(name, "query_parameters")
+        if isinstance(value, Mapping):
+            if set(value) != {"type", "value"}:
+                raise InputError(f"query_parameters: {name!r} must be a plain value or "
+                                 f"{{'type': ..., 'value': ...}}, got keys {sorted(value)}")
+            out.append(bigquery.ScalarQueryParameter(name, str(value["type"]).upper(),
+                                                     value["value"]))
+        elif isinstance(value, bool):
+            out.append(bigquery.ScalarQueryParameter(name, "BOOL", value))
+        elif isinstance(value, int):
+            out.append(bigquery.ScalarQueryParameter(name, "INT64", value))
+        elif isinstance(value, float):
+            kind = "INT64" if value.is_integer() else "FLOAT64"
+            out.append(bigquery.ScalarQueryParameter(name, kind, int(value) if kind == "INT64"
+                                                     else value))
+        elif isinstance(value, str):
+            out.append(bigquery.ScalarQueryParameter(name, "STRING", value))
+        else:
+            raise InputError(f"query_parameters: {name!r} has a value of type "
+                             f"{type(value).__name__}; use bool, int, float, str or "
+                             "{'type': ..., 'value': ...}")
+    return out
+
+
+def ingest_bigquery(
+    output_path: str,
+    *,
+    table: str | None = None,
+    query: str | None = None,
+    query_params: Mapping[str, Any] | None = None,
+    project: str | None = None,
+    location: str | None = None,
+    split_key: str | None = None,
+    split_ratios: Mapping[str, float] | None = None,
+    staging_dataset: str = "conveyor_staging",
+    read_method: str = "storage",
+) -> IngestResult:
+    """Read a table (`table`) or a query's result (`query`, with `query_params`) into a Dataset
+    artifact at `output_path`, split deterministically inside BigQuery."""
+    from google.api_core import exceptions as gexc
+    from google.cloud import bigquery
+
+    start = time.monotonic()
+    if bool(table) == bool(query):
+        raise InputError("give exactly one of table or query "
+                         f"(table={table!r}, query={'<set>' if query else query!r})")
+    if read_method not in READ_METHODS:
+        raise InputError(f"read_method: {read_method!r} is not one of {READ_METHODS}")
+    if not _DATASET.match(staging_dataset or ""):
+        raise InputError(f"staging_dataset: {staging_dataset!r} is not a valid dataset name")
+    spec = SplitSpec.parse(split_ratios, split_key)
+    params = query_parameters(query_params)
+    client = gcp.bigquery_client(project, location)
+    project = client.project
+
+    if table:
+        ref = parse_table_id(table, project)
+        _check_table_exists(client, ref)
+        source_sql, where = f"SELECT * FROM {ref.sql}", f"table {ref}"
+        source: dict[str, Any] = {"type": "bigquery", "table": str(ref)}
+    else:
+        source_sql, where = query.strip().rstrip(";").strip(), "query"
+        source = {"type": "bigquery", "query": source_sql,
+                  "query_parameters": dict(query_params or {})}
+    source.update(project=project, split=spec.describe())
+
+    job_config = bigquery.QueryJobConfig(query_parameters=params, use_query_cache=False)
+    schema = _dry_run_schema(client, source_sql, params, where)
+    arrow_schema = _contract_schema(schema, where)
+    spec.check_key_type(arrow_schema, where)
+
+    staging = bigquery.Dataset(f"{project}.{staging_dataset}")
+    if location:
+        staging.location = location
+    client.create_dataset(staging, exists_ok=True)
+    tmp = TableRef(project, staging_dataset, f"ingest_{uuid.uuid4().hex[:16]}")
+    try:
+        _run(client, f"""
+            CREATE TABLE {tmp.sql}
+            OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 DAY))
+            AS SELECT * EXCEPT ({_BUCKET_COLUMN}), {spec.sql_split(_BUCKET_COLUMN)} AS {SPLIT_COLUMN}
+            FROM (SELECT src.*, {spec.sql_bucket(arrow_schema.names)} AS {_BUCKET_COLUMN}
+                  FROM ({source_sql}) AS src)""", job_config, where)
+        counts = {row["split"]: row["n"] for row in _run(
+            client, f"SELECT {SPLIT_COLUMN} AS split, COUNT(*) AS n FROM {tmp.sql} GROUP BY 1",
+            bigquery.QueryJobConfig(use_query_cache=False), where)}
+        _check_counts(counts, spec, where)
+
+        bytes_read = 0
+        with DatasetWriter(output_path, arrow_schema, spec.names, source, where=where) as writer:
+            batches = (_read_storage(tmp) if read_method == "storage"
+                       else _read_rest(client, tmp))
+            for batch, size in batches:
+                bytes_read += size
+                route(batch, spec, writer)
+        return IngestResult(writer.info, bytes_read, time.monotonic() - start)
+    finally:
+        try:
+            client.delete_table(str(tmp), not_found_ok=True)
+        except gexc.GoogleAPIError:
+            pass  # it expires in a day anyway
+
+
+def _check_table_exists(client, ref: TableRef) -> None:
+    from google.api_core.exceptions import NotFound
+
+    try:
+        client.get_table(str(ref))
+    except NotFound:
+        try:
+            client.get_dataset(f"{ref.project}.{ref.dataset}")
+        except NotFound:
+            raise SourceNotFoundError(
+                f"table: BigQuery dataset {ref.project}.{ref.dataset} not found "
+                f"(while looking for table {ref})") from None
+        raise SourceNotFoundError(f"table: BigQuery table {ref} not found") from None
+
+
+def _run(client, sql: str, job_config, where: str) -> list:
+    from google.api_core import exceptions as gexc
+
+    try:
+        return list(client.query(sql, job_config=job_config).result())
+    except gexc.NotFound as exc:
+        raise SourceNotFoundError(f"{where}: BigQuery: {_message(exc)}") from None
+    except gexc.BadRequest as exc:
+        raise QueryError(f"{where}: BigQuery rejected the query: {_message(exc)}") from None
+
+
+def _dry_run_schema(client, source_sql: str, params: list, where: str) -> list:
+    from google.api_core import exceptions as gexc
+    from google.cloud import bigquery
+
+    config = bigquery.QueryJobConfig(dry_run=True, use_query_cache=False, query_parameters=params)
+    try:
+        job = client.query(f"SELECT * FROM ({source_sql})", job_config=config)
+    except gexc.NotFound as exc:
+        raise SourceNotFoundError(f"{where}: BigQuery: {_message(exc)}") from None
+    except gexc.BadRequest as exc:
+        raise QueryError(f"{where}: BigQuery rejected the query: {_message(exc)}") from None
+    return list(job.schema or [])
+
+
+def _message(exc) -> str:
+    errors = getattr(exc, "errors", None) or []
+    if errors and isinstance(errors[0], dict) and errors[0].get("message"):
+        return errors[0]["message"]
+    return str(getattr(exc, "message", exc)).splitlines()[0]
+
+
+def _contract_schema(fields: list, where: str) -> pa.Schema:
+    from conveyor.io.dataset import CONTRACT_TYPES
+
+    if not fields:
+        raise SchemaError(f"{where}: BigQuery reported no columns")
+    out = []
+    for f in fields:
+        if f.name == SPLIT_COLUMN or f.name == _BUCKET_COLUMN:
+            raise SchemaError(f"{where}: column name {f.name!r} is reserved by conveyor")
+        ctype = BIGQUERY_TYPES.get(f.field_type)
+        if f.mode == "REPEATED" or ctype is None:
+            kind = f"ARRAY<{f.field_type}>" if f.mode == "REPEATED" else f.field_type
+            raise SchemaError(
+                f"{where}: column {f.name!r} has BigQuery type {kind}, which a conveyor Dataset "
+                f"cannot hold (supported: {', '.join(sorted(set(BIGQUERY_TYPES.values())))}); "
+                "CAST it or leave it out of the query"
+            )
+        out.append(pa.field(f.name, CONTRACT_TYPES[ctype], nullable=f.mode != "REQUIRED"))
+    return pa.schema(out)
+
+
+def _check_counts(counts: Mapping[str, int], spec: SplitSpec, where: str) -> None:
+    total = sum(counts.values())
+    if total == 0:
+        raise EmptyDataError(f"{where}: the result has no rows; nothing to ingest")
+    empty = [n for n in spec.names if not counts.get(n)]
+    if empty:
+        shown = ", ".join(f"{n}={counts.get(n, 0)}" for n in spec.names)
+        raise EmptyDataError(
+            f"{where}: split(s) {empty} would be empty ({shown} of {total} rows); use more rows, "
+            "other split_ratios, or a split_key with more distinct values"
+        )
+
+
+def _read_storage(ref: TableRef) -> Iterator[tuple[pa.RecordBatch, int]]:
+    """Stream a table through the Storage Read API: (batch, serialized bytes) pairs."""
+    from google.cloud.bigquery_storage_v1 import types
+
+    client = gcp.bigquery_read_client()
+    session = client.create_read_session(
+        parent=f"projects/{ref.project}",
+        read_session=types.ReadSession(
+            table=f"projects/{ref.project}/datasets/{ref.dataset}/tables/{ref.table}",
+            data_format=types.DataFormat.ARROW,
+        ),
+        max_stream_count=1,
+    )
+    if not session.streams:
+        return
+    schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
+    for stream in session.streams:
+        for response in client.read_rows(stream.name):
+            data = response.arrow_record_batch.serialized_record_batch
+            yield pa.ipc.read_record_batch(pa.py_buffer(data), schema), len(data)
+
+
+def _read_rest(client, ref: TableRef) -> Iterator[tuple[pa.RecordBatch, int]]:
+    """Stream a table through `tabledata.list` pages (slow; for comparison and fallbacks)."""
+    rows = client.list_rows(str(ref), page_size=50_000)
+    for batch in rows.to_arrow_iterable(bqstorage_client=None):
+        yield batch, batch.nbytes

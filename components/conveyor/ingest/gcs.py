@@ -1,0 +1,189 @@
+"""Ingest CSV or Parquet files from Cloud Storage (`gs://bucket/path/*.csv`) into a Dataset.
+
+Files are listed with google-cloud-storage, matched against the glob(s), and streamed one by one
+(`Blob.open`, chunked downloads) through pyarrow's incremental CSV reader or Parquet reader, so
+memory stays bounded whatever the files' size. The split uses the same rule as BigQuery ingest
+(`conveyor.ingest.split`): with the same `split_key`, a row lands in the same split either way.
+
+The schema is that of the first file (for CSV, the types pyarrow infers from its first block);
+every later file must have the same columns with values of those types, or the error names the
+file and column. Nothing is left behind on error: the Dataset writer removes what it wrote.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from conveyor import gcp
+from conveyor.errors import InputError, SchemaError, SourceNotFoundError
+from conveyor.ingest.core import IngestResult, route
+from conveyor.ingest.split import SPLIT_COLUMN, SplitSpec
+from conveyor.io.dataset import DatasetWriter, contract_schema
+
+FORMATS = ("auto", "csv", "parquet")
+_EXTENSIONS = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".pq": "parquet"}
+_CSV_BLOCK = 4 << 20
+
+
+def parse_uris(uris: str | Sequence[str]) -> list[tuple[str, str]]:
+    """(bucket, object glob) pairs from `gs://` URIs (a list, or one string separated by commas)."""
+    items = [u.strip() for u in (uris.split(",") if isinstance(uris, str) else uris)]
+    items = [u for u in items if u]
+    if not items:
+        raise InputError("uris: no gs:// URI given")
+    out = []
+    for uri in items:
+        if not uri.startswith("gs://"):
+            raise InputError(f"uris: {uri!r} is not a gs:// URI")
+        bucket, _, pattern = uri[5:].partition("/")
+        if not bucket or not pattern:
+            raise InputError(f"uris: {uri!r} names no object (expected gs://bucket/path/*.csv)")
+        out.append((bucket, pattern))
+    return out
+
+
+def _format_of(name: str, file_format: str) -> str:
+    if file_format != "auto":
+        return file_format
+    for ext, fmt in _EXTENSIONS.items():
+        if name.lower().endswith(ext):
+            return fmt
+    raise InputError(f"file_format: cannot tell the format of gs://…/{name} from its name "
+                     f"(known: {', '.join(_EXTENSIONS)}); set file_format to csv or parquet")
+
+
+def list_files(client, uris: str | Sequence[str]) -> list:
+    """The blobs matching the URIs, sorted by bucket and name, without duplicates."""
+    from google.api_core.exceptions import NotFound
+
+    blobs: dict[tuple[str, str], Any] = {}
+    for bucket, pattern in parse_uris(uris):
+        prefix = pattern
+        for ch in "*?[":
+            prefix = prefix.split(ch)[0]
+        try:
+            listed = list(client.list_blobs(bucket, prefix=prefix))
+        except NotFound:
+            raise SourceNotFoundError(f"uris: bucket gs://{bucket} not found") from None
+        matched = [b for b in listed if not b.name.endswith("/")
+                   and fnmatch.fnmatchcase(b.name, pattern)]
+        if not matched:
+            raise SourceNotFoundError(f"uris: no files match gs://{bucket}/{pattern}")
+        for b in matched:
+            blobs[(bucket, b.name)] = b
+    return [blobs[k] for k in sorted(blobs)]
+
+
+def _uri(blob) -> str:
+    return f"gs://{blob.bucket.name}/{blob.name}"
+
+
+def _csv_batches(blob, schema: pa.Schema | None, delimiter: str) -> Iterator[pa.RecordBatch]:
+    import pyarrow.csv as pcsv
+
+    raw = blob.open("rb")
+    stream = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), "gzip") \
+        if blob.name.lower().endswith(".gz") else raw
+    convert = pcsv.ConvertOptions(
+        column_types=schema, include_columns=schema.names if schema else None,
+        strings_can_be_null=True,
+    )
+    try:
+        reader = pcsv.open_csv(stream, read_options=pcsv.ReadOptions(block_size=_CSV_BLOCK),
+                               parse_options=pcsv.ParseOptions(delimiter=delimiter),
+                               convert_options=convert)
+        if schema is not None:
+            missing = [n for n in schema.names if n not in reader.schema.names]
+            if missing:
+                raise SchemaError(f"{_uri(blob)}: missing column(s) {missing}")
+        yield from reader
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowKeyError) as exc:
+        raise SchemaError(
+            f"{_uri(blob)}: not readable as CSV with the expected columns and types ({exc}); "
+            "the types come from the first block of the first file"
+        ) from None
+    finally:
+        raw.close()
+
+
+def _parquet_batches(blob, schema: pa.Schema | None) -> Iterator[pa.RecordBatch]:
+    import pyarrow.parquet as pq
+
+    raw = blob.open("rb")
+    try:
+        try:
+            pf = pq.ParquetFile(raw)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"{_uri(blob)}: not a readable Parquet file ({exc})") from None
+        if schema is not None:
+            missing = [n for n in schema.names if n not in pf.schema_arrow.names]
+            if missing:
+                raise SchemaError(f"{_uri(blob)}: missing column(s) {missing}")
+        yield from pf.iter_batches(batch_size=128 * 1024,
+                                   columns=schema.names if schema else None)
+    finally:
+        raw.close()
+
+
+def ingest_gcs(
+    output_path: str,
+    *,
+    uris: str | Sequence[str],
+    file_format: str = "auto",
+    project: str | None = None,
+    split_key: str | None = None,
+    split_ratios: dict[str, float] | None = None,
+    csv_delimiter: str = ",",
+) -> IngestResult:
+    """Read the files matching `uris` into a Dataset artifact at `output_path`."""
+    start = time.monotonic()
+    if file_format not in FORMATS:
+        raise InputError(f"file_format: {file_format!r} is not one of {FORMATS}")
+    if len(csv_delimiter) != 1:
+        raise InputError(f"csv_delimiter: must be one character, got {csv_delimiter!r}")
+    spec = SplitSpec.parse(split_ratios, split_key)
+    client = gcp.storage_client(project)
+    blobs = list_files(client, uris)
+    formats = {_format_of(b.name, file_format) for b in blobs}
+    if len(formats) > 1:
+        raise InputError(f"uris: the files mix formats {sorted(formats)}; ingest them separately")
+    fmt = formats.pop()
+
+    def batches(blob, schema):
+        return (_csv_batches(blob, schema, csv_delimiter) if fmt == "csv"
+                else _parquet_batches(blob, schema))
+
+    first = batches(blobs[0], None)
+    try:
+        head = next(first)
+    except StopIteration:
+        raise SourceNotFoundError(f"{_uri(blobs[0])}: the file has no rows") from None
+    where = f"gs files {', '.join(f'gs://{b}/{p}' for b, p in parse_uris(uris))}"
+    raw_schema = head.schema
+    schema = contract_schema(raw_schema, _uri(blobs[0]))
+    if SPLIT_COLUMN in schema.names:
+        raise SchemaError(f"{_uri(blobs[0])}: column name {SPLIT_COLUMN!r} is reserved by conveyor")
+    spec.check_key_type(schema, _uri(blobs[0]))
+    source = {"type": "gcs", "uris": [_uri(b) for b in blobs], "format": fmt,
+              "split": spec.describe()}
+
+    def all_batches() -> Iterator[pa.RecordBatch]:
+        yield head
+        yield from first
+        for blob in blobs[1:]:
+            yield from batches(blob, raw_schema)
+
+    with DatasetWriter(output_path, schema, spec.names, source, where=where) as writer:
+        names = pa.array(spec.names)
+        for batch in all_batches():
+            if batch.num_rows == 0:
+                continue
+            index = spec.assign(batch)
+            batch = batch.append_column(SPLIT_COLUMN, names.take(pa.array(index)))
+            route(batch, spec, writer)
+    return IngestResult(writer.info, sum(b.size or 0 for b in blobs), time.monotonic() - start)

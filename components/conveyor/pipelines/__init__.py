@@ -1,0 +1,9 @@
+"""Reference pipelines built from conveyor's components.
+
+Each is compiled to `pipelines/<name>/pipeline.yaml` at the top of the repository
+(`conveyor compile`). `PIPELINES` maps each name to the module defining its `pipeline`.
+"""
+
+PIPELINES: dict[str, str] = {
+    "ingest": "conveyor.pipelines.ingest",
+}

@@ -1,0 +1,37 @@
+"""Snapshot a BigQuery table or query into a split Dataset artifact (the first pipeline stage)."""
+
+from kfp import dsl
+
+from conveyor.ingest.component import bigquery_ingest
+
+NAME = "conveyor-ingest"
+
+
+@dsl.pipeline(name=NAME, description="Ingest a BigQuery table or query into a split Dataset.")
+def pipeline(
+    table: str = "conveyor_demo.penguins",
+    query: str = "",
+    split_key: str = "",
+    split_ratios: dict = {"train": 0.8, "eval": 0.2},
+    project: str = "",
+    location: str = "",
+) -> dsl.Dataset:
+    """Ingest a BigQuery table or query into a split Dataset.
+
+    Args:
+        table: Table to read, as project.dataset.table or dataset.table (or give query).
+        query: GoogleSQL query whose result is read, instead of table.
+        split_key: INT64 or STRING column that decides each row's split (default: the row).
+        split_ratios: Split names and their shares of rows, summing to 1.
+        project: Project that runs the BigQuery jobs; default from the environment.
+        location: BigQuery location, e.g. US or EU.
+
+    Returns:
+        The Dataset artifact.
+    """
+    ingest = bigquery_ingest(
+        table=table, query=query, split_key=split_key, split_ratios=split_ratios,
+        project=project, location=location,
+    ).set_display_name("Ingest from BigQuery")
+    ingest.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0)
+    return ingest.outputs["dataset"]
