@@ -163,7 +163,9 @@ def ingest_bigquery(
         staging.location = location
     client.create_dataset(staging, exists_ok=True)
     tmp = TableRef(project, staging_dataset, f"ingest_{uuid.uuid4().hex[:16]}")
+    phases = {"check": time.monotonic() - start}
     try:
+        mark = time.monotonic()
         _run(client, f"""
             CREATE TABLE {tmp.sql}
             OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 DAY))
@@ -174,15 +176,17 @@ def ingest_bigquery(
             client, f"SELECT {SPLIT_COLUMN} AS split, COUNT(*) AS n FROM {tmp.sql} GROUP BY 1",
             bigquery.QueryJobConfig(use_query_cache=False), where)}
         _check_counts(counts, spec, where)
+        phases["materialize"] = time.monotonic() - mark
 
-        bytes_read = 0
+        mark, bytes_read = time.monotonic(), 0
         with DatasetWriter(output_path, arrow_schema, spec.names, source, where=where) as writer:
             batches = (_read_storage(tmp) if read_method == "storage"
                        else _read_rest(client, tmp))
             for batch, size in batches:
                 bytes_read += size
                 route(batch, spec, writer)
-        return IngestResult(writer.info, bytes_read, time.monotonic() - start)
+        phases["read"] = time.monotonic() - mark
+        return IngestResult(writer.info, bytes_read, time.monotonic() - start, phases)
     finally:
         try:
             client.delete_table(str(tmp), not_found_ok=True)

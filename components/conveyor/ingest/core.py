@@ -18,12 +18,15 @@ class IngestResult:
     info: DatasetInfo
     bytes_read: int
     seconds: float
+    #: Wall seconds of each phase, e.g. {"materialize": 1.2, "read": 3.4}.
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {f"rows_{name}": s.rows for name, s in self.info.splits.items()}
         out["rows_total"] = self.info.rows
         out["bytes_read"] = self.bytes_read
         out["seconds"] = round(self.seconds, 3)
+        out.update({f"seconds_{phase}": round(s, 3) for phase, s in self.phases.items()})
         return out
 
 

@@ -23,7 +23,7 @@ from conveyor import gcp
 from conveyor.errors import InputError, SchemaError, SourceNotFoundError
 from conveyor.ingest.core import IngestResult, route
 from conveyor.ingest.split import SPLIT_COLUMN, SplitSpec
-from conveyor.io.dataset import DatasetWriter, contract_schema
+from conveyor.io.dataset import DatasetWriter, contract_schema, contract_type
 
 FORMATS = ("auto", "csv", "parquet")
 _EXTENSIONS = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -83,24 +83,39 @@ def _uri(blob) -> str:
     return f"gs://{blob.bucket.name}/{blob.name}"
 
 
+def _check_columns(blob, found: pa.Schema, schema: pa.Schema | None) -> None:
+    """Every file must have the first file's columns (no more, no fewer) and their types."""
+    if schema is None:
+        return
+    names = found.names
+    if names == schema.names:
+        for field in found:
+            want = contract_type(schema.field(field.name).type)
+            if contract_type(field.type) != want:
+                raise SchemaError(f"{_uri(blob)}: column {field.name!r} has type {field.type}, "
+                                  f"but {want} in the first file")
+        return
+    missing = [n for n in schema.names if n not in names]
+    extra = [n for n in names if n not in schema.names]
+    raise SchemaError(
+        f"{_uri(blob)}: its columns differ from the first file's ({', '.join(schema.names)}): "
+        f"missing {missing}, extra {extra}"
+        + ("" if missing or extra else "; same columns in another order")
+    )
+
+
 def _csv_batches(blob, schema: pa.Schema | None, delimiter: str) -> Iterator[pa.RecordBatch]:
     import pyarrow.csv as pcsv
 
     raw = blob.open("rb")
     stream = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), "gzip") \
         if blob.name.lower().endswith(".gz") else raw
-    convert = pcsv.ConvertOptions(
-        column_types=schema, include_columns=schema.names if schema else None,
-        strings_can_be_null=True,
-    )
+    convert = pcsv.ConvertOptions(column_types=schema, strings_can_be_null=True)
     try:
         reader = pcsv.open_csv(stream, read_options=pcsv.ReadOptions(block_size=_CSV_BLOCK),
                                parse_options=pcsv.ParseOptions(delimiter=delimiter),
                                convert_options=convert)
-        if schema is not None:
-            missing = [n for n in schema.names if n not in reader.schema.names]
-            if missing:
-                raise SchemaError(f"{_uri(blob)}: missing column(s) {missing}")
+        _check_columns(blob, reader.schema, schema)
         yield from reader
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowKeyError) as exc:
         raise SchemaError(
@@ -120,12 +135,8 @@ def _parquet_batches(blob, schema: pa.Schema | None) -> Iterator[pa.RecordBatch]
             pf = pq.ParquetFile(raw)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"{_uri(blob)}: not a readable Parquet file ({exc})") from None
-        if schema is not None:
-            missing = [n for n in schema.names if n not in pf.schema_arrow.names]
-            if missing:
-                raise SchemaError(f"{_uri(blob)}: missing column(s) {missing}")
-        yield from pf.iter_batches(batch_size=128 * 1024,
-                                   columns=schema.names if schema else None)
+        _check_columns(blob, pf.schema_arrow, schema)
+        yield from pf.iter_batches(batch_size=128 * 1024)
     finally:
         raw.close()
 

@@ -1,0 +1,38 @@
+"""The distribution as users install it: kfp-only for composing, no stray top-level packages."""
+
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_compose_only_install_has_no_tensorflow_and_compiles(tmp_path):
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    "-c", str(REPO / "constraints.txt"), str(REPO)], check=True, timeout=900)
+    site = Path(subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True).stdout.strip())
+    assert (site / "conveyor" / "ingest" / "bigquery_ingest.yaml").is_file()
+    assert not (site / "components").exists() and not (site / "pipelines").exists()
+    code = """
+import importlib.util, sys
+import conveyor
+from kfp import compiler
+from conveyor.pipelines import ingest
+compiler.Compiler().compile(ingest.pipeline, sys.argv[1])
+for name in ("tensorflow", "great_expectations", "google.cloud.bigquery", "bqemulator"):
+    assert importlib.util.find_spec(name) is None, f"{name} is installed"
+print("ok", conveyor.__version__)
+"""
+    out = subprocess.run([str(python), "-c", code, str(tmp_path / "p.yaml")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "p.yaml").read_text().startswith("# PIPELINE DEFINITION")
