@@ -1,7 +1,7 @@
 """The distribution as users install it: kfp-only for composing, no stray top-level packages."""
 
+import shutil
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
@@ -12,11 +12,18 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_compose_only_install_has_no_tensorflow_and_compiles(tmp_path):
+    # Install from a copy of the source, so the build leaves nothing in the work tree.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("setup.py", "pyproject.toml", "README.md", "constraints.txt"):
+        shutil.copy(REPO / name, src)
+    shutil.copytree(REPO / "components", src / "components",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "-c", str(REPO / "constraints.txt"), str(REPO)], check=True, timeout=900)
+                    "-c", str(src / "constraints.txt"), str(src)], check=True, timeout=900)
     site = Path(subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         capture_output=True, text=True, check=True).stdout.strip())
