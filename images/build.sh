@@ -12,4 +12,5 @@ version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' components/conveyor/version.p
 [ -n "$version" ] || { echo "no __version__ in components/conveyor/version.py" >&2; exit 1; }
 
 docker buildx build -f images/conveyor/Dockerfile -t "$registry/conveyor:$version" "$output" .
-docker buildx build -f images/conveyor-gpu/Dockerfile -t "$registry/conveyor:$version-gpu" "$output" .
+docker buildx build -f images/conveyor/Dockerfile --build-arg BASE_IMAGE=tensorflow/tensorflow:2.21.0-gpu \
+  -t "$registry/conveyor:$version-gpu" "$output" .

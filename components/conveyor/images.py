@@ -14,10 +14,12 @@ from conveyor.version import __version__
 
 DEFAULT_REGISTRY = "ghcr.io/conveyor-ml"
 IMAGE_NAME = "conveyor"
-#: Image variants and the tag suffix of each; images/<name>/Dockerfile builds each one.
+DOCKERFILE = "images/conveyor/Dockerfile"
+#: Image variants and the tag suffix of each (images/build.sh builds both from DOCKERFILE).
 VARIANTS: dict[str, str] = {"cpu": "", "gpu": "-gpu"}
-DOCKERFILES: dict[str, str] = {"cpu": "images/conveyor/Dockerfile",
-                               "gpu": "images/conveyor-gpu/Dockerfile"}
+#: The base image of each variant (the Dockerfile's BASE_IMAGE build argument).
+BASE_IMAGES: dict[str, str] = {"cpu": "python:3.11-slim-bookworm",
+                               "gpu": "tensorflow/tensorflow:2.21.0-gpu"}
 
 
 def image(registry: str = DEFAULT_REGISTRY, variant: str = "cpu") -> str:

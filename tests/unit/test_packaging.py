@@ -21,9 +21,16 @@ def test_setup_reads_the_one_version():
 def test_image_tags_come_from_the_version_and_registry():
     assert images.image() == f"{images.DEFAULT_REGISTRY}/conveyor:{conveyor.__version__}"
     assert images.image("r.example/x/", "gpu") == f"r.example/x/conveyor:{conveyor.__version__}-gpu"
-    assert set(images.image_map()) == set(images.DOCKERFILES)
-    for dockerfile in images.DOCKERFILES.values():
-        assert (REPO / dockerfile).is_file()
+    assert set(images.image_map()) == set(images.BASE_IMAGES)
+
+
+def test_build_script_and_dockerfile_agree_with_the_image_map():
+    dockerfile = (REPO / images.DOCKERFILE).read_text()
+    assert f"ARG BASE_IMAGE={images.BASE_IMAGES['cpu']}" in dockerfile
+    build = (REPO / "images" / "build.sh").read_text()
+    for variant, suffix in images.VARIANTS.items():
+        assert f'conveyor:$version{suffix}"' in build
+        assert images.BASE_IMAGES[variant] in build or variant == "cpu"
 
 
 def test_retarget_moves_only_conveyor_images():
