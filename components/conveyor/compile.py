@@ -8,7 +8,9 @@ checked-in files.
 
 from __future__ import annotations
 
+import ast
 import importlib
+import re
 import tempfile
 from pathlib import Path
 
@@ -41,12 +43,29 @@ def compile_one(name: str, path: Path, registry: str = images.DEFAULT_REGISTRY) 
 
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(_target(name), str(path))
+    text = _sorted_header_defaults(path.read_text())
     if registry != images.DEFAULT_REGISTRY:
-        text = path.read_text()
         header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
         docs = [images.retarget(d, registry) for d in yaml.safe_load_all(text)]
-        path.write_text(header + yaml.safe_dump_all(docs, sort_keys=True))
+        text = header + yaml.safe_dump_all(docs, sort_keys=True)
+    path.write_text(text)
     return path
+
+
+_DICT_DEFAULT = re.compile(r"^(#    \w+: dict \[Default: )(\{.*\})(\])$")
+
+
+def _sorted_header_defaults(text: str) -> str:
+    """kfp writes dict defaults in its header comment in protobuf map order, which varies
+    between processes; sort their keys so that compiling is deterministic."""
+    def fix(line: str) -> str:
+        match = _DICT_DEFAULT.match(line)
+        if not match:
+            return line
+        value = ast.literal_eval(match.group(2))
+        return match.group(1) + str(dict(sorted(value.items()))) + match.group(3)
+
+    return "\n".join(fix(line) for line in text.split("\n"))
 
 
 def compile_all(root: Path, registry: str = images.DEFAULT_REGISTRY,

@@ -70,3 +70,10 @@ def test_pipeline_parameters_have_defaults_and_descriptions():
     for name, param in params.items():
         assert "defaultValue" in param, name
         assert param.get("description"), name
+
+
+def test_dict_defaults_in_the_header_comment_are_sorted():
+    # kfp renders them in protobuf map order, which differs between processes.
+    text = "# Inputs:\n#    split_ratios: dict [Default: {'train': 0.8, 'eval': 0.2}]\nx: 1\n"
+    assert compiler._sorted_header_defaults(text) == \
+        "# Inputs:\n#    split_ratios: dict [Default: {'eval': 0.2, 'train': 0.8}]\nx: 1\n"
