@@ -43,3 +43,18 @@ def kfp_local(tmp_path):
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                raise_on_error=True)
     return root
+
+
+def write_dataset(path, table, ratios=None, key=None):
+    """A Dataset artifact of `table`'s rows, split as ingest would split them (no emulator)."""
+    import pyarrow as pa
+
+    from conveyor.ingest.split import SplitSpec
+    from conveyor.io import DatasetWriter
+
+    spec = SplitSpec.parse(ratios or {"train": 0.8, "eval": 0.2}, key)
+    index = spec.assign(table.combine_chunks().to_batches()[0])
+    with DatasetWriter(path, table.schema, spec.names, {"type": "test"}) as writer:
+        for i, name in enumerate(spec.names):
+            writer.write(name, table.filter(pa.array(index == i)))
+    return path

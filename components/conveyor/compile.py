@@ -16,15 +16,17 @@ from pathlib import Path
 
 import yaml
 
-from conveyor import _COMPONENTS, images
+from conveyor import images
 from conveyor.pipelines import PIPELINES
 
 
 def spec_paths(root: Path) -> dict[str, Path]:
     """Each component and pipeline name -> where its compiled spec belongs under root."""
+    from conveyor import components
+
     out = {}
-    for name, module in _COMPONENTS.items():
-        step = module.split(".")[1]
+    for name in components.__all__:
+        step = getattr(components, name).python_func.__module__.split(".")[1]
         out[name] = root / "components" / "conveyor" / step / f"{name}.yaml"
     for name in PIPELINES:
         out[f"pipeline:{name}"] = root / "pipelines" / name / "pipeline.yaml"
@@ -34,7 +36,9 @@ def spec_paths(root: Path) -> dict[str, Path]:
 def _target(name: str):
     if name.startswith("pipeline:"):
         return importlib.import_module(PIPELINES[name.split(":", 1)[1]]).pipeline
-    return getattr(importlib.import_module(_COMPONENTS[name]), name)
+    from conveyor import components
+
+    return getattr(components, name)
 
 
 def compile_one(name: str, path: Path, registry: str = images.DEFAULT_REGISTRY) -> Path:

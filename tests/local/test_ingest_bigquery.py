@@ -44,7 +44,7 @@ def bucket_counts(where: str = "TRUE") -> dict:
 
 
 def test_table_through_kfp_local(items, kfp_local):
-    from conveyor import bigquery_ingest
+    from conveyor.components import bigquery_ingest
 
     task = bigquery_ingest(table=items, split_key="id")
     artifact = task.outputs["dataset"]
@@ -137,7 +137,7 @@ def test_bad_input_is_named_and_nothing_is_written(items, tmp_path, kwargs, erro
 
 def test_failure_through_kfp_local_names_the_table_and_leaves_no_artifact(stack, kfp_local,
                                                                          capfd):
-    from conveyor import bigquery_ingest
+    from conveyor.components import bigquery_ingest
 
     with pytest.raises(RuntimeError):
         bigquery_ingest(table="ingest_test.absent_table")

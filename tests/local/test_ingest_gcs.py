@@ -61,7 +61,7 @@ def files(stack):
 
 
 def test_csv_glob_through_kfp_local(files, kfp_local):
-    from conveyor import gcs_ingest
+    from conveyor.components import gcs_ingest
 
     task = gcs_ingest(uris=f"{files}/csv/*.csv", split_key="id")
     ds = Dataset(task.outputs["dataset"].path)

@@ -65,8 +65,9 @@ def test_component_modules_import_only_kfp_and_conveyor_at_module_scope():
 
 
 def test_components_are_exported_and_use_conveyors_image():
-    for name in conveyor.__all__:
-        if name == "__version__":
-            continue
-        component = getattr(conveyor, name)
+    from conveyor import components
+
+    assert components.__all__
+    for name in components.__all__:
+        component = getattr(components, name)
         assert component.component_spec.implementation.container.image == images.image()

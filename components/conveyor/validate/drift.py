@@ -1,7 +1,7 @@
 """Distribution distance between two sets of column statistics, as TFDV measures it.
 
 - numeric columns: Jensen-Shannon divergence (base 2, in [0, 1]) of the two distributions over
-  shared bins: the baseline's 5%-quantiles (20 equal-mass bins), read from both KLL sketches;
+  shared bins: the baseline's 5%-quantiles (20 equal-mass bins), read from both value samples;
 - categorical columns (and small integer domains): L-infinity distance, the largest absolute
   difference between the two value frequencies.
 
@@ -69,8 +69,8 @@ def distance(baseline: ColumnStatistics, current: ColumnStatistics,
     if _as_categories(baseline) and _as_categories(current):
         return Distance(baseline.name, LINF,
                         l_infinity(baseline.frequencies(), current.frequencies()), threshold)
-    if baseline.kind == NUMERIC and current.kind == NUMERIC and baseline.sketch is not None \
-            and current.sketch is not None:
+    if baseline.kind == NUMERIC and current.kind == NUMERIC and baseline.finite \
+            and current.finite:
         edges = sorted({baseline.quantile(q) for q in BIN_QUANTILES})
         return Distance(baseline.name, JS,
                         jensen_shannon(baseline.pmf(edges), current.pmf(edges)), threshold)

@@ -1,0 +1,10 @@
+"""Every conveyor KFP component, in one place: `from conveyor.components import validate`.
+
+Importing this module imports kfp (and nothing heavier): each component's body imports the rest
+of conveyor when it runs. Each is also compiled to `<step>/<name>.yaml` beside its definition.
+"""
+
+from conveyor.ingest.component import bigquery_ingest, gcs_ingest
+from conveyor.validate.component import validate
+
+__all__ = ["bigquery_ingest", "gcs_ingest", "validate"]

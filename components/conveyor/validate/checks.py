@@ -1,0 +1,254 @@
+"""Run a suite over a Dataset split in bounded memory, with Great Expectations doing the checking.
+
+Great Expectations evaluates a pandas batch. A split is fed to it in chunks of `chunk_rows` rows,
+and each expectation's results are combined across chunks according to what it measures:
+
+- row-wise (column map) expectations, e.g. not-null, between, in-set: counts of elements, missing
+  and unexpected values are summed, `mostly` is applied to the totals, examples are pooled;
+- column-set expectations (table columns match a set or a list, a column exists): the same in every
+  chunk, so the first chunk's result stands;
+- row count expectations: evaluated by conveyor on the split's exact row count;
+- uniqueness on a split of several chunks: counted by conveyor across all of them;
+- anything else (aggregates such as a column's mean): run by Great Expectations once on the whole
+  split, loading only the columns it names (memory then grows with the split).
+
+Schema checks (types and missing columns of a conveyor spec) are conveyor's own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from conveyor.io.dataset import Dataset
+
+CHUNK_ROWS = 512 * 1024
+MAX_EXAMPLES = 10
+_SCHEMA_TYPES = {"expect_table_columns_to_match_set", "expect_table_columns_to_match_ordered_list",
+                 "expect_column_to_exist", "expect_table_column_count_to_equal",
+                 "expect_table_column_count_to_be_between"}
+_ROW_COUNT_TYPES = {"expect_table_row_count_to_be_between", "expect_table_row_count_to_equal"}
+_UNIQUE = "expect_column_values_to_be_unique"
+
+
+@dataclasses.dataclass
+class CheckResult:
+    """One rule checked on one split."""
+
+    split: str
+    kind: str  # schema | expectation
+    rule: str  # e.g. expect_column_values_to_be_between(min_value=-6, max_value=6)
+    column: str | None
+    success: bool
+    observed: str = ""
+    unexpected: int = 0
+    examples: list = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def line(self) -> str:
+        where = f"column {self.column!r}" if self.column else "table"
+        examples = f"; e.g. {self.examples[:5]}" if self.examples else ""
+        return f"[{self.split}] {where}: {self.rule}: {self.observed}{examples}"
+
+
+def describe(config) -> str:
+    kwargs = {k: v for k, v in config.kwargs.items() if k not in ("column", "batch_id")}
+    shown = []
+    for k, v in kwargs.items():
+        if isinstance(v, (list, tuple, set)) and len(v) > 8:
+            v = f"[{', '.join(map(repr, list(v)[:8]))}, ... {len(v)} values]"
+        shown.append(f"{k}={v}")
+    return f"{config.type}({', '.join(shown)})"
+
+
+def _column_of(config) -> str | None:
+    return config.kwargs.get("column")
+
+
+def columns_named(config) -> list[str]:
+    kw = config.kwargs
+    names = [kw.get("column"), kw.get("column_A"), kw.get("column_B"), *(kw.get("column_list") or [])]
+    return [n for n in names if n]
+
+
+def _is_row_wise(config) -> bool:
+    from great_expectations.expectations.expectation import (
+        ColumnMapExpectation,
+        ColumnPairMapExpectation,
+    )
+
+    return isinstance(config.to_domain_obj(), (ColumnMapExpectation, ColumnPairMapExpectation))
+
+
+class _Gx:
+    """An ephemeral Great Expectations context with one pandas asset, reused for every chunk."""
+
+    def __init__(self, configs: Sequence, name: str):
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        asset = self.context.data_sources.add_pandas(f"conveyor-{name}").add_dataframe_asset("split")
+        batch = asset.add_batch_definition_whole_dataframe("chunk")
+        suite = gx.ExpectationSuite(name=name)
+        for config in configs:
+            suite.add_expectation_configuration(config)
+        suite = self.context.suites.add(suite)
+        self.definition = self.context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=batch, suite=suite))
+        self.configs = list(configs)
+
+    def run(self, frame) -> list:
+        result = self.definition.run(
+            batch_parameters={"dataframe": frame},
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES})
+        return result.results
+
+
+@dataclasses.dataclass
+class _Tally:
+    config: Any
+    elements: int = 0
+    missing: int = 0
+    unexpected: int = 0
+    examples: list = dataclasses.field(default_factory=list)
+    error: str = ""
+    success: bool | None = None
+    observed: str = ""
+
+    def add(self, outcome) -> None:
+        if outcome.exception_info and outcome.exception_info.get("raised_exception"):
+            self.error = str(outcome.exception_info.get("exception_message"))[:300]
+            return
+        r = outcome.result or {}
+        self.elements += int(r.get("element_count") or 0)
+        self.missing += int(r.get("missing_count") or 0)
+        self.unexpected += int(r.get("unexpected_count") or 0)
+        room = MAX_EXAMPLES - len(self.examples)
+        if room > 0:
+            self.examples.extend(_plain(v) for v in (r.get("partial_unexpected_list") or [])[:room])
+        if self.success is None:  # column-set and other whole-table results: first chunk stands
+            self.success = bool(outcome.success)
+            observed = r.get("observed_value")
+            if observed is not None:
+                self.observed = f"observed {observed}"
+            details = r.get("details") or {}
+            mismatched = details.get("mismatched")
+            if mismatched:
+                self.observed = f"mismatched columns {mismatched}"
+
+    def map_result(self, split: str) -> CheckResult:
+        base = self.elements - self.missing
+        mostly = float(self.config.kwargs.get("mostly", 1.0) or 1.0)
+        ok = base == 0 or (base - self.unexpected) / base >= mostly
+        share = self.unexpected / base if base else 0.0
+        observed = (f"{self.unexpected} of {base} values unexpected ({share:.2%})"
+                    + (f", allowed {1 - mostly:.2%}" if mostly < 1 else ""))
+        return self._result(split, ok, observed)
+
+    def whole_result(self, split: str) -> CheckResult:
+        return self._result(split, bool(self.success), self.observed or
+                            ("ok" if self.success else "failed"))
+
+    def _result(self, split: str, ok: bool, observed: str) -> CheckResult:
+        if self.error:
+            ok, observed = False, f"could not be evaluated: {self.error}"
+        return CheckResult(split, "expectation", describe(self.config), _column_of(self.config), ok,
+                           observed, self.unexpected, self.examples)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def run_expectations(dataset: Dataset, split: str, configs: Sequence, *,
+                     chunk_rows: int = CHUNK_ROWS,
+                     on_batch=None) -> list[CheckResult]:
+    """Check `configs` on one split, streaming it in chunks; `on_batch(batch)` sees every chunk
+    (validate computes its statistics in the same pass)."""
+    rows = dataset.split(split).rows
+    single = rows <= chunk_rows
+    chunked, counted, whole = [], [], []  # (index, config) by how each is evaluated
+    for i, config in enumerate(configs):
+        if config.type in _ROW_COUNT_TYPES or (config.type == _UNIQUE and not single):
+            counted.append((i, config))
+        elif config.type in _SCHEMA_TYPES or single or _is_row_wise(config):
+            chunked.append((i, config))
+        else:
+            whole.append((i, config))
+
+    tallies = [_Tally(c) for _, c in chunked]
+    uniques = {c.kwargs["column"]: _UniqueCounter() for _, c in counted if c.type == _UNIQUE}
+    gx_runner = _Gx([c for _, c in chunked], f"{split}-chunks") if chunked else None
+    for batch in dataset.iter_batches(split, batch_size=chunk_rows):
+        if on_batch is not None:
+            on_batch(batch)
+        for column, counter in uniques.items():
+            counter.update(batch.column(column))
+        if gx_runner is not None:
+            for tally, outcome in zip(tallies, gx_runner.run(batch.to_pandas())):
+                tally.add(outcome)
+
+    results: dict[int, CheckResult] = {}
+    for (i, config), tally in zip(chunked, tallies):
+        row_wise = config.type not in _SCHEMA_TYPES and _is_row_wise(config)
+        results[i] = tally.map_result(split) if row_wise else tally.whole_result(split)
+    for i, config in counted:
+        results[i] = (uniques[config.kwargs["column"]].result(split, config)
+                      if config.type == _UNIQUE else _row_count(config, rows, split))
+    if whole:
+        for (i, _), result in zip(whole, _run_whole(dataset, split, [c for _, c in whole])):
+            results[i] = result
+    return [results[i] for i in range(len(configs))]
+
+
+def _row_count(config, rows: int, split: str) -> CheckResult:
+    kw = config.kwargs
+    if config.type == "expect_table_row_count_to_equal":
+        ok = rows == kw.get("value")
+    else:
+        lo, hi = kw.get("min_value"), kw.get("max_value")
+        ok = (lo is None or rows >= lo) and (hi is None or rows <= hi)
+    return CheckResult(split, "expectation", describe(config), None, ok, f"{rows} rows")
+
+
+class _UniqueCounter:
+    """Exact duplicate count of a column across chunks (memory grows with its distinct values)."""
+
+    def __init__(self) -> None:
+        self.seen: set = set()
+        self.values = 0
+        self.duplicates = 0
+        self.examples: list = []
+
+    def update(self, column: pa.Array | pa.ChunkedArray) -> None:
+        for value in pc.drop_null(column).to_pylist():
+            self.values += 1
+            if value in self.seen:
+                self.duplicates += 1
+                if len(self.examples) < MAX_EXAMPLES:
+                    self.examples.append(value)
+            else:
+                self.seen.add(value)
+
+    def result(self, split: str, config) -> CheckResult:
+        return CheckResult(split, "expectation", describe(config), config.kwargs["column"],
+                           self.duplicates == 0,
+                           f"{self.duplicates} of {self.values} values are duplicates",
+                           self.duplicates, self.examples)
+
+
+def _run_whole(dataset: Dataset, split: str, configs: Sequence) -> list[CheckResult]:
+    names = sorted({n for c in configs for n in columns_named(c)} & set(dataset.schema.names))
+    frame = dataset.read_table(split, names or None).to_pandas()
+    tallies = [_Tally(c) for c in configs]
+    for tally, outcome in zip(tallies, _Gx(configs, f"{split}-whole").run(frame)):
+        tally.add(outcome)
+    return [t.whole_result(split) for t in tallies]

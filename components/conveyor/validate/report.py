@@ -1,0 +1,117 @@
+"""The validation report: one self-contained HTML page (inline CSS, no scripts, no network), so
+it renders offline and in the Kubeflow UI's HTML viewer."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from conveyor.validate.checks import CheckResult
+from conveyor.validate.drift import Distance
+from conveyor.validate.stats import NUMERIC, DatasetStatistics
+
+_CSS = """
+body{font:14px/1.45 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#1d2330}
+h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:28px 0 8px;border-bottom:1px solid #ddd}
+.verdict{display:inline-block;padding:3px 10px;border-radius:4px;font-weight:600;color:#fff}
+.pass{background:#1e7d32} .fail{background:#c62828} .muted{color:#666}
+table{border-collapse:collapse;margin:6px 0 12px;font-size:13px}
+th,td{border:1px solid #d7dbe0;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f3f5f8} td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.bad td{background:#fdecea} code{font-size:12px}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return _e(value)
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], bad: Iterable[bool] = ()) -> str:
+    bad = list(bad)
+    out = ["<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr>"]
+    for i, row in enumerate(rows):
+        cls = ' class="bad"' if i < len(bad) and bad[i] else ""
+        cells = "".join(f'<td class="num">{_num(c)}</td>' if isinstance(c, (int, float))
+                        and not isinstance(c, bool) else f"<td>{c}</td>" for c in row)
+        out.append(f"<tr{cls}>{cells}</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def render(*, title: str, passed: bool, policy: str, suite_origin: str,
+           checks: Sequence[CheckResult], drift: Sequence[tuple[str, Distance]],
+           skew: Sequence[Distance], stats: DatasetStatistics, baseline: str | None) -> str:
+    failed = [c for c in checks if not c.success]
+    drifted = [(s, d) for s, d in drift if d.exceeded]
+    skewed = [d for d in skew if d.exceeded]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>{_e(title)}</h1>",
+             f"<p><span class='verdict {'pass' if passed else 'fail'}'>"
+             f"{'PASSED' if passed else 'FAILED'}</span> "
+             f"<span class='muted'>policy {_e(policy)}; suite: {_e(suite_origin)}; "
+             f"{len(checks) - len(failed)}/{len(checks)} checks passed, "
+             f"{len(drifted)} drifted, {len(skewed)} skewed</span></p>"]
+
+    parts.append("<h2>Failed checks</h2>")
+    if failed:
+        parts.append(_table(
+            ["split", "column", "rule", "observed", "examples"],
+            ([_e(c.split), _e(c.column or "(table)"), f"<code>{_e(c.rule)}</code>",
+              _e(c.observed), _e(", ".join(map(repr, c.examples)))] for c in failed),
+            [True] * len(failed)))
+    else:
+        parts.append("<p class='muted'>none</p>")
+
+    parts.append("<h2>Drift against the baseline</h2>")
+    if drift:
+        parts.append(f"<p class='muted'>baseline: {_e(baseline)}</p>")
+        parts.append(_table(["split", "column", "metric", "distance", "threshold", "drifted"],
+                            ([_e(s), _e(d.column), _e(d.metric), d.value, d.threshold,
+                              "yes" if d.exceeded else "no"] for s, d in drift),
+                            [d.exceeded for _, d in drift]))
+    else:
+        parts.append("<p class='muted'>no baseline statistics given</p>")
+
+    parts.append("<h2>Skew between train and eval</h2>")
+    if skew:
+        parts.append(_table(["column", "metric", "distance", "threshold", "skewed"],
+                            ([_e(d.column), _e(d.metric), d.value, d.threshold,
+                              "yes" if d.exceeded else "no"] for d in skew),
+                            [d.exceeded for d in skew]))
+    else:
+        parts.append("<p class='muted'>needs a train and an eval split</p>")
+
+    parts.append("<h2>All checks</h2>")
+    parts.append(_table(["split", "column", "rule", "result", "observed"],
+                        ([_e(c.split), _e(c.column or "(table)"), f"<code>{_e(c.rule)}</code>",
+                          "pass" if c.success else "FAIL", _e(c.observed)] for c in checks),
+                        [not c.success for c in checks]))
+
+    for name, split in stats.splits.items():
+        parts.append(f"<h2>Statistics: {_e(name)} ({split.rows} rows)</h2>")
+        rows = []
+        for c in split.columns.values():
+            if c.kind == NUMERIC:
+                summary = (f"mean {_num(c.mean)}, std {_num(c.std)}, min {_num(c.min)}, "
+                           f"median {_num(c.quantile(0.5))}, max {_num(c.max)}"
+                           + (f", NaN {c.nan}" if c.nan else "") + (f", inf {c.inf}" if c.inf else ""))
+            elif c.values is not None:
+                top = ", ".join(f"{k!s} ({v})" for k, v in c.top(8))
+                summary = f"{c.distinct}{'+' if c.truncated else ''} distinct: {top}"
+            else:
+                summary = f"min {_e(c.min)}, max {_e(c.max)}"
+            rows.append([_e(c.name), _e(c.type), c.count, c.nulls,
+                         f"{c.null_fraction:.2%}", _e(summary)])
+        parts.append(_table(["column", "type", "values", "nulls", "null %", "summary"], rows))
+    parts.append("</body></html>")
+    return "\n".join(parts)

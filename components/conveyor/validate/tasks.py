@@ -1,0 +1,38 @@
+"""The work behind the validate KFP component, in terms of its artifacts and parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conveyor.gcp.files import local_copy
+from conveyor.validate.validate import ValidationResult, validate_dataset
+
+
+def validate(dataset, report, metrics, statistics, suite, *, input_suite=None,
+             baseline_statistics=None, baseline_dataset=None, suite_uri: str = "",
+             splits: list | None = None, **params: Any) -> bool:
+    """Run `validate_dataset` from KFP artifacts; publish metrics; return whether it passed.
+
+    The verdict is the output named `Output` (`task.outputs["Output"]`): kfp.local resolves only
+    outputs named `Output` in `dsl.If` conditions (kfp 2.17), and the gate must work there too."""
+    suite_source = (input_suite.path if input_suite is not None
+                    else local_copy(suite_uri, "suite_uri") if suite_uri else None)
+    params = {k: v for k, v in params.items() if v != ""}
+    result: ValidationResult = validate_dataset(
+        dataset.path,
+        report_path=report.path,
+        statistics_path=statistics.path,
+        suite_path=suite.path,
+        suite=suite_source,
+        baseline_statistics=baseline_statistics.path if baseline_statistics is not None else None,
+        baseline_dataset=baseline_dataset.path if baseline_dataset is not None else None,
+        splits=splits or None,
+        **params,
+    )
+    for name, value in result.metrics().items():
+        metrics.log_metric(name, value)
+    statistics.metadata["dataset_fingerprint"] = result.statistics.fingerprint
+    suite.metadata["origin"] = result.suite.origin
+    print(("PASSED" if result.passed else "FAILED (policy warn)") + "\n  "
+          + "\n  ".join(result.failures), flush=True)
+    return result.passed
