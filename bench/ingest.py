@@ -16,17 +16,12 @@ Prints one line per run and a median table (markdown) for bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import resource
 import shutil
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from harness import child_figures, machine, median_table, run_child
 
 HERE = Path(__file__).resolve().parent
 
@@ -40,14 +35,10 @@ def one(rows: int, method: str, out: str) -> None:
     result = ingest_bigquery(out, table=reference_table(rows), read_method=method,
                              split_ratios={"train": 2 / 3, "eval": 1 / 3})
     wall = time.monotonic() - start
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({
-        "rows": rows, "method": method, "wall_s": round(wall, 2),
-        "rows_per_s": round(rows / wall), "peak_rss_mb": round(usage.ru_maxrss / 1024),
-        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-        "phases": {k: round(v, 2) for k, v in result.phases.items()},
-        "bytes_read": result.bytes_read, "splits": {n: s.rows for n, s in result.info.splits.items()},
-    }))
+    child_figures(rows=rows, method=method, wall_s=round(wall, 2), rows_per_s=round(rows / wall),
+                  phases={k: round(v, 2) for k, v in result.phases.items()},
+                  bytes_read=result.bytes_read,
+                  splits={n: s.rows for n, s in result.info.splits.items()})
 
 
 def main() -> None:
@@ -79,29 +70,17 @@ def main() -> None:
                 for method in args.methods:
                     out = tempfile.mkdtemp(prefix="conveyor-bench-")
                     try:
-                        run = subprocess.run(
-                            [sys.executable, __file__, "--one", str(rows), method, out + "/ds"],
-                            capture_output=True, text=True, check=True)
+                        results.append(run_child(__file__, str(rows), method, out + "/ds"))
                     finally:
                         shutil.rmtree(out, ignore_errors=True)
-                    figures = json.loads(run.stdout.strip().splitlines()[-1])
-                    results.append(figures)
-                    print(json.dumps(figures), flush=True)
     finally:
         stack.down()
 
-    print(f"\nmachine: {os.cpu_count()} cores, {platform.platform()}, Python "
-          f"{platform.python_version()}; medians of {args.repeat} run(s)\n")
-    print("| rows | read path | wall s | rows/s | peak RSS MB | CPU s | materialize s | read+write s |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
-    for rows in row_counts:
-        for method in args.methods:
-            runs = [r for r in results if r["rows"] == rows and r["method"] == method]
-            med = lambda key, sub=None: statistics.median(
-                r["phases"][sub] if sub else r[key] for r in runs)
-            print(f"| {rows:,} | {method} | {med('wall_s'):.1f} | {med('rows_per_s'):,.0f} | "
-                  f"{med('peak_rss_mb'):.0f} | {med('cpu_s'):.1f} | "
-                  f"{med(None, 'materialize'):.1f} | {med(None, 'read'):.1f} |")
+    print("\n" + machine(args.repeat) + "\n")
+    print(median_table(results, ["rows", "method"], [
+        ("wall s", "wall_s"), ("rows/s", "rows_per_s"), ("peak RSS MB", "peak_rss_mb"),
+        ("CPU s", "cpu_s"), ("materialize s", "phases.materialize"),
+        ("read+write s", "phases.read")]))
 
 
 if __name__ == "__main__":

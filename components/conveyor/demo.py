@@ -1,8 +1,9 @@
 """The embedded default, end to end on this machine (`conveyor demo`, `make demo`).
 
-For now: start the local emulator stack, seed the Palmer penguins if missing, run the ingest
-pipeline through `kfp.local` against the emulated BigQuery, and print the Dataset artifact.
-Later stages (validate, transform, train, evaluate, push, serve) join as they land.
+For now: start the local emulator stack, seed the Palmer penguins if missing, run the data
+pipeline (ingest, then validate) through `kfp.local` against the emulated BigQuery, and print the
+Dataset artifact and where the validation report is. Later stages (transform, train, evaluate,
+push, serve) join as they land.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def run_local_pipeline(pipeline_func, pipeline_root: Path, **arguments):
 def main(stack_root: str | None = None, pipeline_root: str = "local_outputs",
          keep_stack: bool = False) -> int:
     from conveyor.io import Dataset
-    from conveyor.pipelines import ingest
+    from conveyor.pipelines import data
 
     started = time.monotonic()
     stack = LocalStack(stack_root)
@@ -40,12 +41,14 @@ def main(stack_root: str | None = None, pipeline_root: str = "local_outputs",
             print(f"[demo] seeded {rows} penguins into {seed.DEMO_TABLE} and {seed.DEMO_CSV}")
         else:
             print(f"[demo] {seed.DEMO_TABLE} already seeded")
-        print(f"[demo] running pipeline {ingest.NAME} through kfp.local ...")
-        dataset = run_local_pipeline(ingest.pipeline, Path(pipeline_root).resolve(),
-                                     table=seed.DEMO_TABLE, split_key="")
-        artifact = dataset.outputs["Output"]
+        print(f"[demo] running pipeline {data.NAME} through kfp.local ...")
+        run = run_local_pipeline(data.pipeline, Path(pipeline_root).resolve(),
+                                 table=seed.DEMO_TABLE, label_column="species")
+        artifact = run.outputs["Output"]
         print(f"[demo] Dataset artifact: {artifact.path}")
         print(Dataset(artifact.path).info.summary())
+        report = Path(artifact.path).parent.parent / "validate" / "report"
+        print(f"[demo] validation report (HTML): {report}")
     finally:
         if not (keep_stack or was_running):
             stack.down()

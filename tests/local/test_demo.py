@@ -17,5 +17,7 @@ def test_demo_ingests_the_penguins_end_to_end(tmp_path):
     assert "seeded 344 penguins" in run.stdout
     assert "344 rows in 2 splits, 8 columns" in run.stdout
     assert "stack stopped" in run.stdout
+    report = run.stdout.split("validation report (HTML): ")[1].split()[0]
+    assert "PASSED" in open(report).read()
     assert list((tmp_path / "runs").rglob("dataset.json"))
     assert not (tmp_path / "stack" / "stack.json").exists()

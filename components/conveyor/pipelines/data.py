@@ -1,13 +1,14 @@
-"""Snapshot a BigQuery table or query into a split Dataset artifact (the first pipeline stage)."""
+"""Ingest a BigQuery table or query into a split Dataset, then validate it (the data gate)."""
 
 from kfp import dsl
 
 from conveyor.ingest.component import bigquery_ingest
+from conveyor.validate.component import validate
 
-NAME = "conveyor-ingest"
+NAME = "conveyor-data"
 
 
-@dsl.pipeline(name=NAME, description="Ingest a BigQuery table or query into a split Dataset.")
+@dsl.pipeline(name=NAME, description="Ingest a BigQuery table or query and validate it.")
 def pipeline(
     table: str = "conveyor_demo.penguins",
     query: str = "",
@@ -15,8 +16,11 @@ def pipeline(
     split_ratios: dict = {"train": 0.8, "eval": 0.2},
     project: str = "",
     location: str = "",
+    suite_uri: str = "",
+    policy: str = "fail",
+    label_column: str = "",
 ) -> dsl.Dataset:
-    """Ingest a BigQuery table or query into a split Dataset.
+    """Ingest a BigQuery table or query into a split Dataset, then validate it.
 
     Args:
         table: Table to read, as project.dataset.table or dataset.table (or give query).
@@ -25,6 +29,9 @@ def pipeline(
         split_ratios: Split names and their shares of rows, summing to 1.
         project: Project that runs the BigQuery jobs; default from the environment.
         location: BigQuery location, e.g. US or EU.
+        suite_uri: Suite to validate with (path or gs://); default: inferred from the data.
+        policy: fail (stop on any problem) or warn (report and go on).
+        label_column: Label column; a split where it is all NULL is an error.
 
     Returns:
         The Dataset artifact.
@@ -34,4 +41,8 @@ def pipeline(
         project=project, location=location,
     ).set_display_name("Ingest from BigQuery")
     ingest.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0)
+    validate(
+        dataset=ingest.outputs["dataset"], suite_uri=suite_uri, policy=policy,
+        label_column=label_column,
+    ).set_display_name("Validate")
     return ingest.outputs["dataset"]

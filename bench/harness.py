@@ -1,0 +1,62 @@
+"""What the benchmarks share: measuring a step in a fresh process, and printing medians."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+
+
+def child_figures(**figures) -> None:
+    """In the measured process: print its figures, with its own peak RSS and CPU time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    figures.update(peak_rss_mb=round(usage.ru_maxrss / 1024),
+                   cpu_s=round(usage.ru_utime + usage.ru_stime, 2))
+    print(json.dumps(figures), flush=True)
+
+
+def run_child(script: str, *args: str) -> dict:
+    """Run `script --one ARGS` in a fresh interpreter; its last line of output is its figures."""
+    run = subprocess.run([sys.executable, script, "--one", *args], capture_output=True, text=True)
+    if run.returncode:
+        raise SystemExit(f"{script} --one {' '.join(args)} failed:\n{run.stderr[-4000:]}")
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+    print(json.dumps(figures), flush=True)
+    return figures
+
+
+def machine(repeats: int) -> str:
+    return (f"machine: {os.cpu_count()} cores, {platform.platform()}, Python "
+            f"{platform.python_version()}; medians of {repeats} run(s)")
+
+
+def median_table(results: Sequence[dict], group: Sequence[str],
+                 columns: Sequence[tuple[str, str]]) -> str:
+    """A markdown table: one row per distinct `group` values, the median of each column key."""
+    keys = []
+    for r in results:
+        k = tuple(r[g] for g in group)
+        if k not in keys:
+            keys.append(k)
+    lines = ["| " + " | ".join([*group, *(title for title, _ in columns)]) + " |",
+             "|" + "---|" * (len(group) + len(columns))]
+    for k in keys:
+        runs = [r for r in results if tuple(r[g] for g in group) == k]
+        cells = [f"{v:,}" if isinstance(v, int) else str(v) for v in k]
+        for _, key in columns:
+            value = statistics.median(_get(r, key) for r in runs)
+            whole = float(value).is_integer() or value >= 1000
+            cells.append(f"{value:,.0f}" if whole else f"{value:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _get(record: dict, key: str):
+    for part in key.split("."):
+        record = record[part]
+    return record
