@@ -5,6 +5,8 @@ of conveyor when it runs. Each is also compiled to `<step>/<name>.yaml` beside i
 """
 
 from conveyor.ingest.component import bigquery_ingest, gcs_ingest
+from conveyor.train.component import train
+from conveyor.transform.component import transform
 from conveyor.validate.component import validate
 
-__all__ = ["bigquery_ingest", "gcs_ingest", "validate"]
+__all__ = ["bigquery_ingest", "gcs_ingest", "validate", "transform", "train"]

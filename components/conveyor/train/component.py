@@ -1,0 +1,39 @@
+"""The train KFP component: a thin typed shell over `conveyor.train.tasks`."""
+
+from kfp import dsl
+
+from conveyor import images
+
+
+@dsl.component(base_image=images.image(), install_kfp_package=False)
+def train(
+    dataset: dsl.Input[dsl.Dataset],
+    preprocessing: dsl.Input[dsl.Artifact],
+    model: dsl.Output[dsl.Model],
+    metrics: dsl.Output[dsl.Metrics],
+    tensorboard: dsl.Output[dsl.Artifact],
+    hyperparameters: dict = {},
+    module_file: str = "",
+    log_dir_uri: str = "",
+    train_split: str = "train",
+    eval_split: str = "eval",
+):
+    """Train a Keras model (preprocessing inside) and export a serving-ready SavedModel.
+
+    Args:
+        dataset: The Dataset to train on.
+        preprocessing: The fitted preprocessing from transform.
+        model: SavedModel; serving_default takes raw features of shape [None].
+        metrics: Final training and eval metrics, examples per second, resumed epoch.
+        tensorboard: TensorBoard logs.
+        hyperparameters: model (dnn, wide_deep), hidden_units, embedding_dim, learning_rate, batch_size, epochs, steps, early_stopping_patience, dropout, seed.
+        module_file: Path or gs:// URI of a module defining build_model(hparams, feature_spec).
+        log_dir_uri: Extra TensorBoard log dir, e.g. gs:// for Vertex AI TensorBoard.
+        train_split: Split to train on.
+        eval_split: Split for validation metrics and early stopping.
+    """
+    from conveyor.train import tasks
+
+    tasks.train(dataset, preprocessing, model, metrics, tensorboard,
+                hyperparameters=hyperparameters, module_file=module_file,
+                log_dir_uri=log_dir_uri, train_split=train_split, eval_split=eval_split)

@@ -1,0 +1,142 @@
+"""Models over the preprocessed features: a DNN and a wide-and-deep model for each task, or a
+user's `build_model(hparams, feature_spec)` from a module file. The trained model takes the raw
+features: preprocessing (`conveyor.train.preprocess`) is its first layers."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from conveyor.errors import InputError
+from conveyor.train.preprocess import preprocess, raw_inputs
+from conveyor.transform.fit import Fitted
+
+MODELS = ("dnn", "wide_deep")
+
+
+@dataclasses.dataclass
+class Hyperparameters:
+    model: str = "dnn"
+    hidden_units: list[int] = dataclasses.field(default_factory=lambda: [64, 32])
+    embedding_dim: int = 0  # 0: min(16, ceil(1.6 * cardinality ** 0.56))
+    dropout: float = 0.0
+    learning_rate: float = 1e-3
+    batch_size: int = 256
+    epochs: int = 10
+    steps: int = 0  # total training steps; 0: `epochs` full passes over the train split
+    early_stopping_patience: int = 0  # epochs without val_loss improvement; 0: off
+    shuffle_buffer: int = 65536
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "Hyperparameters":
+        data = dict(data or {})
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise InputError(f"hyperparameters: unknown name(s) {unknown} "
+                             f"(known: {', '.join(fields)})")
+        hp = cls()
+        for name, value in data.items():
+            default = getattr(hp, name)
+            try:
+                if isinstance(default, list):
+                    value = [int(v) for v in value]
+                elif isinstance(default, bool):
+                    value = bool(value)
+                elif isinstance(default, int):  # KFP's local runner hands ints in dicts as floats
+                    if float(value) != int(float(value)):
+                        raise ValueError("not a whole number")
+                    value = int(float(value))
+                elif isinstance(default, float):
+                    value = float(value)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"hyperparameters: {name}={value!r}: {exc}") from None
+            setattr(hp, name, value)
+        if hp.model not in MODELS:
+            raise InputError(f"hyperparameters: model {hp.model!r} is not one of {MODELS}")
+        for name in ("batch_size", "epochs"):
+            if getattr(hp, name) < 1:
+                raise InputError(f"hyperparameters: {name} must be at least 1")
+        if hp.learning_rate <= 0:
+            raise InputError("hyperparameters: learning_rate must be positive")
+        return hp
+
+
+def output_units(fitted: Fitted) -> int:
+    task = fitted.spec.task
+    return len(fitted.label_classes) if task == "multiclass" else 1
+
+
+def _embedding_dim(cardinality: int, hp: Hyperparameters) -> int:
+    return hp.embedding_dim or min(16, math.ceil(1.6 * cardinality ** 0.56))
+
+
+def _head(logits, fitted: Fitted):
+    task = fitted.spec.task
+    if task == "binary":
+        return keras.layers.Activation("sigmoid", name="prediction")(logits)
+    if task == "multiclass":
+        return keras.layers.Activation("softmax", name="prediction")(logits)
+    scale = fitted.label_stats or {"mean": 0.0, "std": 1.0}
+    return keras.layers.Rescaling(scale["std"] or 1.0, offset=scale["mean"],
+                                  name="prediction")(logits)
+
+
+def build_model(fitted: Fitted, hp: Hyperparameters, module_file: str | None = None) -> keras.Model:
+    """raw features -> preprocessing -> (DNN | wide-and-deep | user model) -> prediction."""
+    inputs = raw_inputs(fitted)
+    features = preprocess(fitted, inputs)
+    if module_file:
+        return _user_model(module_file, fitted, hp, inputs, features)
+    deep = list(features["numeric"].values())
+    for name, index in features["indices"].items():
+        n = features["cardinality"][name]
+        emb = keras.layers.Embedding(n, _embedding_dim(n, hp), name=f"{name}_embedding")(index)
+        deep.append(emb)
+    x = deep[0] if len(deep) == 1 else keras.layers.Concatenate(name="deep_features")(deep)
+    for i, units in enumerate(hp.hidden_units):
+        x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(x)
+        if hp.dropout:
+            x = keras.layers.Dropout(hp.dropout, seed=hp.seed)(x)
+    logits = keras.layers.Dense(output_units(fitted), name="deep_logits")(x)
+    if hp.model == "wide_deep":
+        wide = [keras.layers.CategoryEncoding(features["cardinality"][n], output_mode="one_hot",
+                                              name=f"{n}_one_hot")(i)
+                for n, i in {**features["indices"], **features["crosses"]}.items()]
+        wide += list(features["numeric"].values())
+        w = wide[0] if len(wide) == 1 else keras.layers.Concatenate(name="wide_features")(wide)
+        wide_logits = keras.layers.Dense(output_units(fitted), name="wide_logits")(w)
+        logits = keras.layers.Add(name="logits")([logits, wide_logits])
+    return keras.Model(inputs, _head(logits, fitted), name="conveyor_model")
+
+
+def _user_model(module_file: str, fitted: Fitted, hp: Hyperparameters, inputs, features):
+    path = Path(module_file)
+    try:
+        spec = importlib.util.spec_from_file_location("conveyor_user_module", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except FileNotFoundError:
+        raise InputError(f"module_file: {module_file} does not exist") from None
+    except Exception as exc:  # noqa: BLE001  (any error in the user's module is bad input)
+        raise InputError(f"module_file: {module_file} failed to load: "
+                         f"{type(exc).__name__}: {exc}") from None
+    if not callable(getattr(module, "build_model", None)):
+        raise InputError(f"module_file: {module_file} defines no build_model(hparams, feature_spec)")
+    feature_spec = {**fitted.to_dict(), "cardinality": features["cardinality"],
+                    "output_units": output_units(fitted)}
+    try:
+        core = module.build_model(dataclasses.asdict(hp), feature_spec)
+        flat = {**features["numeric"], **features["indices"], **features["crosses"]}
+        out = core(flat)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"module_file: build_model of {module_file} raised "
+                         f"{type(exc).__name__}: {exc}") from None
+    return keras.Model(inputs, out, name="conveyor_user_model")

@@ -1,0 +1,28 @@
+"""The work behind the train KFP component, in terms of its artifacts and parameters."""
+
+from __future__ import annotations
+
+from conveyor.gcp.files import local_copy
+
+
+def train(dataset, preprocessing, model, metrics, tensorboard, *, hyperparameters: dict,
+          module_file: str = "", log_dir_uri: str = "", train_split: str = "train",
+          eval_split: str = "eval"):
+    from conveyor.train.train import train as run
+
+    result = run(
+        dataset.path, preprocessing.path, model.path,
+        hparams=hyperparameters, tensorboard_path=tensorboard.path,
+        log_dir_uri=log_dir_uri or None,
+        checkpoint_dir=f"{model.path}.checkpoints",  # the same on a retry of this task
+        module_file=str(local_copy(module_file, "module_file")) if module_file else None,
+        train_split=train_split, eval_split=eval_split,
+    )
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, round(value, 6))
+    metrics.log_metric("examples_per_second", round(result.examples_per_second, 1))
+    metrics.log_metric("resumed_from_epoch", result.first_epoch)
+    model.metadata.update({"framework": "tensorflow", "format": "saved_model",
+                           "signature": "serving_default"})
+    tensorboard.metadata["log_dir"] = tensorboard.path
+    return result

@@ -1,0 +1,193 @@
+"""Train a Keras model over a Dataset with its fitted transform, and export it for serving.
+
+- Input: `tf.data` pipelines streaming the train split (shuffled) and the eval split.
+- Model: `conveyor.train.model` (DNN, wide-and-deep, or a user module), preprocessing inside.
+- Distribution: chosen from the devices present (`choose_strategy`).
+- Callbacks: TensorBoard (to the TensorBoard artifact, and optionally a gs:// log dir),
+  `BackupAndRestore` in `checkpoint_dir` so a preempted or retried task resumes from its last
+  finished epoch, optional early stopping on the eval loss.
+- Export (`export`): a SavedModel whose `serving_default` signature takes the raw features as
+  named inputs of shape [None] and returns named outputs (binary: probability and class;
+  multiclass: probabilities, class_id and class_label; regression: value), with `transform.json`,
+  `feature_spec.yaml` and `labels.txt` in its `assets.extra/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from conveyor.errors import InputError  # noqa: E402
+from conveyor.io.dataset import Dataset  # noqa: E402
+from conveyor.train.data import tf_dataset  # noqa: E402
+from conveyor.train.model import Hyperparameters, build_model  # noqa: E402
+from conveyor.train.preprocess import input_dtype  # noqa: E402
+from conveyor.transform.fit import SPEC_FILE, TRANSFORM_FILE, Fitted  # noqa: E402
+
+EXTRA = "assets.extra"
+
+
+def choose_strategy(gpus: list | None = None) -> tf.distribute.Strategy:
+    """MirroredStrategy over several GPUs, OneDeviceStrategy on one, the default on CPU."""
+    gpus = tf.config.list_logical_devices("GPU") if gpus is None else gpus
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy([g.name for g in gpus])
+    if len(gpus) == 1:
+        return tf.distribute.OneDeviceStrategy(gpus[0].name)
+    return tf.distribute.get_strategy()
+
+
+@dataclasses.dataclass
+class TrainResult:
+    metrics: dict[str, float]
+    first_epoch: int  # > 0 when the run resumed from a checkpoint
+    epochs_run: int
+    steps_per_epoch: int
+    examples_per_second: float
+    seconds: float
+
+
+class _Progress(keras.callbacks.Callback):
+    """Remembers where training (re)started and how fast it went."""
+
+    def __init__(self):
+        super().__init__()
+        self.first_epoch: int | None = None
+        self.epochs = 0
+        self.train_seconds = 0.0
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+        self._start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs += 1
+        self.train_seconds += time.monotonic() - self._start
+
+
+def _compile(model: keras.Model, fitted: Fitted, hp: Hyperparameters) -> None:
+    task = fitted.spec.task
+    if task == "binary":
+        loss = keras.losses.BinaryCrossentropy()
+        metrics = [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
+    elif task == "multiclass":
+        loss = keras.losses.SparseCategoricalCrossentropy()
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    else:
+        loss = keras.losses.MeanSquaredError()
+        metrics = [keras.metrics.RootMeanSquaredError(name="rmse"),
+                   keras.metrics.MeanAbsoluteError(name="mae")]
+    model.compile(optimizer=keras.optimizers.Adam(hp.learning_rate), loss=loss, metrics=metrics)
+
+
+def train(dataset_path: str | Path, transform_path: str | Path, model_path: str | Path, *,
+          hparams: dict[str, Any] | None = None, tensorboard_path: str | Path | None = None,
+          log_dir_uri: str | None = None, checkpoint_dir: str | Path | None = None,
+          module_file: str | None = None, train_split: str = "train",
+          eval_split: str = "eval") -> TrainResult:
+    """Train on `train_split`, validate on `eval_split` (if present), export to `model_path`."""
+    start = time.monotonic()
+    hp = Hyperparameters.from_dict(hparams)
+    dataset = Dataset(dataset_path)
+    fitted = Fitted.load(transform_path)
+    types = {c.name: c.type for c in dataset.info.columns}
+    fitted.spec.check_columns(types)
+    if train_split not in dataset.splits:
+        raise InputError(f"train: the dataset has no {train_split!r} split "
+                         f"(splits: {', '.join(dataset.splits)})")
+    keras.utils.set_random_seed(hp.seed)
+    rows = dataset.split(train_split).rows
+    if hp.steps:
+        steps_per_epoch = max(1, math.ceil(hp.steps / hp.epochs))
+    else:
+        steps_per_epoch = max(1, rows // hp.batch_size)
+    train_ds = tf_dataset(dataset, train_split, fitted, hp.batch_size,
+                          shuffle_buffer=hp.shuffle_buffer, seed=hp.seed, repeat=True)
+    eval_ds = (tf_dataset(dataset, eval_split, fitted, hp.batch_size)
+               if eval_split in dataset.splits else None)
+
+    progress = _Progress()
+    callbacks: list = [progress]
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else Path(f"{model_path}.checkpoints")
+    callbacks.append(keras.callbacks.BackupAndRestore(str(checkpoint_dir)))
+    for log_dir in (tensorboard_path, log_dir_uri):
+        if log_dir:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), update_freq="epoch"))
+    if hp.early_stopping_patience and eval_ds is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=hp.early_stopping_patience, restore_best_weights=True))
+
+    with choose_strategy().scope():
+        model = build_model(fitted, hp, module_file)
+        _compile(model, fitted, hp)
+    history = model.fit(train_ds, epochs=hp.epochs, steps_per_epoch=steps_per_epoch,
+                        validation_data=eval_ds, callbacks=callbacks, verbose=2,
+                        shuffle=False)  # the input pipeline shuffles
+    export(model, fitted, model_path, transform_path)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+    metrics = {k: float(v[-1]) for k, v in history.history.items() if v}
+    examples = progress.epochs * steps_per_epoch * hp.batch_size
+    return TrainResult(
+        metrics=metrics, first_epoch=progress.first_epoch or 0, epochs_run=progress.epochs,
+        steps_per_epoch=steps_per_epoch,
+        examples_per_second=examples / progress.train_seconds if progress.train_seconds else 0.0,
+        seconds=time.monotonic() - start)
+
+
+def serving_function(model: keras.Model, fitted: Fitted):
+    """The `serving_default` function: raw features [None] in, named outputs out."""
+    spec = {name: tf.TensorSpec([None], input_dtype(f), name=name)
+            for name, f in fitted.features.items()}
+    task = fitted.spec.task
+    classes = [str(c) for c in fitted.label_classes or []]
+
+    @tf.function(input_signature=[spec])
+    def serve(features):
+        prediction = model(features, training=False)
+        if task == "binary":
+            probability = tf.reshape(prediction, [-1])
+            return {"probability": probability,
+                    "class": tf.cast(probability >= 0.5, tf.int64),
+                    "class_label": tf.gather(tf.constant(classes),
+                                             tf.cast(probability >= 0.5, tf.int64))}
+        if task == "multiclass":
+            class_id = tf.argmax(prediction, axis=-1)
+            return {"probabilities": prediction, "class_id": class_id,
+                    "class_label": tf.gather(tf.constant(classes), class_id)}
+        return {"value": tf.reshape(prediction, [-1])}
+
+    return serve
+
+
+def export(model: keras.Model, fitted: Fitted, model_path: str | Path,
+           transform_path: str | Path) -> None:
+    """Write the SavedModel, then its extra files; a failure leaves no partial model."""
+    model_path = Path(model_path)
+    staging = model_path.with_name(model_path.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name="serving_default", fn=serving_function(model, fitted))
+    archive.write_out(str(staging), verbose=False)
+    extra = staging / EXTRA
+    extra.mkdir(exist_ok=True)
+    for name in (TRANSFORM_FILE, SPEC_FILE):
+        shutil.copy(Path(transform_path) / name, extra / name)
+    if fitted.label_classes:
+        (extra / "labels.txt").write_text("".join(f"{c}\n" for c in fitted.label_classes))
+    if model_path.exists():
+        shutil.rmtree(model_path)
+    staging.rename(model_path)
