@@ -103,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
     local.set_defaults(func=_local)
 
     comp = sub.add_parser("compile", help="regenerate compiled component and pipeline specs")
-    comp.add_argument("names", nargs="*", help="only these (e.g. bigquery_ingest, pipeline:data)")
+    comp.add_argument("names", nargs="*", help="only these (e.g. bigquery_ingest, pipeline:training)")
     comp.add_argument("--registry", default=DEFAULT_REGISTRY)
     comp.add_argument("--root", default=".", help="repository root to write under")
     comp.add_argument("--check", action="store_true", help="only report stale specs")

@@ -1,9 +1,9 @@
 """The embedded default, end to end on this machine (`conveyor demo`, `make demo`).
 
-For now: start the local emulator stack, seed the Palmer penguins if missing, run the data
-pipeline (ingest, then validate) through `kfp.local` against the emulated BigQuery, and print the
-Dataset artifact and where the validation report is. Later stages (transform, train, evaluate,
-push, serve) join as they land.
+For now: start the local emulator stack, seed the Palmer penguins if missing, run the training
+pipeline (ingest, validate, transform, train) through `kfp.local` against the emulated BigQuery,
+and print the Dataset, the validation report, the model and its TensorBoard logs. Evaluate, push
+and serve join as they land.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def run_local_pipeline(pipeline_func, pipeline_root: Path, **arguments):
 def main(stack_root: str | None = None, pipeline_root: str = "local_outputs",
          keep_stack: bool = False) -> int:
     from conveyor.io import Dataset
-    from conveyor.pipelines import data
+    from conveyor.pipelines import training
 
     started = time.monotonic()
     stack = LocalStack(stack_root)
@@ -41,14 +41,17 @@ def main(stack_root: str | None = None, pipeline_root: str = "local_outputs",
             print(f"[demo] seeded {rows} penguins into {seed.DEMO_TABLE} and {seed.DEMO_CSV}")
         else:
             print(f"[demo] {seed.DEMO_TABLE} already seeded")
-        print(f"[demo] running pipeline {data.NAME} through kfp.local ...")
-        run = run_local_pipeline(data.pipeline, Path(pipeline_root).resolve(),
-                                 table=seed.DEMO_TABLE, label_column="species")
-        artifact = run.outputs["Output"]
-        print(f"[demo] Dataset artifact: {artifact.path}")
-        print(Dataset(artifact.path).info.summary())
-        report = Path(artifact.path).parent.parent / "validate" / "report"
-        print(f"[demo] validation report (HTML): {report}")
+        print(f"[demo] running pipeline {training.NAME} through kfp.local ...")
+        run = run_local_pipeline(training.pipeline, Path(pipeline_root).resolve(),
+                                 table=seed.DEMO_TABLE, label="species")
+        model = Path(run.outputs["Output"].path)
+        tasks = model.parent.parent
+        print(f"[demo] Dataset artifact: {tasks / 'bigquery-ingest' / 'dataset'}")
+        print(Dataset(tasks / "bigquery-ingest" / "dataset").info.summary())
+        print(f"[demo] validation report (HTML): {tasks / 'validate' / 'report'}")
+        print(f"[demo] fitted preprocessing: {tasks / 'transform' / 'preprocessing'}")
+        print(f"[demo] model (SavedModel): {model}")
+        print(f"[demo] TensorBoard logs: tensorboard --logdir {tasks / 'train' / 'tensorboard'}")
     finally:
         if not (keep_stack or was_running):
             stack.down()

@@ -58,14 +58,14 @@ def test_every_executor_runs_conveyors_image_without_pip_installs(name):
 
 
 def test_registry_is_a_compile_parameter(tmp_path):
-    path = compiler.compile_one("pipeline:data", tmp_path / "p.yaml", registry="eu.gcr.io/acme")
+    path = compiler.compile_one("pipeline:training", tmp_path / "p.yaml", registry="eu.gcr.io/acme")
     spec = yaml.safe_load(path.read_text())
     assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == \
         {images.image("eu.gcr.io/acme")}
 
 
 def test_pipeline_parameters_have_defaults_and_descriptions():
-    spec = yaml.safe_load((REPO / "pipelines" / "data" / "pipeline.yaml").read_text())
+    spec = yaml.safe_load((REPO / "pipelines" / "training" / "pipeline.yaml").read_text())
     params = spec["root"]["inputDefinitions"]["parameters"]
     for name, param in params.items():
         assert "defaultValue" in param, name

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,5 +20,7 @@ def test_demo_ingests_the_penguins_end_to_end(tmp_path):
     assert "stack stopped" in run.stdout
     report = run.stdout.split("validation report (HTML): ")[1].split()[0]
     assert "PASSED" in open(report).read()
+    model = run.stdout.split("model (SavedModel): ")[1].split()[0]
+    assert (Path(model) / "saved_model.pb").exists()
     assert list((tmp_path / "runs").rglob("dataset.json"))
     assert not (tmp_path / "stack" / "stack.json").exists()

@@ -33,8 +33,8 @@ def test_compose_only_install_has_no_tensorflow_and_compiles(tmp_path):
 import importlib.util, sys
 import conveyor
 from kfp import compiler
-from conveyor.pipelines import data
-compiler.Compiler().compile(data.pipeline, sys.argv[1])
+from conveyor.pipelines import training
+compiler.Compiler().compile(training.pipeline, sys.argv[1])
 for name in ("tensorflow", "great_expectations", "google.cloud.bigquery", "bqemulator"):
     assert importlib.util.find_spec(name) is None, f"{name} is installed"
 print("ok", conveyor.__version__)

@@ -5,5 +5,5 @@ Each is compiled to `pipelines/<name>/pipeline.yaml` at the top of the repositor
 """
 
 PIPELINES: dict[str, str] = {
-    "data": "conveyor.pipelines.data",
+    "training": "conveyor.pipelines.training",
 }

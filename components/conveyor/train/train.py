@@ -49,6 +49,7 @@ def choose_strategy(gpus: list | None = None) -> tf.distribute.Strategy:
 
 @dataclasses.dataclass
 class TrainResult:
+    model: keras.Model  # the trained Keras model, raw features in (what was exported)
     metrics: dict[str, float]
     first_epoch: int  # > 0 when the run resumed from a checkpoint
     epochs_run: int
@@ -141,7 +142,7 @@ def train(dataset_path: str | Path, transform_path: str | Path, model_path: str 
     metrics = {k: float(v[-1]) for k, v in history.history.items() if v}
     examples = progress.epochs * steps_per_epoch * hp.batch_size
     return TrainResult(
-        metrics=metrics, first_epoch=progress.first_epoch or 0, epochs_run=progress.epochs,
+        model=model, metrics=metrics, first_epoch=progress.first_epoch or 0, epochs_run=progress.epochs,
         steps_per_epoch=steps_per_epoch,
         examples_per_second=examples / progress.train_seconds if progress.train_seconds else 0.0,
         seconds=time.monotonic() - start)

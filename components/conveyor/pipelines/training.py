@@ -1,0 +1,71 @@
+"""The training pipeline: ingest -> validate -> transform -> train.
+
+Evaluate and push (with the push under `dsl.If(blessed)`) join when those components land.
+"""
+
+from kfp import dsl
+
+from conveyor.ingest.component import bigquery_ingest
+from conveyor.train.component import train
+from conveyor.transform.component import transform
+from conveyor.validate.component import validate
+
+NAME = "conveyor-training"
+
+
+@dsl.pipeline(name=NAME, description="Ingest from BigQuery, validate, transform and train.")
+def pipeline(
+    table: str = "conveyor_demo.penguins",
+    query: str = "",
+    label: str = "species",
+    task: str = "",
+    split_key: str = "",
+    split_ratios: dict = {"train": 0.8, "eval": 0.2},
+    project: str = "",
+    location: str = "",
+    suite_uri: str = "",
+    policy: str = "fail",
+    feature_spec_uri: str = "",
+    hyperparameters: dict = {"epochs": 10, "batch_size": 32},
+    module_file: str = "",
+) -> dsl.Model:
+    """Ingest a BigQuery table or query, validate it, fit preprocessing and train a model.
+
+    Args:
+        table: Table to read, as project.dataset.table or dataset.table (or give query).
+        query: GoogleSQL query whose result is read, instead of table.
+        label: Label column (used to propose a feature spec when none is given).
+        task: binary, multiclass or regression; default: from the label's values.
+        split_key: INT64 or STRING column that decides each row's split (default: the row).
+        split_ratios: Split names and their shares of rows, summing to 1.
+        project: Project that runs the BigQuery jobs; default from the environment.
+        location: BigQuery location, e.g. US or EU.
+        suite_uri: Suite to validate with (path or gs://); default: inferred from the data.
+        policy: fail (stop on any data problem) or warn (report and go on).
+        feature_spec_uri: Feature spec (path or gs://); default: proposed from the schema.
+        hyperparameters: Model and training settings, e.g. {"model": "wide_deep", "epochs": 10}.
+        module_file: Module defining build_model(hparams, feature_spec), instead of a built-in model.
+
+    Returns:
+        The trained SavedModel.
+    """
+    ingest = bigquery_ingest(
+        table=table, query=query, split_key=split_key, split_ratios=split_ratios,
+        project=project, location=location,
+    ).set_display_name("Ingest from BigQuery")
+    ingest.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0)
+    checked = validate(
+        dataset=ingest.outputs["dataset"], suite_uri=suite_uri, policy=policy,
+        label_column=label,
+    ).set_display_name("Validate")
+    fitted = transform(
+        dataset=ingest.outputs["dataset"], label=label, task=task,
+        feature_spec_uri=feature_spec_uri,
+    ).set_display_name("Transform").after(checked)
+    trained = train(
+        dataset=ingest.outputs["dataset"], preprocessing=fitted.outputs["preprocessing"],
+        hyperparameters=hyperparameters, module_file=module_file,
+    ).set_display_name("Train")
+    trained.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)
+    trained.set_cpu_request("2").set_memory_request("4G")
+    return trained.outputs["model"]

@@ -1,0 +1,111 @@
+"""Feature specs and fitting on small real datasets (no TensorFlow)."""
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from conftest import write_dataset
+from conveyor.errors import EmptyDataError, InputError, SchemaError
+from conveyor.io import Dataset
+from conveyor.local.seed import penguins, reference_rows
+from conveyor.transform.fit import Fitted, fit
+from conveyor.transform.spec import FeatureSpec, propose_spec
+
+
+@pytest.fixture(scope="module")
+def penguin_data(tmp_path_factory):
+    return Dataset(write_dataset(tmp_path_factory.mktemp("p") / "ds", penguins()))
+
+
+def types(ds):
+    return {c.name: c.type for c in ds.info.columns}
+
+
+def test_proposed_spec_follows_schema_and_label(penguin_data):
+    spec = propose_spec(types(penguin_data), "species", {"Adelie": 1, "Gentoo": 1, "Chinstrap": 1})
+    assert spec.task == "multiclass"
+    assert spec.features["island"].kind == "categorical"
+    assert spec.features["year"].kind == "numeric"
+    assert "species" not in spec.features
+    assert propose_spec(types(penguin_data), "body_mass_g").task == "regression"
+    assert propose_spec({"x": "float64", "y": "int64"}, "y", {0: 5, 1: 3}).task == "binary"
+
+
+def test_fit_is_readable_and_round_trips(penguin_data, tmp_path):
+    spec = FeatureSpec.from_dict({
+        "label": "species", "task": "multiclass",
+        "features": {"bill_length_mm": {"kind": "numeric", "transform": "zscore"},
+                     "body_mass_g": {"kind": "numeric", "transform": "bucketize", "buckets": 4},
+                     "island": {"kind": "categorical", "top_k": 2},
+                     "year": {"kind": "categorical", "encoding": "hash", "hash_buckets": 8}},
+        "crosses": [{"features": ["island", "year"], "buckets": 16}]})
+    fitted = fit(penguin_data, spec)
+    train = penguin_data.read_table("train")
+    assert fitted.label_classes == ["Adelie", "Chinstrap", "Gentoo"]
+    bill = fitted.features["bill_length_mm"]
+    assert abs(bill["mean"] - pc.mean(train.column("bill_length_mm")).as_py()) < 1e-9
+    assert bill["impute"] == bill["mean"]
+    assert len(fitted.features["body_mass_g"]["boundaries"]) == 3
+    assert fitted.features["island"]["vocabulary"] == ["Biscoe", "Dream"]  # top 2 by count
+    fitted.write(tmp_path / "t")
+    again = Fitted.load(tmp_path / "t")
+    assert again.to_dict() == fitted.to_dict()
+    assert (tmp_path / "t" / "feature_spec.yaml").read_text().startswith("label: species")
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"label": "species", "task": "multiclass", "features": {"island": {"kind": "numeric"}}},
+     "feature 'island' is numeric but column 'island' holds string values"),
+    ({"label": "species", "task": "multiclass", "features": {"beak": {"kind": "numeric"}}},
+     "feature 'beak' is not a column"),
+    ({"label": "kind", "task": "multiclass", "features": {"island": {"kind": "categorical"}}},
+     "label 'kind' is not a column"),
+    ({"label": "species", "task": "regression", "features": {"island": {"kind": "categorical"}}},
+     "a regression label must be numeric"),
+    ({"label": "species", "task": "binary", "features": {"island": {"kind": "categorical"}}},
+     "a binary label needs exactly 2 classes; 'species' has 3"),
+])
+def test_spec_that_does_not_fit_the_data_is_named(penguin_data, data, words):
+    with pytest.raises(SchemaError) as err:
+        fit(penguin_data, FeatureSpec.from_dict(data))
+    assert words in str(err.value)
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"label": "y", "task": "ranking", "features": {"x": {"kind": "numeric"}}}, "task 'ranking'"),
+    ({"label": "y", "task": "binary", "features": {"y": {"kind": "numeric"}}},
+     "cannot also be a feature"),
+    ({"label": "y", "task": "binary", "features": {"x": {"kind": "numeric", "top_k": 3}}},
+     "unknown key(s) ['top_k'] for a numeric feature"),
+    ({"label": "y", "task": "binary", "features": {"x": {"kind": "numeric", "transform": "sqrt"}}},
+     "transform 'sqrt'"),
+    ({"label": "y", "task": "binary", "features": {"x": {"kind": "numeric"}},
+      "crosses": [{"features": ["x", "x"]}]}, "'x' is not a categorical feature"),
+])
+def test_malformed_specs_are_named(data, words):
+    with pytest.raises(InputError) as err:
+        FeatureSpec.from_dict(data)
+    assert words in str(err.value)
+
+
+def test_label_class_unseen_in_training_is_refused(tmp_path):
+    table = penguins()
+    from conveyor.io import DatasetWriter
+
+    train = table.filter(pc.not_equal(table.column("species"), "Chinstrap"))
+    with DatasetWriter(tmp_path / "ds", table.schema, ["train", "eval"], {}) as w:
+        w.write("train", train)
+        w.write("eval", table)
+    spec = propose_spec(types(Dataset(tmp_path / "ds")), "species", {"a": 1, "b": 1, "c": 1})
+    with pytest.raises(SchemaError, match=r"split 'eval' has label class\(es\) \['Chinstrap'\]"):
+        fit(Dataset(tmp_path / "ds"), spec)
+
+
+def test_all_null_label_in_train_is_refused(tmp_path):
+    table = reference_rows(300)
+    table = table.set_column(10, "label", pa.nulls(300, pa.int64()))
+    ds = Dataset(write_dataset(tmp_path / "ds", table))
+    spec = FeatureSpec.from_dict({"label": "label", "task": "binary",
+                                  "features": {"f0": {"kind": "numeric"}}})
+    with pytest.raises(EmptyDataError, match="no row with a label"):
+        fit(ds, spec)
