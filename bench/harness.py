@@ -30,6 +30,28 @@ def run_child(script: str, *args: str) -> dict:
     return figures
 
 
+def reference_dataset(rows: int, path) -> None:
+    """The reference workload (seed 0) as a conveyor Dataset split 2:1 by row hash, as ingest
+    splits it; written once (reused if present)."""
+    from pathlib import Path
+
+    import pyarrow as pa
+
+    from conveyor.ingest.split import SplitSpec
+    from conveyor.io import DatasetWriter
+    from conveyor.local.seed import reference_rows
+
+    if (Path(path) / "dataset.json").exists():
+        return
+    table = reference_rows(rows)
+    spec = SplitSpec.parse({"train": 2 / 3, "eval": 1 / 3})
+    with DatasetWriter(path, table.schema, spec.names, {"type": "bench"}) as writer:
+        for batch in table.to_batches(max_chunksize=128 * 1024):
+            index = spec.assign(batch)
+            for i, name in enumerate(spec.names):
+                writer.write(name, batch.filter(pa.array(index == i)))
+
+
 def machine(repeats: int) -> str:
     return (f"machine: {os.cpu_count()} cores, {platform.platform()}, Python "
             f"{platform.python_version()}; medians of {repeats} run(s)")

@@ -18,7 +18,7 @@ import argparse
 import time
 from pathlib import Path
 
-from harness import child_figures, machine, median_table, run_child
+from harness import child_figures, machine, median_table, reference_dataset, run_child
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,22 +43,11 @@ def one(rows: int, folder: str) -> None:
 
 def prepare(rows: int, folder: Path) -> None:
     """The dataset and its baseline suite and statistics (not measured)."""
-    import pyarrow as pa
-
-    from conveyor.ingest.split import SplitSpec
-    from conveyor.io import DatasetWriter
-    from conveyor.local.seed import reference_rows
     from conveyor.validate.validate import validate_dataset
 
     if (folder / "baseline" / "stats").exists():
         return
-    table = reference_rows(rows)
-    spec = SplitSpec.parse({"train": 2 / 3, "eval": 1 / 3})
-    with DatasetWriter(folder / "ds", table.schema, spec.names, {"type": "bench"}) as writer:
-        for batch in table.to_batches(max_chunksize=128 * 1024):
-            index = spec.assign(batch)
-            for i, name in enumerate(spec.names):
-                writer.write(name, batch.filter(pa.array(index == i)))
+    reference_dataset(rows, folder / "ds")
     validate_dataset(folder / "ds", report_path=folder / "baseline" / "report.html",
                      statistics_path=folder / "baseline" / "stats",
                      suite_path=folder / "baseline" / "suite")

@@ -207,3 +207,17 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path):
     assert result.first_epoch >= 1, "training started over instead of resuming"
     assert result.epochs_run == 6 - result.first_epoch
     assert (tmp_path / "model" / "saved_model.pb").exists()
+
+
+def test_strategy_follows_the_devices():
+    import tensorflow as tf
+
+    from conveyor.train.train import choose_strategy
+
+    class Device:
+        name = "/device:GPU:0"
+
+    assert choose_strategy([]) is tf.distribute.get_strategy()
+    one = choose_strategy([Device()])
+    assert isinstance(one, tf.distribute.OneDeviceStrategy)
+    assert one.extended.worker_devices == ("/job:localhost/replica:0/task:0/device:GPU:0",)

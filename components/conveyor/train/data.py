@@ -53,60 +53,52 @@ class LabelEncoder:
         return out.astype(np.float32) if self.task == "binary" else out
 
 
-def batches(dataset: Dataset, split: str, fitted: Fitted, batch_size: int, *,
-            shuffle_buffer: int = 0, seed: int = 0, repeat: bool = False
-            ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
-    """Fixed-size batches (the last one smaller, unless repeating) of (features, label)."""
+def chunks(dataset: Dataset, split: str, fitted: Fitted, chunk_rows: int, *,
+           shuffle: bool = False, seed: int = 0, repeat: bool = False
+           ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+    """(features, label) arrays of up to `chunk_rows` rows each, shard after shard; with
+    `shuffle`, shards in a new order each pass and rows shuffled within each chunk."""
+    import pyarrow.parquet as pq
+
     names = list(fitted.features)
     encode = LabelEncoder(fitted)
     rng = np.random.default_rng(seed)
-    read_rows = max(shuffle_buffer, batch_size * 8)
-    epoch = 0
     while True:
-        carry: dict[str, np.ndarray] | None = None
-        carry_y = None
         files = list(dataset.files(split))
-        if shuffle_buffer:
+        if shuffle:
             rng.shuffle(files)
         for file in files:
-            import pyarrow.parquet as pq
-
             with pq.ParquetFile(file) as pf:
-                for batch in pf.iter_batches(batch_size=read_rows, columns=[*names, fitted.spec.label]):
+                for batch in pf.iter_batches(batch_size=chunk_rows,
+                                             columns=[*names, fitted.spec.label]):
                     labelled = pc.is_valid(batch.column(fitted.spec.label))
                     if not pc.all(labelled).as_py():
                         batch = batch.filter(labelled)
+                    if not batch.num_rows:
+                        continue
                     x = {n: _feature_array(batch.column(n), fitted.features[n]) for n in names}
                     y = encode(batch.column(fitted.spec.label), split)
-                    if shuffle_buffer:
+                    if shuffle:
                         order = rng.permutation(len(y))
                         x = {n: a[order] for n, a in x.items()}
                         y = y[order]
-                    if carry is not None:
-                        x = {n: np.concatenate([carry[n], x[n]]) for n in names}
-                        y = np.concatenate([carry_y, y])
-                    full = len(y) - len(y) % batch_size
-                    for start in range(0, full, batch_size):
-                        yield ({n: a[start:start + batch_size] for n, a in x.items()},
-                               y[start:start + batch_size])
-                    carry = {n: a[full:] for n, a in x.items()}
-                    carry_y = y[full:]
-        if carry_y is not None and len(carry_y) and not repeat:
-            yield carry, carry_y
-        epoch += 1
+                    yield x, y
         if not repeat:
             return
 
 
 def tf_dataset(dataset: Dataset, split: str, fitted: Fitted, batch_size: int, *,
                shuffle_buffer: int = 0, seed: int = 0, repeat: bool = False) -> tf.data.Dataset:
+    """Batches of `batch_size` rows: Python hands tf.data large chunks (`shuffle_buffer` rows,
+    or 32 batches), which tf.data cuts into batches (`rebatch`) and prefetches in C++."""
     task = fitted.spec.task
     signature = (
         {n: tf.TensorSpec([None], input_dtype(f), name=n) for n, f in fitted.features.items()},
         tf.TensorSpec([None], tf.int64 if task == "multiclass" else tf.float32),
     )
+    chunk_rows = max(shuffle_buffer, batch_size * 32)
     return tf.data.Dataset.from_generator(
-        lambda: batches(dataset, split, fitted, batch_size, shuffle_buffer=shuffle_buffer,
-                        seed=seed, repeat=repeat),
+        lambda: chunks(dataset, split, fitted, chunk_rows, shuffle=bool(shuffle_buffer),
+                       seed=seed, repeat=repeat),
         output_signature=signature,
-    ).prefetch(tf.data.AUTOTUNE)
+    ).rebatch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -54,28 +54,48 @@ class TrainResult:
     first_epoch: int  # > 0 when the run resumed from a checkpoint
     epochs_run: int
     steps_per_epoch: int
-    examples_per_second: float
+    examples_per_second: float  # over all epochs run, tracing and validation included
+    steady_examples_per_second: float  # training steps after the first (which traces)
     seconds: float
 
 
 class _Progress(keras.callbacks.Callback):
-    """Remembers where training (re)started and how fast it went."""
+    """Remembers where training (re)started and how fast it went.
+
+    Steady throughput counts, in each epoch, the steps after its first one (which traces the
+    model or restarts the input) up to its last one: validation and start-up are left out."""
 
     def __init__(self):
         super().__init__()
         self.first_epoch: int | None = None
-        self.epochs = 0
-        self.train_seconds = 0.0
+        self.epoch_seconds: list[float] = []
         self._start = 0.0
+        self._first: float | None = None
+        self._last = 0.0
+        self._steady_steps = 0
+        self._steady_seconds = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.first_epoch is None:
             self.first_epoch = epoch
         self._start = time.monotonic()
+        self._first = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.monotonic()
+        if self._first is None:
+            self._first = now
+        else:
+            self._steady_steps += 1
+        self._last = now
 
     def on_epoch_end(self, epoch, logs=None):
-        self.epochs += 1
-        self.train_seconds += time.monotonic() - self._start
+        self.epoch_seconds.append(time.monotonic() - self._start)
+        if self._first is not None:
+            self._steady_seconds += self._last - self._first
+
+    def steady_steps_per_second(self) -> float:
+        return self._steady_steps / self._steady_seconds if self._steady_seconds > 0 else 0.0
 
 
 def _compile(model: keras.Model, fitted: Fitted, hp: Hyperparameters) -> None:
@@ -140,11 +160,13 @@ def train(dataset_path: str | Path, transform_path: str | Path, model_path: str 
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
     metrics = {k: float(v[-1]) for k, v in history.history.items() if v}
-    examples = progress.epochs * steps_per_epoch * hp.batch_size
+    run = progress.epoch_seconds
+    examples = len(run) * steps_per_epoch * hp.batch_size
     return TrainResult(
-        model=model, metrics=metrics, first_epoch=progress.first_epoch or 0, epochs_run=progress.epochs,
+        model=model, metrics=metrics, first_epoch=progress.first_epoch or 0, epochs_run=len(run),
         steps_per_epoch=steps_per_epoch,
-        examples_per_second=examples / progress.train_seconds if progress.train_seconds else 0.0,
+        examples_per_second=examples / sum(run) if run else 0.0,
+        steady_examples_per_second=progress.steady_steps_per_second() * hp.batch_size,
         seconds=time.monotonic() - start)
 
 
