@@ -90,7 +90,8 @@ def chunks(dataset: Dataset, split: str, fitted: Fitted, chunk_rows: int, *,
 def tf_dataset(dataset: Dataset, split: str, fitted: Fitted, batch_size: int, *,
                shuffle_buffer: int = 0, seed: int = 0, repeat: bool = False) -> tf.data.Dataset:
     """Batches of `batch_size` rows: Python hands tf.data large chunks (`shuffle_buffer` rows,
-    or 32 batches), which tf.data cuts into batches (`rebatch`) and prefetches in C++."""
+    or 32 batches), the next one prepared while the current one is consumed, which tf.data cuts
+    into batches (`rebatch`) and prefetches in C++."""
     task = fitted.spec.task
     signature = (
         {n: tf.TensorSpec([None], input_dtype(f), name=n) for n, f in fitted.features.items()},
@@ -101,4 +102,4 @@ def tf_dataset(dataset: Dataset, split: str, fitted: Fitted, batch_size: int, *,
         lambda: chunks(dataset, split, fitted, chunk_rows, shuffle=bool(shuffle_buffer),
                        seed=seed, repeat=repeat),
         output_signature=signature,
-    ).rebatch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ).prefetch(2).rebatch(batch_size).prefetch(tf.data.AUTOTUNE)  # next chunk while this one trains
