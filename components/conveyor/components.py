@@ -4,9 +4,11 @@ Importing this module imports kfp (and nothing heavier): each component's body i
 of conveyor when it runs. Each is also compiled to `<step>/<name>.yaml` beside its definition.
 """
 
+from conveyor.evaluate.component import evaluate
 from conveyor.ingest.component import bigquery_ingest, gcs_ingest
+from conveyor.push.component import push
 from conveyor.train.component import train
 from conveyor.transform.component import transform
 from conveyor.validate.component import validate
 
-__all__ = ["bigquery_ingest", "gcs_ingest", "validate", "transform", "train"]
+__all__ = ["bigquery_ingest", "gcs_ingest", "validate", "transform", "train", "evaluate", "push"]

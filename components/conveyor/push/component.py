@@ -1,0 +1,35 @@
+"""The push KFP component: a thin typed shell over `conveyor.push.tasks`."""
+
+from kfp import dsl
+
+from conveyor import images
+
+
+@dsl.component(base_image=images.image(), install_kfp_package=False)
+def push(
+    model: dsl.Input[dsl.Model],
+    evaluation: dsl.Input[dsl.Artifact],
+    dataset: dsl.Input[dsl.Dataset],
+    pushed_model: dsl.Output[dsl.Artifact],
+    summary: dsl.Output[dsl.Markdown],
+    model_base_path: str,
+    split: str = "eval",
+):
+    """Push a blessed model as a new version under a TensorFlow Serving model base path.
+
+    Refuses a model its evaluation did not bless, then loads it in a fresh process and calls its
+    serving signature on sample rows (the infra check), then publishes it atomically.
+
+    Args:
+        model: The SavedModel to push.
+        evaluation: The evaluation artifact of evaluate (holds the blessing).
+        dataset: Dataset whose split gives the infra check's sample rows.
+        pushed_model: Version, URI and target of the pushed model.
+        summary: Markdown summary of the push.
+        model_base_path: Local folder or gs:// prefix; versions are <base>/<n>/.
+        split: Split of the dataset to take sample rows from.
+    """
+    from conveyor.push import tasks
+
+    tasks.push(model, evaluation, dataset, pushed_model, summary,
+               model_base_path=model_base_path, split=split)
