@@ -1,11 +1,15 @@
-"""The training pipeline: ingest -> validate -> transform -> train.
+"""The training pipeline: ingest -> validate -> transform -> train -> evaluate -> push.
 
-Evaluate and push (with the push under `dsl.If(blessed)`) join when those components land.
+The push runs only when evaluate blessed the model (`dsl.If`), and push itself refuses an
+unblessed model too. The baseline is the newest version under `model_base_path`, so a rerun
+pushes a new version only when the new model is better.
 """
 
 from kfp import dsl
 
+from conveyor.evaluate.component import evaluate
 from conveyor.ingest.component import bigquery_ingest
+from conveyor.push.component import push
 from conveyor.train.component import train
 from conveyor.transform.component import transform
 from conveyor.validate.component import validate
@@ -13,7 +17,8 @@ from conveyor.validate.component import validate
 NAME = "conveyor-training"
 
 
-@dsl.pipeline(name=NAME, description="Ingest from BigQuery, validate, transform and train.")
+@dsl.pipeline(name=NAME, description="Ingest from BigQuery, validate, transform, train, "
+                                     "evaluate against the serving model, push if better.")
 def pipeline(
     table: str = "conveyor_demo.penguins",
     query: str = "",
@@ -28,8 +33,11 @@ def pipeline(
     feature_spec_uri: str = "",
     hyperparameters: dict = {"epochs": 10, "batch_size": 32},
     module_file: str = "",
+    model_base_path: str = "gs://conveyor-demo/models/penguins",
+    slices: list = ["island"],
+    thresholds: dict = {},
 ) -> dsl.Model:
-    """Ingest a BigQuery table or query, validate it, fit preprocessing and train a model.
+    """Ingest, validate, transform, train, evaluate against the serving model, push if better.
 
     Args:
         table: Table to read, as project.dataset.table or dataset.table (or give query).
@@ -45,6 +53,9 @@ def pipeline(
         feature_spec_uri: Feature spec (path or gs://); default: proposed from the schema.
         hyperparameters: Model and training settings, e.g. {"model": "wide_deep", "epochs": 10}.
         module_file: Module defining build_model(hparams, feature_spec), instead of a built-in model.
+        model_base_path: Serving model base path (gs:// or local): baseline and push target.
+        slices: Columns whose values slice the evaluation metrics.
+        thresholds: Per metric: min, max, min_improvement(_relative); default: beat the baseline.
 
     Returns:
         The trained SavedModel.
@@ -68,4 +79,14 @@ def pipeline(
     ).set_display_name("Train")
     trained.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)
     trained.set_cpu_request("2").set_memory_request("4G")
+    evaluated = evaluate(
+        model=trained.outputs["model"], dataset=ingest.outputs["dataset"],
+        model_base_path=model_base_path, slices=slices, thresholds=thresholds,
+    ).set_display_name("Evaluate")
+    with dsl.If(evaluated.outputs["Output"] == True, name="blessed"):  # noqa: E712
+        pushed = push(
+            model=trained.outputs["model"], evaluation=evaluated.outputs["evaluation"],
+            dataset=ingest.outputs["dataset"], model_base_path=model_base_path,
+        ).set_display_name("Push")
+        pushed.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0)
     return trained.outputs["model"]

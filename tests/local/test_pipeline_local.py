@@ -1,0 +1,55 @@
+"""The training pipeline end to end through kfp.local: blessed models become new versions,
+a worse one is not pushed."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conveyor.pipelines import training
+from conveyor.push.base_path import ModelBasePath
+
+pytestmark = [pytest.mark.local, pytest.mark.slow]
+
+
+def run_dir(root: Path) -> Path:
+    return max((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+
+
+def test_better_models_are_pushed_and_a_worse_one_is_not(penguins, tmp_path, stack):
+    from conveyor import gcp
+    from kfp import local
+
+    client = gcp.storage_client()
+    if not client.bucket("pipeline-test").exists():
+        client.create_bucket("pipeline-test")
+    base = f"gs://pipeline-test/{tmp_path.name}/penguins"
+    outputs = tmp_path / "runs"
+
+    def run(hparams):
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(outputs),
+                   raise_on_error=True)
+        training.pipeline(table=penguins, label="species", model_base_path=base,
+                          hyperparameters={"batch_size": 32, **hparams})
+        return run_dir(outputs)
+
+    first = run({"epochs": 2, "learning_rate": 0.003})
+    assert ModelBasePath(base).versions() == [1]
+    evaluation = json.loads((first / "evaluate" / "evaluation" / "evaluation.json").read_text())
+    assert evaluation["blessed"] and evaluation["baseline_uri"] is None
+    assert "island=Biscoe" in evaluation["metrics"]
+
+    second = run({"epochs": 30, "learning_rate": 0.01})
+    assert ModelBasePath(base).versions() == [1, 2]
+    evaluation = json.loads((second / "evaluate" / "evaluation" / "evaluation.json").read_text())
+    assert evaluation["baseline_uri"] == f"{base}/1"
+    overall = evaluation["metrics"]["overall"]
+    assert overall["accuracy"] > evaluation["baseline_metrics"]["overall"]["accuracy"]
+    report = (second / "evaluate" / "report").read_text()
+    assert report.startswith("# Evaluation: BLESSED") and "Candidate vs baseline" in report
+
+    third = run({"epochs": 1, "learning_rate": 0.00001})
+    assert ModelBasePath(base).versions() == [1, 2]
+    evaluation = json.loads((third / "evaluate" / "evaluation" / "evaluation.json").read_text())
+    assert not evaluation["blessed"] and evaluation["baseline_uri"] == f"{base}/2"
+    assert not (third / "push").exists()

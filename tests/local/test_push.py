@@ -1,0 +1,113 @@
+"""Publishing versions under a model base path: atomic for readers, never overwritten, only
+blessed models that pass the infra check."""
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import write_dataset
+from conveyor.errors import InputError
+from conveyor.local.seed import penguins
+from conveyor.push.base_path import ModelBasePath
+from conveyor.push.infra import InfraCheckFailed, sample_rows
+from conveyor.push.push import NotBlessed, push
+
+pytestmark = [pytest.mark.local, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small penguins model, its dataset, and a blessing."""
+    from conveyor.io import Dataset
+    from conveyor.train.train import train
+    from conveyor.transform.fit import fit
+    from conveyor.transform.spec import propose_spec
+
+    root = tmp_path_factory.mktemp("trained")
+    ds = write_dataset(root / "ds", penguins())
+    types = {c.name: c.type for c in Dataset(ds).info.columns}
+    fit(Dataset(ds), propose_spec(types, "species", {"a": 1, "b": 1, "c": 1})).write(root / "t")
+    train(ds, root / "t", root / "model", hparams={"epochs": 2, "batch_size": 32})
+    for name, blessed in (("blessed", True), ("unblessed", False)):
+        (root / name).mkdir()
+        (root / name / "evaluation.json").write_text(json.dumps({
+            "blessed": blessed, "checks": [{"metric": "accuracy", "value": 0.5,
+                                            "rule": ">= 0.9", "passed": blessed}]}))
+    return root
+
+
+def sample(trained):
+    from conveyor.transform.fit import Fitted
+
+    fitted = Fitted.load(trained / "model" / "assets.extra")
+    return sample_rows(trained / "ds", "eval", list(fitted.features))
+
+
+def complete(base: ModelBasePath, version: int, cache: Path) -> bool:
+    """Every file of the model is there, saved_model.pb and variables included."""
+    local = base.fetch(version, cache)
+    return (local / "saved_model.pb").exists() and any((local / "variables").glob("*.index"))
+
+
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_versions_increase_and_a_polling_reader_never_sees_a_partial_one(
+        trained, tmp_path, where, stack):
+    if where == "gcs":
+        from conveyor import gcp
+
+        client = gcp.storage_client()
+        if not client.bucket("push-test").exists():
+            client.create_bucket("push-test")
+        uri = f"gs://push-test/{tmp_path.name}/penguins"
+    else:
+        uri = str(tmp_path / "models" / "penguins")
+    base = ModelBasePath(uri)
+    seen, partial, stop = set(), [], threading.Event()
+
+    def reader():
+        cache = tmp_path / "reader-cache"
+        while not stop.is_set():
+            for version in base.versions():
+                if version not in seen:
+                    seen.add(version)
+                    if not complete(base, version, cache):
+                        partial.append(version)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        versions = [base.publish(trained / "model") for _ in range(3)]
+    finally:
+        stop.set()
+        thread.join()
+    assert versions == [1, 2, 3]
+    assert base.versions() == [1, 2, 3]
+    assert seen and not partial
+
+
+def test_push_refuses_an_unblessed_model_even_when_called_directly(trained, tmp_path):
+    with pytest.raises(NotBlessed, match=r"not blessed.*accuracy = 0\.5: >= 0\.9"):
+        push(trained / "model", trained / "unblessed", str(tmp_path / "base"),
+             sample=sample(trained))
+    assert not (tmp_path / "base").exists()
+
+
+def test_a_model_that_fails_its_infra_check_is_not_pushed(trained, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(trained / "model", broken)
+    shutil.rmtree(broken / "variables")
+    with pytest.raises(InfraCheckFailed, match="does not load and answer in a fresh process"):
+        push(broken, trained / "blessed", str(tmp_path / "base"), sample=sample(trained))
+    assert ModelBasePath(str(tmp_path / "base")).versions() == []
+
+
+def test_blessed_model_is_pushed_after_its_infra_check(trained, tmp_path):
+    result = push(trained / "model", trained / "blessed", str(tmp_path / "base"),
+                  sample=sample(trained))
+    assert result.version == 1 and result.infra["outputs"]["probabilities"] == [8, 3]
+    assert "Pushed version 1" in result.markdown()
+    with pytest.raises(InputError, match="not a SavedModel"):
+        ModelBasePath(str(tmp_path / "base")).publish(tmp_path)
