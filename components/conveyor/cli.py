@@ -3,6 +3,7 @@
     conveyor local up|down|status|env|seed   the embedded emulator stack and its data
     conveyor compile [NAME ...]              regenerate compiled component and pipeline specs
     conveyor images                          the image URIs of this version
+    conveyor serve --model-base-path P --model-name N   TF Serving's REST API on loopback
     conveyor demo                            the embedded default, end to end
 
 Errors are one line on stderr (exit 2 for bad input, 1 otherwise); `--debug` shows tracebacks.
@@ -79,6 +80,13 @@ def _images(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from conveyor.serving.server import serve
+
+    serve(args.model_base_path, args.model_name, args.host, args.port, args.poll_seconds)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from conveyor import demo
 
@@ -112,6 +120,14 @@ def parser() -> argparse.ArgumentParser:
     img = sub.add_parser("images", help="image URIs of this version")
     img.add_argument("--registry", default=DEFAULT_REGISTRY)
     img.set_defaults(func=_images)
+
+    srv = sub.add_parser("serve", help="serve a model base path with the TF Serving REST API")
+    srv.add_argument("--model-base-path", required=True, help="local folder or gs:// prefix")
+    srv.add_argument("--model-name", required=True)
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8501)
+    srv.add_argument("--poll-seconds", type=float, default=2.0)
+    srv.set_defaults(func=_serve)
 
     demo = sub.add_parser("demo", help="the embedded default, end to end")
     demo.add_argument("--root", help="stack folder (default as for `local`)")

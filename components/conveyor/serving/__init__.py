@@ -1,0 +1,1 @@
+"""A local model server speaking the TensorFlow Serving REST API (`conveyor serve`)."""

@@ -1,0 +1,191 @@
+"""`conveyor serve` as a real process on loopback, queried over HTTP like TensorFlow Serving."""
+
+import json
+import math
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import write_dataset
+from conveyor.local.seed import penguins
+from conveyor.push.base_path import ModelBasePath
+
+pytestmark = [pytest.mark.local, pytest.mark.slow]
+ROWS = [
+    {"island": "Biscoe", "bill_length_mm": 47.5, "bill_depth_mm": 15.0,
+     "flipper_length_mm": 218.0, "body_mass_g": 4950.0, "sex": "female", "year": 2008},
+    {"island": "Atlantis", "bill_length_mm": None, "bill_depth_mm": 18.1,
+     "flipper_length_mm": 190.0, "body_mass_g": 3700.0, "sex": "", "year": 2007},
+]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    from conveyor.io import Dataset
+    from conveyor.train.train import train
+    from conveyor.transform.fit import fit
+    from conveyor.transform.spec import propose_spec
+
+    root = tmp_path_factory.mktemp("served")
+    ds = write_dataset(root / "ds", penguins())
+    types = {c.name: c.type for c in Dataset(ds).info.columns}
+    fit(Dataset(ds), propose_spec(types, "species", {"a": 1, "b": 1, "c": 1})).write(root / "t")
+    train(ds, root / "t", root / "model", hparams={"epochs": 3, "batch_size": 32})
+    return root / "model"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(url, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method="POST" if data else "GET",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.fixture()
+def server(model, tmp_path, stack):
+    from conveyor import gcp
+
+    client = gcp.storage_client()
+    if not client.bucket("serve-test").exists():
+        client.create_bucket("serve-test")
+    base = ModelBasePath(f"gs://serve-test/{tmp_path.name}/penguins")
+    base.publish(model)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "serve", "--model-base-path", base.uri,
+         "--model-name", "penguins", "--port", str(port), "--poll-seconds", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if call(f"{url}/readyz")[0] == 200:
+                break
+        except OSError:
+            pass
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.3)
+    yield url, base
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def own_outputs(model_dir, rows):
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    spec = serve.structured_input_signature[1]
+    columns = {k: [r[k] for r in rows] for k in spec}
+    columns = {k: [float("nan") if v is None else v for v in vs] if spec[k].dtype.is_floating
+               else vs for k, vs in columns.items()}
+    out = serve(**{k: tf.constant(v, dtype=spec[k].dtype) for k, v in columns.items()})
+    return {k: v.numpy().tolist() for k, v in out.items()}
+
+
+def test_both_request_formats_answer_what_the_saved_model_answers(server, model):
+    url, _ = server
+    status, text = call(f"{url}/v1/models/penguins:predict", {"instances": ROWS})
+    assert status == 200, text
+    predictions = json.loads(text)["predictions"]
+    expected = own_outputs(model, ROWS)
+    for i, row in enumerate(predictions):
+        assert row["class_id"] == expected["class_id"][i]
+        assert all(math.isclose(a, b, abs_tol=1e-6)
+                   for a, b in zip(row["probabilities"], expected["probabilities"][i]))
+        assert row["class_label"] == expected["class_label"][i].decode()
+    columnar = {"inputs": {k: [r[k] for r in ROWS] for k in ROWS[0]}}
+    status, text = call(f"{url}/v1/models/penguins/versions/1:predict", columnar)
+    assert status == 200, text
+    assert json.loads(text)["outputs"]["class_id"] == expected["class_id"]
+
+
+def test_status_metadata_metrics_and_health(server):
+    url, _ = server
+    status, text = call(f"{url}/v1/models/penguins")
+    assert status == 200
+    assert json.loads(text)["model_version_status"][0] == {
+        "version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    meta = json.loads(call(f"{url}/v1/models/penguins/metadata")[1])
+    inputs = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]
+    assert inputs["island"]["dtype"] == "DT_STRING" and inputs["year"]["dtype"] == "DT_FLOAT"
+    call(f"{url}/v1/models/penguins:predict", {"instances": ROWS})
+    metrics = call(f"{url}/metrics")[1]
+    assert 'conveyor_serving_requests_total{model="penguins",status="200",version="1"}' in metrics
+    assert "conveyor_serving_request_seconds_bucket" in metrics
+    assert 'conveyor_serving_loaded_version{model="penguins"} 1.0' in metrics
+    assert call(f"{url}/healthz") == (200, "ok")
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"instances": [{k: v for k, v in ROWS[0].items() if k != "island"}]}, 400,
+     "instances[0] is missing input 'island'"),
+    ({"instances": [{**ROWS[0], "bill_length_mm": "long"}]}, 400,
+     "input 'bill_length_mm' expects numbers; value #0 is 'long'"),
+    ({"instances": [{**ROWS[0], "island": 3}]}, 400, "input 'island' expects strings"),
+    ({"instances": [{**ROWS[0], "colour": "blue"}]}, 400, "unknown input(s) ['colour']"),
+    ({"instances": []}, 400, "non-empty list"),
+    ({"rows": []}, 400, "needs 'instances'"),
+    ({"inputs": {"island": ["Biscoe"]}}, 400, "missing input(s)"),
+])
+def test_bad_requests_get_clear_400s(server, body, status, words):
+    url, _ = server
+    got, text = call(f"{url}/v1/models/penguins:predict", body)
+    assert got == status and words in json.loads(text)["error"], text
+
+
+def test_unknown_model_or_version_is_404_and_bad_json_is_400(server):
+    url, _ = server
+    assert call(f"{url}/v1/models/other:predict", {"instances": ROWS})[0] == 404
+    assert call(f"{url}/v1/models/penguins/versions/7")[0] == 404
+    request = urllib.request.Request(f"{url}/v1/models/penguins:predict", data=b"{nope",
+                                     method="POST")
+    try:
+        urllib.request.urlopen(request, timeout=30)
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 400 and "not JSON" in json.loads(exc.read())["error"]
+
+
+def test_a_new_version_is_hot_swapped_without_failing_requests(server, model):
+    import threading
+
+    url, base = server
+    failures, answered, stop = [], [], threading.Event()
+
+    def client():
+        while not stop.is_set():
+            status, text = call(f"{url}/v1/models/penguins:predict", {"instances": ROWS})
+            (answered if status == 200 else failures).append(text)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        assert base.publish(model) == 2
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = json.loads(call(f"{url}/v1/models/penguins")[1])["model_version_status"]
+            if status[0]["version"] == "2":
+                break
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert status[0]["version"] == "2"
+    assert answered and not failures
