@@ -1,5 +1,6 @@
 """The README's demo, as a user runs it (`conveyor demo`, which `make demo` calls)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -22,5 +23,8 @@ def test_demo_ingests_the_penguins_end_to_end(tmp_path):
     assert "PASSED" in open(report).read()
     model = run.stdout.split("model (SavedModel): ")[1].split()[0]
     assert (Path(model) / "saved_model.pb").exists()
+    assert "blessed: True (baseline: none); pushed" in run.stdout
+    answer = json.loads(run.stdout.split("[demo] answer: ")[1].splitlines()[0])
+    assert answer["predictions"][0]["class_label"] in ("Adelie", "Chinstrap", "Gentoo")
     assert list((tmp_path / "runs").rglob("dataset.json"))
     assert not (tmp_path / "stack" / "stack.json").exists()
