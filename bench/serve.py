@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Evaluate time at 1 M rows, and `conveyor serve` throughput and latency under load.
+
+1. The reference workload (1 M rows, 2:1) and the baseline's model, trained by conveyor (200
+   steps x 256); then `evaluate_model` of it on the 333 k-row eval split, with the c0 slices, in a
+   fresh process (seconds after imports, rows/s, peak RSS).
+2. The model pushed to a local model base path and served by `conveyor serve` (a separate process
+   on 127.0.0.1); a bounded load generator (threads with keep-alive connections, `--seconds` per
+   cell, at most 100 k requests) sends row-format requests of 1 and 64 rows at 1, 8 and 32
+   concurrent clients and reports requests/s, rows/s, p50 and p99 latency and errors. The load
+   generator shares the 2 cores with the server, so the figures are a floor.
+
+    python bench/serve.py                     # --seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from harness import child_figures, machine, reference_dataset, run_child
+
+HERE = Path(__file__).resolve().parent
+SPEC = {"label": "label", "task": "binary",
+        "features": {**{f"f{i}": {"kind": "numeric"} for i in range(8)},
+                     "c0": {"kind": "categorical"}, "c1": {"kind": "categorical"}}}
+HPARAMS = {"hidden_units": [16], "embedding_dim": 4, "learning_rate": 0.01, "batch_size": 256,
+           "steps": 200, "epochs": 1}
+ROW = {**{f"f{i}": 0.25 * i - 1 for i in range(8)}, "c0": "a2", "c1": "b17"}
+
+
+def one(folder: str) -> None:
+    start = time.monotonic()
+    from conveyor.evaluate.evaluate import evaluate_model
+
+    imported = time.monotonic()
+    result = evaluate_model(Path(folder) / "model", Path(folder) / "ds", slices=["c0"])
+    work = time.monotonic() - imported
+    rows = int(result.metrics["overall"]["examples"])
+    child_figures(step="evaluate", rows=rows, seconds=round(work, 2),
+                  import_s=round(imported - start, 2), rows_per_s=round(rows / work),
+                  auc=round(result.metrics["overall"]["auc"], 4))
+
+
+def prepare(folder: Path) -> None:
+    from conveyor.io import Dataset
+    from conveyor.train.train import train
+    from conveyor.transform.fit import fit
+    from conveyor.transform.spec import FeatureSpec
+
+    reference_dataset(1_000_000, folder / "ds")
+    if not (folder / "model" / "saved_model.pb").exists():
+        fit(Dataset(folder / "ds"), FeatureSpec.from_dict(SPEC)).write(folder / "transform")
+        train(folder / "ds", folder / "transform", folder / "model", hparams=HPARAMS)
+
+
+def load(port: int, rows: int, clients: int, seconds: float, cap: int = 100_000) -> dict:
+    body = json.dumps({"instances": [ROW] * rows})
+    latencies: list[float] = []
+    errors = [0]
+    stop = time.monotonic() + seconds
+    lock = threading.Lock()
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine = []
+        while time.monotonic() < stop and len(latencies) + len(mine) < cap:
+            t = time.perf_counter()
+            conn.request("POST", "/v1/models/reference:predict", body,
+                         {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            mine.append(time.perf_counter() - t)
+            if response.status != 200:
+                with lock:
+                    errors[0] += 1
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    began = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - began
+    latencies.sort()
+    q = statistics.quantiles(latencies, n=100)
+    return {"rows": rows, "clients": clients, "requests": len(latencies),
+            "req_per_s": round(len(latencies) / elapsed), "rows_per_s": round(
+                len(latencies) * rows / elapsed), "p50_ms": round(q[49] * 1000, 2),
+            "p99_ms": round(q[98] * 1000, 2), "errors": errors[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--out", default=str(HERE / "out" / "serve"))
+    parser.add_argument("--one", nargs=1, metavar="FOLDER", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        return one(args.one[0])
+    folder = Path(args.out)
+    prepare(folder)
+    evaluation = [run_child(__file__, str(folder)) for _ in range(3)]
+
+    from conveyor.push.base_path import ModelBasePath
+
+    base = folder / "base"
+    shutil.rmtree(base, ignore_errors=True)
+    ModelBasePath(str(base)).publish(folder / "model")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "conveyor", "serve", "--model-base-path",
+                               str(base), "--model-name", "reference", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/readyz")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        load(port, 1, 1, 1.0)  # warm-up
+        cells = [load(port, rows, clients, args.seconds)
+                 for rows in (1, 64) for clients in (1, 8, 32)]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    for cell in cells:
+        print(json.dumps(cell))
+    print("\n" + machine(3) + "\n")
+    e = {k: statistics.median(r[k] for r in evaluation)
+         for k in ("seconds", "rows_per_s", "peak_rss_mb", "import_s")}
+    print(f"evaluate, {evaluation[0]['rows']:,} eval rows (overall + c0 slices): "
+          f"{e['seconds']:.2f} s after imports ({e['import_s']:.1f} s), "
+          f"{e['rows_per_s']:,.0f} rows/s, peak RSS {e['peak_rss_mb']:.0f} MB, "
+          f"AUC {evaluation[0]['auc']}\n")
+    print("| rows/request | clients | requests | requests/s | rows/s | p50 ms | p99 ms | errors |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c in cells:
+        print(f"| {c['rows']} | {c['clients']} | {c['requests']:,} | {c['req_per_s']:,} | "
+              f"{c['rows_per_s']:,} | {c['p50_ms']} | {c['p99_ms']} | {c['errors']} |")
+
+
+if __name__ == "__main__":
+    main()
