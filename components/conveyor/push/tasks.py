@@ -4,16 +4,17 @@ from __future__ import annotations
 
 
 def push(model, evaluation, dataset, pushed_model, summary, *, model_base_path: str,
-         split: str = "eval"):
+         split: str = "eval", **targets):
     from conveyor.push.infra import sample_rows
     from conveyor.push.push import push as publish
     from conveyor.transform.fit import Fitted
 
     fitted = Fitted.load(f"{model.path}/assets.extra")
     sample = sample_rows(dataset.path, split, list(fitted.features))
-    result = publish(model.path, evaluation.path, model_base_path, sample=sample)
+    result = publish(model.path, evaluation.path, model_base_path, sample=sample, **targets)
     pushed_model.metadata.update({"version": result.version, "uri": result.uri,
-                                  "target": result.target})
+                                  "target": result.target, **{
+                                      k: str(v) for k, v in result.deployments.items()}})
     with open(summary.path, "w") as f:
         f.write(result.markdown())
     print(result.markdown(), flush=True)
