@@ -136,8 +136,13 @@ def train(dataset_path: str | Path, transform_path: str | Path, model_path: str 
         steps_per_epoch = max(1, rows // hp.batch_size)
     train_ds = tf_dataset(dataset, train_split, fitted, hp.batch_size,
                           shuffle_buffer=hp.shuffle_buffer, seed=hp.seed, repeat=True)
-    eval_ds = (tf_dataset(dataset, eval_split, fitted, hp.batch_size)
-               if eval_split in dataset.splits else None)
+    eval_ds, eval_steps = None, None
+    if eval_split in dataset.splits:
+        eval_ds = tf_dataset(dataset, eval_split, fitted, hp.batch_size)
+        labelled = sum(b.num_rows - b.column(0).null_count for b in dataset.iter_batches(
+            eval_split, columns=[fitted.spec.label]))
+        eval_steps = math.ceil(labelled / hp.batch_size) if labelled else None
+        eval_ds = eval_ds if labelled else None
 
     progress = _Progress()
     callbacks: list = [progress]
@@ -154,7 +159,8 @@ def train(dataset_path: str | Path, transform_path: str | Path, model_path: str 
         model = build_model(fitted, hp, module_file)
         _compile(model, fitted, hp)
     history = model.fit(train_ds, epochs=hp.epochs, steps_per_epoch=steps_per_epoch,
-                        validation_data=eval_ds, callbacks=callbacks, verbose=2,
+                        validation_data=eval_ds, validation_steps=eval_steps,
+                        callbacks=callbacks, verbose=2,
                         shuffle=False)  # the input pipeline shuffles
     export(model, fitted, model_path, transform_path)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
