@@ -65,7 +65,7 @@ def main() -> None:
                 seed.seed_reference(rows)
                 print(f"seeded {rows} rows in {time.monotonic() - t:.1f} s", flush=True)
         results = []
-        for rep in range(args.repeat):
+        for _ in range(args.repeat):
             for rows in row_counts:
                 for method in args.methods:
                     out = tempfile.mkdtemp(prefix="conveyor-bench-")

@@ -86,9 +86,11 @@ def test_same_split_key_puts_rows_in_the_same_split_as_bigquery(files, tmp_path)
     load_table(table(0, 700), "gcs_test.part0")
     bq = ingest_bigquery(str(tmp_path / "bq"), table="gcs_test.part0", split_key="id").info
     gcs = ingest_gcs(str(tmp_path / "gcs"), uris=f"{files}/csv/part-0.csv", split_key="id").info
+    def ids(path, split):
+        return sorted(Dataset(path).read_table(split, ["id"]).column("id").to_pylist())
+
     for split in ("train", "eval"):
-        ids = lambda p: sorted(Dataset(p).read_table(split, ["id"]).column("id").to_pylist())
-        assert ids(tmp_path / "bq") == ids(tmp_path / "gcs")
+        assert ids(tmp_path / "bq", split) == ids(tmp_path / "gcs", split)
     assert bq.fingerprint == gcs.fingerprint
 
 

@@ -201,7 +201,7 @@ class LocalStack:
 
         data = self.root / "gcs"
         data.mkdir(exist_ok=True)
-        for attempt in range(5):
+        for _ in range(5):  # another process may take the free port first
             port = _free_port()
             proc = subprocess.Popen(
                 [str(_get_binary_path()), "-scheme", "http", "-backend", "filesystem",

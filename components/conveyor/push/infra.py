@@ -44,7 +44,8 @@ def check(model_dir: str | Path, rows: dict) -> dict:
                               str(payload)], capture_output=True, text=True, timeout=TIMEOUT,
                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     except subprocess.TimeoutExpired:
-        raise InfraCheckFailed(f"push: infra check of {model_dir} timed out after {TIMEOUT} s")
+        raise InfraCheckFailed(
+            f"push: infra check of {model_dir} timed out after {TIMEOUT} s") from None
     finally:
         payload.unlink(missing_ok=True)
     if run.returncode:

@@ -38,7 +38,8 @@ def blessing(evaluation_dir: str | Path) -> tuple[bool, list[str]]:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise NotBlessed(f"push: no readable evaluation at {path} ({exc}); refusing to push")
+        raise NotBlessed(
+            f"push: no readable evaluation at {path} ({exc}); refusing to push") from None
     failed = [f"{c['metric']} = {c['value']:.6g}: {c['rule']}" for c in data.get("checks", [])
               if not c["passed"]]
     return bool(data.get("blessed")), failed
