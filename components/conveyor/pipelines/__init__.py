@@ -6,4 +6,5 @@ Each is compiled to `pipelines/<name>/pipeline.yaml` at the top of the repositor
 
 PIPELINES: dict[str, str] = {
     "training": "conveyor.pipelines.training",
+    "continuous_training": "conveyor.pipelines.continuous_training",
 }

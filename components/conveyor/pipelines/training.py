@@ -87,6 +87,7 @@ def pipeline(
         pushed = push(
             model=trained.outputs["model"], evaluation=evaluated.outputs["evaluation"],
             dataset=ingest.outputs["dataset"], model_base_path=model_base_path,
+            statistics=checked.outputs["statistics"],
         ).set_display_name("Push")
         pushed.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0)
     return trained.outputs["model"]

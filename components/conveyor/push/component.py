@@ -13,6 +13,7 @@ def push(
     pushed_model: dsl.Output[dsl.Artifact],
     summary: dsl.Output[dsl.Markdown],
     model_base_path: str,
+    statistics: dsl.Input[dsl.Artifact] = None,
     split: str = "eval",
     vertex_endpoint: str = "",
     vertex_traffic_percent: int = 10,
@@ -31,6 +32,7 @@ def push(
         pushed_model: Version, URI and target of the pushed model.
         summary: Markdown summary of the push.
         model_base_path: Local folder or gs:// prefix; versions are <base>/<n>/.
+        statistics: The training data's statistics (validate), kept with the version as a drift baseline.
         split: Split of the dataset to take sample rows from.
         vertex_endpoint: projects/P/locations/L/endpoints/E to deploy the version to (canary).
         vertex_traffic_percent: Share of the endpoint's traffic the new version gets.
@@ -40,6 +42,7 @@ def push(
     from conveyor.push import tasks
 
     tasks.push(model, evaluation, dataset, pushed_model, summary,
-               model_base_path=model_base_path, split=split, vertex_endpoint=vertex_endpoint,
+               model_base_path=model_base_path, split=split, statistics=statistics,
+               vertex_endpoint=vertex_endpoint,
                vertex_traffic_percent=vertex_traffic_percent,
                vertex_serving_image=vertex_serving_image, kserve_service=kserve_service)

@@ -16,8 +16,10 @@ def validate(
     baseline_statistics: dsl.Input[dsl.Artifact] = None,
     baseline_dataset: dsl.Input[dsl.Dataset] = None,
     suite_uri: str = "",
+    baseline_model_base_path: str = "",
     splits: list = [],
     policy: str = "fail",
+    drift_policy: str = "fail",
     drift_threshold: float = 0.1,
     feature_thresholds: dict = {},
     skew_threshold: float = 0.2,
@@ -38,8 +40,10 @@ def validate(
         baseline_statistics: Statistics artifact of the baseline data, for drift.
         baseline_dataset: Baseline Dataset, when no baseline statistics are given.
         suite_uri: Path or gs:// URI of a conveyor spec (YAML/JSON) or a GX suite (JSON).
+        baseline_model_base_path: Serving base path: its newest version's training statistics are the baseline.
         splits: Splits to validate (default: all).
         policy: fail (the task fails on any problem) or warn (passed is False).
+        drift_policy: fail, or warn: drift makes passed False without failing the task.
         drift_threshold: Default drift threshold (Jensen-Shannon or L-infinity).
         feature_thresholds: Per-column drift and skew thresholds.
         skew_threshold: Default train/eval skew threshold (small eval splits are noisy).
@@ -54,7 +58,8 @@ def validate(
     return tasks.validate(
         dataset, report, metrics, statistics, suite, input_suite=input_suite,
         baseline_statistics=baseline_statistics, baseline_dataset=baseline_dataset,
-        suite_uri=suite_uri, splits=splits, policy=policy, drift_threshold=drift_threshold,
+        suite_uri=suite_uri, baseline_model_base_path=baseline_model_base_path, splits=splits,
+        policy=policy, drift_policy=drift_policy, drift_threshold=drift_threshold,
         feature_thresholds=feature_thresholds, skew_threshold=skew_threshold,
         label_column=label_column,
     )

@@ -8,9 +8,25 @@ from conveyor.gcp.files import local_copy
 from conveyor.validate.validate import ValidationResult, validate_dataset
 
 
+def served_statistics(model_base_path: str):
+    """The training statistics pushed with the newest version under the base path, or None."""
+    import tempfile
+
+    from conveyor.push.base_path import ModelBasePath
+    from conveyor.push.push import STATISTICS_FILE
+
+    base = ModelBasePath(model_base_path)
+    latest = base.latest()
+    if latest is None:
+        return None
+    path = base.fetch(latest, tempfile.mkdtemp(prefix="conveyor-baseline-")) / "assets.extra"
+    return path / STATISTICS_FILE if (path / STATISTICS_FILE).exists() else None
+
+
 def validate(dataset, report, metrics, statistics, suite, *, input_suite=None,
              baseline_statistics=None, baseline_dataset=None, suite_uri: str = "",
-             splits: list | None = None, **params: Any) -> bool:
+             baseline_model_base_path: str = "", splits: list | None = None,
+             **params: Any) -> bool:
     """Run `validate_dataset` from KFP artifacts; publish metrics; return whether it passed.
 
     The verdict is the output named `Output` (`task.outputs["Output"]`): kfp.local resolves only
@@ -18,13 +34,16 @@ def validate(dataset, report, metrics, statistics, suite, *, input_suite=None,
     suite_source = (input_suite.path if input_suite is not None
                     else local_copy(suite_uri, "suite_uri") if suite_uri else None)
     params = {k: v for k, v in params.items() if v != ""}
+    baseline_stats = baseline_statistics.path if baseline_statistics is not None else None
+    if baseline_stats is None and baseline_model_base_path:
+        baseline_stats = served_statistics(baseline_model_base_path)
     result: ValidationResult = validate_dataset(
         dataset.path,
         report_path=report.path,
         statistics_path=statistics.path,
         suite_path=suite.path,
         suite=suite_source,
-        baseline_statistics=baseline_statistics.path if baseline_statistics is not None else None,
+        baseline_statistics=baseline_stats,
         baseline_dataset=baseline_dataset.path if baseline_dataset is not None else None,
         splits=splits or None,
         **params,

@@ -90,6 +90,7 @@ def validate_dataset(
     splits: Sequence[str] | None = None,
     policy: str = "fail",
     drift_threshold: float = 0.1,
+    drift_policy: str = "fail",
     feature_thresholds: Mapping[str, float] | None = None,
     skew_threshold: float = 0.2,
     label_column: str | None = None,
@@ -97,10 +98,15 @@ def validate_dataset(
     chunk_rows: int = checks.CHUNK_ROWS,
 ) -> ValidationResult:
     """Validate a Dataset; write `statistics_path` (a folder), `suite_path` (a folder) and
-    `report_path` (an HTML file). See the module docstring for what is checked."""
+    `report_path` (an HTML file). See the module docstring for what is checked.
+
+    With `drift_policy="warn"`, drift alone does not fail the task under `policy="fail"` (it
+    still makes `passed` False): continuous training stops on broken data, retrains on drift."""
     start = time.monotonic()
     if policy not in POLICIES:
         raise InputError(f"policy: {policy!r} is not one of {POLICIES}")
+    if drift_policy not in POLICIES:
+        raise InputError(f"drift_policy: {drift_policy!r} is not one of {POLICIES}")
     for name, value in (("drift_threshold", drift_threshold), ("skew_threshold", skew_threshold)):
         if not 0 <= value <= 1:
             raise InputError(f"{name}: must be in [0, 1], got {value}")
@@ -182,7 +188,9 @@ def validate_dataset(
         policy=policy, suite_origin=used.origin, checks=results, drift=drifts, skew=skews,
         stats=statistics, baseline=baseline_name))
 
-    if not result.passed and policy == "fail":
+    data_broken = not all(c.success for c in results) or any(d.exceeded for d in skews)
+    drifted = any(d.exceeded for _, d in drifts)
+    if policy == "fail" and (data_broken or (drifted and drift_policy == "fail")):
         listed = result.failures
         raise ValidationFailed(
             f"validation failed ({len(listed)} problem(s)); the report is at {report_path}:\n  "
