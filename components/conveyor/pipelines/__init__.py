@@ -7,4 +7,5 @@ Each is compiled to `pipelines/<name>/pipeline.yaml` at the top of the repositor
 PIPELINES: dict[str, str] = {
     "training": "conveyor.pipelines.training",
     "continuous_training": "conveyor.pipelines.continuous_training",
+    "batch_prediction": "conveyor.pipelines.batch_prediction",
 }

@@ -1,0 +1,37 @@
+"""Batch prediction: read a BigQuery table, predict it with the served model, write a table."""
+
+from kfp import dsl
+
+from conveyor.ingest.component import bigquery_ingest
+from conveyor.predict.component import batch_predict
+
+NAME = "conveyor-batch-prediction"
+
+
+@dsl.pipeline(name=NAME, description="Predict a BigQuery table with the newest pushed model "
+                                     "and write the predictions to another table.")
+def pipeline(
+    table: str = "conveyor_demo.penguins",
+    query: str = "",
+    output_table: str = "conveyor_demo.penguins_predictions",
+    model_base_path: str = "gs://conveyor-demo/models/penguins",
+    passthrough: list = [],
+    project: str = "",
+    location: str = "",
+):
+    """Predict every row of a table or query and write the predictions to BigQuery.
+
+    Args:
+        table: Table to predict, as project.dataset.table or dataset.table (or give query).
+        query: GoogleSQL query whose rows are predicted, instead of table.
+        output_table: Table for the predictions, each row with the model version.
+        model_base_path: Serving model base path (gs:// or local); its newest version predicts.
+        passthrough: Input columns copied into the output rows (e.g. a key).
+        project: Project that runs the BigQuery jobs; default from the environment.
+        location: BigQuery location, e.g. US or EU.
+    """
+    rows = bigquery_ingest(table=table, query=query, split_ratios={"all": 1.0}, project=project,
+                           location=location).set_display_name("Read rows from BigQuery")
+    batch_predict(dataset=rows.outputs["dataset"], output_table=output_table,
+                  model_base_path=model_base_path, passthrough=passthrough, project=project,
+                  location=location).set_display_name("Predict and write to BigQuery")
