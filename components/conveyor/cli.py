@@ -3,6 +3,7 @@
     conveyor local up|down|status|env|seed   the embedded emulator stack and its data
     conveyor compile [NAME ...]              regenerate compiled component and pipeline specs
     conveyor images                          the image URIs of this version
+    conveyor submit|schedule PIPELINE        on Kubeflow Pipelines (--host) or Vertex AI (--vertex)
     conveyor serve --model-base-path P --model-name N   TF Serving's REST API on loopback
     conveyor demo                            the embedded default, end to end
 
@@ -80,6 +81,46 @@ def _images(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit(args: argparse.Namespace) -> int:
+    from conveyor import submit
+
+    params = submit.parse_params(args.param)
+    submit.check_params(args.pipeline, params)
+    if args.vertex:
+        if not (args.project and args.location and args.pipeline_root):
+            raise InputError("--vertex needs --project, --location and --pipeline-root")
+        credentials = None
+        if args.dry_run:  # nothing is sent: no need for Application Default Credentials
+            from google.auth.credentials import AnonymousCredentials
+
+            credentials = AnonymousCredentials()
+        job = submit.vertex_job(args.pipeline, project=args.project, location=args.location,
+                                pipeline_root=args.pipeline_root, arguments=params,
+                                registry=args.registry, credentials=credentials)
+        if args.command == "schedule":
+            submit.check_vertex_cron(args.cron)
+        if args.dry_run:
+            print(type(job._gca_resource).to_json(job._gca_resource))
+            return 0
+        if args.command == "schedule":
+            print(submit.schedule_vertex(job, cron=args.cron, name=args.name or
+                                         submit.display_name(args.pipeline),
+                                         max_concurrency=args.max_concurrency))
+        else:
+            print(submit.submit_vertex(job, args.service_account))
+        return 0
+    if not args.host:
+        raise InputError("give --host (a Kubeflow Pipelines endpoint) or --vertex")
+    if args.command == "schedule":
+        print(submit.schedule_kfp(args.pipeline, args.host, params, cron=args.cron,
+                                  experiment=args.experiment, name=args.name,
+                                  max_concurrency=args.max_concurrency, registry=args.registry))
+    else:
+        print(submit.submit_kfp(args.pipeline, args.host, params, experiment=args.experiment,
+                                run_name=args.name, registry=args.registry))
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from conveyor.serving.server import serve
 
@@ -121,6 +162,29 @@ def parser() -> argparse.ArgumentParser:
     img.add_argument("--registry", default=DEFAULT_REGISTRY)
     img.set_defaults(func=_images)
 
+    for verb, text in (("submit", "run a reference pipeline on Kubeflow Pipelines or Vertex AI"),
+                       ("schedule", "a recurring run: one at a time, no catch-up")):
+        cmd = sub.add_parser(verb, help=text)
+        cmd.add_argument("pipeline", help="training, continuous_training or batch_prediction")
+        cmd.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                         help="a pipeline parameter (JSON values parsed), repeatable")
+        cmd.add_argument("--host", help="Kubeflow Pipelines endpoint, e.g. http://localhost:8080")
+        cmd.add_argument("--experiment", default="conveyor")
+        cmd.add_argument("--name", help="run or schedule name")
+        cmd.add_argument("--vertex", action="store_true", help="Vertex AI Pipelines instead")
+        cmd.add_argument("--project")
+        cmd.add_argument("--location")
+        cmd.add_argument("--pipeline-root", help="gs:// root for Vertex AI runs")
+        cmd.add_argument("--service-account")
+        cmd.add_argument("--registry", default=DEFAULT_REGISTRY)
+        cmd.add_argument("--dry-run", action="store_true",
+                         help="Vertex: print the PipelineJob request instead of sending it")
+        if verb == "schedule":
+            cmd.add_argument("--cron", required=True,
+                             help="KFP: 6 fields, seconds first, UTC; Vertex: 5 fields, TZ=... ok")
+            cmd.add_argument("--max-concurrency", type=int, default=1)
+        cmd.set_defaults(func=_submit)
+
     srv = sub.add_parser("serve", help="serve a model base path with the TF Serving REST API")
     srv.add_argument("--model-base-path", required=True, help="local folder or gs:// prefix")
     srv.add_argument("--model-name", required=True)
@@ -146,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"conveyor: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, InputError) else 1
+    except Exception as exc:  # noqa: BLE001  (cloud clients' errors: one line, not a traceback)
+        if args.debug or not type(exc).__module__.startswith(("google.", "kfp", "urllib3")):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        print(f"conveyor: error: {type(exc).__name__}: {first}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

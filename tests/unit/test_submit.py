@@ -1,0 +1,108 @@
+"""`conveyor submit` and `schedule`, up to the requests the real clients send.
+
+Kubeflow Pipelines: the real `kfp.Client` talks to a loopback HTTP server that records each
+request and answers as the KFP v2beta1 API does. Vertex AI: the real `PipelineJob` is built and
+its request checked; sending it needs Google Cloud.
+"""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from conveyor import cli, submit
+from conveyor.errors import InputError
+
+
+@pytest.fixture()
+def kfp_api():
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, body):
+            payload = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def do_GET(self):  # noqa: N802
+            seen.append(("GET", self.path, None))
+            if "healthz" in self.path:
+                return self._answer({"multi_user": False})
+            return self._answer({})
+
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+            seen.append(("POST", self.path, body))
+            if self.path.endswith("/experiments"):
+                return self._answer({"experiment_id": "exp-1", **body})
+            if self.path.endswith("/recurringruns"):
+                return self._answer({"recurring_run_id": "rr-1", **body})
+            return self._answer({"run_id": "run-1", **body})
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", seen
+    server.shutdown()
+
+
+def posted(seen, suffix):
+    (body,) = [b for method, path, b in seen if method == "POST" and path.endswith(suffix)]
+    return body
+
+
+def test_submit_to_kubeflow_pipelines_sends_the_compiled_spec(kfp_api):
+    host, seen = kfp_api
+    run = submit.submit_kfp("training", host, {"table": "sales.orders", "label": "churned"},
+                            run_name="nightly")
+    assert run == "run-1"
+    body = posted(seen, "/apis/v2beta1/runs")
+    assert body["display_name"] == "nightly" and body["experiment_id"] == "exp-1"
+    assert body["pipeline_spec"]["pipelineInfo"]["name"] == "conveyor-training"
+    assert body["runtime_config"]["parameters"] == {"table": "sales.orders", "label": "churned"}
+    assert posted(seen, "/apis/v2beta1/experiments")["display_name"] == "conveyor"
+
+
+def test_schedule_on_kubeflow_pipelines_is_a_cron_recurring_run(kfp_api):
+    host, seen = kfp_api
+    assert submit.schedule_kfp("continuous_training", host, {"retrain_always": True},
+                               cron="0 0 2 * * *") == "rr-1"
+    body = posted(seen, "/apis/v2beta1/recurringruns")
+    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 2 * * *"
+    assert int(body["max_concurrency"]) == 1  # int64 travels as a JSON string
+    assert body["no_catchup"] is True and body["mode"] == "ENABLE"
+    assert body["pipeline_spec"]["pipelineInfo"]["name"] == "conveyor-continuous-training"
+    assert body["runtime_config"]["parameters"] == {"retrain_always": True}
+
+
+def test_vertex_job_request_and_schedule_cron(capsys):
+    assert cli.main(["submit", "batch_prediction", "--vertex", "--project", "acme", "--location",
+                     "europe-west4", "--pipeline-root", "gs://acme/root", "--param",
+                     'passthrough=["id"]', "--dry-run"]) == 0
+    request = json.loads(capsys.readouterr().out)
+    assert request["displayName"] == "conveyor-batch-prediction"
+    assert request["runtimeConfig"]["gcsOutputDirectory"] == "gs://acme/root"
+    assert request["runtimeConfig"]["parameterValues"]["passthrough"] == ["id"]
+    assert submit.check_vertex_cron("TZ=Europe/Paris 0 2 * * *")
+    with pytest.raises(InputError, match="5 fields"):
+        submit.check_vertex_cron("0 0 2 * * *")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["submit", "training", "--param", "nope=1", "--host", "http://x"], "no parameter(s) ['nope']"),
+    (["submit", "bogus", "--host", "http://x"], "is not one of"),
+    (["schedule", "training", "--cron", "0 2 * * *", "--host", "http://x"], "6 fields"),
+    (["submit", "training"], "give --host"),
+    (["submit", "training", "--vertex"], "--vertex needs --project"),
+    (["submit", "training", "--param", "x"], "is not name=value"),
+])
+def test_bad_submissions_are_one_line_errors(argv, words, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err
