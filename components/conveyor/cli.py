@@ -5,7 +5,7 @@
     conveyor images                          the image URIs of this version
     conveyor submit|schedule PIPELINE        on Kubeflow Pipelines (--host) or Vertex AI (--vertex)
     conveyor serve --model-base-path P --model-name N   TF Serving's REST API on loopback
-    conveyor demo                            the embedded default, end to end
+    conveyor run --local / conveyor demo     the embedded default, start to prediction
 
 Errors are one line on stderr (exit 2 for bad input, 1 otherwise); `--debug` shows tracebacks.
 """
@@ -128,6 +128,15 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    if not args.local:
+        raise InputError("run takes --local (the embedded stack); use `conveyor submit` for "
+                         "Kubeflow Pipelines or Vertex AI")
+    from conveyor import demo
+
+    return demo.main(args.root, args.pipeline_root, args.keep_stack)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from conveyor import demo
 
@@ -193,7 +202,14 @@ def parser() -> argparse.ArgumentParser:
     srv.add_argument("--poll-seconds", type=float, default=2.0)
     srv.set_defaults(func=_serve)
 
-    demo = sub.add_parser("demo", help="the embedded default, end to end")
+    run = sub.add_parser("run", help="run the training pipeline locally, start to prediction")
+    run.add_argument("--local", action="store_true", help="on the embedded emulator stack")
+    run.add_argument("--root", help="stack folder (default as for `local`)")
+    run.add_argument("--pipeline-root", default="local_outputs")
+    run.add_argument("--keep-stack", action="store_true")
+    run.set_defaults(func=_run)
+
+    demo = sub.add_parser("demo", help="the embedded default, end to end (= run --local)")
     demo.add_argument("--root", help="stack folder (default as for `local`)")
     demo.add_argument("--pipeline-root", default="local_outputs")
     demo.add_argument("--keep-stack", action="store_true")

@@ -27,3 +27,8 @@ def test_images_lists_every_variant(capsys):
     out = capsys.readouterr().out.split("\n")
     assert out[0].startswith("cpu eu.gcr.io/acme/conveyor:")
     assert out[1].endswith("-gpu")
+
+
+def test_run_without_local_points_to_submit(capsys):
+    assert cli.main(["run"]) == 2
+    assert "use `conveyor submit`" in capsys.readouterr().err
