@@ -79,3 +79,20 @@ def test_dict_defaults_in_the_header_comment_are_sorted():
     text = "# Inputs:\n#    split_ratios: dict [Default: {'train': 0.8, 'eval': 0.2}]\nx: 1\n"
     assert compiler._sorted_header_defaults(text) == \
         "# Inputs:\n#    split_ratios: dict [Default: {'eval': 0.2, 'train': 0.8}]\nx: 1\n"
+
+
+@pytest.mark.parametrize("pipeline", ["training", "continuous_training", "batch_prediction"])
+def test_steps_that_read_changing_state_are_never_cached(pipeline):
+    spec = yaml.safe_load((REPO / "pipelines" / pipeline / "pipeline.yaml").read_text())
+
+    def tasks(dag):
+        for name, task in dag["tasks"].items():
+            yield name, task
+    every = {}
+    for component in [spec["root"], *spec["components"].values()]:
+        if "dag" in component:
+            every.update(dict(tasks(component["dag"])))
+    for name, task in every.items():
+        if name.split("-")[0] in ("bigquery", "evaluate", "push", "batch"):
+            assert task.get("cachingOptions", {}).get("enableCache") is not True, name
+            assert "cachingOptions" in task, name

@@ -32,6 +32,8 @@ def pipeline(
     """
     rows = bigquery_ingest(table=table, query=query, split_ratios={"all": 1.0}, project=project,
                            location=location).set_display_name("Read rows from BigQuery")
+    rows.set_caching_options(False)  # the table changes under the same parameters
     batch_predict(dataset=rows.outputs["dataset"], output_table=output_table,
                   model_base_path=model_base_path, passthrough=passthrough, project=project,
-                  location=location).set_display_name("Predict and write to BigQuery")
+                  location=location).set_display_name("Predict and write to BigQuery"
+                                                      ).set_caching_options(False)

@@ -29,11 +29,12 @@ def retrain(dataset: dsl.Input[dsl.Dataset], statistics: dsl.Input[dsl.Artifact]
     evaluated = evaluate(model=trained.outputs["model"], dataset=dataset,
                          model_base_path=model_base_path,
                          thresholds=thresholds).set_display_name("Evaluate")
+    evaluated.set_caching_options(False)  # the baseline is whatever is served now
     with dsl.If(evaluated.outputs["Output"] == True, name="blessed"):  # noqa: E712
         push(model=trained.outputs["model"], evaluation=evaluated.outputs["evaluation"],
              dataset=dataset, model_base_path=model_base_path,
              statistics=statistics).set_display_name("Push").set_retry(
-                 num_retries=2, backoff_duration="30s", backoff_factor=2.0)
+                 num_retries=2, backoff_duration="30s", backoff_factor=2.0).set_caching_options(False)
 
 
 @dsl.pipeline(name=NAME, description="Check new data for drift against the serving model's "
@@ -62,6 +63,7 @@ def pipeline(
     """
     data = bigquery_ingest(table=table, query=query).set_display_name("Ingest from BigQuery")
     data.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0)
+    data.set_caching_options(False)  # the table changes under the same parameters
     checked = validate(
         dataset=data.outputs["dataset"], baseline_model_base_path=model_base_path,
         drift_threshold=drift_threshold, drift_policy="warn", label_column=label,

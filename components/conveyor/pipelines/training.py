@@ -65,6 +65,7 @@ def pipeline(
         project=project, location=location,
     ).set_display_name("Ingest from BigQuery")
     ingest.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0)
+    ingest.set_caching_options(False)  # the table changes under the same parameters
     checked = validate(
         dataset=ingest.outputs["dataset"], suite_uri=suite_uri, policy=policy,
         label_column=label,
@@ -83,6 +84,7 @@ def pipeline(
         model=trained.outputs["model"], dataset=ingest.outputs["dataset"],
         model_base_path=model_base_path, slices=slices, thresholds=thresholds,
     ).set_display_name("Evaluate")
+    evaluated.set_caching_options(False)  # the baseline is whatever is served now
     with dsl.If(evaluated.outputs["Output"] == True, name="blessed"):  # noqa: E712
         pushed = push(
             model=trained.outputs["model"], evaluation=evaluated.outputs["evaluation"],
@@ -90,4 +92,5 @@ def pipeline(
             statistics=checked.outputs["statistics"],
         ).set_display_name("Push")
         pushed.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0)
+        pushed.set_caching_options(False)
     return trained.outputs["model"]
