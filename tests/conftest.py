@@ -58,3 +58,36 @@ def write_dataset(path, table, ratios=None, key=None):
         for i, name in enumerate(spec.names):
             writer.write(name, table.filter(pa.array(index == i)))
     return path
+
+
+@pytest.fixture(scope="session")
+def penguin_model(tmp_path_factory):
+    """A small trained penguins classifier: its folder holds ds/ (Dataset), t/ (fitted
+    transform) and model/ (SavedModel). Trained once per test session."""
+    from conveyor.io import Dataset
+    from conveyor.local.seed import penguins
+    from conveyor.train.train import train
+    from conveyor.transform.fit import fit
+    from conveyor.transform.spec import propose_spec
+
+    root = tmp_path_factory.mktemp("penguin-model")
+    ds = write_dataset(root / "ds", penguins())
+    types = {c.name: c.type for c in Dataset(ds).info.columns}
+    fit(Dataset(ds), propose_spec(types, "species", {"a": 1, "b": 1, "c": 1})).write(root / "t")
+    train(ds, root / "t", root / "model", hparams={"epochs": 8, "batch_size": 32,
+                                                   "learning_rate": 0.01})
+    return root
+
+
+@pytest.fixture(scope="session")
+def bucket(stack):
+    """make(name) -> name: a bucket in the GCS emulator, created if missing."""
+    from conveyor import gcp
+
+    def make(name: str) -> str:
+        client = gcp.storage_client()
+        if not client.bucket(name).exists():
+            client.create_bucket(name)
+        return name
+
+    return make

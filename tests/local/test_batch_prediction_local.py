@@ -4,9 +4,7 @@ written to the emulated BigQuery with the model version."""
 import pytest
 from kfp import local
 
-from conftest import write_dataset
 from conveyor import gcp
-from conveyor.local.seed import penguins as penguin_rows
 from conveyor.pipelines import batch_prediction
 from conveyor.push.base_path import ModelBasePath
 
@@ -14,24 +12,10 @@ pytestmark = [pytest.mark.local, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def pushed(tmp_path_factory, stack):
-    from conveyor.io import Dataset
-    from conveyor.train.train import train
-    from conveyor.transform.fit import fit
-    from conveyor.transform.spec import propose_spec
-
-    root = tmp_path_factory.mktemp("batch")
-    ds = write_dataset(root / "ds", penguin_rows())
-    types = {c.name: c.type for c in Dataset(ds).info.columns}
-    fit(Dataset(ds), propose_spec(types, "species", {"a": 1, "b": 1, "c": 1})).write(root / "t")
-    train(ds, root / "t", root / "model", hparams={"epochs": 8, "batch_size": 32,
-                                                   "learning_rate": 0.01})
-    client = gcp.storage_client()
-    if not client.bucket("batch-test").exists():
-        client.create_bucket("batch-test")
-    base = ModelBasePath(f"gs://batch-test/{root.name}/penguins")
-    base.publish(root / "model")
-    base.publish(root / "model")
+def pushed(penguin_model, bucket):
+    base = ModelBasePath(f"gs://{bucket('batch-test')}/{penguin_model.name}/penguins")
+    base.publish(penguin_model / "model")
+    base.publish(penguin_model / "model")
     return base.uri
 
 

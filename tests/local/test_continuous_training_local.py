@@ -32,13 +32,8 @@ def validation(run: Path) -> tuple[bool, dict]:
     return out["parameterValues"]["Output"], metrics
 
 
-def test_retrains_on_drift_or_schedule_only(penguins, tmp_path, stack):
-    from conveyor import gcp
-
-    client = gcp.storage_client()
-    if not client.bucket("ct-test").exists():
-        client.create_bucket("ct-test")
-    base = f"gs://ct-test/{tmp_path.name}/penguins"
+def test_retrains_on_drift_or_schedule_only(penguins, tmp_path, bucket):
+    base = f"gs://{bucket('ct-test')}/{tmp_path.name}/penguins"
     root = tmp_path / "runs"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                raise_on_error=True)

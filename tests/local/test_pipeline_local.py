@@ -16,14 +16,10 @@ def run_dir(root: Path) -> Path:
     return max((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
 
 
-def test_better_models_are_pushed_and_a_worse_one_is_not(penguins, tmp_path, stack):
-    from conveyor import gcp
+def test_better_models_are_pushed_and_a_worse_one_is_not(penguins, tmp_path, bucket):
     from kfp import local
 
-    client = gcp.storage_client()
-    if not client.bucket("pipeline-test").exists():
-        client.create_bucket("pipeline-test")
-    base = f"gs://pipeline-test/{tmp_path.name}/penguins"
+    base = f"gs://{bucket('pipeline-test')}/{tmp_path.name}/penguins"
     outputs = tmp_path / "runs"
 
     def run(hparams):

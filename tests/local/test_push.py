@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_dataset
 from conveyor.errors import InputError
-from conveyor.local.seed import penguins
 from conveyor.push.base_path import ModelBasePath
 from conveyor.push.infra import InfraCheckFailed, sample_rows
 from conveyor.push.push import NotBlessed, push
@@ -19,18 +17,11 @@ pytestmark = [pytest.mark.local, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A small penguins model, its dataset, and a blessing."""
-    from conveyor.io import Dataset
-    from conveyor.train.train import train
-    from conveyor.transform.fit import fit
-    from conveyor.transform.spec import propose_spec
-
+def trained(penguin_model, tmp_path_factory):
+    """The session's penguins model, and a blessing and a refusal of it."""
     root = tmp_path_factory.mktemp("trained")
-    ds = write_dataset(root / "ds", penguins())
-    types = {c.name: c.type for c in Dataset(ds).info.columns}
-    fit(Dataset(ds), propose_spec(types, "species", {"a": 1, "b": 1, "c": 1})).write(root / "t")
-    train(ds, root / "t", root / "model", hparams={"epochs": 2, "batch_size": 32})
+    for name in ("ds", "model"):
+        (root / name).symlink_to(penguin_model / name)
     for name, blessed in (("blessed", True), ("unblessed", False)):
         (root / name).mkdir()
         (root / name / "evaluation.json").write_text(json.dumps({
@@ -54,14 +45,9 @@ def complete(base: ModelBasePath, version: int, cache: Path) -> bool:
 
 @pytest.mark.parametrize("where", ["local", "gcs"])
 def test_versions_increase_and_a_polling_reader_never_sees_a_partial_one(
-        trained, tmp_path, where, stack):
+        trained, tmp_path, where, bucket):
     if where == "gcs":
-        from conveyor import gcp
-
-        client = gcp.storage_client()
-        if not client.bucket("push-test").exists():
-            client.create_bucket("push-test")
-        uri = f"gs://push-test/{tmp_path.name}/penguins"
+        uri = f"gs://{bucket('push-test')}/{tmp_path.name}/penguins"
     else:
         uri = str(tmp_path / "models" / "penguins")
     base = ModelBasePath(uri)

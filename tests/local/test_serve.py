@@ -11,8 +11,6 @@ import urllib.request
 
 import pytest
 
-from conftest import write_dataset
-from conveyor.local.seed import penguins
 from conveyor.push.base_path import ModelBasePath
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
@@ -25,18 +23,8 @@ ROWS = [
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from conveyor.io import Dataset
-    from conveyor.train.train import train
-    from conveyor.transform.fit import fit
-    from conveyor.transform.spec import propose_spec
-
-    root = tmp_path_factory.mktemp("served")
-    ds = write_dataset(root / "ds", penguins())
-    types = {c.name: c.type for c in Dataset(ds).info.columns}
-    fit(Dataset(ds), propose_spec(types, "species", {"a": 1, "b": 1, "c": 1})).write(root / "t")
-    train(ds, root / "t", root / "model", hparams={"epochs": 3, "batch_size": 32})
-    return root / "model"
+def model(penguin_model):
+    return penguin_model / "model"
 
 
 def free_port() -> int:
@@ -57,13 +45,8 @@ def call(url, body=None):
 
 
 @pytest.fixture()
-def server(model, tmp_path, stack):
-    from conveyor import gcp
-
-    client = gcp.storage_client()
-    if not client.bucket("serve-test").exists():
-        client.create_bucket("serve-test")
-    base = ModelBasePath(f"gs://serve-test/{tmp_path.name}/penguins")
+def server(model, tmp_path, bucket):
+    base = ModelBasePath(f"gs://{bucket('serve-test')}/{tmp_path.name}/penguins")
     base.publish(model)
     port = free_port()
     proc = subprocess.Popen(
