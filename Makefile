@@ -9,7 +9,7 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast test-local compile check-specs bench-ingest bench-validate bench-train bench-serve images check-image-install freeze clean
+.PHONY: help install demo test test-fast test-local compile check-specs bench-ingest bench-validate bench-train bench-serve bench-pipeline images check-image-install freeze clean
 
 help: ## list the developer commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ bench-train: $(STAMP) ## transform time, training examples/s (Parquet vs memory)
 
 bench-serve: $(STAMP) ## evaluate time at 1M rows; conveyor serve throughput and p50/p99 under load
 	$(BIN)/python bench/serve.py
+
+bench-pipeline: $(STAMP) ## the whole training pipeline vs TFX 1.16 (needs the TFX venv; see bench/pipeline.py)
+	$(BIN)/python bench/pipeline.py
 
 images: ## build conveyor's images with docker buildx (REGISTRY=..., PUSH=1 to push)
 	bash images/build.sh $(REGISTRY) $(if $(PUSH),--push,)
