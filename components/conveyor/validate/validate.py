@@ -15,7 +15,6 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from conveyor.errors import ConveyorError, InputError
 from conveyor.io.dataset import Dataset
@@ -222,7 +221,3 @@ def _schema_checks(used: suites.Suite, split: str, types: Mapping[str, str]) -> 
                 out.append(checks.CheckResult(split, "schema", f"type is {rules.type}", n,
                                               rules.type == types[n], f"type is {types[n]}"))
     return out
-
-
-def summary(result: ValidationResult) -> dict[str, Any]:
-    return {"passed": result.passed, "failures": result.failures, **result.metrics()}
