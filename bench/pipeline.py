@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from harness import machine
@@ -134,7 +132,7 @@ def main() -> None:
         for rows in row_counts:
             if not seed.table_exists(seed.reference_table(rows)):
                 seed.seed_reference(rows)
-        for rep in range(args.repeat):
+        for _ in range(args.repeat):
             for rows in row_counts:
                 results.append(run_conveyor(rows, out / "conveyor"))
                 print(json.dumps(results[-1]), flush=True)
