@@ -123,7 +123,7 @@ def main() -> None:
     from conveyor.local import LocalStack, seed
 
     row_counts = args.rows or [20_000, 200_000, 1_000_000]
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # TFX runs with its own folder as the working directory
     stack = LocalStack(out / "stack")
     info = stack.up()
     info.activate()
