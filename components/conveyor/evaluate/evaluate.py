@@ -89,9 +89,9 @@ class _Model:
     def predict(self, batch: pa.RecordBatch) -> np.ndarray:
         import tensorflow as tf
 
-        from conveyor.train.data import _feature_array
+        from conveyor.train.data import feature_array
 
-        features = {n: tf.constant(_feature_array(batch.column(n), self.fitted.features[n]),
+        features = {n: tf.constant(feature_array(batch.column(n), self.fitted.features[n]),
                                    dtype=self.inputs[n].dtype) for n in self.fitted.features}
         out = self.serve(**features)
         task = self.fitted.spec.task

@@ -49,7 +49,7 @@ def predict_to_bigquery(model_dir: str | Path, dataset_path: str | Path, output_
     import tensorflow as tf
     from google.cloud import bigquery
 
-    from conveyor.train.data import _feature_array
+    from conveyor.train.data import feature_array
     from conveyor.transform.fit import Fitted
 
     start = time.monotonic()
@@ -75,7 +75,7 @@ def predict_to_bigquery(model_dir: str | Path, dataset_path: str | Path, output_
     try:
         for batch in dataset.iter_batches(split, columns=sorted({*fitted.features, *passthrough}),
                                           batch_size=CHUNK_ROWS):
-            out = serve(**{n: tf.constant(_feature_array(batch.column(n), fitted.features[n]),
+            out = serve(**{n: tf.constant(feature_array(batch.column(n), fitted.features[n]),
                                           dtype=inputs[n].dtype) for n in fitted.features})
             table = _output_table(batch, passthrough, out, fitted.spec.task, classes,
                                   model_version)

@@ -22,7 +22,10 @@ from conveyor.train.preprocess import MISSING_INT, input_dtype
 from conveyor.transform.fit import Fitted
 
 
-def _feature_array(column: pa.ChunkedArray | pa.Array, feature: dict[str, Any]) -> np.ndarray:
+def feature_array(column: pa.ChunkedArray | pa.Array, feature: dict[str, Any]) -> np.ndarray:
+    """One raw feature column as the serving signature takes it: float32 (NULL -> NaN), int64
+    (NULL -> MISSING_INT) or strings (NULL -> ""). Shared by training, evaluation and batch
+    prediction, so every path feeds the model the same way."""
     if feature["kind"] == "numeric":
         return column.cast(pa.float32()).to_numpy(zero_copy_only=False).astype(np.float32)
     if feature["dtype"] == "int64":
@@ -76,7 +79,7 @@ def chunks(dataset: Dataset, split: str, fitted: Fitted, chunk_rows: int, *,
                         batch = batch.filter(labelled)
                     if not batch.num_rows:
                         continue
-                    x = {n: _feature_array(batch.column(n), fitted.features[n]) for n in names}
+                    x = {n: feature_array(batch.column(n), fitted.features[n]) for n in names}
                     y = encode(batch.column(fitted.spec.label), split)
                     if shuffle:
                         order = rng.permutation(len(y))
