@@ -25,13 +25,22 @@ EXAMPLE = {"island": "Biscoe", "bill_length_mm": 47.5, "bill_depth_mm": 15.0,
            "flipper_length_mm": 218.0, "body_mass_g": 4950.0, "sex": "female", "year": 2008}
 
 
-def run_local_pipeline(pipeline_func, pipeline_root: Path, **arguments):
-    """Run a pipeline through kfp.local's subprocess runner in this interpreter's environment."""
+def run_local_pipeline(pipeline_func, pipeline_root: Path, **arguments) -> Path:
+    """Run a pipeline through kfp.local's subprocess runner in this interpreter's environment.
+
+    Returns the run's folder (`<pipeline_root>/<pipeline name>-<timestamp>`, one sub-folder per
+    task, named as in the compiled spec).
+    """
     from kfp import local
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                raise_on_error=True)
-    return pipeline_func(**arguments)
+    before = set(pipeline_root.glob("*")) if pipeline_root.exists() else set()
+    pipeline_func(**arguments)
+    new = [p for p in pipeline_root.glob("*") if p.is_dir() and p not in before]
+    if len(new) != 1:
+        raise RuntimeError(f"expected one new run folder under {pipeline_root}, found {new}")
+    return new[0]
 
 
 def predict_once(base_path: str, name: str, row: dict) -> dict:
@@ -85,11 +94,10 @@ def main(stack_root: str | None = None, pipeline_root: str = "local_outputs",
         else:
             print(f"[demo] {seed.DEMO_TABLE} already seeded")
         print(f"[demo] running pipeline {training.NAME} through kfp.local ...")
-        run = run_local_pipeline(training.pipeline, Path(pipeline_root).resolve(),
-                                 table=seed.DEMO_TABLE, label="species",
-                                 model_base_path=MODEL_BASE_PATH)
-        model = Path(run.outputs["Output"].path)
-        tasks = model.parent.parent
+        tasks = run_local_pipeline(training.pipeline, Path(pipeline_root).resolve(),
+                                   table=seed.DEMO_TABLE, label="species",
+                                   model_base_path=MODEL_BASE_PATH)
+        model = tasks / "train" / "model"
         print(f"[demo] Dataset artifact: {tasks / 'bigquery-ingest' / 'dataset'}")
         print(Dataset(tasks / "bigquery-ingest" / "dataset").info.summary())
         print(f"[demo] validation report (HTML): {tasks / 'validate' / 'report'}")

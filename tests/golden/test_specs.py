@@ -54,7 +54,9 @@ def test_every_executor_runs_conveyors_image_without_pip_installs(name):
     assert executors
     for executor in executors.values():
         container = executor["container"]
-        assert container["image"] == images.image()
+        # Only training on GPUs uses the GPU image, and it is given accelerators.
+        gpu = "accelerator" in container.get("resources", {})
+        assert container["image"] == images.image(variant="gpu" if gpu else "cpu")
         assert "pip install" not in " ".join(container["command"])
 
 
@@ -62,7 +64,31 @@ def test_registry_is_a_compile_parameter(tmp_path):
     path = compiler.compile_one("pipeline:training", tmp_path / "p.yaml", registry="eu.gcr.io/acme")
     spec = yaml.safe_load(path.read_text())
     assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == \
-        {images.image("eu.gcr.io/acme")}
+        {images.image("eu.gcr.io/acme"), images.image("eu.gcr.io/acme", "gpu")}
+
+
+@pytest.mark.parametrize("pipeline", ["training", "continuous_training"])
+def test_training_runs_on_gpus_only_when_given_a_gpu_count(pipeline):
+    spec = yaml.safe_load((REPO / "pipelines" / pipeline / "pipeline.yaml").read_text())
+    assert spec["root"]["inputDefinitions"]["parameters"]["train_gpus"]["defaultValue"] == 0
+    executors = spec["deploymentSpec"]["executors"]
+    on_gpu = {name: e["container"] for name, e in executors.items()
+              if "accelerator" in e["container"].get("resources", {})}
+    assert on_gpu  # one per place the pipeline trains (continuous training has two)
+    for name, container in on_gpu.items():
+        assert name.startswith("exec-train")
+        assert container["resources"]["accelerator"] == {
+            "resourceCount": "{{$.inputs.parameters['pipelinechannel--train_gpus']}}",
+            "resourceType": "{{$.inputs.parameters['pipelinechannel--train_accelerator']}}"}
+    # The branch conditions: CPU when the count is 0, the GPU image otherwise.
+    conditions = [task["triggerPolicy"]["condition"]
+                  for component in [spec["root"], *spec["components"].values()]
+                  for task in component.get("dag", {}).get("tasks", {}).values()
+                  if "triggerPolicy" in task and "train_gpus" in task["triggerPolicy"].get(
+                      "condition", "")]
+    assert len(conditions) == 2 * len(on_gpu)
+    assert any("== 0" in c and "!" not in c for c in conditions)
+    assert any(c.startswith("!(") for c in conditions)
 
 
 @pytest.mark.parametrize("pipeline", ["training", "continuous_training"])

@@ -8,10 +8,8 @@ model and push if better.
 
 from kfp import dsl
 
-from conveyor.evaluate.component import evaluate
 from conveyor.ingest.component import bigquery_ingest
-from conveyor.push.component import push
-from conveyor.train.component import train
+from conveyor.pipelines.steps import DEFAULT_ACCELERATOR, train_evaluate_push
 from conveyor.transform.component import transform
 from conveyor.validate.component import validate
 
@@ -20,21 +18,15 @@ NAME = "conveyor-continuous-training"
 
 @dsl.pipeline(name="retrain")
 def retrain(dataset: dsl.Input[dsl.Dataset], statistics: dsl.Input[dsl.Artifact], label: str,
-            hyperparameters: dict, model_base_path: str, thresholds: dict):
+            hyperparameters: dict, model_base_path: str, thresholds: dict, train_gpus: int,
+            train_accelerator: str):
     """Transform, train, evaluate against the serving model, push if blessed."""
     fitted = transform(dataset=dataset, label=label).set_display_name("Transform")
-    trained = train(dataset=dataset, preprocessing=fitted.outputs["preprocessing"],
-                    hyperparameters=hyperparameters).set_display_name("Train")
-    trained.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)
-    evaluated = evaluate(model=trained.outputs["model"], dataset=dataset,
-                         model_base_path=model_base_path,
-                         thresholds=thresholds).set_display_name("Evaluate")
-    evaluated.set_caching_options(False)  # the baseline is whatever is served now
-    with dsl.If(evaluated.outputs["Output"] == True, name="blessed"):  # noqa: E712
-        push(model=trained.outputs["model"], evaluation=evaluated.outputs["evaluation"],
-             dataset=dataset, model_base_path=model_base_path,
-             statistics=statistics).set_display_name("Push").set_retry(
-                 num_retries=2, backoff_duration="30s", backoff_factor=2.0).set_caching_options(False)
+    train_evaluate_push(
+        dataset=dataset, preprocessing=fitted.outputs["preprocessing"], statistics=statistics,
+        hyperparameters=hyperparameters, module_file="", model_base_path=model_base_path,
+        slices=[], thresholds=thresholds, gpus=train_gpus, accelerator=train_accelerator,
+    )
 
 
 @dsl.pipeline(name=NAME, description="Check new data for drift against the serving model's "
@@ -48,6 +40,8 @@ def pipeline(
     retrain_always: bool = False,
     hyperparameters: dict = {"epochs": 10, "batch_size": 32},
     thresholds: dict = {},
+    train_gpus: int = 0,
+    train_accelerator: str = DEFAULT_ACCELERATOR,
 ):
     """Validate new data against the served model's training data; retrain on drift.
 
@@ -60,6 +54,8 @@ def pipeline(
         retrain_always: Retrain on every run, drifted or not (a plain schedule).
         hyperparameters: Model and training settings for the retraining.
         thresholds: Evaluation thresholds; default: beat the serving model.
+        train_gpus: GPUs to retrain on; 0 trains on CPU with conveyor's CPU image.
+        train_accelerator: Accelerator type when train_gpus > 0 (Vertex AI: NVIDIA_L4, ...; GKE: nvidia.com/gpu).
     """
     data = bigquery_ingest(table=table, query=query).set_display_name("Ingest from BigQuery")
     data.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0)
@@ -70,7 +66,8 @@ def pipeline(
     ).set_display_name("Validate and check drift")
     arguments = dict(dataset=data.outputs["dataset"], statistics=checked.outputs["statistics"],
                      label=label, hyperparameters=hyperparameters,
-                     model_base_path=model_base_path, thresholds=thresholds)
+                     model_base_path=model_base_path, thresholds=thresholds,
+                     train_gpus=train_gpus, train_accelerator=train_accelerator)
     with dsl.If(retrain_always == True, name="scheduled"):  # noqa: E712
         retrain(**arguments).set_display_name("Retrain (scheduled)")
     with dsl.Elif(checked.outputs["Output"] == False, name="drifted"):  # noqa: E712

@@ -1,16 +1,14 @@
 """The training pipeline: ingest -> validate -> transform -> train -> evaluate -> push.
 
 The push runs only when evaluate blessed the model (`dsl.If`), and push itself refuses an
-unblessed model too. The baseline is the newest version under `model_base_path`, so a rerun
+unblessed model too. Training runs on GPUs when `train_gpus` > 0 (see `conveyor.pipelines.steps`). The baseline is the newest version under `model_base_path`, so a rerun
 pushes a new version only when the new model is better.
 """
 
 from kfp import dsl
 
-from conveyor.evaluate.component import evaluate
 from conveyor.ingest.component import bigquery_ingest
-from conveyor.push.component import push
-from conveyor.train.component import train
+from conveyor.pipelines.steps import DEFAULT_ACCELERATOR, train_evaluate_push
 from conveyor.transform.component import transform
 from conveyor.validate.component import validate
 
@@ -36,7 +34,9 @@ def pipeline(
     model_base_path: str = "gs://conveyor-demo/models/penguins",
     slices: list = ["island"],
     thresholds: dict = {},
-) -> dsl.Model:
+    train_gpus: int = 0,
+    train_accelerator: str = DEFAULT_ACCELERATOR,
+):
     """Ingest, validate, transform, train, evaluate against the serving model, push if better.
 
     Args:
@@ -56,9 +56,8 @@ def pipeline(
         model_base_path: Serving model base path (gs:// or local): baseline and push target.
         slices: Columns whose values slice the evaluation metrics.
         thresholds: Per metric: min, max, min_improvement(_relative); default: beat the baseline.
-
-    Returns:
-        The trained SavedModel.
+        train_gpus: GPUs to train on; 0 trains on CPU with conveyor's CPU image.
+        train_accelerator: Accelerator type when train_gpus > 0 (Vertex AI: NVIDIA_L4, ...; GKE: nvidia.com/gpu).
     """
     ingest = bigquery_ingest(
         table=table, query=query, split_key=split_key, split_ratios=split_ratios,
@@ -74,23 +73,9 @@ def pipeline(
         dataset=ingest.outputs["dataset"], label=label, task=task,
         feature_spec_uri=feature_spec_uri,
     ).set_display_name("Transform").after(checked)
-    trained = train(
+    train_evaluate_push(
         dataset=ingest.outputs["dataset"], preprocessing=fitted.outputs["preprocessing"],
-        hyperparameters=hyperparameters, module_file=module_file,
-    ).set_display_name("Train")
-    trained.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)
-    trained.set_cpu_request("2").set_memory_request("4G")
-    evaluated = evaluate(
-        model=trained.outputs["model"], dataset=ingest.outputs["dataset"],
-        model_base_path=model_base_path, slices=slices, thresholds=thresholds,
-    ).set_display_name("Evaluate")
-    evaluated.set_caching_options(False)  # the baseline is whatever is served now
-    with dsl.If(evaluated.outputs["Output"] == True, name="blessed"):  # noqa: E712
-        pushed = push(
-            model=trained.outputs["model"], evaluation=evaluated.outputs["evaluation"],
-            dataset=ingest.outputs["dataset"], model_base_path=model_base_path,
-            statistics=checked.outputs["statistics"],
-        ).set_display_name("Push")
-        pushed.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0)
-        pushed.set_caching_options(False)
-    return trained.outputs["model"]
+        statistics=checked.outputs["statistics"], hyperparameters=hyperparameters,
+        module_file=module_file, model_base_path=model_base_path, slices=slices,
+        thresholds=thresholds, gpus=train_gpus, accelerator=train_accelerator,
+    )

@@ -1,4 +1,9 @@
-"""The train KFP component: a thin typed shell over `conveyor.train.tasks`."""
+"""The train KFP components: thin typed shells over `conveyor.train.tasks`.
+
+`train` runs on conveyor's CPU image; `train_gpu` is the same component on the GPU image (give it
+an accelerator with `set_accelerator_type` / `set_accelerator_limit`). The training code picks its
+distribution strategy from the devices it sees, so the body is the same.
+"""
 
 from kfp import dsl
 
@@ -37,3 +42,8 @@ def train(
     tasks.train(dataset, preprocessing, model, metrics, tensorboard,
                 hyperparameters=hyperparameters, module_file=module_file,
                 log_dir_uri=log_dir_uri, train_split=train_split, eval_split=eval_split)
+
+
+#: `train` on the GPU image (`<registry>/conveyor:<version>-gpu`).
+train_gpu = dsl.component(train.python_func, base_image=images.image(variant="gpu"),
+                          install_kfp_package=False)
