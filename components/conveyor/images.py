@@ -3,10 +3,16 @@
 The registry is a parameter (of the image build and of compilation), never read from the
 environment: `image()` with no argument gives the default registry that checked-in specs use,
 and `conveyor compile --registry R` / `make images REGISTRY=R` retarget both consistently.
+
+The base images are named here and nowhere else, pinned by digest so that a rebuild gets the same
+bytes: images/pin.sh records the digests, images/build.sh reads them
+(`python -m conveyor.images`) and refuses to build from a base without one.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,9 +23,15 @@ IMAGE_NAME = "conveyor"
 DOCKERFILE = "images/conveyor/Dockerfile"
 #: Image variants and the tag suffix of each (images/build.sh builds both from DOCKERFILE).
 VARIANTS: dict[str, str] = {"cpu": "", "gpu": "-gpu"}
-#: The base image of each variant (the Dockerfile's BASE_IMAGE build argument).
-BASE_IMAGES: dict[str, str] = {"cpu": "python:3.11-slim-bookworm",
-                               "gpu": "tensorflow/tensorflow:2.21.0-gpu"}
+#: The base image of each variant (the Dockerfile's BASE_IMAGE build argument), as
+#: `name:tag@sha256:<digest>`: images/pin.sh resolves the tag and writes the digest here;
+#: images/build.sh refuses a base without one.
+BASE_IMAGES: dict[str, str] = {
+    "cpu": "python:3.11-slim-bookworm",
+    "gpu": "tensorflow/tensorflow:2.21.0-gpu",
+}
+#: `name:tag@sha256:<64 hex digits>`: a tag for people, a digest for the build.
+PINNED = re.compile(r"^(?P<name>[^@\s]+):(?P<tag>\w[\w.-]{0,127})@sha256:[0-9a-f]{64}$")
 
 
 def image(registry: str = DEFAULT_REGISTRY, variant: str = "cpu") -> str:
@@ -47,3 +59,26 @@ def retarget(spec: Mapping[str, Any], registry: str) -> dict[str, Any]:
         return node
 
     return walk(spec)
+
+
+def unpinned(bases: Mapping[str, str] = BASE_IMAGES) -> list[str]:
+    """The base images not pinned as `name:tag@sha256:<digest>`."""
+    return [ref for ref in bases.values() if not PINNED.match(ref)]
+
+
+def main() -> int:
+    """`python -m conveyor.images`: one `variant tag-suffix base` line per variant, for
+    images/build.sh; exit status 1 (and nothing on stdout) when a base is not pinned."""
+    missing = unpinned()
+    if missing:
+        print(f"base images not pinned by digest in conveyor.images.BASE_IMAGES: "
+              f"{', '.join(missing)}; run images/pin.sh where the registry is reachable",
+              file=sys.stderr)
+        return 1
+    for variant, suffix in VARIANTS.items():
+        print(variant, suffix or "-", BASE_IMAGES[variant])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
