@@ -51,6 +51,7 @@ TEST = [
     "pytest>=9,<10",
     "pytest-timeout>=2.3,<3",
     "kubernetes-validate>=1.33,<2",
+    "hypothesis>=6.100,<7",  # property-based tests of conveyor serve's request handling
 ]
 
 setup(

@@ -9,8 +9,15 @@
    cell, at most 100 k requests) sends row-format requests of 1 and 64 rows at 1, 8 and 32
    concurrent clients and reports requests/s, rows/s, p50 and p99 latency and errors. The load
    generator shares the 2 cores with the server, so the figures are a floor.
+3. Load during hot swaps: a fresh base path served by `conveyor serve` (polling every second),
+   8 keep-alive clients sending 1-row requests for `--swap-seconds` while `--swaps` new versions
+   are published into the base path with conveyor's own `ModelBasePath.publish` (so each swap
+   is a real load of a SavedModel beside the serving one). Reports requests, errors (anything but
+   a 200, including connection errors), p50/p99/max latency, how many requests each version
+   answered (from the server's /metrics) and how long each version took from publish to serving.
 
-    python bench/serve.py                     # --seconds 5
+    python bench/serve.py                     # --seconds 5, --swap-seconds 25, --swaps 4
+    python bench/serve.py --swap-only         # part 3 only
 """
 
 from __future__ import annotations
@@ -102,9 +109,132 @@ def load(port: int, rows: int, clients: int, seconds: float, cap: int = 100_000)
             "p99_ms": round(q[98] * 1000, 2), "errors": errors[0]}
 
 
+def start_server(base: Path, *options: str) -> tuple[subprocess.Popen, int]:
+    """`conveyor serve` on a free loopback port, once it is ready."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "conveyor", "serve", "--model-base-path",
+                               str(base), "--model-name", "reference", "--port", str(port),
+                               *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(600):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                return server, port
+        except OSError:
+            pass
+        time.sleep(0.2)
+    server.terminate()
+    raise SystemExit("conveyor serve did not become ready")
+
+
+def served_counts(port: int) -> dict[int, int]:
+    """Predict requests answered 200, by model version, from the server's /metrics."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/metrics")
+    counts = {}
+    for line in conn.getresponse().read().decode().splitlines():
+        if line.startswith("conveyor_serving_requests_total{") and 'status="200"' in line:
+            version = int(line.split('version="')[1].split('"')[0])
+            counts[version] = int(float(line.rsplit(" ", 1)[1]))
+    conn.close()
+    return counts
+
+
+def swap_load(folder: Path, seconds: float, swaps: int, clients: int = 8) -> dict:
+    """`clients` keep-alive clients predicting for `seconds` while `swaps` versions are pushed."""
+    from conveyor.push.base_path import ModelBasePath
+
+    base = ModelBasePath(str(folder / "base-swap"))
+    shutil.rmtree(base.uri, ignore_errors=True)
+    base.publish(folder / "model")
+    server, port = start_server(Path(base.uri), "--poll-seconds", "1")
+    body = json.dumps({"instances": [ROW]})
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine, failed = [], []
+        while not stop.is_set():
+            t = time.perf_counter()
+            try:
+                conn.request("POST", "/v1/models/reference:predict", body,
+                             {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                text = response.read()
+                if response.status != 200:
+                    failed.append(f"{response.status} {text[:200]!r}")
+            except (OSError, http.client.HTTPException) as exc:
+                failed.append(repr(exc))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            mine.append(time.perf_counter() - t)
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            errors.extend(failed)
+
+    to_first_answer: dict[int, float | None] = {}
+    try:
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        began = time.monotonic()
+        for t in threads:
+            t.start()
+        for i in range(1, swaps + 1):
+            time.sleep(max(0.0, began + i * seconds / (swaps + 1) - time.monotonic()))
+            published = time.monotonic()
+            version = base.publish(folder / "model")
+            to_first_answer[version] = None
+            while time.monotonic() - published < 60:
+                if version in served_counts(port):
+                    to_first_answer[version] = round(time.monotonic() - published, 2)
+                    break
+                time.sleep(0.05)
+        time.sleep(max(0.0, began + seconds - time.monotonic()))
+        stop.set()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - began
+        by_version = served_counts(port)
+    finally:
+        stop.set()
+        server.terminate()
+        server.wait(timeout=30)
+    latencies.sort()
+    q = statistics.quantiles(latencies, n=100)
+    return {"clients": clients, "seconds": round(elapsed, 1), "swaps": swaps,
+            "requests": len(latencies), "req_per_s": round(len(latencies) / elapsed),
+            "errors": len(errors), "first_errors": errors[:3],
+            "p50_ms": round(q[49] * 1000, 2), "p99_ms": round(q[98] * 1000, 2),
+            "max_ms": round(latencies[-1] * 1000, 1), "answered_by_version": by_version,
+            "publish_to_first_answer_s": to_first_answer}
+
+
+def print_swap(result: dict) -> None:
+    print(json.dumps(result))
+    print(f"\nload during {result['swaps']} hot swaps: {result['clients']} keep-alive clients, "
+          f"{result['seconds']} s, 1-row requests\n")
+    print("| requests | requests/s | errors | p50 ms | p99 ms | max ms | answered by version "
+          "(requests) | publish to first answer, s |")
+    print("|---:|---:|---:|---:|---:|---:|---|---|")
+    by_version = ", ".join(f"v{v}: {n:,}" for v, n in sorted(result["answered_by_version"].items()))
+    publish = ", ".join(f"v{v}: {s}" for v, s in result["publish_to_first_answer_s"].items())
+    print(f"| {result['requests']:,} | {result['req_per_s']:,} | {result['errors']} | "
+          f"{result['p50_ms']} | {result['p99_ms']} | {result['max_ms']} | {by_version} | "
+          f"{publish} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--swap-seconds", type=float, default=25.0)
+    parser.add_argument("--swaps", type=int, default=4)
+    parser.add_argument("--swap-only", action="store_true", help="only the hot-swap load")
     parser.add_argument("--out", default=str(HERE / "out" / "serve"))
     parser.add_argument("--one", nargs=1, metavar="FOLDER", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -112,6 +242,8 @@ def main() -> None:
         return one(args.one[0])
     folder = Path(args.out)
     prepare(folder)
+    if args.swap_only:
+        return print_swap(swap_load(folder, args.swap_seconds, args.swaps))
     evaluation = [run_child(__file__, str(folder)) for _ in range(3)]
 
     from conveyor.push.base_path import ModelBasePath
@@ -119,27 +251,15 @@ def main() -> None:
     base = folder / "base"
     shutil.rmtree(base, ignore_errors=True)
     ModelBasePath(str(base)).publish(folder / "model")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "conveyor", "serve", "--model-base-path",
-                               str(base), "--model-name", "reference", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, port = start_server(base)
     try:
-        for _ in range(600):
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/readyz")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.2)
         load(port, 1, 1, 1.0)  # warm-up
         cells = [load(port, rows, clients, args.seconds)
                  for rows in (1, 64) for clients in (1, 8, 32)]
     finally:
         server.terminate()
         server.wait(timeout=30)
+    swap = swap_load(folder, args.swap_seconds, args.swaps)
     for cell in cells:
         print(json.dumps(cell))
     print("\n" + machine(3) + "\n")
@@ -154,6 +274,7 @@ def main() -> None:
     for c in cells:
         print(f"| {c['rows']} | {c['clients']} | {c['requests']:,} | {c['req_per_s']:,} | "
               f"{c['rows_per_s']:,} | {c['p50_ms']} | {c['p99_ms']} | {c['errors']} |")
+    print_swap(swap)
 
 
 if __name__ == "__main__":

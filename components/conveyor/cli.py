@@ -124,7 +124,12 @@ def _submit(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from conveyor.serving.server import serve
 
-    serve(args.model_base_path, args.model_name, args.host, args.port, args.poll_seconds)
+    for option, value in (("--max-request-bytes", args.max_request_bytes),
+                          ("--max-instances", args.max_instances)):
+        if value < 1:
+            raise InputError(f"serve: {option} must be at least 1, got {value}")
+    serve(args.model_base_path, args.model_name, args.host, args.port, args.poll_seconds,
+          args.max_request_bytes, args.max_instances)
     return 0
 
 
@@ -145,6 +150,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     from conveyor.images import DEFAULT_REGISTRY
+    from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES
 
     p = argparse.ArgumentParser(prog="conveyor", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"conveyor {__version__}")
@@ -197,9 +203,14 @@ def parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="serve a model base path with the TF Serving REST API")
     srv.add_argument("--model-base-path", required=True, help="local folder or gs:// prefix")
     srv.add_argument("--model-name", required=True)
-    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="address to bind (default loopback only; 0.0.0.0 opens it to all)")
     srv.add_argument("--port", type=int, default=8501)
     srv.add_argument("--poll-seconds", type=float, default=2.0)
+    srv.add_argument("--max-request-bytes", type=int, default=MAX_BODY_BYTES,
+                     help=f"larger request bodies get 413 (default {MAX_BODY_BYTES})")
+    srv.add_argument("--max-instances", type=int, default=MAX_INSTANCES,
+                     help=f"more rows in one request get 413 (default {MAX_INSTANCES})")
     srv.set_defaults(func=_serve)
 
     run = sub.add_parser("run", help="run the training pipeline locally, start to prediction")

@@ -143,32 +143,71 @@ def test_unknown_model_or_version_is_404_and_bad_json_is_400(server):
         assert exc.code == 400 and "not JSON" in json.loads(exc.read())["error"]
 
 
-def test_a_new_version_is_hot_swapped_without_failing_requests(server, model):
+def served_counts(url: str) -> dict[int, int]:
+    """Predict requests answered 200 so far, by model version, from /metrics."""
+    counts = {}
+    for line in call(f"{url}/metrics")[1].splitlines():
+        if line.startswith("conveyor_serving_requests_total{") and 'status="200"' in line:
+            version = int(line.split('version="')[1].split('"')[0])
+            counts[version] = int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
+def wait_for(condition, what: str, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_new_versions_are_hot_swapped_without_failing_requests(server, model):
+    """4 keep-alive clients predict non-stop while 3 versions are pushed, one after the other;
+    each version must answer requests before the next is pushed. Not one request may fail or
+    get a different answer (every version is the same model)."""
+    import http.client
     import threading
 
     url, base = server
-    failures, answered, stop = [], [], threading.Event()
+    port = int(url.rsplit(":", 1)[1])
+    body = json.dumps({"instances": ROWS})
+    expected = own_outputs(model, ROWS)["class_id"]
+    failures, answered, stop = [], [0], threading.Event()
+    lock = threading.Lock()
 
     def client():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         while not stop.is_set():
-            status, text = call(f"{url}/v1/models/penguins:predict", {"instances": ROWS})
-            (answered if status == 200 else failures).append(text)
+            try:
+                conn.request("POST", "/v1/models/penguins:predict", body,
+                             {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                status, text = response.status, response.read().decode()
+                ok = status == 200 and [p["class_id"] for p in
+                                        json.loads(text)["predictions"]] == expected
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                status, text, ok = None, repr(exc), False
+            with lock:
+                if ok:
+                    answered[0] += 1
+                else:
+                    failures.append((status, text[:300]))
+        conn.close()
 
     threads = [threading.Thread(target=client) for _ in range(4)]
     for t in threads:
         t.start()
     try:
-        assert base.publish(model) == 2
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            status = json.loads(call(f"{url}/v1/models/penguins")[1])["model_version_status"]
-            if status[0]["version"] == "2":
-                break
-            time.sleep(0.2)
-        time.sleep(0.5)
+        wait_for(lambda: served_counts(url).get(1, 0) > 0, "version 1 to answer")
+        for version in (2, 3, 4):
+            assert base.publish(model) == version
+            wait_for(lambda: served_counts(url).get(version, 0) >= 20,
+                     f"version {version} to answer 20 requests")
     finally:
         stop.set()
         for t in threads:
             t.join()
-    assert status[0]["version"] == "2"
-    assert answered and not failures
+    counts = served_counts(url)
+    assert not failures, f"{len(failures)} failed of {answered[0] + len(failures)}: {failures[:3]}"
+    assert sorted(counts) == [1, 2, 3, 4] and sum(counts.values()) >= answered[0] > 0
+    status = json.loads(call(f"{url}/v1/models/penguins")[1])["model_version_status"]
+    assert [s["version"] for s in status] == ["4", "3"]  # the two newest stay loaded

@@ -1,13 +1,16 @@
 """Loaded model versions, polled from a model base path and swapped in without dropping requests.
 
 `ModelManager` polls the base path (local or gs://, published versions only) and loads a new
-version in the background; requests already running keep the version they started with, new ones
-get the new one. The previous version stays loaded so `/versions/{v}` requests to it still work.
+version in the background, warmed up by one prediction before it takes requests; requests already
+running keep the version they started with, new ones get the new one. The previous version stays
+loaded so `/versions/{v}` requests to it still work.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import reprlib
 import tempfile
 import threading
 import time
@@ -16,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from conveyor.push.base_path import ModelBasePath
+from conveyor.serving import MAX_INSTANCES
 
 log = logging.getLogger("conveyor.serve")
 KEEP = 2  # versions kept loaded
@@ -23,8 +27,38 @@ DTYPES = {"float32": "DT_FLOAT", "float64": "DT_DOUBLE", "int64": "DT_INT64", "i
           "string": "DT_STRING", "bool": "DT_BOOL"}
 
 
+class _Short(reprlib.Repr):
+    """Values quoted in error messages, cut short: a request may hold megabytes, deep nesting
+    or integers of thousands of digits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother, self.maxlist, self.maxdict = 2, 60, 60, 4, 4
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() <= 128:
+            return repr(x)
+        return f"<an integer of {int(x.bit_length() * math.log10(2)) + 1} digits>"
+
+
+_SHORT = _Short()
+
+
+def _show(value: Any) -> str:
+    return _SHORT.repr(value)
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(_show(n) for n in names[:5])
+    return f"[{shown}{', ...' if len(names) > 5 else ''}]"
+
+
 class RequestError(ValueError):
     """A request the model cannot take; the message names the input and what was expected."""
+
+
+class TooManyInstances(RequestError):
+    """More rows in one request than the server takes (answered with 413)."""
 
 
 class Loaded:
@@ -39,6 +73,14 @@ class Loaded:
         self.inputs = dict(self.signature.structured_input_signature[1])
         self.outputs = dict(self.signature.structured_outputs)
 
+    def warm_up(self) -> None:
+        """Predict one row of missing values, so the first requests to this version do not pay
+        for TensorFlow's first call (~0.1 s, paid by every client at once during a hot swap)."""
+        try:
+            self.signature(**{name: self.tensor(name, [None]) for name in self.inputs})
+        except Exception as exc:  # noqa: BLE001  (requests will show the real failure, if any)
+            log.warning("warming up version %s failed: %s", self.version, exc)
+
     def metadata(self) -> dict[str, Any]:
         def describe(specs):
             return {name: {"dtype": DTYPES.get(spec.dtype.name, spec.dtype.name),
@@ -50,12 +92,17 @@ class Loaded:
             "inputs": describe(self.inputs), "outputs": describe(self.outputs),
             "method_name": "tensorflow/serving/predict"}}}}
 
-    def columns(self, body: dict[str, Any]) -> tuple[dict[str, list], bool]:
+    def columns(self, body: dict[str, Any],
+                max_instances: int = MAX_INSTANCES) -> tuple[dict[str, list], bool]:
         """The request's values by input, and whether it came in row format."""
+        if "instances" in body and "inputs" in body:
+            raise RequestError("give either 'instances' (row format) or 'inputs' (columnar), "
+                               "not both")
         if "instances" in body:
             rows = body["instances"]
             if not isinstance(rows, list) or not rows:
                 raise RequestError("'instances' must be a non-empty list of objects")
+            _check_count(len(rows), max_instances)
             columns: dict[str, list] = {name: [] for name in self.inputs}
             for i, row in enumerate(rows):
                 if not isinstance(row, dict):
@@ -63,8 +110,8 @@ class Loaded:
                                        f"got {type(row).__name__}")
                 unknown = sorted(set(row) - set(self.inputs))
                 if unknown:
-                    raise RequestError(f"instances[{i}] has unknown input(s) {unknown}; the model "
-                                       f"takes {sorted(self.inputs)}")
+                    raise RequestError(f"instances[{i}] has unknown input(s) {_names(unknown)}; "
+                                       f"the model takes {sorted(self.inputs)}")
                 for name in self.inputs:
                     if name not in row:
                         raise RequestError(f"instances[{i}] is missing input '{name}'")
@@ -76,7 +123,7 @@ class Loaded:
                 raise RequestError("'inputs' must be an object mapping input names to lists")
             unknown = sorted(set(inputs) - set(self.inputs))
             if unknown:
-                raise RequestError(f"unknown input(s) {unknown}; the model takes "
+                raise RequestError(f"unknown input(s) {_names(unknown)}; the model takes "
                                    f"{sorted(self.inputs)}")
             missing = sorted(set(self.inputs) - set(inputs))
             if missing:
@@ -84,48 +131,81 @@ class Loaded:
             lengths = {len(v) if isinstance(v, list) else -1 for v in inputs.values()}
             if -1 in lengths or len(lengths) != 1 or 0 in lengths:
                 raise RequestError("every input must be a non-empty list, all of the same length")
+            _check_count(lengths.pop(), max_instances)
             return {k: list(v) for k, v in inputs.items()}, False
         raise RequestError("the body needs 'instances' (row format) or 'inputs' (columnar)")
 
     def tensor(self, name: str, values: list):
+        """`values` as the tensor input `name` takes; a value that does not fit is a
+        RequestError naming the input and the value's position."""
         import tensorflow as tf
 
         from conveyor.train.preprocess import MISSING_INT
 
         dtype = self.inputs[name].dtype
         if dtype.is_floating:
+            top = float(np.finfo(dtype.as_numpy_dtype).max)
             out = []
             for i, v in enumerate(values):
                 if v is None:
                     out.append(float("nan"))
-                elif isinstance(v, (int, float)) and not isinstance(v, bool):
-                    out.append(float(v))
-                else:
-                    raise RequestError(f"input '{name}' expects numbers; value #{i} is {v!r}")
+                    continue
+                if not isinstance(v, (int, float)) or isinstance(v, bool):
+                    raise RequestError(f"input '{name}' expects numbers; value #{i} is {_show(v)}")
+                try:
+                    number = float(v)
+                except OverflowError:  # an integer beyond float64
+                    number = math.inf
+                if math.isinf(number) or abs(number) > top:
+                    raise RequestError(f"input '{name}' value #{i} is {_show(v)}: outside the "
+                                       f"range of {dtype.name} (finite numbers only; null or "
+                                       f"NaN for a missing value)")
+                out.append(number)
             return tf.constant(np.asarray(out, dtype=dtype.as_numpy_dtype))
         if dtype.is_integer:
+            bounds = np.iinfo(dtype.as_numpy_dtype)
             out = []
             for i, v in enumerate(values):
                 if v is None:
                     out.append(MISSING_INT)
-                elif isinstance(v, int) and not isinstance(v, bool):
-                    out.append(v)
+                elif not isinstance(v, int) or isinstance(v, bool):
+                    raise RequestError(f"input '{name}' expects integers; value #{i} is "
+                                       f"{_show(v)}")
+                elif not bounds.min <= v <= bounds.max:
+                    raise RequestError(f"input '{name}' value #{i} is {_show(v)}: outside the "
+                                       f"range of {dtype.name}")
                 else:
-                    raise RequestError(f"input '{name}' expects integers; value #{i} is {v!r}")
+                    out.append(v)
             return tf.constant(out, dtype=dtype)
+        out = []
         for i, v in enumerate(values):
-            if v is not None and not isinstance(v, str):
-                raise RequestError(f"input '{name}' expects strings; value #{i} is {v!r}")
-        return tf.constant(["" if v is None else v for v in values], dtype=tf.string)
+            if v is None:
+                out.append(b"")
+            elif not isinstance(v, str):
+                raise RequestError(f"input '{name}' expects strings; value #{i} is {_show(v)}")
+            else:
+                try:
+                    out.append(v.encode("utf-8"))
+                except UnicodeEncodeError:
+                    raise RequestError(f"input '{name}' value #{i} is not valid Unicode text "
+                                       f"(a lone surrogate such as \\ud800)") from None
+        return tf.constant(out, dtype=tf.string)
 
-    def predict(self, body: dict[str, Any]) -> dict[str, Any]:
-        columns, rows = self.columns(body)
+    def predict(self, body: dict[str, Any],
+                max_instances: int = MAX_INSTANCES) -> dict[str, Any]:
+        columns, rows = self.columns(body, max_instances)
         outputs = self.signature(**{n: self.tensor(n, v) for n, v in columns.items()})
         plain = {k: _plain(v.numpy()) for k, v in outputs.items()}
         if not rows:
             return {"outputs": plain}
         n = len(next(iter(columns.values())))
         return {"predictions": [{k: v[i] for k, v in plain.items()} for i in range(n)]}
+
+
+def _check_count(count: int, limit: int) -> None:
+    if count > limit:
+        raise TooManyInstances(f"{count} instances in one request, more than this server's "
+                               f"limit of {limit} (--max-instances); split the request")
 
 
 def _plain(array: np.ndarray) -> list:
@@ -158,6 +238,7 @@ class ModelManager:
             return
         try:
             loaded = Loaded(latest, str(self.base.fetch(latest, self.cache)))
+            loaded.warm_up()
         except Exception as exc:  # noqa: BLE001
             self.errors[latest] = f"{type(exc).__name__}: {exc}"
             log.error("version %s of %s failed to load: %s", latest, self.name, exc)

@@ -6,8 +6,12 @@
     GET  /metrics                                    Prometheus text format
     GET  /healthz, /readyz                           liveness; readiness (a version is loaded)
 
-Errors are TensorFlow Serving's shape, `{"error": "..."}`, with 400 for a bad request and 404
-for an unknown model or version.
+Errors are TensorFlow Serving's shape, `{"error": "..."}`: 400 for a bad request, 404 for an
+unknown model, version or path, 405 for a wrong method, 413 for a body over `max_body_bytes`
+(counted while it is read, so a chunked body without Content-Length is cut off too, before any
+JSON parsing) or more than `max_instances` rows. A request never gets a 500 for what it holds;
+a 500 means the model itself failed. Like TensorFlow Serving, the body is read as JSON whatever
+its Content-Type (curl's `-d` sends a form type), and the server binds to loopback unless told.
 """
 
 from __future__ import annotations
@@ -15,20 +19,75 @@ from __future__ import annotations
 import json
 import re
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from conveyor.serving.models import ModelManager, RequestError
+from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES
+from conveyor.serving.models import Loaded, ModelManager, RequestError, TooManyInstances
 
 _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
                    r"(?P<suffix>/metadata|:predict)?$")
 
 
-def create_app(manager: ModelManager) -> Starlette:
+class ServingJSON(JSONResponse):
+    """JSON as TensorFlow Serving writes it: a NaN or infinite output is written as `NaN` or
+    `Infinity` rather than failing the response."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=True,
+                          separators=(",", ":")).encode("utf-8")
+
+
+def error(status: int, message: str) -> Response:
+    return ServingJSON({"error": message}, status_code=status)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (BodyTooLarge) as soon as it passes `limit` bytes: a declared
+    Content-Length is checked first, then the bytes are counted as they arrive."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"the body is not UTF-8 text: {exc}") from None
+    if not text.strip():
+        raise RequestError("the body is empty; send a JSON object with 'instances' or 'inputs'")
+    try:
+        body = json.loads(text)
+    except RecursionError:
+        raise RequestError("the body is not usable JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits
+        raise RequestError(f"the body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise RequestError(f"the body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
+               max_instances: int = MAX_INSTANCES) -> Starlette:
     registry = CollectorRegistry()
     requests = Counter("conveyor_serving_requests", "Requests served", ["model", "version",
                                                                          "status"],
@@ -42,13 +101,13 @@ def create_app(manager: ModelManager) -> Starlette:
     if manager.current is not None:
         loaded_version.labels(manager.name).set(manager.current.version)
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
-
-    def models(request: Request) -> Response:
+    def resolve(request: Request) -> tuple[Loaded, str, bool] | Response:
+        """The model version a /v1/models path names, its suffix and whether the path named a
+        version, or the error to answer."""
         match = _PATH.match(request.url.path)
         if not match:
-            return error(404, f"no such path {request.url.path}")
+            return error(404, f"no such path {request.url.path}; this server answers "
+                              f"/v1/models/{manager.name}[/versions/N][/metadata|:predict]")
         name, version, suffix = match["name"], match["version"], match["suffix"] or ""
         if name != manager.name:
             return error(404, f"Servable not found for request: Latest({name})")
@@ -56,47 +115,53 @@ def create_app(manager: ModelManager) -> Starlette:
         if model is None:
             what = f"Specific({name}, {version})" if version else f"Latest({name})"
             return error(404, f"Servable not found for request: {what}")
-        if suffix == ":predict":
-            if request.method != "POST":
-                return error(405, "predict takes POST")
-            return predict(request, model)
-        if request.method != "GET":
+        if suffix == ":predict" and request.method != "POST":
+            return error(405, "predict takes POST")
+        if suffix != ":predict" and request.method != "GET":
             return error(405, "status and metadata take GET")
+        return model, suffix, version is not None
+
+    def describe(model: Loaded, suffix: str, specific: bool) -> Response:
         if suffix == "/metadata":
-            return JSONResponse({"model_spec": {"name": name, "signature_name": "",
-                                                "version": str(model.version)},
-                                 "metadata": model.metadata()})
-        versions = [model.version] if version else sorted(manager.loaded, reverse=True)
-        return JSONResponse({"model_version_status": [
+            return ServingJSON({"model_spec": {"name": manager.name, "signature_name": "",
+                                               "version": str(model.version)},
+                                "metadata": model.metadata()})
+        versions = [model.version] if specific else sorted(manager.loaded, reverse=True)
+        return ServingJSON({"model_version_status": [
             {"version": str(v), "state": "AVAILABLE",
              "status": {"error_code": "OK", "error_message": ""}} for v in versions]})
 
-    def predict(request: Request, model) -> Response:
-        start = time.perf_counter()
-        status = "400"
+    def predict(raw: bytes, model: Loaded) -> tuple[int, Any]:
         try:
-            body = json.loads(request.state.body or b"null")
-            if not isinstance(body, dict):
-                raise RequestError("the body must be a JSON object")
-            answer = model.predict(body)
-            status = "200"
-            return JSONResponse(answer)
-        except json.JSONDecodeError as exc:
-            return error(400, f"the body is not JSON: {exc}")
+            return 200, model.predict(parse_body(raw), max_instances)
+        except TooManyInstances as exc:
+            return 413, {"error": str(exc)}
         except RequestError as exc:
-            return error(400, str(exc))
-        except Exception as exc:  # noqa: BLE001  (a model failure is the server's, not the client's)
-            status = "500"
-            return error(500, f"{type(exc).__name__}: {exc}")
-        finally:
-            requests.labels(manager.name, str(model.version), status).inc()
-            latency.labels(manager.name, str(model.version)).observe(time.perf_counter() - start)
+            return 400, {"error": str(exc)}
+        except Exception as exc:  # noqa: BLE001  (the model failed: the server's fault)
+            return 500, {"error": f"{type(exc).__name__}: {exc}"}
 
-    async def read_body(request: Request) -> Response:
-        request.state.body = await request.body() if request.method == "POST" else b""
-        from starlette.concurrency import run_in_threadpool
-
-        return await run_in_threadpool(models, request)
+    async def models(request: Request) -> Response:
+        target = resolve(request)
+        if isinstance(target, Response):
+            return target
+        model, suffix, specific = target
+        if suffix != ":predict":
+            return describe(model, suffix, specific)
+        start = time.perf_counter()
+        try:
+            raw = await read_body(request, max_body_bytes)
+        except ClientDisconnect:  # the client left mid-body: nobody to answer
+            return Response(status_code=400)
+        except BodyTooLarge:
+            status, answer = 413, {"error": f"the request body is larger than this server's "
+                                            f"limit of {max_body_bytes} bytes "
+                                            f"(--max-request-bytes)"}
+        else:
+            status, answer = await run_in_threadpool(predict, raw, model)
+        requests.labels(manager.name, str(model.version), str(status)).inc()
+        latency.labels(manager.name, str(model.version)).observe(time.perf_counter() - start)
+        return ServingJSON(answer, status_code=status)
 
     def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
@@ -109,19 +174,25 @@ def create_app(manager: ModelManager) -> Starlette:
             return PlainTextResponse("no version loaded", status_code=503)
         return PlainTextResponse(f"serving version {manager.current.version}")
 
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
+
     return Starlette(routes=[
         Route("/metrics", metrics), Route("/healthz", healthz), Route("/readyz", readyz),
-        Route("/v1/models/{rest:path}", read_body, methods=["GET", "POST"]),
-    ])
+        Route("/v1/models/{rest:path}", models, methods=["GET", "POST"]),
+    ], exception_handlers={HTTPException: http_error})
 
 
 def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
-          poll_seconds: float = 2.0) -> None:
+          poll_seconds: float = 2.0, max_body_bytes: int = MAX_BODY_BYTES,
+          max_instances: int = MAX_INSTANCES) -> None:
+    """Serve `base_path` until interrupted; on loopback unless `host` says otherwise."""
     import uvicorn
 
     manager = ModelManager(base_path, name, poll_seconds)
     manager.start()
-    app = create_app(manager)
+    app = create_app(manager, max_body_bytes, max_instances)
     print(f"conveyor serve: model {name!r} from {base_path} on http://{host}:{port} "
-          f"(version {manager.current.version if manager.current else 'none yet'})", flush=True)
+          f"(version {manager.current.version if manager.current else 'none yet'}; requests up "
+          f"to {max_body_bytes} bytes and {max_instances} instances)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
