@@ -51,7 +51,7 @@ def test_versions_increase_and_a_polling_reader_never_sees_a_partial_one(
     else:
         uri = str(tmp_path / "models" / "penguins")
     base = ModelBasePath(uri)
-    seen, partial, stop = set(), [], threading.Event()
+    seen, partial, stop, polled = set(), [], threading.Event(), threading.Event()
 
     def reader():
         cache = tmp_path / "reader-cache"
@@ -61,17 +61,25 @@ def test_versions_increase_and_a_polling_reader_never_sees_a_partial_one(
                     seen.add(version)
                     if not complete(base, version, cache):
                         partial.append(version)
+            polled.set()
 
     thread = threading.Thread(target=reader)
     thread.start()
+    versions = []
     try:
-        versions = [base.publish(trained / "model") for _ in range(3)]
+        for _ in range(3):
+            versions.append(base.publish(trained / "model"))
+            # Let the reader finish a whole pass after each publish (it also polls during the
+            # next one): on a busy machine it could otherwise miss all three.
+            for _ in range(2):
+                polled.clear()
+                polled.wait(timeout=60)
     finally:
         stop.set()
         thread.join()
     assert versions == [1, 2, 3]
     assert base.versions() == [1, 2, 3]
-    assert seen and not partial
+    assert seen == {1, 2, 3} and not partial
 
 
 def test_push_refuses_an_unblessed_model_even_when_called_directly(trained, tmp_path):
@@ -97,3 +105,21 @@ def test_blessed_model_is_pushed_after_its_infra_check(trained, tmp_path):
     assert "Pushed version 1" in result.markdown()
     with pytest.raises(InputError, match="not a SavedModel"):
         ModelBasePath(str(tmp_path / "base")).publish(tmp_path)
+
+
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_a_rerun_push_of_the_same_model_adds_no_version(trained, tmp_path, where, bucket):
+    """A push task retried after it had published (killed before it reported) finds its version;
+    a changed model, blessed again, is a new version."""
+    base = (f"gs://{bucket('push-test')}/{tmp_path.name}/penguins" if where == "gcs"
+            else str(tmp_path / "base"))
+    rows = sample(trained)
+    first = push(trained / "model", trained / "blessed", base, sample=rows)
+    again = push(trained / "model", trained / "blessed", base, sample=rows)
+    assert (first.version, first.new) == (1, True) and (again.version, again.new) == (1, False)
+    assert again.markdown().startswith("# Version 1 already holds this model; no version added")
+    changed = tmp_path / "changed"
+    shutil.copytree(trained / "model", changed)
+    (changed / "assets.extra" / "note.txt").write_text("retrained\n")
+    assert push(changed, trained / "blessed", base, sample=rows).version == 2
+    assert ModelBasePath(base).versions() == [1, 2]

@@ -70,6 +70,21 @@ def test_existing_empty_folder_is_used_and_a_full_one_refused(tmp_path):
     assert Dataset(tmp_path / "ds").info.rows == 9  # untouched
 
 
+def test_a_killed_writers_shards_are_cleared_by_the_next_writer(tmp_path):
+    ds = tmp_path / "ds"
+    write(ds, [("train", rows(0, 5)), ("eval", rows(5, 9))])
+    (ds / METADATA_FILE).rename(ds / (METADATA_FILE + ".tmp"))  # as if killed before the commit
+    with pytest.raises(InputError, match="dataset.json missing"):
+        Dataset(ds)
+    write(ds, [("train", rows(0, 3)), ("eval", rows(3, 4))])
+    assert Dataset(ds).info.rows == 4
+    (ds / "notes.txt").write_text("not a shard")
+    (ds / METADATA_FILE).unlink()
+    with pytest.raises(InputError, match="not empty"):  # not only a writer's leftovers
+        write(ds, [("train", rows(0, 5)), ("eval", rows(5, 9))])
+    assert (ds / "notes.txt").exists()
+
+
 def test_unsupported_column_type_names_the_column():
     with pytest.raises(SchemaError, match="column 'tags' has type list<item: string>"):
         contract_schema(pa.schema([("id", pa.int64()), ("tags", pa.list_(pa.string()))]), "t")

@@ -83,7 +83,11 @@ class _Model:
         if not (Path(path) / "saved_model.pb").exists():
             raise InputError(f"model: {path} is not a SavedModel (no saved_model.pb)")
         self.fitted = Fitted.load(extra)
-        self.serve = tf.saved_model.load(self.path).signatures["serving_default"]
+        signatures = tf.saved_model.load(self.path).signatures
+        if "serving_default" not in signatures:
+            raise InputError(f"model: {path} has no serving_default signature (signatures: "
+                             f"{sorted(signatures) or 'none'}); export it with conveyor.train")
+        self.serve = signatures["serving_default"]
         self.inputs = self.serve.structured_input_signature[1]
 
     def predict(self, batch: pa.RecordBatch) -> np.ndarray:
@@ -207,6 +211,8 @@ def evaluate_model(
     metrics = {k: a.result() for k, a in acc.items()}
     base_metrics = {k: a.result() for k, a in base_acc.items()} if baseline else None
     checks = _checks(rules, metrics["overall"], base_metrics["overall"] if base_metrics else None)
+    checks += [Check(name, "is a finite number", value, None, False)  # a NaN never blesses
+               for name, value in metrics["overall"].items() if not np.isfinite(value)]
     overall = acc["overall"]
     return EvaluationResult(
         task=task, blessed=all(c.passed for c in checks), checks=checks, metrics=metrics,

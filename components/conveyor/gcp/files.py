@@ -17,6 +17,7 @@ def local_copy(uri: str, parameter: str) -> Path:
         return path
     from google.api_core.exceptions import NotFound
 
+    from conveyor.gcp import retry
     from conveyor.gcp.clients import storage_client
 
     bucket, _, name = uri[5:].partition("/")
@@ -24,7 +25,9 @@ def local_copy(uri: str, parameter: str) -> Path:
         raise InputError(f"{parameter}: {uri!r} names no object (expected gs://bucket/path)")
     target = Path(tempfile.mkdtemp(prefix="conveyor-")) / Path(name).name
     try:
-        storage_client().bucket(bucket).blob(name).download_to_filename(str(target))
+        with retry.giving_up(f"{parameter}: download {uri}"):
+            storage_client().bucket(bucket).blob(name).download_to_filename(
+                str(target), retry=retry.storage())
     except NotFound:
         raise SourceNotFoundError(f"{parameter}: {uri} not found") from None
     return target

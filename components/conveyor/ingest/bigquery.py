@@ -9,6 +9,12 @@ BigQuery Storage Read API as Arrow record batches (or, with `read_method="rest"`
 Everything that can be checked is checked before a byte is written: the table exists, the query
 parses (a dry run), every column has a contract type, the split key is usable, and neither the
 result nor any split is empty.
+
+No parameter can smuggle SQL in: values travel as query parameters, names (project, dataset,
+table, split key, parameter names) are validated before they are put between backticks, and a
+`query` must be one statement (checked by a lexical scan before anything is sent, because the
+emulator even executes the scripts it is asked to dry-run). That statement is only ever run
+wrapped as a subquery, `(\n<query>\n)`, so it can only read.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 import pyarrow as pa
 
 from conveyor import gcp
+from conveyor.gcp import retry
 from conveyor.errors import EmptyDataError, InputError, QueryError, SchemaError, SourceNotFoundError
 from conveyor.ingest.core import IngestResult, route
 from conveyor.ingest.split import SPLIT_COLUMN, SplitSpec, check_identifier
@@ -76,6 +83,38 @@ def parse_table_id(table_id: str, default_project: str, parameter: str = "table"
     return TableRef(project, dataset, table)
 
 
+def single_statement(query: str) -> str:
+    """`query` without its final ';', or an InputError when a second statement follows.
+
+    A lexical scan of GoogleSQL: a ';' inside a string, a quoted identifier or a comment does not
+    end the statement; comments and whitespace may follow the final one."""
+    i, n, end = 0, len(query), None
+    while i < n:
+        c = query[i]
+        if c == "#" or query.startswith("--", i):
+            newline = query.find("\n", i)
+            i = n if newline < 0 else newline + 1
+        elif query.startswith("/*", i):
+            close = query.find("*/", i + 2)
+            i = n if close < 0 else close + 2
+        elif c in "'\"`":
+            quote = c * 3 if c != "`" and query.startswith(c * 3, i) else c
+            i += len(quote)
+            while i < n and not query.startswith(quote, i):
+                i += 2 if query[i] == "\\" else 1
+            i += len(quote)
+        else:
+            if c == ";" and end is None:
+                end = i
+            elif end is not None and not c.isspace() and c != ";":
+                raise InputError(
+                    f"query: a second statement follows the ';' at character {end} "
+                    f"({query[end:end + 40]!r}...); give a single SELECT query: conveyor reads "
+                    "its result and runs nothing else")
+            i += 1
+    return (query if end is None else query[:end]).strip()
+
+
 def query_parameters(params: Mapping[str, Any] | None) -> list:
     """BigQuery query parameters from a mapping of name to value.
 
@@ -111,6 +150,7 @@ def query_parameters(params: Mapping[str, Any] | None) -> list:
     return out
 
 
+@retry.giving_up("ingest from BigQuery")
 def ingest_bigquery(
     output_path: str,
     *,
@@ -137,8 +177,14 @@ def ingest_bigquery(
         raise InputError(f"read_method: {read_method!r} is not one of {READ_METHODS}")
     if not _DATASET.match(staging_dataset or ""):
         raise InputError(f"staging_dataset: {staging_dataset!r} is not a valid dataset name")
+    if project and not _PROJECT.match(project):
+        raise InputError(f"project: {project!r} is not a valid project id")
     spec = SplitSpec.parse(split_ratios, split_key)
     params = query_parameters(query_params)
+    if query:
+        query = single_statement(query)
+        if not query:
+            raise InputError("query: holds no statement")
     client = gcp.bigquery_client(project, location)
     project = client.project
 
@@ -148,7 +194,7 @@ def ingest_bigquery(
         source_sql, where = f"SELECT * FROM {ref.sql}", f"table {ref}"
         source: dict[str, Any] = {"type": "bigquery", "table": str(ref)}
     else:
-        source_sql, where = query.strip().rstrip(";").strip(), "query"
+        source_sql, where = query, "query"
         source = {"type": "bigquery", "query": source_sql,
                   "query_parameters": dict(query_params or {})}
     source.update(project=project, split=spec.describe())
@@ -161,17 +207,17 @@ def ingest_bigquery(
     staging = bigquery.Dataset(f"{project}.{staging_dataset}")
     if location:
         staging.location = location
-    client.create_dataset(staging, exists_ok=True)
+    client.create_dataset(staging, exists_ok=True, retry=retry.bigquery())
     tmp = TableRef(project, staging_dataset, f"ingest_{uuid.uuid4().hex[:16]}")
     phases = {"check": time.monotonic() - start}
     try:
         mark = time.monotonic()
         _run(client, f"""
-            CREATE TABLE {tmp.sql}
+            CREATE OR REPLACE TABLE {tmp.sql}
             OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 DAY))
             AS SELECT * EXCEPT ({_BUCKET_COLUMN}), {spec.sql_split(_BUCKET_COLUMN)} AS {SPLIT_COLUMN}
-            FROM (SELECT src.*, {spec.sql_bucket(arrow_schema.names)} AS {_BUCKET_COLUMN}
-                  FROM ({source_sql}) AS src)""", job_config, where)
+            FROM (SELECT src.*, {spec.sql_bucket(arrow_schema.names, where)} AS {_BUCKET_COLUMN}
+                  FROM (\n{source_sql}\n) AS src)""", job_config, where)
         counts = {row["split"]: row["n"] for row in _run(
             client, f"SELECT {SPLIT_COLUMN} AS split, COUNT(*) AS n FROM {tmp.sql} GROUP BY 1",
             bigquery.QueryJobConfig(use_query_cache=False), where)}
@@ -189,7 +235,8 @@ def ingest_bigquery(
         return IngestResult(writer.info, bytes_read, time.monotonic() - start, phases)
     finally:
         try:
-            client.delete_table(str(tmp), not_found_ok=True)
+            client.delete_table(str(tmp), not_found_ok=True,
+                                retry=retry.bigquery().with_timeout(10))
         except gexc.GoogleAPIError:
             pass  # it expires in a day anyway
 
@@ -198,10 +245,10 @@ def _check_table_exists(client, ref: TableRef) -> None:
     from google.api_core.exceptions import NotFound
 
     try:
-        client.get_table(str(ref))
+        client.get_table(str(ref), retry=retry.bigquery())
     except NotFound:
         try:
-            client.get_dataset(f"{ref.project}.{ref.dataset}")
+            client.get_dataset(f"{ref.project}.{ref.dataset}", retry=retry.bigquery())
         except NotFound:
             raise SourceNotFoundError(
                 f"table: BigQuery dataset {ref.project}.{ref.dataset} not found "
@@ -213,7 +260,9 @@ def _run(client, sql: str, job_config, where: str) -> list:
     from google.api_core import exceptions as gexc
 
     try:
-        return list(client.query(sql, job_config=job_config).result())
+        job = client.query(sql, job_config=job_config, retry=retry.bigquery(),
+                           job_retry=retry.bigquery_job())
+        return list(job.result(retry=retry.bigquery(), job_retry=retry.bigquery_job()))
     except gexc.NotFound as exc:
         raise SourceNotFoundError(f"{where}: BigQuery: {_message(exc)}") from None
     except gexc.BadRequest as exc:
@@ -226,7 +275,8 @@ def _dry_run_schema(client, source_sql: str, params: list, where: str) -> list:
 
     config = bigquery.QueryJobConfig(dry_run=True, use_query_cache=False, query_parameters=params)
     try:
-        job = client.query(f"SELECT * FROM ({source_sql})", job_config=config)
+        job = client.query(f"SELECT * FROM (\n{source_sql}\n)", job_config=config,
+                           retry=retry.bigquery())
     except gexc.NotFound as exc:
         raise SourceNotFoundError(f"{where}: BigQuery: {_message(exc)}") from None
     except gexc.BadRequest as exc:
@@ -287,18 +337,19 @@ def _read_storage(ref: TableRef) -> Iterator[tuple[pa.RecordBatch, int]]:
             data_format=types.DataFormat.ARROW,
         ),
         max_stream_count=1,
+        retry=retry.policy(),
     )
     if not session.streams:
         return
     schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
     for stream in session.streams:
-        for response in client.read_rows(stream.name):
+        for response in client.read_rows(stream.name, retry=retry.policy()):
             data = response.arrow_record_batch.serialized_record_batch
             yield pa.ipc.read_record_batch(pa.py_buffer(data), schema), len(data)
 
 
 def _read_rest(client, ref: TableRef) -> Iterator[tuple[pa.RecordBatch, int]]:
     """Stream a table through `tabledata.list` pages (slow; for comparison and fallbacks)."""
-    rows = client.list_rows(str(ref), page_size=50_000)
+    rows = client.list_rows(str(ref), page_size=50_000, retry=retry.bigquery())
     for batch in rows.to_arrow_iterable(bqstorage_client=None):
         yield batch, batch.nbytes

@@ -13,6 +13,7 @@ file and column. Nothing is left behind on error: the Dataset writer removes wha
 from __future__ import annotations
 
 import fnmatch
+import re
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from conveyor import gcp
+from conveyor.gcp import retry
 from conveyor.errors import InputError, SchemaError, SourceNotFoundError
 from conveyor.ingest.core import IngestResult, route
 from conveyor.ingest.split import SPLIT_COLUMN, SplitSpec
@@ -67,7 +69,7 @@ def list_files(client, uris: str | Sequence[str]) -> list:
         for ch in "*?[":
             prefix = prefix.split(ch)[0]
         try:
-            listed = list(client.list_blobs(bucket, prefix=prefix))
+            listed = list(client.list_blobs(bucket, prefix=prefix, retry=retry.storage()))
         except NotFound:
             raise SourceNotFoundError(f"uris: bucket gs://{bucket} not found") from None
         matched = [b for b in listed if not b.name.endswith("/")
@@ -107,29 +109,41 @@ def _check_columns(blob, found: pa.Schema, schema: pa.Schema | None) -> None:
 def _csv_batches(blob, schema: pa.Schema | None, delimiter: str) -> Iterator[pa.RecordBatch]:
     import pyarrow.csv as pcsv
 
-    raw = blob.open("rb")
+    raw = blob.open("rb", retry=retry.storage())
     stream = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), "gzip") \
         if blob.name.lower().endswith(".gz") else raw
     convert = pcsv.ConvertOptions(column_types=schema, strings_can_be_null=True)
+    columns = schema
     try:
         reader = pcsv.open_csv(stream, read_options=pcsv.ReadOptions(block_size=_CSV_BLOCK),
                                parse_options=pcsv.ParseOptions(delimiter=delimiter),
                                convert_options=convert)
+        columns = reader.schema
         _check_columns(blob, reader.schema, schema)
         yield from reader
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowKeyError) as exc:
         raise SchemaError(
-            f"{_uri(blob)}: not readable as CSV with the expected columns and types ({exc}); "
-            "the types come from the first block of the first file"
+            f"{_uri(blob)}: not readable as CSV with the expected columns and types "
+            f"({_name_column(exc, columns)}); the types come from the first block of the first file"
         ) from None
     finally:
         raw.close()
 
 
+def _name_column(exc: Exception, schema: pa.Schema | None) -> str:
+    """pyarrow's CSV error, with the column it numbers ("In CSV column #4: ...") named."""
+    text = str(exc)
+    found = re.search(r"CSV column #(\d+)", text)
+    if found and schema is not None and int(found.group(1)) < len(schema):
+        field = schema.field(int(found.group(1)))
+        return f"column {field.name!r} ({field.type}): {text}"
+    return text
+
+
 def _parquet_batches(blob, schema: pa.Schema | None) -> Iterator[pa.RecordBatch]:
     import pyarrow.parquet as pq
 
-    raw = blob.open("rb")
+    raw = blob.open("rb", retry=retry.storage())
     try:
         try:
             pf = pq.ParquetFile(raw)
@@ -141,6 +155,7 @@ def _parquet_batches(blob, schema: pa.Schema | None) -> Iterator[pa.RecordBatch]
         raw.close()
 
 
+@retry.giving_up("ingest from Cloud Storage")
 def ingest_gcs(
     output_path: str,
     *,

@@ -32,6 +32,7 @@ DEFAULT_RATIOS: dict[str, float] = {"train": 0.8, "eval": 0.2}
 #: Split order when ratios come as an unordered mapping (KFP dict parameters).
 _CANONICAL_ORDER = ("train", "eval", "test")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
+_UNQUOTABLE = re.compile(r"[`\\\x00-\x1f\x7f]")
 #: Contract types a split key may have: their CAST(... AS STRING) is the same in SQL and Python.
 KEY_TYPES = ("int64", "string")
 
@@ -44,6 +45,18 @@ def check_identifier(name: str, parameter: str) -> str:
             "not starting with a digit)"
         )
     return name
+
+
+def quote_column(name: str, where: str) -> str:
+    """A column name of a source between backticks. BigQuery's flexible column names may hold
+    spaces, quotes and other symbols, all inert between backticks; a backtick, a backslash or a
+    control character (which could end or escape the quoting) is refused."""
+    if not isinstance(name, str) or not name or _UNQUOTABLE.search(name):
+        raise InputError(
+            f"{where}: column {name!r} holds a backtick, backslash or control character, which "
+            "conveyor does not put in SQL; rename it in a query, or give a split_key"
+        )
+    return f"`{name}`"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,11 +106,12 @@ class SplitSpec:
 
     # -- BigQuery -----------------------------------------------------------------------------
 
-    def sql_bucket(self, columns: Sequence[str]) -> str:
-        """The bucket of each row; without a key, of its `columns` cast to strings and joined."""
-        parts = [self.key] if self.key else list(columns)
-        key = ", '|', ".join(f"IFNULL(CAST(`{check_identifier(c, 'column')}` AS STRING), '')"
-                             for c in parts)
+    def sql_bucket(self, columns: Sequence[str], where: str = "source") -> str:
+        """The bucket of each row; without a key, of its `columns` (the names BigQuery reported
+        for the source in `where`) cast to strings and joined."""
+        parts = ([f"`{check_identifier(self.key, 'split_key')}`"] if self.key
+                 else [quote_column(c, where) for c in columns])
+        key = ", '|', ".join(f"IFNULL(CAST({c} AS STRING), '')" for c in parts)
         if len(parts) > 1:
             key = f"CONCAT({key})"
         return f"ABS(MOD(FARM_FINGERPRINT({key}), {BUCKETS}))"

@@ -16,7 +16,9 @@ and date. Any other source type is refused with a `SchemaError` naming the colum
 Every component reads and writes datasets only through this module. Reading streams record
 batches (`Dataset.iter_batches`), so no component needs a whole split in memory. Writing is
 all-or-nothing: `DatasetWriter` writes `dataset.json` only after every shard is closed, and on any
-error removes what it wrote, so a reader never sees a half-written dataset.
+error removes what it wrote, so a reader never sees a half-written dataset. A writer killed
+before its commit leaves shards without `dataset.json`: readers refuse that folder, and the next
+writer into it (a retried task) clears those shards and starts over.
 """
 
 from __future__ import annotations
@@ -349,7 +351,14 @@ class DatasetWriter:
         self.where = where
         names = check_split_names(splits, "splits")
         if self.path.exists() and any(self.path.iterdir()):
-            raise InputError(f"{self.path}: output folder is not empty; refusing to overwrite it")
+            if not _uncommitted_leftovers(self.path):
+                raise InputError(
+                    f"{self.path}: output folder is not empty; refusing to overwrite it")
+            for child in self.path.iterdir():  # a killed writer's shards: a retry starts over
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
         self._created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         self._splits = {
@@ -426,6 +435,19 @@ class DatasetWriter:
                 raise
         else:
             self.abort()
+
+
+def _uncommitted_leftovers(path: Path) -> bool:
+    """True if `path` holds only what a DatasetWriter killed before its commit leaves: split
+    folders of `part-*.parquet` shards and maybe `dataset.json.tmp`, but no `dataset.json`."""
+    for child in path.iterdir():
+        if child.is_dir():
+            if not all(f.is_file() and f.name.startswith("part-") and f.suffix == ".parquet"
+                       for f in child.iterdir()):
+                return False
+        elif child.name != METADATA_FILE + ".tmp":
+            return False
+    return True
 
 
 def _fingerprint(schema: pa.Schema, splits: Mapping[str, tuple[int, int]]) -> str:

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conveyor import gcp
+from conveyor.gcp import retry
 from conveyor.errors import InputError
 from conveyor.io.dataset import Dataset
 from conveyor.ingest.bigquery import parse_table_id
@@ -42,6 +43,7 @@ def _column_name(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", str(value))
 
 
+@retry.giving_up("batch prediction to BigQuery")
 def predict_to_bigquery(model_dir: str | Path, dataset_path: str | Path, output_table: str, *,
                         model_version: str, split: str = "all",
                         passthrough: Sequence[str] = (), project: str | None = None,
@@ -69,7 +71,8 @@ def predict_to_bigquery(model_dir: str | Path, dataset_path: str | Path, output_
 
     client = gcp.bigquery_client(project, location)
     target = parse_table_id(output_table, client.project, "output_table")
-    client.create_dataset(f"{target.project}.{target.dataset}", exists_ok=True)
+    client.create_dataset(f"{target.project}.{target.dataset}", exists_ok=True,
+                          retry=retry.bigquery())
     staging = f"{target.project}.{target.dataset}.{target.table}__staging_{uuid.uuid4().hex[:12]}"
     rows, disposition = 0, bigquery.WriteDisposition.WRITE_TRUNCATE
     try:
@@ -84,12 +87,14 @@ def predict_to_bigquery(model_dir: str | Path, dataset_path: str | Path, output_
             buffer.seek(0)
             client.load_table_from_file(buffer, staging, job_config=bigquery.LoadJobConfig(
                 source_format=bigquery.SourceFormat.PARQUET, write_disposition=disposition,
-                schema=_bq_schema(table.schema))).result()
+                schema=_bq_schema(table.schema))).result(retry=retry.bigquery())
             disposition = bigquery.WriteDisposition.WRITE_APPEND
             rows += table.num_rows
-        client.query(f"CREATE OR REPLACE TABLE {target.sql} AS SELECT * FROM `{staging}`").result()
+        client.query(f"CREATE OR REPLACE TABLE {target.sql} AS SELECT * FROM `{staging}`",
+                     retry=retry.bigquery(), job_retry=retry.bigquery_job()).result(
+                         retry=retry.bigquery(), job_retry=retry.bigquery_job())
     finally:
-        client.delete_table(staging, not_found_ok=True)
+        client.delete_table(staging, not_found_ok=True, retry=retry.bigquery().with_timeout(10))
     return PredictionResult(str(target), rows, model_version, time.monotonic() - start)
 
 

@@ -1,4 +1,8 @@
-"""Push a blessed model: refuse an unblessed one, run the infra check, publish a new version."""
+"""Push a blessed model: refuse an unblessed one, run the infra check, publish a new version.
+
+A push is idempotent: when the latest version already holds exactly these files (a retry of a
+push whose task was killed after it published), that version is reported and none is added.
+"""
 
 from __future__ import annotations
 
@@ -23,9 +27,12 @@ class PushResult:
     target: str
     infra: dict
     deployments: dict = dataclasses.field(default_factory=dict)  # vertex / kserve results
+    new: bool = True  # False: the latest version already held this model; nothing was added
 
     def markdown(self) -> str:
-        lines = [f"# Pushed version {self.version}", "", f"- target: {self.target}",
+        title = (f"# Pushed version {self.version}" if self.new else
+                 f"# Version {self.version} already holds this model; no version added")
+        lines = [title, "", f"- target: {self.target}",
                  f"- uri: {self.uri}",
                  f"- infra check: {self.infra['rows']} rows answered, outputs "
                  + ", ".join(f"`{k}` {v}" for k, v in self.infra["outputs"].items())]
@@ -71,8 +78,8 @@ def push(model_dir: str | Path, evaluation_dir: str | Path, model_base_path: str
         shutil.copytree(model_dir, staged)
         shutil.copy(Path(statistics_dir) / STATISTICS_FILE, staged / "assets.extra" / STATISTICS_FILE)
         model_dir = staged
-    version = base.publish(model_dir)
-    result = PushResult(version, base.version_uri(version), base.uri, answered)
+    version, new = base.publish_if_changed(model_dir)
+    result = PushResult(version, base.version_uri(version), base.uri, answered, new=new)
     if vertex_endpoint:
         from conveyor.push.vertex import PREBUILT_TF_CPU, push_to_vertex
 

@@ -45,7 +45,11 @@ class LabelEncoder:
 
     def __call__(self, column, split: str) -> np.ndarray:
         if self.task == "regression":
-            return column.cast(pa.float32()).to_numpy(zero_copy_only=False)
+            values = column.cast(pa.float32()).to_numpy(zero_copy_only=False)
+            if not np.isfinite(values).all():
+                raise SchemaError(f"split {split!r}: the regression label {self.column!r} is NaN "
+                                  f"or infinite in {int((~np.isfinite(values)).sum())} rows")
+            return values
         index = pc.index_in(column, value_set=self.lookup)
         if index.null_count:
             unseen = pc.unique(pc.filter(column, pc.is_null(index))).to_pylist()

@@ -83,6 +83,8 @@ def fit(dataset: Dataset, spec: FeatureSpec, train_split: str = "train") -> Fitt
     classes = _label_classes(spec, label)
     if classes is not None:
         _check_other_splits(dataset, spec, classes, train_split)
+    else:
+        _check_finite_labels(dataset, spec)
     features = {name: (_numeric(f, stats[name]) if f.kind == "numeric"
                        else _categorical(f, stats[name], types[name]))
                 for name, f in spec.features.items()}
@@ -118,6 +120,24 @@ def _check_other_splits(dataset: Dataset, spec: FeatureSpec, classes: list, trai
                 f"transform: split {split!r} has label class(es) {sorted(unseen, key=str)[:10]} of "
                 f"{spec.label!r} not seen in {train!r} (classes: {classes[:20]}); the model could "
                 "never predict them: ingest more data or merge rare classes")
+
+
+def _check_finite_labels(dataset: Dataset, spec: FeatureSpec) -> None:
+    """A regression label of NaN or +-inf would make the loss NaN and training learn nothing,
+    silently: refuse it in every split (NULL labels are skipped, as rows without a label)."""
+    for split in dataset.splits:
+        bad, rows, examples = 0, 0, set()
+        for batch in dataset.iter_batches(split, columns=[spec.label]):
+            column = pc.drop_null(batch.column(0))
+            rows += batch.num_rows
+            broken = pc.invert(pc.is_finite(column))
+            bad += pc.sum(broken).as_py() or 0
+            examples.update(pc.filter(column, broken).to_pylist()[:3])
+        if bad:
+            raise SchemaError(
+                f"transform: the regression label {spec.label!r} is NaN or infinite in {bad} of "
+                f"{rows} rows of split {split!r} (e.g. {sorted(map(str, examples))}); a label must "
+                "be a finite number or NULL: filter or fix those rows in the query")
 
 
 def _numeric(f, s: ColumnStatistics) -> dict[str, Any]:

@@ -27,6 +27,7 @@ needs no hand-written spec.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ ENCODINGS = ("vocabulary", "hash")
 NUMERIC_TYPES = ("int64", "float64")
 CATEGORICAL_TYPES = ("string", "int64")
 MAX_CLASSES = 1000
+#: Names TensorFlow accepts for graph nodes: each feature is a named input of the SavedModel's
+#: serving signature and names its preprocessing layers.
+INPUT_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\-/>]*$")
 
 
 @dataclasses.dataclass
@@ -145,6 +149,11 @@ class FeatureSpec:
             if name not in types:
                 raise SchemaError(f"feature spec: feature {name!r} is not a column of the {where} "
                                   f"(columns: {', '.join(types)})")
+            if not INPUT_NAME.match(name):
+                raise SchemaError(
+                    f"feature spec: feature {name!r} cannot name a model input (TensorFlow "
+                    f"takes {INPUT_NAME.pattern}); rename the column in the query "
+                    "(SELECT `...` AS new_name) or leave it out with a feature spec")
             allowed = NUMERIC_TYPES if f.kind == "numeric" else CATEGORICAL_TYPES
             if types[name] not in allowed:
                 raise SchemaError(

@@ -28,6 +28,7 @@ from conveyor.io.dataset import Dataset
 
 CHUNK_ROWS = 512 * 1024
 MAX_EXAMPLES = 10
+MAX_EXAMPLE_CHARS = 80
 _SCHEMA_TYPES = {"expect_table_columns_to_match_set", "expect_table_columns_to_match_ordered_list",
                  "expect_column_to_exist", "expect_table_column_count_to_equal",
                  "expect_table_column_count_to_be_between"}
@@ -165,7 +166,12 @@ class _Tally:
 
 
 def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
+    """An example value as reports and messages show it: long strings are cut (a 10 MB value
+    would otherwise be copied into the report, the error message and the logs)."""
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, (str, bytes)) and len(value) > MAX_EXAMPLE_CHARS:
+        return f"{value[:MAX_EXAMPLE_CHARS]!r}... ({len(value)} characters)"
+    return value
 
 
 def run_expectations(dataset: Dataset, split: str, configs: Sequence, *,
@@ -234,7 +240,7 @@ class _UniqueCounter:
             if value in self.seen:
                 self.duplicates += 1
                 if len(self.examples) < MAX_EXAMPLES:
-                    self.examples.append(value)
+                    self.examples.append(_plain(value))
             else:
                 self.seen.add(value)
 

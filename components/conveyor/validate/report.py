@@ -27,6 +27,12 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """A value as a cell shows it: a long string is cut (a 10 MB value stays out of the page)."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _num(value: Any) -> str:
     if value is None:
         return ""
@@ -106,7 +112,7 @@ def render(*, title: str, passed: bool, policy: str, suite_origin: str,
                            f"median {_num(c.quantile(0.5))}, max {_num(c.max)}"
                            + (f", NaN {c.nan}" if c.nan else "") + (f", inf {c.inf}" if c.inf else ""))
             elif c.values is not None:
-                top = ", ".join(f"{k!s} ({v})" for k, v in c.top(8))
+                top = ", ".join(f"{_short(k)} ({v})" for k, v in c.top(8))
                 summary = f"{c.distinct}{'+' if c.truncated else ''} distinct: {top}"
             else:
                 summary = f"min {_e(c.min)}, max {_e(c.max)}"
