@@ -9,7 +9,7 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast test-local compile check-specs bench-ingest bench-validate bench-train bench-serve bench-pipeline images check-image-install freeze clean
+.PHONY: help install demo test test-fast test-local compile check-specs bench-ingest bench-validate bench-train bench-serve bench-pipeline pin-images images check-image-install freeze clean
 
 help: ## list the developer commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ bench-serve: $(STAMP) ## evaluate time at 1M rows; conveyor serve throughput and
 bench-pipeline: $(STAMP) ## the whole training pipeline vs TFX 1.16 (needs the TFX venv; see bench/pipeline.py)
 	$(BIN)/python bench/pipeline.py
 
+pin-images: ## record the base images' digests in conveyor/images.py (needs registry access)
+	bash images/pin.sh
+
 images: ## build conveyor's images with docker buildx (REGISTRY=..., PUSH=1 to push)
 	bash images/build.sh $(REGISTRY) $(if $(PUSH),--push,)
 
@@ -67,4 +70,4 @@ freeze: $(STAMP) ## regenerate constraints.txt from a clean venv of setup.py's [
 	rm -rf .venv-freeze
 
 clean: ## remove the venv, local outputs and caches (not the emulator data)
-	rm -rf $(VENV) local_outputs .pytest_cache bench/out
+	rm -rf $(VENV) local_outputs .pytest_cache .hypothesis bench/out

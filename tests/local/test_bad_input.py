@@ -442,7 +442,7 @@ def test_model_that_fails_its_infra_check_at_push(penguin_model, tmp_path, base)
     tf.saved_model.save(holder, str(model), signatures={"serving_default": serve})
     shutil.copytree(penguin_model / "model" / "assets.extra", model / "assets.extra")
     refused(tmp_path, base, InfraCheckFailed, "push: infra check failed", str(model),
-            "does not load and answer in a fresh process", dataset=penguin_model / "ds",
+            "does not load and answer in a fresh process", "pyfunc", dataset=penguin_model / "ds",
             preprocessing=penguin_model / "t", model=model)
     evaluation = json.loads((tmp_path / "run" / "evaluation" / "evaluation.json").read_text())
     assert evaluation["blessed"]

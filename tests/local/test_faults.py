@@ -122,6 +122,9 @@ def test_pipeline_fails_clearly_in_bounded_time_when_every_request_fails(penguin
             run_pipeline(tmp_path / "down", penguins, base)
     elapsed = time.monotonic() - started
     log = capfd.readouterr()
+    counts = {name: dict(proxy.counts) for name, proxy in proxies.items()}
+    with capfd.disabled():
+        print(f"failed after {elapsed:.0f} s; faults injected: {json.dumps(counts)}")
     # Three attempts of the task (set_retry: 2 retries after 30 s and 60 s), each giving up after
     # the 3 s retry deadline: a bound, not a benchmark.
     assert elapsed < 300, elapsed

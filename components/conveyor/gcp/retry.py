@@ -13,7 +13,7 @@ policies explicitly so that a recurring run fails with a clear error within `dea
 (`CONVEYOR_RETRY_DEADLINE`, default 120) when a service stays down, instead of hanging.
 
     from conveyor.gcp import retry
-    client.get_table(table_id, retry=retry.bigquery(), timeout=retry.TIMEOUT)
+    client.get_table(table_id, retry=retry.bigquery())
     blob.download_as_bytes(retry=retry.storage())
 """
 
@@ -26,10 +26,9 @@ from contextlib import contextmanager
 DEADLINE_ENV = "CONVEYOR_RETRY_DEADLINE"
 #: Total seconds spent retrying one call before the error is raised.
 DEFAULT_DEADLINE = 120.0
-#: First backoff ceiling, its growth per attempt and its cap (each sleep is uniform in [0, ceiling]).
+#: First backoff ceiling, its growth per attempt and its cap (each sleep is uniform in
+#: [0, ceiling]: "full jitter").
 INITIAL, MULTIPLIER, MAXIMUM = 0.5, 2.0, 10.0
-#: Seconds one HTTP request may take before it counts as a (retryable) timeout.
-TIMEOUT = 60.0
 
 
 def deadline() -> float:

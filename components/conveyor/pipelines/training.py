@@ -1,8 +1,9 @@
 """The training pipeline: ingest -> validate -> transform -> train -> evaluate -> push.
 
 The push runs only when evaluate blessed the model (`dsl.If`), and push itself refuses an
-unblessed model too. Training runs on GPUs when `train_gpus` > 0 (see `conveyor.pipelines.steps`). The baseline is the newest version under `model_base_path`, so a rerun
-pushes a new version only when the new model is better.
+unblessed model too. The baseline is the newest version under `model_base_path`, so a rerun
+pushes a new version only when the new model is better. Training runs on GPUs when
+`train_gpus` > 0 (see `conveyor.pipelines.steps`).
 """
 
 from kfp import dsl

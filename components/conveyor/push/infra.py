@@ -84,6 +84,8 @@ if __name__ == "__main__":
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001  (any failure fails the check, with its reason)
-        print(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-              file=sys.stderr)
+        # One line for the parent to quote; TensorFlow puts the cause after a generic first
+        # line ("Graph execution error:"), so keep every line, trimmed.
+        detail = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"{type(exc).__name__}: {detail[:600]}", file=sys.stderr)
         sys.exit(1)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 from conveyor.errors import ConveyorError, InputError
@@ -56,8 +58,9 @@ STATISTICS_FILE = "statistics.json"  # in the version's assets.extra/: its train
 
 
 def push(model_dir: str | Path, evaluation_dir: str | Path, model_base_path: str, *,
-         sample: dict, statistics_dir: str | Path | None = None, vertex_endpoint: str = "", vertex_traffic_percent: int = 10,
-         vertex_serving_image: str = "", kserve_service: str = "") -> PushResult:
+         sample: dict, statistics_dir: str | Path | None = None, vertex_endpoint: str = "",
+         vertex_traffic_percent: int = 10, vertex_serving_image: str = "",
+         kserve_service: str = "") -> PushResult:
     """Publish `model_dir` under `model_base_path` if its evaluation blessed it and it serves;
     then, if asked, deploy that version to a Vertex AI endpoint (canary) and/or point a KServe
     InferenceService at it."""
@@ -70,15 +73,14 @@ def push(model_dir: str | Path, evaluation_dir: str | Path, model_base_path: str
         raise InputError("vertex_endpoint: Vertex AI serves models from gs://; "
                          f"model_base_path is {model_base_path!r}")
     answered = infra.check(model_dir, sample)
-    if statistics_dir:  # the training data's statistics travel with the version (drift baseline)
-        import shutil
-        import tempfile
-
-        staged = Path(tempfile.mkdtemp(prefix="conveyor-push-")) / "model"
-        shutil.copytree(model_dir, staged)
-        shutil.copy(Path(statistics_dir) / STATISTICS_FILE, staged / "assets.extra" / STATISTICS_FILE)
-        model_dir = staged
-    version, new = base.publish_if_changed(model_dir)
+    with tempfile.TemporaryDirectory(prefix="conveyor-push-") as scratch:
+        if statistics_dir:  # the training data's statistics travel with the version
+            staged = Path(scratch) / "model"
+            shutil.copytree(model_dir, staged)
+            shutil.copy(Path(statistics_dir) / STATISTICS_FILE,
+                        staged / "assets.extra" / STATISTICS_FILE)
+            model_dir = staged
+        version, new = base.publish_if_changed(model_dir)
     result = PushResult(version, base.version_uri(version), base.uri, answered, new=new)
     if vertex_endpoint:
         from conveyor.push.vertex import PREBUILT_TF_CPU, push_to_vertex
