@@ -128,6 +128,9 @@ def submit_vertex(job, service_account: str | None = None) -> str:
 def schedule_vertex(job, *, cron: str, name: str, max_concurrency: int = 1) -> str:
     from google.cloud import aiplatform
 
-    schedule = aiplatform.PipelineJobSchedule(pipeline_job=job, display_name=name)
+    # The job's project, location and credentials, not aiplatform's global defaults.
+    schedule = aiplatform.PipelineJobSchedule(pipeline_job=job, display_name=name,
+                                              project=job.project, location=job.location,
+                                              credentials=job.credentials)
     schedule.create(cron=check_vertex_cron(cron), max_concurrent_run_count=max_concurrency)
     return schedule.resource_name

@@ -2,7 +2,8 @@
 
 Kubeflow Pipelines: the real `kfp.Client` talks to a loopback HTTP server that records each
 request and answers as the KFP v2beta1 API does. Vertex AI: the real `PipelineJob` is built and
-its request checked; sending it needs Google Cloud.
+its request checked, and the real `PipelineJobSchedule.create` sends its request (REST
+transport) to a loopback recorder; what Vertex AI would do with them needs Google Cloud.
 """
 
 import json
@@ -106,3 +107,61 @@ def test_bad_submissions_are_one_line_errors(argv, words, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and words in err
+
+
+@pytest.fixture()
+def vertex_api(monkeypatch):
+    """A loopback stand-in for the Vertex AI REST API: records each request, answers with the
+    resource it was sent plus a name. aiplatform's global configuration is restored after."""
+    from google.cloud.aiplatform import initializer
+
+    monkeypatch.setattr(initializer, "global_config", initializer._Config())
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+            seen.append(("POST", self.path, body))
+            parent = self.path.split("?")[0].removeprefix("/v1/")
+            payload = json.dumps({**body, "name": f"{parent}/4242"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", seen
+    server.shutdown()
+
+
+def test_vertex_schedule_sends_one_create_schedule_request(vertex_api):
+    from google.auth.credentials import AnonymousCredentials
+
+    url, seen = vertex_api
+    from google.cloud.aiplatform import initializer
+
+    # Only the endpoint and transport are global: `aiplatform.init` is bound to the original
+    # configuration object, so configure the fixture's fresh one directly.
+    initializer.global_config.init(api_endpoint=url, api_transport="rest")
+    job = submit.vertex_job("continuous_training", project="acme", location="europe-west4",
+                            pipeline_root="gs://acme/root", arguments={"retrain_always": True},
+                            credentials=AnonymousCredentials())
+    name = submit.schedule_vertex(job, cron="TZ=Europe/Paris 0 2 * * *", name="nightly")
+    assert name == "projects/acme/locations/europe-west4/schedules/4242"
+    ((method, path, body),) = seen
+    assert (method, path.split("?")[0]) == ("POST",
+                                            "/v1/projects/acme/locations/europe-west4/schedules")
+    assert body["displayName"] == "nightly"
+    assert body["cron"] == "TZ=Europe/Paris 0 2 * * *"
+    assert int(body["maxConcurrentRunCount"]) == 1
+    job_request = body["createPipelineJobRequest"]
+    assert job_request["parent"] == "projects/acme/locations/europe-west4"
+    pipeline_job = job_request["pipelineJob"]
+    assert pipeline_job["runtimeConfig"]["parameterValues"]["retrain_always"] is True
+    assert pipeline_job["runtimeConfig"]["gcsOutputDirectory"] == "gs://acme/root"
+    assert pipeline_job["pipelineSpec"]["pipelineInfo"]["name"] == "conveyor-continuous-training"
