@@ -22,6 +22,7 @@ import http.client
 import json
 import random
 import socket
+import socketserver
 import threading
 import time
 from collections import Counter
@@ -60,7 +61,34 @@ class _Schedule:
             return fault
 
 
-class FaultProxy:
+class _Proxy:
+    """What both proxies share: a server thread on 127.0.0.1, its schedule, start and stop."""
+
+    _server: socketserver.BaseServer
+    schedule: _Schedule
+
+    @property
+    def counts(self) -> Counter[str]:
+        """How many requests (connections) were forwarded, and how many got each fault."""
+        return self.schedule.counts
+
+    def start(self):
+        threading.Thread(target=self._server.serve_forever, daemon=True,
+                         name=f"conveyor-{type(self).__name__}").start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class FaultProxy(_Proxy):
     """An HTTP/1.1 proxy on 127.0.0.1 in front of `upstream`, failing `rate` of the requests."""
 
     def __init__(self, upstream: str, rate: float, seed: int = 0,
@@ -73,31 +101,10 @@ class FaultProxy:
         self.delay = delay
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    @property
-    def counts(self) -> Counter[str]:
-        return self.schedule.counts
-
-    def start(self) -> FaultProxy:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="conveyor-fault-proxy")
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -176,7 +183,7 @@ class FaultProxy:
         return Handler
 
 
-class TcpFaultProxy:
+class TcpFaultProxy(_Proxy):
     """A TCP relay on 127.0.0.1 in front of `upstream` ("host:port"), for gRPC.
 
     Each new connection draws once: relayed untouched, refused (closed at once), delayed before
@@ -200,25 +207,6 @@ class TcpFaultProxy:
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self._server.server_address[1]}"
-
-    @property
-    def counts(self) -> Counter[str]:
-        return self.schedule.counts
-
-    def start(self) -> TcpFaultProxy:
-        threading.Thread(target=self._server.serve_forever, daemon=True,
-                         name="conveyor-tcp-fault-proxy").start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> TcpFaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def _handler(self) -> type[BaseRequestHandler]:
         proxy = self
