@@ -4,11 +4,8 @@ No Vertex AI or Kubernetes API can run here. The Vertex requests are checked as 
 patch is sent by the real kubernetes client to a loopback HTTP server that records it.
 """
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import pytest
+from conftest import loopback_api
 
 from conveyor.errors import InputError
 from conveyor.push import kserve, vertex
@@ -48,34 +45,17 @@ def test_vertex_requests():
 def test_kserve_patch_is_sent_by_the_kubernetes_client():
     from kubernetes import client
 
-    seen = {}
+    def answer_patch(method, path, body):
+        return {"kind": "InferenceService", **body}
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_PATCH(self):  # noqa: N802
-            seen.update(path=self.path, type=self.headers["Content-Type"],
-                        body=json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            payload = json.dumps({"kind": "InferenceService", **seen["body"]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        config = client.Configuration(host=f"http://127.0.0.1:{server.server_port}")
+    with loopback_api(answer_patch) as (url, seen):
         answer = kserve.push_to_kserve("gs://b/models/penguins/4", "ml/penguins",
-                                       client.ApiClient(config))
-    finally:
-        server.shutdown()
-    assert seen["path"] == "/apis/serving.kserve.io/v1beta1/namespaces/ml/inferenceservices/penguins"
-    assert seen["type"] == "application/merge-patch+json"
-    assert seen["body"]["spec"]["predictor"]["model"] == {
+                                       client.ApiClient(client.Configuration(host=url)))
+    ((method, path, body, content_type),) = seen
+    assert method == "PATCH"
+    assert path == "/apis/serving.kserve.io/v1beta1/namespaces/ml/inferenceservices/penguins"
+    assert content_type == "application/merge-patch+json"
+    assert body["spec"]["predictor"]["model"] == {
         "modelFormat": {"name": "tensorflow"}, "storageUri": "gs://b/models/penguins/4"}
     assert answer["kind"] == "InferenceService"
     with pytest.raises(InputError, match="namespace/name"):

@@ -7,54 +7,35 @@ transport) to a loopback recorder; what Vertex AI would do with them needs Googl
 """
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from conftest import loopback_api
 
 from conveyor import cli, submit
 from conveyor.errors import InputError
 
 
+def kfp_answer(method, path, body):
+    """What the KFP v2beta1 API answers: the resource sent, with its id."""
+    if "healthz" in path:
+        return {"multi_user": False}
+    if method != "POST":
+        return {}
+    if path.endswith("/experiments"):
+        return {"experiment_id": "exp-1", **body}
+    if path.endswith("/recurringruns"):
+        return {"recurring_run_id": "rr-1", **body}
+    return {"run_id": "run-1", **body}
+
+
 @pytest.fixture()
 def kfp_api():
-    seen = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self, body):
-            payload = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def do_GET(self):  # noqa: N802
-            seen.append(("GET", self.path, None))
-            if "healthz" in self.path:
-                return self._answer({"multi_user": False})
-            return self._answer({})
-
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
-            seen.append(("POST", self.path, body))
-            if self.path.endswith("/experiments"):
-                return self._answer({"experiment_id": "exp-1", **body})
-            if self.path.endswith("/recurringruns"):
-                return self._answer({"recurring_run_id": "rr-1", **body})
-            return self._answer({"run_id": "run-1", **body})
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", seen
-    server.shutdown()
+    with loopback_api(kfp_answer) as api:
+        yield api
 
 
 def posted(seen, suffix):
-    (body,) = [b for method, path, b in seen if method == "POST" and path.endswith(suffix)]
+    (body,) = [b for method, path, b, _ in seen if method == "POST" and path.endswith(suffix)]
     return body
 
 
@@ -109,34 +90,20 @@ def test_bad_submissions_are_one_line_errors(argv, words, capsys):
     assert err.count("\n") == 1 and words in err
 
 
+def vertex_answer(method, path, body):
+    """What Vertex AI answers to a create: the resource sent, named under its parent."""
+    parent = path.split("?")[0].removeprefix("/v1/")
+    return {**body, "name": f"{parent}/4242"}
+
+
 @pytest.fixture()
 def vertex_api(monkeypatch):
-    """A loopback stand-in for the Vertex AI REST API: records each request, answers with the
-    resource it was sent plus a name. aiplatform's global configuration is restored after."""
+    """A loopback Vertex AI REST API; aiplatform's global configuration is restored after."""
     from google.cloud.aiplatform import initializer
 
     monkeypatch.setattr(initializer, "global_config", initializer._Config())
-    seen = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
-            seen.append(("POST", self.path, body))
-            parent = self.path.split("?")[0].removeprefix("/v1/")
-            payload = json.dumps({**body, "name": f"{parent}/4242"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", seen
-    server.shutdown()
+    with loopback_api(vertex_answer) as api:
+        yield api
 
 
 def test_vertex_schedule_sends_one_create_schedule_request(vertex_api):
@@ -153,7 +120,7 @@ def test_vertex_schedule_sends_one_create_schedule_request(vertex_api):
                             credentials=AnonymousCredentials())
     name = submit.schedule_vertex(job, cron="TZ=Europe/Paris 0 2 * * *", name="nightly")
     assert name == "projects/acme/locations/europe-west4/schedules/4242"
-    ((method, path, body),) = seen
+    ((method, path, body, _),) = seen
     assert (method, path.split("?")[0]) == ("POST",
                                             "/v1/projects/acme/locations/europe-west4/schedules")
     assert body["displayName"] == "nightly"
