@@ -34,6 +34,9 @@ def test_better_models_are_pushed_and_a_worse_one_is_not(penguins, tmp_path, buc
     evaluation = json.loads((first / "evaluate" / "evaluation" / "evaluation.json").read_text())
     assert evaluation["blessed"] and evaluation["baseline_uri"] is None
     assert "island=Biscoe" in evaluation["metrics"]
+    # evaluate's task process loaded TensorFlow only for the model: push reused its verdict.
+    assert evaluation["infra"]["rows"] == evaluation["metrics"]["overall"]["examples"]
+    assert "answered by evaluate's process" in (first / "push" / "summary").read_text()
 
     second = run({"epochs": 30, "learning_rate": 0.01})
     assert ModelBasePath(base).versions() == [1, 2]

@@ -3,6 +3,8 @@ blessed models that pass the infra check."""
 
 import json
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 
 from conveyor.errors import InputError
 from conveyor.push.base_path import ModelBasePath
+from conveyor.push import infra
 from conveyor.push.infra import InfraCheckFailed, sample_rows
 from conveyor.push.push import NotBlessed, push
 
@@ -123,3 +126,45 @@ def test_a_rerun_push_of_the_same_model_adds_no_version(trained, tmp_path, where
     (changed / "assets.extra" / "note.txt").write_text("retrained\n")
     assert push(changed, trained / "blessed", base, sample=rows).version == 2
     assert ModelBasePath(base).versions() == [1, 2]
+
+
+def evaluate_in_a_fresh_process(model: Path, dataset: Path, out: Path) -> dict:
+    """Evaluate as the KFP task does: a new interpreter, TensorFlow imported only for it."""
+    code = ("import sys; from conveyor.evaluate.evaluate import evaluate_model, write_outputs; "
+            "r = evaluate_model(sys.argv[1], sys.argv[2], thresholds={'accuracy': {'min': 0.5}});"
+            " write_outputs(r, sys.argv[3], sys.argv[3] + '/report.md')")
+    subprocess.run([sys.executable, "-c", code, str(model), str(dataset), str(out)], check=True)
+    return json.loads((out / "evaluation.json").read_text())
+
+
+def test_push_reuses_the_verdict_of_a_fresh_evaluate_for_the_same_files_only(
+        trained, tmp_path, monkeypatch):
+    evaluation = evaluate_in_a_fresh_process(trained / "model", trained / "ds", tmp_path / "ev")
+    assert evaluation["blessed"] and evaluation["infra"]["rows"] > 0
+    assert evaluation["infra"]["outputs"]["probabilities"] == [1, 3]
+    assert "push reuses this" in (tmp_path / "ev" / "report.md").read_text()
+    started = []
+    real_check = infra.check
+    monkeypatch.setattr(infra, "check", lambda *a: started.append(a) or real_check(*a))
+
+    result = push(trained / "model", tmp_path / "ev", str(tmp_path / "base"),
+                  sample=sample(trained))
+    assert (result.version, result.infra["where"], started) == (1, "evaluate", [])
+    assert "answered by evaluate's process (the same files)" in result.markdown()
+
+    # Other files than the ones evaluated: the verdict does not cover them.
+    changed = tmp_path / "changed"
+    shutil.copytree(trained / "model", changed)
+    (changed / "assets.extra" / "note.txt").write_text("retrained\n")
+    result = push(changed, tmp_path / "ev", str(tmp_path / "base"), sample=sample(trained))
+    assert (result.version, result.infra["where"], len(started)) == (2, "push", 1)
+    assert "in a fresh process" in result.markdown()
+
+
+def test_an_evaluation_in_a_process_that_had_tensorflow_records_no_verdict(trained, tmp_path):
+    """This process imported TensorFlow (it trained the model): it may be the saver, so its
+    evaluation cannot stand for a fresh load, and push checks for itself."""
+    from conveyor.evaluate.evaluate import evaluate_model
+
+    result = evaluate_model(trained / "model", trained / "ds")
+    assert result.infra is None and "imported before" in result.infra_note

@@ -14,6 +14,11 @@ Thresholds, per metric::
 Without thresholds, the task's primary metric (AUC, accuracy or RMSE) must beat the baseline
 (`min_improvement` 1e-6), so a rerun on the same data does not push the same model again. Change
 thresholds apply only when there is a baseline. The model is blessed when every check passes.
+
+Every output of every call is checked as push's infra check checks it (one row per input row,
+finite floats). When the process had not imported TensorFlow before this evaluation (so it cannot
+be the process that saved the model), the result carries an infra `verdict` bound to the model's
+file hashes, which push accepts instead of loading the model in yet another process.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +40,8 @@ import pyarrow as pa  # noqa: E402
 from conveyor.errors import InputError  # noqa: E402
 from conveyor.evaluate.metrics import HIGHER_IS_BETTER, PRIMARY, accumulator  # noqa: E402
 from conveyor.io.dataset import Dataset  # noqa: E402
+from conveyor.push import infra  # noqa: E402
+from conveyor.push.base_path import digest  # noqa: E402
 from conveyor.transform.fit import Fitted  # noqa: E402
 
 EVALUATION_FILE = "evaluation.json"
@@ -67,6 +75,8 @@ class EvaluationResult:
     confusion: list[list[int]] | None
     classes: list[str]
     seconds: float
+    infra: dict | None = None  # the infra verdict push may reuse (see the module's docstring)
+    infra_note: str = ""  # why there is none
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "checks": [dataclasses.asdict(c) for c in self.checks]}
@@ -89,18 +99,21 @@ class _Model:
                              f"{sorted(signatures) or 'none'}); export it with conveyor.train")
         self.serve = signatures["serving_default"]
         self.inputs = self.serve.structured_input_signature[1]
+        self.key = {"binary": "probability",
+                    "multiclass": "probabilities"}.get(self.fitted.spec.task, "value")
 
-    def predict(self, batch: pa.RecordBatch) -> np.ndarray:
+    def answer(self, batch: pa.RecordBatch) -> dict[str, np.ndarray]:
+        """Every output of the serving signature for the batch's rows."""
         import tensorflow as tf
 
         from conveyor.train.data import feature_array
 
         features = {n: tf.constant(feature_array(batch.column(n), self.fitted.features[n]),
                                    dtype=self.inputs[n].dtype) for n in self.fitted.features}
-        out = self.serve(**features)
-        task = self.fitted.spec.task
-        key = {"binary": "probability", "multiclass": "probabilities"}.get(task, "value")
-        return out[key].numpy()
+        return {k: v.numpy() for k, v in self.serve(**features).items()}
+
+    def predict(self, batch: pa.RecordBatch) -> np.ndarray:
+        return self.answer(batch)[self.key]
 
 
 def parse_thresholds(thresholds: Mapping[str, Any] | None, task: str) -> dict[str, dict]:
@@ -168,6 +181,9 @@ def evaluate_model(
     import pyarrow.parquet as pq
 
     start = time.monotonic()
+    # A process that had no TensorFlow before loading the model cannot be the one that saved it.
+    fresh = "tensorflow" not in sys.modules
+    files = digest(model_path) if fresh else {}  # the files about to be loaded
     dataset = Dataset(dataset_path)
     dataset.split(split)
     model = _Model(model_path)
@@ -191,6 +207,8 @@ def evaluate_model(
     classes = len(fitted.label_classes or [])
     acc: dict[str, Any] = {"overall": accumulator(task, classes)}
     base_acc: dict[str, Any] = {"overall": accumulator(task, classes)} if baseline else {}
+    answered, shapes = 0, {}
+    note = "" if fresh else "TensorFlow was imported before this evaluation started"
     for file in dataset.files(split):
         with pq.ParquetFile(file) as pf:
             for batch in pf.iter_batches(batch_size=batch_rows, columns=sorted(needed)):
@@ -199,7 +217,14 @@ def evaluate_model(
                 if not batch.num_rows:
                     continue
                 y = _encode(fitted, batch.column(fitted.spec.label), split)
-                p = model.predict(batch)
+                out = model.answer(batch)
+                p = out[model.key]
+                if not note:
+                    try:
+                        shapes = infra.check_outputs(out, batch.num_rows)
+                        answered += batch.num_rows
+                    except ValueError as exc:
+                        note = str(exc)
                 groups = _groups(batch, slices, acc, task, classes)
                 _update(acc, groups, y, p)
                 if baseline is not None:
@@ -222,7 +247,9 @@ def evaluate_model(
         confusion=(overall.confusion() if task == "binary" else
                    overall.matrix.tolist() if task == "multiclass" else None),
         classes=[str(c) for c in fitted.label_classes or []],
-        seconds=time.monotonic() - start)
+        seconds=time.monotonic() - start,
+        infra=infra.verdict(files, answered, shapes) if answered and not note else None,
+        infra_note=note or ("" if answered else "no labelled rows were evaluated"))
 
 
 def _groups(batch, slices, acc, task, classes) -> dict[str, np.ndarray]:
@@ -258,6 +285,10 @@ def write_outputs(result: EvaluationResult, evaluation_dir: str | Path,
 def markdown(result: EvaluationResult) -> str:
     lines = [f"# Evaluation: {'BLESSED' if result.blessed else 'NOT BLESSED'}", "",
              f"Task: {result.task}. Baseline: {result.baseline_uri or 'none'}.", "",
+             (f"Infra check: {result.infra['rows']} rows answered by a process that loaded "
+              "TensorFlow only for this model; push reuses this for the same files."
+              if result.infra else f"Infra check: not recorded here ({result.infra_note}); push "
+              "runs its own."), "",
              "## Checks", ""]
     lines += [f"- {c.line()}" for c in result.checks] or ["- none"]
     keys = sorted({k for m in result.metrics.values() for k in m} - {"examples"})

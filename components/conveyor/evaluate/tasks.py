@@ -12,19 +12,20 @@ def evaluate(model, dataset, evaluation, metrics, classification_metrics, report
     from conveyor.evaluate.evaluate import evaluate_model, write_outputs
 
     baseline_path, baseline_uri = None, None
-    if baseline_model is not None:
-        baseline_path = baseline_uri = baseline_model.path
-    elif model_base_path:
-        from conveyor.push.base_path import ModelBasePath
+    with tempfile.TemporaryDirectory(prefix="conveyor-baseline-") as scratch:
+        if baseline_model is not None:
+            baseline_path = baseline_uri = baseline_model.path
+        elif model_base_path:
+            from conveyor.push.base_path import ModelBasePath
 
-        base = ModelBasePath(model_base_path)
-        latest = base.latest()
-        if latest is not None:
-            baseline_path = base.fetch(latest, tempfile.mkdtemp(prefix="conveyor-baseline-"))
-            baseline_uri = base.version_uri(latest)
-    result = evaluate_model(model.path, dataset.path, split=split, slices=slices or (),
-                            baseline_path=baseline_path, baseline_uri=baseline_uri,
-                            thresholds=thresholds or None)
+            base = ModelBasePath(model_base_path)
+            latest = base.latest()
+            if latest is not None:
+                baseline_path = base.fetch(latest, scratch)
+                baseline_uri = base.version_uri(latest)
+        result = evaluate_model(model.path, dataset.path, split=split, slices=slices or (),
+                                baseline_path=baseline_path, baseline_uri=baseline_uri,
+                                thresholds=thresholds or None)
     write_outputs(result, evaluation.path, report.path)
     _publish(result, metrics, classification_metrics)
     evaluation.metadata.update({"blessed": result.blessed, "task": result.task,

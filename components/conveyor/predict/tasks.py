@@ -11,22 +11,23 @@ def batch_predict(dataset, metrics, *, output_table: str, model=None, model_base
     from conveyor.errors import InputError
     from conveyor.predict.batch import predict_to_bigquery
 
-    if model is not None:
-        model_dir, version = model.path, str(model.metadata.get("version", "artifact"))
-    elif model_base_path:
-        from conveyor.push.base_path import ModelBasePath
+    with tempfile.TemporaryDirectory(prefix="conveyor-predict-") as scratch:
+        if model is not None:
+            model_dir, version = model.path, str(model.metadata.get("version", "artifact"))
+        elif model_base_path:
+            from conveyor.push.base_path import ModelBasePath
 
-        base = ModelBasePath(model_base_path)
-        latest = base.latest()
-        if latest is None:
-            raise InputError(f"model_base_path: no pushed version under {model_base_path}")
-        model_dir = base.fetch(latest, tempfile.mkdtemp(prefix="conveyor-predict-"))
-        version = str(latest)
-    else:
-        raise InputError("batch_predict: give model or model_base_path")
-    result = predict_to_bigquery(model_dir, dataset.path, output_table, model_version=version,
-                                 split=split, passthrough=passthrough or (),
-                                 project=project or None, location=location or None)
+            base = ModelBasePath(model_base_path)
+            latest = base.latest()
+            if latest is None:
+                raise InputError(f"model_base_path: no pushed version under {model_base_path}")
+            model_dir, version = base.fetch(latest, scratch), str(latest)
+        else:
+            raise InputError("batch_predict: give model or model_base_path")
+        result = predict_to_bigquery(model_dir, dataset.path, output_table,
+                                     model_version=version, split=split,
+                                     passthrough=passthrough or (), project=project or None,
+                                     location=location or None)
     metrics.log_metric("rows", result.rows)
     metrics.log_metric("seconds", round(result.seconds, 3))
     print(f"wrote {result.rows} predictions of model version {version} to {result.table}")

@@ -22,8 +22,9 @@ def push(
 ):
     """Push a blessed model as a new version under a TensorFlow Serving model base path.
 
-    Refuses a model its evaluation did not bless, then loads it in a fresh process and calls its
-    serving signature on sample rows (the infra check), then publishes it atomically.
+    Refuses a model its evaluation did not bless, then makes sure it loads and answers in a fresh
+    process (the infra check: evaluate's verdict when it covers exactly these files, else a new
+    process calling its serving signature on sample rows), then publishes it atomically.
 
     Args:
         model: The SavedModel to push.

@@ -1,6 +1,14 @@
 """The infra check: load a SavedModel in a fresh process and call its serving signature on sample
 rows, as a server would. Run as `python -m conveyor.push.infra <model_dir> <rows.json>`; exit 0
-and a JSON line on success, else a non-zero exit and the error on stderr."""
+and a JSON line on success, else a non-zero exit and the error on stderr.
+
+A fresh process matters: a model can answer only in the process that saved it (a signature that
+calls back into Python, `tf.py_function`). Evaluate usually is such a process: it loads the model
+in a process that never had TensorFlow before and calls its signature on the whole eval split.
+It then records a `verdict` bound to the model's file hashes, and push accepts that verdict
+instead of starting another TensorFlow process (`reusable`). Whatever does not qualify (a process
+that had TensorFlow already, other files, an output that failed) gets the check here.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +43,38 @@ def sample_rows(dataset_path: str | Path, split: str, features: list[str], rows:
     return out
 
 
+def check_outputs(outputs: dict, rows: int) -> dict[str, list[int]]:
+    """Each output of a serving call must have `rows` rows and, if floating, finite values;
+    returns the outputs' shapes. Raises ValueError naming the output that fails."""
+    import numpy as np
+
+    shapes = {}
+    for key, value in outputs.items():
+        array = np.asarray(value)
+        if array.shape[:1] != (rows,):
+            raise ValueError(f"output {key!r} has shape {list(array.shape)} for {rows} inputs")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ValueError(f"output {key!r} is not finite: {array.tolist()[:4]}")
+        shapes[key] = list(array.shape)
+    return shapes
+
+
+def verdict(files: dict[str, str], rows: int, shapes: dict[str, list[int]]) -> dict:
+    """What evaluate records when the model answered `rows` rows in a process that loaded
+    TensorFlow only for it: the files it loaded (`base_path.digest`, taken before loading) and
+    the outputs' shapes for one row (so the record does not depend on how evaluate batched)."""
+    return {"where": "evaluate", "rows": rows, "sha256": files,
+            "outputs": {k: [1, *v[1:]] for k, v in shapes.items()}}
+
+
+def reusable(recorded: dict | None, model_dir: str | Path) -> bool:
+    """True when `recorded` (a verdict) is about exactly the files in `model_dir`."""
+    from conveyor.push.base_path import digest
+
+    return bool(recorded and recorded.get("rows") and recorded.get("sha256")
+                and recorded["sha256"] == digest(model_dir))
+
+
 def check(model_dir: str | Path, rows: dict) -> dict:
     """Run the check in a fresh interpreter; returns the outputs' shapes."""
     payload = Path(model_dir).with_name(Path(model_dir).name + ".infra-rows.json")
@@ -56,7 +96,6 @@ def check(model_dir: str | Path, rows: dict) -> dict:
 
 
 def main(model_dir: str, rows_file: str) -> None:
-    import numpy as np
     import tensorflow as tf
 
     rows = json.loads(Path(rows_file).read_text())
@@ -67,15 +106,11 @@ def main(model_dir: str, rows_file: str) -> None:
         raise SystemExit(f"sample rows lack the model's inputs {missing}")
     out = serve(**{k: tf.constant(rows[k], dtype=spec[k].dtype) for k in spec})
     n = len(next(iter(rows.values())))
-    shapes = {}
-    for key, value in out.items():
-        array = value.numpy()
-        if array.shape[0] != n:
-            raise SystemExit(f"output {key!r} has {array.shape[0]} rows for {n} inputs")
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise SystemExit(f"output {key!r} is not finite: {array.tolist()[:4]}")
-        shapes[key] = list(array.shape)
-    print(json.dumps({"rows": n, "outputs": shapes}))
+    try:
+        shapes = check_outputs({k: v.numpy() for k, v in out.items()}, n)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    print(json.dumps({"where": "push", "rows": n, "outputs": shapes}))
 
 
 if __name__ == "__main__":

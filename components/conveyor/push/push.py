@@ -1,5 +1,9 @@
 """Push a blessed model: refuse an unblessed one, run the infra check, publish a new version.
 
+The infra check (`conveyor.push.infra`) loads the model in a fresh process and calls it on sample
+rows; when the evaluation recorded a verdict for exactly these files, made in a process that
+loaded TensorFlow only to evaluate them, that verdict stands and no other process is started.
+
 A push is idempotent: when the latest version already holds exactly these files (a retry of a
 push whose task was killed after it published), that version is reported and none is added.
 """
@@ -34,21 +38,27 @@ class PushResult:
     def markdown(self) -> str:
         title = (f"# Pushed version {self.version}" if self.new else
                  f"# Version {self.version} already holds this model; no version added")
+        where = ("by evaluate's process (the same files)" if self.infra.get("where") == "evaluate"
+                 else "in a fresh process")
         lines = [title, "", f"- target: {self.target}",
                  f"- uri: {self.uri}",
-                 f"- infra check: {self.infra['rows']} rows answered, outputs "
+                 f"- infra check: {self.infra['rows']} rows answered {where}, outputs "
                  + ", ".join(f"`{k}` {v}" for k, v in self.infra["outputs"].items())]
         lines += [f"- {name}: {value}" for name, value in self.deployments.items()]
         return "\n".join(lines) + "\n"
 
 
-def blessing(evaluation_dir: str | Path) -> tuple[bool, list[str]]:
+def _evaluation(evaluation_dir: str | Path) -> dict:
     path = Path(evaluation_dir) / EVALUATION_FILE
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise NotBlessed(
             f"push: no readable evaluation at {path} ({exc}); refusing to push") from None
+
+
+def blessing(evaluation_dir: str | Path) -> tuple[bool, list[str]]:
+    data = _evaluation(evaluation_dir)
     failed = [f"{c['metric']} = {c['value']:.6g}: {c['rule']}" for c in data.get("checks", [])
               if not c["passed"]]
     return bool(data.get("blessed")), failed
@@ -72,7 +82,11 @@ def push(model_dir: str | Path, evaluation_dir: str | Path, model_base_path: str
     if vertex_endpoint and not base.gcs:
         raise InputError("vertex_endpoint: Vertex AI serves models from gs://; "
                          f"model_base_path is {model_base_path!r}")
-    answered = infra.check(model_dir, sample)
+    recorded = _evaluation(evaluation_dir).get("infra")
+    if infra.reusable(recorded, model_dir):
+        answered = recorded
+    else:
+        answered = infra.check(model_dir, sample)
     with tempfile.TemporaryDirectory(prefix="conveyor-push-") as scratch:
         if statistics_dir:  # the training data's statistics travel with the version
             staged = Path(scratch) / "model"

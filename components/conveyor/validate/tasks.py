@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import tempfile
 from typing import Any
 
 from conveyor.gcp.files import local_copy
 from conveyor.validate.validate import ValidationResult, validate_dataset
 
 
-def served_statistics(model_base_path: str):
-    """The training statistics pushed with the newest version under the base path, or None."""
-    import tempfile
-
+def served_statistics(model_base_path: str, scratch: str):
+    """The training statistics pushed with the newest version under the base path (fetched into
+    `scratch`), or None."""
     from conveyor.push.base_path import ModelBasePath
     from conveyor.push.push import STATISTICS_FILE
 
@@ -19,7 +19,7 @@ def served_statistics(model_base_path: str):
     latest = base.latest()
     if latest is None:
         return None
-    path = base.fetch(latest, tempfile.mkdtemp(prefix="conveyor-baseline-")) / "assets.extra"
+    path = base.fetch(latest, scratch) / "assets.extra"
     return path / STATISTICS_FILE if (path / STATISTICS_FILE).exists() else None
 
 
@@ -35,19 +35,20 @@ def validate(dataset, report, metrics, statistics, suite, *, input_suite=None,
                     else local_copy(suite_uri, "suite_uri") if suite_uri else None)
     params = {k: v for k, v in params.items() if v != ""}
     baseline_stats = baseline_statistics.path if baseline_statistics is not None else None
-    if baseline_stats is None and baseline_model_base_path:
-        baseline_stats = served_statistics(baseline_model_base_path)
-    result: ValidationResult = validate_dataset(
-        dataset.path,
-        report_path=report.path,
-        statistics_path=statistics.path,
-        suite_path=suite.path,
-        suite=suite_source,
-        baseline_statistics=baseline_stats,
-        baseline_dataset=baseline_dataset.path if baseline_dataset is not None else None,
-        splits=splits or None,
-        **params,
-    )
+    with tempfile.TemporaryDirectory(prefix="conveyor-baseline-") as scratch:
+        if baseline_stats is None and baseline_model_base_path:
+            baseline_stats = served_statistics(baseline_model_base_path, scratch)
+        result: ValidationResult = validate_dataset(
+            dataset.path,
+            report_path=report.path,
+            statistics_path=statistics.path,
+            suite_path=suite.path,
+            suite=suite_source,
+            baseline_statistics=baseline_stats,
+            baseline_dataset=baseline_dataset.path if baseline_dataset is not None else None,
+            splits=splits or None,
+            **params,
+        )
     for name, value in result.metrics().items():
         metrics.log_metric(name, value)
     statistics.metadata["dataset_fingerprint"] = result.statistics.fingerprint
