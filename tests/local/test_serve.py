@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import socket
 import subprocess
 import sys
@@ -49,10 +50,13 @@ def server(model, tmp_path, bucket):
     base = ModelBasePath(f"gs://{bucket('serve-test')}/{tmp_path.name}/penguins")
     base.publish(model)
     port = free_port()
+    scratch = tmp_path / "tmp"  # the server's TMPDIR: its version cache goes there
+    scratch.mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "conveyor", "serve", "--model-base-path", base.uri,
          "--model-name", "penguins", "--port", str(port), "--poll-seconds", "0.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "TMPDIR": str(scratch)})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -66,6 +70,8 @@ def server(model, tmp_path, bucket):
     yield url, base
     proc.terminate()
     proc.wait(timeout=30)
+    # Stopped by SIGTERM, it removes the copies of the versions it fetched.
+    assert not list(scratch.glob("conveyor-serve-*")), "conveyor serve left its cache behind"
 
 
 def own_outputs(model_dir, rows):

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import signal
 import time
 from typing import Any
 
@@ -195,4 +197,14 @@ def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
     print(f"conveyor serve: model {name!r} from {base_path} on http://{host}:{port} "
           f"(version {manager.current.version if manager.current else 'none yet'}; requests up "
           f"to {max_body_bytes} bytes and {max_instances} instances)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    # uvicorn shuts down gracefully on SIGTERM, then raises it again with the handler that was
+    # set before it ran: with the default one the process would end without the cleanup below.
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        manager.stop()
+        shutil.rmtree(manager.cache, ignore_errors=True)  # the versions fetched into its cache
