@@ -20,6 +20,7 @@ import json
 import re
 import shutil
 import signal
+import threading
 import time
 from typing import Any
 
@@ -197,12 +198,15 @@ def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
     print(f"conveyor serve: model {name!r} from {base_path} on http://{host}:{port} "
           f"(version {manager.current.version if manager.current else 'none yet'}; requests up "
           f"to {max_body_bytes} bytes and {max_instances} instances)", flush=True)
+
     def stop(signum, frame):
         raise SystemExit(128 + signum)
 
     # uvicorn shuts down gracefully on SIGTERM, then raises it again with the handler that was
     # set before it ran: with the default one the process would end without the cleanup below.
-    signal.signal(signal.SIGTERM, stop)
+    # (Handlers can only be set in the main thread; uvicorn handles no signals elsewhere either.)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
