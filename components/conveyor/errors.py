@@ -30,5 +30,10 @@ class SchemaError(InputError):
     """A column's type cannot be held by the Dataset contract, or files disagree on a schema."""
 
 
+class TrainingError(InputError):
+    """Training diverged (a NaN or infinite loss) on this data with these settings: the
+    message names the likely cause. Deterministic: a retry would diverge again."""
+
+
 class StackError(ConveyorError):
     """The local emulator stack could not be started, found or stopped."""

@@ -106,10 +106,10 @@ class _Model:
         """Every output of the serving signature for the batch's rows."""
         import tensorflow as tf
 
-        from conveyor.train.data import feature_array
+        from conveyor.train.data import model_inputs
 
-        features = {n: tf.constant(feature_array(batch.column(n), self.fitted.features[n]),
-                                   dtype=self.inputs[n].dtype) for n in self.fitted.features}
+        features = {n: tf.constant(a, dtype=self.inputs[n].dtype)
+                    for n, a in model_inputs(batch, self.fitted).items()}
         return {k: v.numpy() for k, v in self.serve(**features).items()}
 
     def predict(self, batch: pa.RecordBatch) -> np.ndarray:

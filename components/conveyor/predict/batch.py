@@ -51,7 +51,7 @@ def predict_to_bigquery(model_dir: str | Path, dataset_path: str | Path, output_
     import tensorflow as tf
     from google.cloud import bigquery
 
-    from conveyor.train.data import feature_array
+    from conveyor.train.data import model_inputs
     from conveyor.transform.fit import Fitted
 
     start = time.monotonic()
@@ -78,8 +78,8 @@ def predict_to_bigquery(model_dir: str | Path, dataset_path: str | Path, output_
     try:
         for batch in dataset.iter_batches(split, columns=sorted({*fitted.features, *passthrough}),
                                           batch_size=CHUNK_ROWS):
-            out = serve(**{n: tf.constant(feature_array(batch.column(n), fitted.features[n]),
-                                          dtype=inputs[n].dtype) for n in fitted.features})
+            out = serve(**{n: tf.constant(a, dtype=inputs[n].dtype)
+                           for n, a in model_inputs(batch, fitted).items()})
             table = _output_table(batch, passthrough, out, fitted.spec.task, classes,
                                   model_version)
             buffer = io.BytesIO()

@@ -3,7 +3,8 @@
 Rows are read a record batch at a time (pyarrow), optionally shuffled within a bounded buffer,
 cut into fixed-size batches of raw feature arrays in Python, and prefetched by tf.data while the
 model trains: no split is ever loaded whole. Labels become what the model's loss expects: class
-indices (classification) or float values (regression). Rows without a label are skipped.
+indices (classification) or the standardized (and, with label_transform log, logged) value
+(regression). Rows without a label are skipped.
 """
 
 from __future__ import annotations
@@ -24,32 +25,52 @@ from conveyor.transform.fit import Fitted
 
 def feature_array(column: pa.ChunkedArray | pa.Array, feature: dict[str, Any]) -> np.ndarray:
     """One raw feature column as the serving signature takes it: float32 (NULL -> NaN), int64
-    (NULL -> MISSING_INT) or strings (NULL -> ""). Shared by training, evaluation and batch
-    prediction, so every path feeds the model the same way."""
+    (bool as 1 / 0; NULL -> MISSING_INT), ISO date/timestamp strings (NULL -> "") or strings
+    (NULL -> ""). Shared by training, evaluation and batch prediction, so every path feeds the
+    model the same way."""
     if feature["kind"] == "numeric":
         return column.cast(pa.float32()).to_numpy(zero_copy_only=False).astype(np.float32)
-    if feature["dtype"] == "int64":
-        return column.fill_null(MISSING_INT).to_numpy(zero_copy_only=False).astype(np.int64)
+    if feature["kind"] == "datetime":
+        if pa.types.is_timestamp(column.type):
+            column = pc.strftime(column.cast(pa.timestamp("us", tz="UTC")),
+                                 format="%Y-%m-%d %H:%M:%S")
+        return np.asarray(column.cast(pa.string()).fill_null("").to_numpy(zero_copy_only=False),
+                          dtype=object)
+    if feature["dtype"] in ("int64", "bool"):
+        return column.cast(pa.int64()).fill_null(MISSING_INT).to_numpy(
+            zero_copy_only=False).astype(np.int64)
     return np.asarray(column.fill_null("").to_numpy(zero_copy_only=False), dtype=object)
+
+
+def model_inputs(batch: pa.RecordBatch, fitted: Fitted) -> dict[str, np.ndarray]:
+    """A batch's rows as the model's serving signature takes them: input name -> array."""
+    return {f["input"]: feature_array(batch.column(name), f)
+            for name, f in fitted.features.items()}
 
 
 class LabelEncoder:
     """Label values -> what the loss expects; refuses classes the transform never saw."""
 
-    def __init__(self, fitted: Fitted):
+    def __init__(self, fitted: Fitted, scaled: bool = False):
         self.task = fitted.spec.task
         self.column = fitted.spec.label
         self.classes = fitted.label_classes
         if self.classes is not None:
             self.lookup = pa.array(self.classes)
+        # training: a regression label as the model learns it, (T(y) - mean) / std
+        self.scale = fitted.label_stats if scaled and self.task == "regression" else None
 
     def __call__(self, column, split: str) -> np.ndarray:
         if self.task == "regression":
-            values = column.cast(pa.float32()).to_numpy(zero_copy_only=False)
+            values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
             if not np.isfinite(values).all():
                 raise SchemaError(f"split {split!r}: the regression label {self.column!r} is NaN "
                                   f"or infinite in {int((~np.isfinite(values)).sum())} rows")
-            return values
+            if self.scale:
+                if self.scale.get("transform") == "log":
+                    values = np.log1p(np.maximum(values, 0.0))
+                values = (values - self.scale["mean"]) / (self.scale["std"] or 1.0)
+            return values.astype(np.float32)
         index = pc.index_in(column, value_set=self.lookup)
         if index.null_count:
             unseen = pc.unique(pc.filter(column, pc.is_null(index))).to_pylist()
@@ -68,7 +89,7 @@ def chunks(dataset: Dataset, split: str, fitted: Fitted, chunk_rows: int, *,
     import pyarrow.parquet as pq
 
     names = list(fitted.features)
-    encode = LabelEncoder(fitted)
+    encode = LabelEncoder(fitted, scaled=True)
     rng = np.random.default_rng(seed)
     while True:
         files = list(dataset.files(split))
@@ -83,7 +104,7 @@ def chunks(dataset: Dataset, split: str, fitted: Fitted, chunk_rows: int, *,
                         batch = batch.filter(labelled)
                     if not batch.num_rows:
                         continue
-                    x = {n: feature_array(batch.column(n), fitted.features[n]) for n in names}
+                    x = model_inputs(batch, fitted)
                     y = encode(batch.column(fitted.spec.label), split)
                     if shuffle:
                         order = rng.permutation(len(y))
@@ -101,7 +122,8 @@ def tf_dataset(dataset: Dataset, split: str, fitted: Fitted, batch_size: int, *,
     into batches (`rebatch`) and prefetches in C++."""
     task = fitted.spec.task
     signature = (
-        {n: tf.TensorSpec([None], input_dtype(f), name=n) for n, f in fitted.features.items()},
+        {f["input"]: tf.TensorSpec([None], input_dtype(f), name=f["input"])
+         for f in fitted.features.values()},
         tf.TensorSpec([None], tf.int64 if task == "multiclass" else tf.float32),
     )
     chunk_rows = max(shuffle_buffer, batch_size * 32)

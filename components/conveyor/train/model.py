@@ -27,10 +27,12 @@ class Hyperparameters:
     embedding_dim: int = 0  # 0: min(16, ceil(1.6 * cardinality ** 0.56))
     dropout: float = 0.0
     learning_rate: float = 1e-3
-    batch_size: int = 256
-    epochs: int = 10
+    batch_size: int = 0  # 0: from the train rows (`auto_batch_size`)
+    epochs: int = 0  # 0: from the train rows (`auto_epochs`), stopped early on the eval loss
     steps: int = 0  # total training steps; 0: `epochs` full passes over the train split
-    early_stopping_patience: int = 0  # epochs without val_loss improvement; 0: off
+    #: epochs without eval-loss improvement before stopping; 0: off; -1: automatic (on, 5 or
+    #: 10 epochs, unless `steps` fixes the budget)
+    early_stopping_patience: int = -1
     shuffle_buffer: int = 65536
     seed: int = 0
 
@@ -61,12 +63,42 @@ class Hyperparameters:
             setattr(hp, name, value)
         if hp.model not in MODELS:
             raise InputError(f"hyperparameters: model {hp.model!r} is not one of {MODELS}")
-        for name in ("batch_size", "epochs"):
-            if getattr(hp, name) < 1:
-                raise InputError(f"hyperparameters: {name} must be at least 1")
+        for name in ("batch_size", "epochs", "steps"):
+            if getattr(hp, name) < 0:
+                raise InputError(f"hyperparameters: {name} must be at least 1 (0: automatic)")
+        if hp.early_stopping_patience < -1:
+            raise InputError("hyperparameters: early_stopping_patience must be >= 0 (0: off) "
+                             "or -1 (automatic)")
         if hp.learning_rate <= 0:
             raise InputError("hyperparameters: learning_rate must be positive")
         return hp
+
+
+    def resolved(self, rows: int) -> "Hyperparameters":
+        """A copy with the automatic settings (0 / -1) chosen for `rows` training rows."""
+        hp = dataclasses.replace(self)
+        if not hp.batch_size:
+            hp.batch_size = auto_batch_size(rows)
+        steps_per_epoch = max(1, rows // hp.batch_size)
+        if hp.early_stopping_patience == -1:
+            hp.early_stopping_patience = 0 if self.steps else (10 if steps_per_epoch < 50 else 5)
+        if not hp.epochs:
+            hp.epochs = auto_epochs(rows, hp.batch_size) if not hp.steps else 10
+        return hp
+
+
+def auto_batch_size(rows: int) -> int:
+    """About 64 steps per pass over the rows, as a power of two from 32 to 512."""
+    return int(min(512, max(32, 2 ** round(math.log2(max(rows, 1) / 64)))))
+
+
+def auto_epochs(rows: int, batch_size: int) -> int:
+    """An upper bound on epochs for early stopping to cut: at least 20,000 steps' worth and 10
+    epochs, at most 200 epochs and 30 M examples."""
+    steps_per_epoch = max(1, rows // batch_size)
+    by_steps = math.ceil(20_000 / steps_per_epoch)
+    by_examples = max(3, 30_000_000 // max(rows, 1))
+    return int(max(3, min(200, by_examples, max(10, by_steps))))
 
 
 def output_units(fitted: Fitted) -> int:
@@ -84,9 +116,8 @@ def _head(logits, fitted: Fitted):
         return keras.layers.Activation("sigmoid", name="prediction")(logits)
     if task == "multiclass":
         return keras.layers.Activation("softmax", name="prediction")(logits)
-    scale = fitted.label_stats or {"mean": 0.0, "std": 1.0}
-    return keras.layers.Rescaling(scale["std"] or 1.0, offset=scale["mean"],
-                                  name="prediction")(logits)
+    # regression: the standardized label; the serving signature maps it back to label units
+    return keras.layers.Activation("linear", name="prediction")(logits)
 
 
 def build_model(fitted: Fitted, hp: Hyperparameters, module_file: str | None = None) -> keras.Model:

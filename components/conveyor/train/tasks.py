@@ -18,11 +18,16 @@ def train(dataset, preprocessing, model, metrics, tensorboard, *, hyperparameter
         module_file=str(local_copy(module_file, "module_file")) if module_file else None,
         train_split=train_split, eval_split=eval_split,
     )
+    import dataclasses
+    import math
+
     for name, value in result.metrics.items():
-        metrics.log_metric(name, round(value, 6))
+        if math.isfinite(value):  # KFP's metrics JSON cannot hold NaN
+            metrics.log_metric(name, round(value, 6))
     metrics.log_metric("examples_per_second", round(result.examples_per_second, 1))
     metrics.log_metric("resumed_from_epoch", result.first_epoch)
     model.metadata.update({"framework": "tensorflow", "format": "saved_model",
-                           "signature": "serving_default"})
+                           "signature": "serving_default",
+                           "hyperparameters": dataclasses.asdict(result.hyperparameters)})
     tensorboard.metadata["log_dir"] = tensorboard.path
     return result

@@ -3,9 +3,13 @@
 - Input: `tf.data` pipelines streaming the train split (shuffled) and the eval split.
 - Model: `conveyor.train.model` (DNN, wide-and-deep, or a user module), preprocessing inside.
 - Distribution: chosen from the devices present (`choose_strategy`).
+- Defaults (`Hyperparameters.resolved`): batch size and an epoch bound from the train rows,
+  early stopping on the eval loss, the learning rate halved when the eval loss stalls, and the
+  weights of the best epoch (lowest eval loss) exported, not the last.
 - Callbacks: TensorBoard (to the TensorBoard artifact, and optionally a gs:// log dir),
   `BackupAndRestore` in `checkpoint_dir` so a preempted or retried task resumes from its last
-  finished epoch, optional early stopping on the eval loss.
+  finished epoch. A NaN or infinite loss stops training at once with a `TrainingError` that
+  names the likely cause; nothing is exported then.
 - Export (`export`): a SavedModel whose `serving_default` signature takes the raw features as
   named inputs of shape [None] and returns named outputs (binary: probability and class;
   multiclass: probabilities, class_id and class_label; regression: value), with `transform.json`,
@@ -27,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from conveyor.errors import InputError  # noqa: E402
+from conveyor.errors import InputError, TrainingError  # noqa: E402
 from conveyor.io.dataset import Dataset  # noqa: E402
 from conveyor.train.data import tf_dataset  # noqa: E402
 from conveyor.train.model import Hyperparameters, build_model  # noqa: E402
@@ -57,6 +61,31 @@ class TrainResult:
     examples_per_second: float  # over all epochs run, tracing and validation included
     steady_examples_per_second: float  # training steps after the first (which traces)
     seconds: float
+    best_epoch: int | None = None  # the epoch whose weights were exported (eval loss), from 0
+    hyperparameters: Hyperparameters | None = None  # as resolved for this run
+
+
+class _BestWeights(keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the lowest eval loss and puts them back at the end
+    (Keras' EarlyStopping restores only when it stops early). After a resume, only the epochs
+    of this run are compared."""
+
+    def __init__(self, monitor: str = "val_loss"):
+        super().__init__()
+        self.monitor = monitor
+        self.best = float("inf")
+        self.best_epoch: int | None = None
+        self.weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and math.isfinite(value) and value < self.best:
+            self.best, self.best_epoch = float(value), epoch
+            self.weights = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.weights is not None:
+            self.model.set_weights(self.weights)
 
 
 class _Progress(keras.callbacks.Callback):
@@ -130,6 +159,7 @@ def train(dataset_path: str | Path, transform_path: str | Path, model_path: str 
                          f"(splits: {', '.join(dataset.splits)})")
     keras.utils.set_random_seed(hp.seed)
     rows = dataset.split(train_split).rows
+    hp = hp.resolved(rows)
     if hp.steps:
         steps_per_epoch = max(1, math.ceil(hp.steps / hp.epochs))
     else:
@@ -145,15 +175,22 @@ def train(dataset_path: str | Path, transform_path: str | Path, model_path: str 
         eval_ds = eval_ds if labelled else None
 
     progress = _Progress()
-    callbacks: list = [progress]
+    callbacks: list = [progress, keras.callbacks.TerminateOnNaN()]
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else Path(f"{model_path}.checkpoints")
     callbacks.append(keras.callbacks.BackupAndRestore(str(checkpoint_dir)))
     for log_dir in (tensorboard_path, log_dir_uri):
         if log_dir:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), update_freq="epoch"))
-    if hp.early_stopping_patience and eval_ds is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=hp.early_stopping_patience, restore_best_weights=True))
+    best = None
+    if eval_ds is not None:
+        best = _BestWeights()
+        callbacks.append(best)
+        if hp.early_stopping_patience:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=hp.early_stopping_patience))
+            callbacks.append(keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, min_lr=hp.learning_rate / 32,
+                patience=max(1, hp.early_stopping_patience // 2 - 1), verbose=0))
 
     with choose_strategy().scope():
         model = build_model(fitted, hp, module_file)
@@ -162,26 +199,60 @@ def train(dataset_path: str | Path, transform_path: str | Path, model_path: str 
                         validation_data=eval_ds, validation_steps=eval_steps,
                         callbacks=callbacks, verbose=2,
                         shuffle=False)  # the input pipeline shuffles
+    _check_finite(history.history, fitted)
     export(model, fitted, model_path, transform_path)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
-    metrics = {k: float(v[-1]) for k, v in history.history.items() if v}
+    at = best.best_epoch if best is not None and best.best_epoch is not None else None
+    first = progress.first_epoch or 0
+    metrics = {k: float(v[-1] if at is None else v[min(at - first, len(v) - 1)])
+               for k, v in history.history.items() if v and k != "learning_rate"}
+    metrics["epochs_run"] = float(len(progress.epoch_seconds))
+    if at is not None:
+        metrics["best_epoch"] = float(at + 1)
     run = progress.epoch_seconds
     examples = len(run) * steps_per_epoch * hp.batch_size
     return TrainResult(
-        model=model, metrics=metrics, first_epoch=progress.first_epoch or 0, epochs_run=len(run),
+        model=model, metrics=metrics, first_epoch=first, epochs_run=len(run),
         steps_per_epoch=steps_per_epoch,
         examples_per_second=examples / sum(run) if run else 0.0,
         steady_examples_per_second=progress.steady_steps_per_second() * hp.batch_size,
-        seconds=time.monotonic() - start)
+        seconds=time.monotonic() - start, best_epoch=at, hyperparameters=hp)
+
+
+def _check_finite(history: dict[str, list], fitted: Fitted) -> None:
+    """A NaN or infinite loss means the model learned nothing usable: say why, export nothing."""
+    for key in ("loss", "val_loss"):
+        values = history.get(key) or []
+        bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+        if not bad:
+            continue
+        causes = []
+        scale = fitted.label_stats
+        if scale and max(abs(scale.get("max", 0.0)), abs(scale.get("min", 0.0))) > 1e15:
+            causes.append(f"the label {fitted.spec.label!r} reaches {scale['max']:.3g}: rescale "
+                          "it (e.g. divide by a power of ten) or set label_transform: log")
+        for name, f in fitted.features.items():
+            if f["kind"] == "numeric" and f["transform"] in ("none", "minmax") and \
+                    max(abs(f["min"]), abs(f["max"])) > 1e6:
+                causes.append(f"feature {name!r} reaches {max(abs(f['min']), abs(f['max'])):.3g} "
+                              f"with transform {f['transform']}: use zscore or log")
+        if not causes:
+            causes.append("a learning_rate too high for this data (try 10x lower)")
+        raise TrainingError(
+            f"train: the {'training' if key == 'loss' else 'eval'} loss became "
+            f"{values[bad[0]]} at epoch {bad[0] + 1}; stopped, nothing exported. Likely cause: "
+            + "; ".join(causes))
 
 
 def serving_function(model: keras.Model, fitted: Fitted):
-    """The `serving_default` function: raw features [None] in, named outputs out."""
-    spec = {name: tf.TensorSpec([None], input_dtype(f), name=name)
-            for name, f in fitted.features.items()}
+    """The `serving_default` function: raw features [None] in (named by model input), named
+    outputs out; a regression output is mapped back to label units."""
+    spec = {f["input"]: tf.TensorSpec([None], input_dtype(f), name=f["input"])
+            for f in fitted.features.values()}
     task = fitted.spec.task
     classes = [str(c) for c in fitted.label_classes or []]
+    scale = fitted.label_stats or {}
 
     @tf.function(input_signature=[spec])
     def serve(features):
@@ -196,7 +267,10 @@ def serving_function(model: keras.Model, fitted: Fitted):
             class_id = tf.argmax(prediction, axis=-1)
             return {"probabilities": prediction, "class_id": class_id,
                     "class_label": tf.gather(tf.constant(classes), class_id)}
-        return {"value": tf.reshape(prediction, [-1])}
+        value = tf.reshape(prediction, [-1]) * scale.get("std", 1.0) + scale.get("mean", 0.0)
+        if scale.get("transform") == "log":
+            value = tf.math.expm1(value)
+        return {"value": value}
 
     return serve
 

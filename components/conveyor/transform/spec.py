@@ -2,32 +2,56 @@
 
 Declarative, as YAML/JSON or as the equivalent Python object::
 
-    label: species
-    task: multiclass                 # binary | multiclass | regression
+    label: price
+    task: regression                 # binary | multiclass | regression
+    label_transform: log             # regression only: log (log1p) or none
     features:
       bill_length_mm: {kind: numeric, transform: zscore, impute: mean}
       body_mass_g:    {kind: numeric, transform: bucketize, buckets: 8}
       island:         {kind: categorical, encoding: vocabulary, top_k: 100, oov_buckets: 1}
       year:           {kind: categorical, encoding: hash, hash_buckets: 16}
+      sold_on:        {kind: datetime}
+      from:           {kind: numeric, input: from_}
     crosses:
       - {features: [island, sex], buckets: 32}
+    excluded:
+      id: unique in every row (an identifier, not a feature)
 
 - numeric (int64 or float64 columns): `transform` is zscore, minmax, bucketize (quantile
-  boundaries, `buckets` of them), log (log1p of the value above the training minimum) or none;
-  `impute` (for NULL/NaN) is mean, median, zero or a number.
-- categorical (string or int64 columns): `encoding` is vocabulary (the `top_k` most frequent
-  training values, plus `oov_buckets` buckets for the rest) or hash (`hash_buckets` bins).
-  NULL is its own value: in the vocabulary if it was frequent, else out-of-vocabulary.
+  boundaries, `buckets` of them), log (log1p of the value above the training minimum, then
+  z-scored) or none; `impute` (for NULL/NaN) is mean, median, zero or a number.
+- categorical (string, int64 or bool columns): `encoding` is vocabulary (the `top_k` most
+  frequent training values, plus `oov_buckets` buckets for the rest) or hash (`hash_buckets`
+  bins). NULL is its own value: in the vocabulary if it was frequent, else out-of-vocabulary.
+  A bool column is a two-valued categorical feature.
+- datetime (date or timestamp columns): derived inside the model from the raw ISO value
+  ("2024-05-01", "2024-05-01 12:34:56"): days since 1970-01-01 (z-scored with the training
+  mean and deviation), month and day of week (and hour, for timestamps) as categories; `parts`
+  chooses among days, month, weekday, hour.
 - crosses: hashed crosses of categorical features, for the wide part of wide-and-deep models.
+- `why` (any feature) and `excluded` (column -> reason) say why the proposal chose what it did;
+  they do not change the model.
 
-`propose_spec` writes one from a Dataset's schema and its label's values, so the simple case
-needs no hand-written spec.
+**Column names and model inputs.** Each feature is a named input of the exported model's
+serving signature. A column whose name is a plain identifier (letters, digits and `_`, not
+starting with a digit, not a Python keyword) keeps its name, case included. Any other name maps
+to one deterministically (`input_name`): letters with accents lose them, every other character
+that is not a letter, digit or `_` becomes `_`, a leading digit (or an empty result) gets an
+`f_` prefix and a keyword a trailing `_`: `from` -> `from_`, `prix €` -> `prix__`,
+`2nd floor` -> `f_2nd_floor`, `a/b-c` -> `a_b_c`. The spec may set `input` by hand. Two features
+whose inputs would clash are refused, naming both columns.
+
+`propose_spec` writes one from a Dataset's schema and the train split's statistics, so the
+simple case needs no hand-written spec; every decision carries its reason.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import keyword
+import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,21 +61,51 @@ import yaml
 from conveyor.errors import InputError, SchemaError
 
 TASKS = ("binary", "multiclass", "regression")
+KINDS = ("numeric", "categorical", "datetime")
 NUMERIC_TRANSFORMS = ("zscore", "minmax", "bucketize", "log", "none")
+LABEL_TRANSFORMS = ("none", "log")
 IMPUTE = ("mean", "median", "zero")
 ENCODINGS = ("vocabulary", "hash")
+DATETIME_PARTS = ("days", "month", "weekday", "hour")
 NUMERIC_TYPES = ("int64", "float64")
-CATEGORICAL_TYPES = ("string", "int64")
+CATEGORICAL_TYPES = ("string", "int64", "bool")
+DATETIME_TYPES = ("date", "timestamp")
 MAX_CLASSES = 1000
-#: Names TensorFlow accepts for graph nodes: each feature is a named input of the SavedModel's
-#: serving signature and names its preprocessing layers.
-INPUT_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\-/>]*$")
+#: The largest magnitude a float32 holds: labels and values beyond it cannot reach the model.
+FLOAT32_MAX = 3.4028234663852886e38
+#: A model input name: a Python identifier (TensorFlow makes each signature input a function
+#: argument and names graph nodes after it).
+INPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# -- proposal thresholds (see `propose_spec`) ---------------------------------------------------
+MAX_CATEGORY_CODES = 20  # an integer column with at most this many values is a set of codes
+MAX_VOCABULARY = 10_000  # larger string columns are hashed
+ID_DISTINCT_SHARE = 0.95  # distinct values per row above which a column identifies rows
+MIN_ID_ROWS = 50
+SKEW_FOR_LOG = 2.0  # skewness of a non-negative column above which it is log-transformed
+
+
+def input_name(column: str) -> str:
+    """The model input a column feeds (see the module docstring): deterministic, case kept."""
+    if INPUT_NAME.match(column) and not keyword.iskeyword(column):
+        return column
+    folded = "".join(c if ord(c) < 128 else (_fold(c) or "_") for c in column)
+    name = re.sub(r"[^A-Za-z0-9_]", "_", folded)
+    if not name or name[0].isdigit():
+        name = "f_" + name
+    if keyword.iskeyword(name):
+        name += "_"
+    return name
+
+
+def _fold(char: str) -> str:
+    """One character without its accents, or '' when it has no ASCII letter in it."""
+    return unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode()
 
 
 @dataclasses.dataclass
 class Feature:
     name: str
-    kind: str  # numeric | categorical
+    kind: str  # numeric | categorical | datetime
     transform: str = "zscore"
     buckets: int = 10
     impute: str | float = "mean"
@@ -59,6 +113,13 @@ class Feature:
     top_k: int | None = None
     oov_buckets: int = 1
     hash_buckets: int = 64
+    parts: list[str] | None = None  # datetime: default days, month, weekday (+ hour)
+    input: str | None = None  # the model input's name; default input_name(name)
+    why: str = ""
+
+    @property
+    def input_name(self) -> str:
+        return self.input or input_name(self.name)
 
     def to_dict(self) -> dict[str, Any]:
         if self.kind == "numeric":
@@ -66,14 +127,22 @@ class Feature:
                                    "impute": self.impute}
             if self.transform == "bucketize":
                 out["buckets"] = self.buckets
-            return out
-        out = {"kind": "categorical", "encoding": self.encoding}
-        if self.encoding == "vocabulary":
-            out["oov_buckets"] = self.oov_buckets
-            if self.top_k is not None:
-                out["top_k"] = self.top_k
+        elif self.kind == "datetime":
+            out = {"kind": "datetime"}
+            if self.parts is not None:
+                out["parts"] = list(self.parts)
         else:
-            out["hash_buckets"] = self.hash_buckets
+            out = {"kind": "categorical", "encoding": self.encoding}
+            if self.encoding == "vocabulary":
+                out["oov_buckets"] = self.oov_buckets
+                if self.top_k is not None:
+                    out["top_k"] = self.top_k
+            else:
+                out["hash_buckets"] = self.hash_buckets
+        if self.input_name != self.name:
+            out["input"] = self.input_name
+        if self.why:
+            out["why"] = self.why
         return out
 
 
@@ -89,22 +158,33 @@ class FeatureSpec:
     task: str
     features: dict[str, Feature]
     crosses: list[Cross] = dataclasses.field(default_factory=list)
+    label_transform: str = "none"
+    excluded: dict[str, str] = dataclasses.field(default_factory=dict)  # column -> reason
+    why: dict[str, str] = dataclasses.field(default_factory=dict)  # "task"/"label" -> reason
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"label": self.label, "task": self.task,
-                               "features": {n: f.to_dict() for n, f in self.features.items()}}
+        out: dict[str, Any] = {"label": self.label, "task": self.task}
+        if self.label_transform != "none":
+            out["label_transform"] = self.label_transform
+        if self.why:
+            out["why"] = dict(self.why)
+        out["features"] = {n: f.to_dict() for n, f in self.features.items()}
         if self.crosses:
             out["crosses"] = [{"features": c.features, "buckets": c.buckets} for c in self.crosses]
+        if self.excluded:
+            out["excluded"] = dict(self.excluded)
         return out
 
     def dump(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True,
+                                             width=100))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "feature spec") -> "FeatureSpec":
         if not isinstance(data, Mapping):
             raise InputError(f"{where}: expected a mapping with label, task and features")
-        unknown = sorted(set(data) - {"label", "task", "features", "crosses"})
+        unknown = sorted(set(data) - {"label", "task", "features", "crosses", "label_transform",
+                                      "excluded", "why"})
         if unknown:
             raise InputError(f"{where}: unknown key(s) {unknown}")
         label, task = data.get("label"), data.get("task")
@@ -112,12 +192,20 @@ class FeatureSpec:
             raise InputError(f"{where}: 'label' must name the label column")
         if task not in TASKS:
             raise InputError(f"{where}: task {task!r} is not one of {TASKS}")
+        label_transform = data.get("label_transform", "none") or "none"
+        if label_transform not in LABEL_TRANSFORMS:
+            raise InputError(f"{where}: label_transform {label_transform!r} is not one of "
+                             f"{LABEL_TRANSFORMS}")
+        if label_transform != "none" and task != "regression":
+            raise InputError(f"{where}: label_transform applies to a regression label only "
+                             f"(task is {task})")
         raw = data.get("features")
         if not isinstance(raw, Mapping) or not raw:
             raise InputError(f"{where}: 'features' must map at least one column to its treatment")
         features = {str(n): _feature(str(n), f or {}, where) for n, f in raw.items()}
         if label in features:
             raise InputError(f"{where}: the label {label!r} cannot also be a feature")
+        _check_inputs(features, where)
         crosses = []
         for i, c in enumerate(data.get("crosses") or []):
             names = c.get("features") if isinstance(c, Mapping) else None
@@ -128,7 +216,13 @@ class FeatureSpec:
                     raise InputError(f"{where}: cross #{i}: {n!r} is not a categorical feature")
             crosses.append(Cross(list(names), _positive(c.get("buckets", 64), f"cross #{i} buckets",
                                                         where)))
-        return cls(label, task, features, crosses)
+        excluded = data.get("excluded") or {}
+        why = data.get("why") or {}
+        if not isinstance(excluded, Mapping) or not isinstance(why, Mapping):
+            raise InputError(f"{where}: 'excluded' and 'why' must map names to reasons")
+        return cls(label, task, features, crosses, label_transform,
+                   {str(k): str(v) for k, v in excluded.items()},
+                   {str(k): str(v) for k, v in why.items()})
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureSpec":
@@ -149,16 +243,15 @@ class FeatureSpec:
             if name not in types:
                 raise SchemaError(f"feature spec: feature {name!r} is not a column of the {where} "
                                   f"(columns: {', '.join(types)})")
-            if not INPUT_NAME.match(name):
-                raise SchemaError(
-                    f"feature spec: feature {name!r} cannot name a model input (TensorFlow "
-                    f"takes {INPUT_NAME.pattern}); rename the column in the query "
-                    "(SELECT `...` AS new_name) or leave it out with a feature spec")
-            allowed = NUMERIC_TYPES if f.kind == "numeric" else CATEGORICAL_TYPES
+            allowed = {"numeric": NUMERIC_TYPES, "categorical": CATEGORICAL_TYPES,
+                       "datetime": DATETIME_TYPES}[f.kind]
             if types[name] not in allowed:
                 raise SchemaError(
                     f"feature spec: feature {name!r} is {f.kind} but column {name!r} holds "
                     f"{types[name]} values (a {f.kind} feature takes {' or '.join(allowed)})")
+            if f.kind == "datetime" and f.parts and "hour" in f.parts and types[name] == "date":
+                raise SchemaError(f"feature spec: feature {name!r} is a date: it has no 'hour' "
+                                  "part (parts: days, month, weekday)")
         label_type = types[self.label]
         if self.task == "regression" and label_type not in NUMERIC_TYPES:
             raise SchemaError(f"feature spec: a regression label must be numeric; "
@@ -168,22 +261,46 @@ class FeatureSpec:
                               f"{self.label!r} holds {label_type} values")
 
 
+def _check_inputs(features: Mapping[str, Feature], where: str) -> None:
+    seen: dict[str, str] = {}
+    for name, f in features.items():
+        given = f.input_name
+        if not INPUT_NAME.match(given) or keyword.iskeyword(given):
+            raise InputError(f"{where}: feature {name!r}: input {given!r} is not a valid model "
+                             "input name (letters, digits and '_', not starting with a digit, "
+                             "not a Python keyword)")
+        if given in seen:
+            raise SchemaError(
+                f"{where}: columns {seen[given]!r} and {name!r} would both feed model input "
+                f"{given!r}; rename one in the query (SELECT `{name}` AS other_name) or give "
+                "one an explicit 'input' in a feature spec")
+        seen[given] = name
+
+
 def _positive(value: Any, what: str, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InputError(f"{where}: {what} must be a positive integer, got {value!r}")
     return value
 
 
+_KEYS = {"numeric": {"transform", "buckets", "impute"},
+         "categorical": {"encoding", "top_k", "oov_buckets", "hash_buckets"},
+         "datetime": {"parts"}}
+
+
 def _feature(name: str, raw: Mapping[str, Any], where: str) -> Feature:
+    if not isinstance(raw, Mapping):
+        raise InputError(f"{where}: feature {name!r}: expected a mapping such as "
+                         "{kind: numeric}")
     kind = raw.get("kind")
-    keys = {"kind", "transform", "buckets", "impute"} if kind == "numeric" else \
-        {"kind", "encoding", "top_k", "oov_buckets", "hash_buckets"}
-    if kind not in ("numeric", "categorical"):
-        raise InputError(f"{where}: feature {name!r}: kind {kind!r} is not numeric or categorical")
-    unknown = sorted(set(raw) - keys)
+    if kind not in KINDS:
+        raise InputError(f"{where}: feature {name!r}: kind {kind!r} is not one of {KINDS}")
+    unknown = sorted(set(raw) - _KEYS[kind] - {"kind", "input", "why"})
     if unknown:
         raise InputError(f"{where}: feature {name!r}: unknown key(s) {unknown} for a {kind} feature")
-    f = Feature(name, kind)
+    f = Feature(name, kind, input=raw.get("input") or None, why=str(raw.get("why") or ""))
+    if f.input is not None and not isinstance(f.input, str):
+        raise InputError(f"{where}: feature {name!r}: input must be a name, got {f.input!r}")
     if kind == "numeric":
         f.transform = raw.get("transform", "zscore")
         if f.transform not in NUMERIC_TRANSFORMS:
@@ -195,6 +312,14 @@ def _feature(name: str, raw: Mapping[str, Any], where: str) -> Feature:
                                        and not isinstance(f.impute, bool))):
             raise InputError(f"{where}: feature {name!r}: impute {f.impute!r} is not one of "
                              f"{IMPUTE} or a number")
+    elif kind == "datetime":
+        parts = raw.get("parts")
+        if parts is not None:
+            if (not isinstance(parts, list) or not parts
+                    or any(p not in DATETIME_PARTS for p in parts) or len(set(parts)) < len(parts)):
+                raise InputError(f"{where}: feature {name!r}: parts must be a list of distinct "
+                                 f"names from {DATETIME_PARTS}, got {parts!r}")
+            f.parts = list(parts)
     else:
         f.encoding = raw.get("encoding", "vocabulary")
         if f.encoding not in ENCODINGS:
@@ -208,33 +333,162 @@ def _feature(name: str, raw: Mapping[str, Any], where: str) -> Feature:
     return f
 
 
-def propose_spec(types: Mapping[str, str], label: str, label_values: Mapping[Any, int] | None = None,
-                 task: str | None = None) -> FeatureSpec:
-    """A spec for the simple case: numeric columns z-scored (NULL -> mean), string columns
-    through a vocabulary of their 1000 most frequent values; other types are left out.
+# -- proposal -------------------------------------------------------------------------------------
 
-    The task, when not given, follows the label: float -> regression; two values -> binary;
-    more (strings, or at most 20 integers) -> multiclass.
+
+def infer_task(label_type: str, distinct: int) -> tuple[str, str]:
+    """The task a label calls for, and why."""
+    if label_type == "float64":
+        return "regression", "the label is a float"
+    if label_type == "int64" and distinct > MAX_CATEGORY_CODES:
+        return "regression", f"the label is an integer with {distinct} distinct values"
+    if label_type == "bool" or distinct == 2:
+        return "binary", f"the label has 2 values ({label_type})"
+    return "multiclass", f"the label has {distinct} values ({label_type})"
+
+
+def propose_spec(types: Mapping[str, str], label: str, label_values: Mapping[Any, int] | None = None,
+                 task: str | None = None, stats: Mapping[str, Any] | None = None) -> FeatureSpec:
+    """A spec a careful data scientist would start from, each decision with its reason.
+
+    With the train split's statistics (`stats`: column -> `ColumnStatistics`, as
+    `conveyor.transform.fit.column_statistics` computes them):
+    - columns without a value, or with a single one, are left out (nothing to learn);
+    - string and integer columns with a distinct value in (nearly) every row identify rows: left
+      out (an id learns the training rows by heart);
+    - integer columns with at most 20 values are codes or levels: categories;
+    - strings with up to 10,000 values get a vocabulary of all of them; more are hashed into a
+      power of two of buckets about twice their count;
+    - non-negative numbers whose skewness exceeds 2 (and drops when logged) are log-transformed,
+      other numbers z-scored; NULL becomes the training mean;
+    - bool columns are two-valued categories, DATE and TIMESTAMP columns datetime features;
+    - a regression label is standardized inside training, and log-transformed when it is
+      non-negative and heavy-tailed; the model's output is mapped back to label units.
+    Without statistics, numbers are z-scored and strings take a vocabulary of 1,000 values.
     """
     if label not in types:
         raise SchemaError(f"label: {label!r} is not a column (columns: {', '.join(types)})")
+    label_stats = stats.get(label) if stats else None
+    why: dict[str, str] = {}
+    if label_values is None and label_stats is not None and label_stats.values is not None:
+        label_values = label_stats.values
     if task is None:
-        distinct = len(label_values or {})
-        if types[label] == "float64" or (types[label] == "int64" and distinct > 20):
-            task = "regression"
-        elif distinct == 2 or types[label] == "bool":
-            task = "binary"
-        else:
-            task = "multiclass"
-    features = {}
+        task, why["task"] = infer_task(types[label], len(label_values or {}))
+    else:
+        why["task"] = "given"
+    features: dict[str, Feature] = {}
+    excluded: dict[str, str] = {}
     for name, ctype in types.items():
         if name == label:
             continue
-        if ctype in NUMERIC_TYPES:
-            features[name] = Feature(name, "numeric")
-        elif ctype == "string":
-            features[name] = Feature(name, "categorical", top_k=1000)
+        s = stats.get(name) if stats else None
+        feature, reason = _propose(name, ctype, s)
+        if feature is None:
+            excluded[name] = reason
+        else:
+            feature.why = reason
+            features[name] = feature
     if not features:
-        raise SchemaError(f"no column besides the label {label!r} can be a feature "
-                          f"(numeric or string): {dict(types)}")
-    return FeatureSpec(label, task, features)
+        raise SchemaError(f"no column besides the label {label!r} can be a feature: "
+                          + "; ".join(f"{n}: {r}" for n, r in excluded.items()))
+    label_transform = "none"
+    if task == "regression" and label_stats is not None:
+        heavy = _heavy_tailed(label_stats)
+        if heavy:
+            label_transform = "log"
+            why["label"] = f"non-negative and heavy-tailed ({heavy}): trained on log1p(label), " \
+                           "predictions mapped back with expm1"
+        else:
+            why["label"] = "standardized for training; predictions mapped back to label units"
+    spec = FeatureSpec(label, task, features, label_transform=label_transform, excluded=excluded,
+                       why=why)
+    _check_inputs(features, "proposed feature spec")
+    return spec
+
+
+def _propose(name: str, ctype: str, s) -> tuple[Feature | None, str]:
+    if ctype in DATETIME_TYPES:
+        if s is not None and (s.count == 0 or s.min == s.max):
+            return None, "no value in train" if s.count == 0 else "a single value in train"
+        return Feature(name, "datetime"), f"{ctype}: days since 1970 (trend), month, weekday" + \
+            (", hour" if ctype == "timestamp" else "") + " derived inside the model"
+    if ctype not in NUMERIC_TYPES and ctype not in CATEGORICAL_TYPES:
+        return None, f"type {ctype} cannot be a feature"
+    if s is None:  # no statistics: the simple proposal
+        if ctype in NUMERIC_TYPES:
+            return Feature(name, "numeric"), f"{ctype}: z-scored, NULL -> mean"
+        if ctype == "bool":
+            return Feature(name, "categorical"), "bool: a two-valued category"
+        return Feature(name, "categorical", top_k=1000), "string: vocabulary of 1,000 values"
+    if s.count == 0:
+        return None, "no value in train (all NULL)"
+    distinct = s.distinct  # None for floats (values are not counted)
+    if ctype == "float64":
+        if s.finite == 0:
+            return None, "no finite value in train"
+        if s.min == s.max:
+            return None, f"a single value in train ({s.min:g})"
+    elif distinct is not None and distinct <= 1 and not s.truncated:
+        if s.nulls == 0:
+            return None, "a single value in train"
+    if ctype == "bool":
+        return Feature(name, "categorical"), "bool: a two-valued category (NULL its own value)"
+    if ctype in ("string", "int64") and _identifies_rows(s, ctype):
+        return None, (f"{'~' if s.truncated else ''}{distinct}{'+' if s.truncated else ''} "
+                      f"distinct values in {s.count} rows: identifies rows, not a feature")
+    if ctype == "int64" and distinct is not None and not s.truncated \
+            and distinct <= MAX_CATEGORY_CODES:
+        if distinct <= 1:  # one value and NULLs: the NULL pattern is all there is
+            return Feature(name, "categorical"), "one value and NULLs: present / absent"
+        return Feature(name, "categorical"), \
+            f"integer with {distinct} distinct values: codes or levels, as categories"
+    if ctype == "string":
+        if s.truncated or (distinct or 0) > MAX_VOCABULARY:
+            seen = distinct or MAX_VOCABULARY
+            buckets = min(2 ** 17, 2 ** math.ceil(math.log2(2 * seen)))
+            return Feature(name, "categorical", encoding="hash", hash_buckets=buckets), \
+                (f"string with more than {MAX_VOCABULARY:,} distinct values: hashed into "
+                 f"{buckets:,} buckets")
+        return Feature(name, "categorical", top_k=distinct), \
+            f"string with {distinct} distinct values: vocabulary of all of them (+1 OOV)"
+    heavy = _heavy_tailed(s)
+    if heavy:
+        return Feature(name, "numeric", transform="log"), \
+            f"non-negative and heavy-tailed ({heavy}): log1p, then z-scored; NULL -> mean"
+    return Feature(name, "numeric"), f"{ctype}: z-scored, NULL -> mean"
+
+
+def _identifies_rows(s, ctype: str) -> bool:
+    """Distinct values in (nearly) every row. Integers must also be dense (ids, counters), so
+    a continuous measure stored as integers (prices, areas) stays a feature."""
+    if s.count < MIN_ID_ROWS:
+        return False
+    if s.truncated:  # beyond the tracked values: judge by how often the tracked ones repeat
+        repeated = sum(1 for c in (s.values or {}).values() if c > 1)
+        unique_like = repeated <= 0.05 * len(s.values or {1: 1})
+    else:
+        unique_like = (s.distinct or 0) >= ID_DISTINCT_SHARE * s.count
+    if not unique_like:
+        return False
+    if ctype == "int64":
+        span = (s.max - s.min + 1) if s.min is not None and s.max is not None else math.inf
+        return span <= 2 * s.count
+    return True
+
+
+def _heavy_tailed(s) -> str:
+    """A reason when the column is non-negative and heavy-tailed (skewness above SKEW_FOR_LOG,
+    and smaller once logged), else ''."""
+    import numpy as np
+
+    if s.sample is None or not s.finite or s.min is None or s.min < 0:
+        return ""
+    x = np.asarray(s.sample.values, dtype=float)
+    if len(x) < 20 or x.std() == 0:
+        return ""
+    skew = float(((x - x.mean()) ** 3).mean() / x.std() ** 3)
+    if skew <= SKEW_FOR_LOG:
+        return ""
+    logged = np.log1p(x - s.min)
+    lskew = float(((logged - logged.mean()) ** 3).mean() / (logged.std() ** 3 or 1.0))
+    return f"skewness {skew:.1f}, {lskew:.1f} after log1p" if abs(lskew) < skew else ""
