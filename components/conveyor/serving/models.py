@@ -1,20 +1,35 @@
 """Loaded model versions, polled from a model base path and swapped in without dropping requests.
 
-`ModelManager` polls the base path (local or gs://, published versions only) and loads a new
-version in the background, warmed up by one prediction before it takes requests; requests already
-running keep the version they started with, new ones get the new one. The previous version stays
-loaded so `/versions/{v}` requests to it still work.
+`ModelManager` polls the base path (local or gs://, published versions only) in a background
+thread and loads the newest version that loads, warmed up by one prediction before it takes
+requests; requests already running keep the version they started with, new ones get the new one.
+The previous version stays loaded so `/versions/{v}` requests to it still work.
+
+It degrades rather than dies. A newer version that fails to load or to warm up (a truncated
+`saved_model.pb`, a missing variables file, a download that failed, no serving signature) is
+skipped: the version already served keeps serving, and at start (or after a restart) the next
+older version is tried, down to the oldest. A skipped version is tried again with exponential
+backoff (2 s, doubling, at most 5 min between attempts), so a transient store fault heals by
+itself; each attempt is logged once. Folders that look like versions but are not loadable as
+they stand (no `saved_model.pb`, a name such as `007`, on gs:// a folder without a commit marker)
+are reported, once, and never loaded. `status()` (served on `/readyz`) says what is served and
+which newer versions are skipped, and why. Every swap is logged: from, to, seconds to load and
+warm up.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import reprlib
+import shutil
 import tempfile
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -69,17 +84,20 @@ class Loaded:
 
         self.version = version
         self.path = path
-        self.signature = tf.saved_model.load(path).signatures["serving_default"]
+        signatures = tf.saved_model.load(path).signatures
+        if "serving_default" not in signatures:
+            raise ValueError(f"the SavedModel has no 'serving_default' signature (it has "
+                             f"{sorted(signatures) or 'none'})")
+        self.signature = signatures["serving_default"]
         self.inputs = dict(self.signature.structured_input_signature[1])
         self.outputs = dict(self.signature.structured_outputs)
 
     def warm_up(self) -> None:
         """Predict one row of missing values, so the first requests to this version do not pay
-        for TensorFlow's first call (~0.1 s, paid by every client at once during a hot swap)."""
-        try:
-            self.signature(**{name: self.tensor(name, [None]) for name in self.inputs})
-        except Exception as exc:  # noqa: BLE001  (requests will show the real failure, if any)
-            log.warning("warming up version %s failed: %s", self.version, exc)
+        for TensorFlow's first call (~0.1 s, paid by every client at once during a hot swap).
+        A model that cannot answer that row (every conveyor model can: missing values are
+        imputed) raises, and is not swapped in."""
+        self.signature(**{name: self.tensor(name, [None]) for name in self.inputs})
 
     def metadata(self) -> dict[str, Any]:
         def describe(specs):
@@ -137,7 +155,9 @@ class Loaded:
 
     def tensor(self, name: str, values: list):
         """`values` as the tensor input `name` takes; a value that does not fit is a
-        RequestError naming the input and the value's position."""
+        RequestError naming the input and the value's position. null is a missing value (NaN,
+        MISSING_INT, ""); JSON true/false go to integer inputs as 1/0 (BOOL columns are int64
+        inputs), never to float or string inputs."""
         import tensorflow as tf
 
         from conveyor.train.preprocess import MISSING_INT
@@ -168,7 +188,9 @@ class Loaded:
             for i, v in enumerate(values):
                 if v is None:
                     out.append(MISSING_INT)
-                elif not isinstance(v, int) or isinstance(v, bool):
+                elif isinstance(v, bool):  # a BOOL column is an int64 input: true 1, false 0
+                    out.append(int(v))
+                elif not isinstance(v, int):
                     raise RequestError(f"input '{name}' expects integers; value #{i} is "
                                        f"{_show(v)}")
                 elif not bounds.min <= v <= bounds.max:
@@ -214,53 +236,255 @@ def _plain(array: np.ndarray) -> list:
     return array.tolist()
 
 
+_VERSION_NAME = re.compile(r"[0-9]+")  # ASCII digits only, as TensorFlow Serving reads them
+_POLL_ERROR_EVERY = 60.0  # seconds between repeats of the same "polling failed" line
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    """A reason as one log line: whitespace collapsed, cut short."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _reason(exc: BaseException) -> str:
+    return _one_line(f"{type(exc).__name__}: {exc}")
+
+
+@dataclass
+class Skipped:
+    """A folder newer than the served version that is not served, and why.
+
+    `attempts` counts load attempts (0: not loadable as it stands, so never tried: checked again
+    at every poll); `next_attempt` is the clock time of the next one, None when never tried."""
+
+    version: str
+    reason: str
+    attempts: int = 0
+    next_attempt: float | None = None
+
+    def describe(self, now: float) -> dict[str, Any]:
+        return {"version": self.version, "reason": self.reason, "attempts": self.attempts,
+                "next_attempt_in_seconds": None if self.next_attempt is None
+                else round(max(0.0, self.next_attempt - now), 1)}
+
+
 class ModelManager:
+    """The versions of one model base path that `conveyor serve` holds, kept up to date by polls.
+
+    `retry_first` and `retry_max` bound the backoff between load attempts of a version that
+    failed (seconds; doubling from the first, at most the max)."""
+
     def __init__(self, base_path: str, name: str, poll_seconds: float = 2.0,
-                 cache_dir: str | None = None):
+                 cache_dir: str | None = None, retry_first: float = 2.0,
+                 retry_max: float = 300.0, clock: Callable[[], float] = time.monotonic):
         self.base = ModelBasePath(base_path)
         self.name = name
         self.poll_seconds = poll_seconds
+        self.retry_first, self.retry_max = retry_first, retry_max
         self.cache = cache_dir or tempfile.mkdtemp(prefix="conveyor-serve-")
         self.loaded: dict[int, Loaded] = {}
         self.current: Loaded | None = None
-        self.errors: dict[int, str] = {}
+        self.errors: dict[int, str] = {}  # versions that failed to load: the last reason
+        self.polls = 0  # polls completed (whether or not they listed the base path)
+        self.load_failures = 0  # load attempts that failed, in all
+        self._failed: dict[int, Skipped] = {}  # load failures newer than the served version
+        self._unusable: dict[str, str] = {}  # folders not loadable as they stand: why
+        self._poll_error: str | None = None
+        self._poll_error_logged = -math.inf
+        self._poll_failures = 0
+        self._clock = clock
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self.on_load = lambda loaded: None
+        self.on_load: Callable[[Loaded], None] = lambda loaded: None
+        self.on_poll: Callable[[ModelManager], None] = lambda manager: None
+
+    # -- listing -------------------------------------------------------------------------------
+
+    def _scan(self) -> tuple[list[int], dict[str, str]]:
+        """(the versions to consider loading, ascending; {folder name: why it is not one})."""
+        if self.base.gcs:
+            versions = self.base.versions()
+            published = {str(v) for v in versions}
+            unusable = {name: "not published: no commit marker (a push still writing, one that "
+                              "died, or files copied by hand)"
+                        for name in self._gcs_folders() if name not in published}
+            return versions, unusable
+        base = Path(self.base.uri)
+        versions, unusable = [], {}
+        if not base.is_dir():
+            return versions, unusable
+        names = {p.name: p for p in base.iterdir() if _VERSION_NAME.fullmatch(p.name)}
+        for name, path in names.items():
+            number = int(name)
+            if name != str(number):
+                unusable[name] = (f"folder name {name!r} is not a version number as conveyor "
+                                  f"and `push` write it (version {number} is the folder "
+                                  f"'{number}')")
+            elif not path.is_dir():
+                unusable[name] = "not a folder"
+            elif not (path / "saved_model.pb").is_file():
+                unusable[name] = ("no saved_model.pb: not a SavedModel, or one still being "
+                                  "copied")
+            else:
+                versions.append(number)
+        return sorted(versions), unusable
+
+    def _gcs_folders(self) -> list[str]:
+        """The version-like folder names right under a gs:// base path (one listing call)."""
+        from conveyor import gcp
+        from conveyor.gcp import retry
+
+        prefix = f"{self.base.prefix}/" if self.base.prefix else ""
+        pages = gcp.storage_client().list_blobs(self.base.bucket_name, prefix=prefix,
+                                                delimiter="/", retry=retry.storage())
+        for _ in pages:  # the folders ("prefixes") are known once the pages are read
+            pass
+        names = (p[len(prefix):].rstrip("/") for p in pages.prefixes)
+        return [n for n in names if _VERSION_NAME.fullmatch(n)]
+
+    # -- polling -------------------------------------------------------------------------------
 
     def poll_once(self) -> None:
+        """List the base path; load the newest version newer than the served one that loads
+        (a version that failed before only once its backoff is over)."""
         try:
-            latest = self.base.latest()
+            versions, unusable = self._scan()
         except Exception as exc:  # noqa: BLE001  (a poll failing must not stop serving)
-            log.warning("polling %s failed: %s", self.base.uri, exc)
-            return
-        if latest is None or latest in self.loaded or latest in self.errors:
-            return
-        try:
-            loaded = Loaded(latest, str(self.base.fetch(latest, self.cache)))
-            loaded.warm_up()
-        except Exception as exc:  # noqa: BLE001
-            self.errors[latest] = f"{type(exc).__name__}: {exc}"
-            log.error("version %s of %s failed to load: %s", latest, self.name, exc)
-            return
+            self._polling_failed(exc)
+        else:
+            self._polling_works()
+            self._consider(versions, unusable)
+        self.polls += 1
+        self.on_poll(self)
+
+    def _polling_failed(self, exc: Exception) -> None:
+        self._poll_failures += 1
+        self._poll_error = _reason(exc)
+        now = self._clock()
+        if now - self._poll_error_logged >= _POLL_ERROR_EVERY:
+            self._poll_error_logged = now
+            serving = self.current.version if self.current else "none"
+            log.warning("%s: polling %s failed (%d in a row): %s; still serving version %s",
+                        self.name, self.base.uri, self._poll_failures, self._poll_error, serving)
+
+    def _polling_works(self) -> None:
+        if self._poll_failures:
+            log.info("%s: polling %s works again after %d failed polls", self.name,
+                     self.base.uri, self._poll_failures)
+        self._poll_failures, self._poll_error = 0, None
+        self._poll_error_logged = -math.inf
+
+    def _consider(self, versions: list[int], unusable: dict[str, str]) -> None:
+        served = self.current.version if self.current else -1
+        unusable = {n: r for n, r in unusable.items() if int(n) > served}
+        for name, reason in sorted(unusable.items(), key=lambda item: int(item[0])):
+            if self._unusable.get(name) != reason:  # once, not at every poll
+                log.warning("%s: skipped folder %s of %s: %s", self.name, name, self.base.uri,
+                            reason)
         with self._lock:
-            self.loaded[latest] = loaded
-            for old in sorted(self.loaded)[:-KEEP]:
+            self._unusable = unusable
+            for version in [v for v in self._failed if v <= served or v not in versions]:
+                del self._failed[version]
+        for version in sorted((v for v in versions if v > served), reverse=True):
+            failed = self._failed.get(version)
+            if failed is not None and self._clock() < failed.next_attempt:
+                continue
+            if self._load(version):
+                return
+
+    def _load(self, version: int) -> bool:
+        """Fetch, load and warm up `version`, then serve it; False (recorded, logged) if any of
+        that fails."""
+        started = self._clock()
+        try:
+            loaded = Loaded(version, str(self.base.fetch(version, self.cache)))
+            loaded.warm_up()
+        except Exception as exc:  # noqa: BLE001  (whatever the files hold, keep serving)
+            self._drop_download(version)
+            self._record_failure(version, _reason(exc))
+            return False
+        seconds = self._clock() - started
+        with self._lock:
+            previous = self.current
+            self.loaded[version] = loaded
+            evicted = sorted(self.loaded)[:-KEEP]
+            for old in evicted:
                 del self.loaded[old]
             self.current = self.loaded[max(self.loaded)]
-        log.info("serving %s version %s", self.name, latest)
+            self.errors.pop(version, None)
+            for v in [v for v in self._failed if v <= version]:
+                del self._failed[v]
+            self._unusable = {n: r for n, r in self._unusable.items() if int(n) > version}
+            skipped = sorted([*map(str, self._failed), *self._unusable], key=int)
+        for old in evicted:
+            self._drop_download(old)
+        log.info("%s: serving version %s (was %s); loaded and warmed up in %.2f s%s", self.name,
+                 version, previous.version if previous else "none", seconds,
+                 f"; skipping newer: {', '.join(skipped)} (see /readyz)" if skipped else "")
         self.on_load(loaded)
+        return True
+
+    def _record_failure(self, version: int, reason: str) -> None:
+        before = self._failed.get(version)
+        attempts = before.attempts + 1 if before else 1
+        delay = min(self.retry_first * 2 ** (attempts - 1), self.retry_max)
+        with self._lock:
+            self._failed[version] = Skipped(str(version), reason, attempts,
+                                            self._clock() + delay)
+            self.errors[version] = reason
+            self.load_failures += 1
+        serving = f"version {self.current.version}" if self.current else "no version yet"
+        log.warning("%s: skipped version %s (load attempt %d failed, next in %.3g s; serving "
+                    "%s): %s", self.name, version, attempts, delay, serving, reason)
+
+    def _drop_download(self, version: int) -> None:
+        """Remove what was downloaded of a gs:// version (a failed or evicted one): a retry
+        downloads it afresh, and the cache does not grow with every version published. A local
+        base path is read in place and never touched."""
+        if not self.base.gcs:
+            return
+        cache = Path(self.cache)
+        for path in [cache / str(version), *cache.glob(f".{version}.*")]:
+            shutil.rmtree(path, ignore_errors=True)
+
+    # -- what the server asks ------------------------------------------------------------------
 
     def get(self, version: int | None) -> Loaded | None:
         with self._lock:
             return self.current if version is None else self.loaded.get(version)
 
+    def skipped(self) -> list[dict[str, Any]]:
+        """Folders newer than the served version that are not served, newest first."""
+        now = self._clock()
+        with self._lock:
+            entries = [*self._failed.values(),
+                       *(Skipped(n, r) for n, r in self._unusable.items())]
+        entries.sort(key=lambda s: int(s.version), reverse=True)
+        return [s.describe(now) for s in entries]
+
+    def status(self) -> dict[str, Any]:
+        """What `/readyz` says: the model, the version served and the newer ones skipped."""
+        with self._lock:
+            current, loaded = self.current, sorted(self.loaded, reverse=True)
+        state = ("AVAILABLE" if current else "LOADING" if self.polls == 0 else "UNAVAILABLE")
+        return {"model": self.name, "base_path": self.base.uri, "state": state,
+                "version": current.version if current else None, "loaded_versions": loaded,
+                "skipped": self.skipped(), "polling_error": self._poll_error}
+
+    # -- the polling thread --------------------------------------------------------------------
+
     def run(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            self.poll_once()
+        while True:
+            try:
+                self.poll_once()
+            except Exception:  # noqa: BLE001  (a bug here must not end the polling for good)
+                log.exception("%s: polling %s raised; polling goes on", self.name, self.base.uri)
+            if self._stop.wait(self.poll_seconds):
+                return
 
     def start(self) -> threading.Thread:
-        self.poll_once()
+        """Poll in a background thread, the first time at once: the server answers (`/healthz`,
+        `/readyz` 503) while the first version loads."""
         thread = threading.Thread(target=self.run, name="conveyor-serve-poll", daemon=True)
         thread.start()
         return thread

@@ -4,7 +4,10 @@
     GET  /v1/models/{name}[/versions/{v}]/metadata   signature
     POST /v1/models/{name}[/versions/{v}]:predict    {"instances": [...]} or {"inputs": {...}}
     GET  /metrics                                    Prometheus text format
-    GET  /healthz, /readyz                           liveness; readiness (a version is loaded)
+    GET  /healthz                                    liveness
+    GET  /readyz                                     readiness, as JSON: the model, the version
+                                                     served (200; 503 while none is), and the
+                                                     newer versions skipped, with their reasons
 
 Errors are TensorFlow Serving's shape, `{"error": "..."}`: 400 for a bad request, 404 for an
 unknown model, version or path, 405 for a wrong method, 413 for a body over `max_body_bytes`
@@ -17,7 +20,9 @@ its Content-Type (curl's `-d` sends a form type), and the server binds to loopba
 from __future__ import annotations
 
 import json
+import logging
 import re
+import sys
 import shutil
 import signal
 import threading
@@ -100,7 +105,20 @@ def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
     loaded_version = Gauge("conveyor_serving_loaded_version", "Newest loaded version", ["model"],
                            registry=registry)
+    skipped = Gauge("conveyor_serving_skipped_versions",
+                    "Versions newer than the served one that are not served", ["model"],
+                    registry=registry)
+    failures = Gauge("conveyor_serving_load_failures",
+                     "Load attempts that failed since the server started", ["model"],
+                     registry=registry)
     manager.on_load = lambda loaded: loaded_version.labels(manager.name).set(loaded.version)
+
+    def polled(m: ModelManager) -> None:
+        skipped.labels(m.name).set(len(m.skipped()))
+        failures.labels(m.name).set(m.load_failures)
+
+    manager.on_poll = polled
+    polled(manager)
     if manager.current is not None:
         loaded_version.labels(manager.name).set(manager.current.version)
 
@@ -173,9 +191,14 @@ def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
         return PlainTextResponse("ok")
 
     def readyz(request: Request) -> Response:
-        if manager.current is None:
-            return PlainTextResponse("no version loaded", status_code=503)
-        return PlainTextResponse(f"serving version {manager.current.version}")
+        status = manager.status()
+        if status["version"] is None:
+            why = ("the first poll is running" if status["state"] == "LOADING"
+                   else status["polling_error"] or
+                   ("no version loads" if status["skipped"] else "the base path has no version"))
+            return ServingJSON({**status, "error": f"no version of {manager.name} is loaded: "
+                                                   f"{why}"}, status_code=503)
+        return ServingJSON(status)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         return error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
@@ -192,12 +215,13 @@ def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
     """Serve `base_path` until interrupted; on loopback unless `host` says otherwise."""
     import uvicorn
 
+    _log_to_stderr()
     manager = ModelManager(base_path, name, poll_seconds)
-    manager.start()
     app = create_app(manager, max_body_bytes, max_instances)
+    manager.start()  # the first version loads in the background; /readyz says when
     print(f"conveyor serve: model {name!r} from {base_path} on http://{host}:{port} "
-          f"(version {manager.current.version if manager.current else 'none yet'}; requests up "
-          f"to {max_body_bytes} bytes and {max_instances} instances)", flush=True)
+          f"(the newest version that loads, see /readyz; requests up to {max_body_bytes} "
+          f"bytes and {max_instances} instances)", flush=True)
 
     def stop(signum, frame):
         raise SystemExit(128 + signum)
@@ -212,3 +236,20 @@ def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
     finally:
         manager.stop()
         shutil.rmtree(manager.cache, ignore_errors=True)  # the versions fetched into its cache
+
+
+def _log_to_stderr() -> None:
+    """conveyor serve's own lines (swaps, skipped versions, polling errors) on stderr, one line
+    each with a UTC timestamp, unless the process configured logging already."""
+    logger = logging.getLogger("conveyor.serve")
+    if logger.handlers or logging.getLogger().handlers:
+        logger.setLevel(logging.INFO)
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                  "%Y-%m-%dT%H:%M:%SZ")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
