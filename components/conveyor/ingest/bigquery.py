@@ -15,6 +15,11 @@ table, split key, parameter names) are validated before they are put between bac
 `query` must be one statement (checked by a lexical scan before anything is sent, because the
 emulator even executes the scripts it is asked to dry-run). That statement is only ever run
 wrapped as a subquery, `(\n<query>\n)`, so it can only read.
+
+Column names come out exactly as the source's schema (the dry run) gives them. BigQuery column
+names are case-insensitive and unique ignoring case, and the BigQuery emulator lower-cases the
+columns of the split query, so the columns read back are matched to the dry run's ignoring case
+(`conveyor.ingest.core.restore_names`); names that do not match even so are refused.
 """
 
 from __future__ import annotations
@@ -31,12 +36,12 @@ import pyarrow as pa
 from conveyor import gcp
 from conveyor.gcp import retry
 from conveyor.errors import EmptyDataError, InputError, QueryError, SchemaError, SourceNotFoundError
-from conveyor.ingest.core import IngestResult, route
-from conveyor.ingest.split import SPLIT_COLUMN, SplitSpec, check_identifier
+from conveyor.ingest.core import IngestResult, check_column_names, restore_names, route
+from conveyor.ingest.split import BUCKET_COLUMN, SPLIT_COLUMN, SplitSpec, check_identifier
 from conveyor.io.dataset import DatasetWriter
 
 READ_METHODS = ("storage", "rest")
-_BUCKET_COLUMN = "__conveyor_bucket"
+_BUCKET_COLUMN = BUCKET_COLUMN
 _PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{0,127}$")
 _DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
 _TABLE = re.compile(r"^[\w\- ]{1,1024}$")
@@ -212,24 +217,34 @@ def ingest_bigquery(
     phases = {"check": time.monotonic() - start}
     try:
         mark = time.monotonic()
-        _run(client, f"""
-            CREATE OR REPLACE TABLE {tmp.sql}
-            OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 DAY))
-            AS SELECT * EXCEPT ({_BUCKET_COLUMN}), {spec.sql_split(_BUCKET_COLUMN)} AS {SPLIT_COLUMN}
-            FROM (SELECT src.*, {spec.sql_bucket(arrow_schema.names, where)} AS {_BUCKET_COLUMN}
-                  FROM (\n{source_sql}\n) AS src)""", job_config, where)
+        try:
+            _run(client, f"""
+                CREATE OR REPLACE TABLE {tmp.sql}
+                OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 DAY))
+                AS SELECT * EXCEPT ({_BUCKET_COLUMN}), {spec.sql_split(_BUCKET_COLUMN)} AS {SPLIT_COLUMN}
+                FROM (SELECT src.*, {spec.sql_bucket(arrow_schema.names, where)} AS {_BUCKET_COLUMN}
+                      FROM (\n{source_sql}\n) AS src)""", job_config, where)
+        except QueryError as exc:
+            raise _with_emulator_hint(exc, arrow_schema.names) from None
         counts = {row["split"]: row["n"] for row in _run(
             client, f"SELECT {SPLIT_COLUMN} AS split, COUNT(*) AS n FROM {tmp.sql} GROUP BY 1",
             bigquery.QueryJobConfig(use_query_cache=False), where)}
         _check_counts(counts, spec, where)
         phases["materialize"] = time.monotonic() - mark
+        expected = [*arrow_schema.names, SPLIT_COLUMN]
 
         mark, bytes_read = time.monotonic(), 0
         with DatasetWriter(output_path, arrow_schema, spec.names, source, where=where) as writer:
             batches = (_read_storage(tmp) if read_method == "storage"
                        else _read_rest(client, tmp))
+            names: dict[tuple[str, ...], list[str]] = {}
             for batch, size in batches:
                 bytes_read += size
+                found = tuple(batch.schema.names)
+                if found not in names:
+                    names[found] = restore_names(found, expected, where)
+                if list(found) != names[found]:
+                    batch = batch.rename_columns(names[found])
                 route(batch, spec, writer)
         phases["read"] = time.monotonic() - mark
         return IngestResult(writer.info, bytes_read, time.monotonic() - start, phases)
@@ -284,6 +299,17 @@ def _dry_run_schema(client, source_sql: str, params: list, where: str) -> list:
     return list(job.schema or [])
 
 
+def _with_emulator_hint(exc: QueryError, names: list[str]) -> QueryError:
+    """`exc`, explained when it is the emulator's known failure on non-ASCII upper-case names."""
+    odd = [n for n in names if any(not c.isascii() and c != c.lower() for c in n)]
+    if not (odd and gcp.emulated()):
+        return exc
+    return QueryError(
+        f"{exc}; the BigQuery emulator (bqemulator) lower-cases the column names of the split "
+        f"query and then cannot find those with non-ASCII upper-case letters ({odd}); real "
+        "BigQuery can. On the emulator, load the data with other names for those columns")
+
+
 def _message(exc) -> str:
     errors = getattr(exc, "errors", None) or []
     if errors and isinstance(errors[0], dict) and errors[0].get("message"):
@@ -296,10 +322,9 @@ def _contract_schema(fields: list, where: str) -> pa.Schema:
 
     if not fields:
         raise SchemaError(f"{where}: BigQuery reported no columns")
+    check_column_names([f.name for f in fields], where)
     out = []
     for f in fields:
-        if f.name == SPLIT_COLUMN or f.name == _BUCKET_COLUMN:
-            raise SchemaError(f"{where}: column name {f.name!r} is reserved by conveyor")
         ctype = BIGQUERY_TYPES.get(f.field_type)
         if f.mode == "REPEATED" or ctype is None:
             kind = f"ARRAY<{f.field_type}>" if f.mode == "REPEATED" else f.field_type

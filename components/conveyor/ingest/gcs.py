@@ -7,7 +7,9 @@ memory stays bounded whatever the files' size. The split uses the same rule as B
 
 The schema is that of the first file (for CSV, the types pyarrow infers from its first block);
 every later file must have the same columns with values of those types, or the error names the
-file and column. Nothing is left behind on error: the Dataset writer removes what it wrote.
+file and column. Column names are kept exactly as the first file has them (case, spaces,
+unicode); an empty name, a name given twice or two that differ only in case are refused
+(`conveyor.ingest.core.check_column_names`). Nothing is left behind on error: the Dataset writer removes what it wrote.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pyarrow as pa
 from conveyor import gcp
 from conveyor.gcp import retry
 from conveyor.errors import InputError, SchemaError, SourceNotFoundError
-from conveyor.ingest.core import IngestResult, route
+from conveyor.ingest.core import IngestResult, check_column_names, route
 from conveyor.ingest.split import SPLIT_COLUMN, SplitSpec
 from conveyor.io.dataset import DatasetWriter, contract_schema, contract_type
 
@@ -99,10 +101,13 @@ def _check_columns(blob, found: pa.Schema, schema: pa.Schema | None) -> None:
         return
     missing = [n for n in schema.names if n not in names]
     extra = [n for n in names if n not in schema.names]
+    case_only = sorted(n.casefold() for n in missing) == sorted(n.casefold() for n in extra)
     raise SchemaError(
         f"{_uri(blob)}: its columns differ from the first file's ({', '.join(schema.names)}): "
         f"missing {missing}, extra {extra}"
-        + ("" if missing or extra else "; same columns in another order")
+        + ("; same columns in another order" if not (missing or extra)
+           else "; the names differ only in case (column names are kept exactly)"
+           if case_only else "")
     )
 
 
@@ -191,9 +196,8 @@ def ingest_gcs(
         raise SourceNotFoundError(f"{_uri(blobs[0])}: the file has no rows") from None
     where = f"gs files {', '.join(f'gs://{b}/{p}' for b, p in parse_uris(uris))}"
     raw_schema = head.schema
+    check_column_names(raw_schema.names, _uri(blobs[0]))
     schema = contract_schema(raw_schema, _uri(blobs[0]))
-    if SPLIT_COLUMN in schema.names:
-        raise SchemaError(f"{_uri(blobs[0])}: column name {SPLIT_COLUMN!r} is reserved by conveyor")
     spec.check_key_type(schema, _uri(blobs[0]))
     source = {"type": "gcs", "uris": [_uri(b) for b in blobs], "format": fmt,
               "split": spec.describe()}

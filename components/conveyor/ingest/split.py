@@ -28,6 +28,9 @@ from conveyor.io.dataset import check_split_names
 
 BUCKETS = 10_000
 SPLIT_COLUMN = "__conveyor_split"
+#: Columns conveyor adds while ingesting; a source may not have them, in any case.
+BUCKET_COLUMN = "__conveyor_bucket"
+RESERVED_COLUMNS = (SPLIT_COLUMN, BUCKET_COLUMN)
 DEFAULT_RATIOS: dict[str, float] = {"train": 0.8, "eval": 0.2}
 #: Split order when ratios come as an unordered mapping (KFP dict parameters).
 _CANONICAL_ORDER = ("train", "eval", "test")
