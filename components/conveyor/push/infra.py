@@ -1,6 +1,7 @@
 """The infra check: load a SavedModel in a fresh process and call its serving signature on sample
-rows, as a server would. Run as `python -m conveyor.push.infra <model_dir> <rows.json>`; exit 0
-and a JSON line on success, else a non-zero exit and the error on stderr.
+rows, as a server would. Run as `python -m conveyor.push.infra <model_dir> <rows.json | ->`
+(`-`: the rows on stdin); exit 0 and a JSON line on success, else a non-zero exit and the error
+on stderr.
 
 A fresh process matters: a model can answer only in the process that saved it (a signature that
 calls back into Python, `tf.py_function`). Evaluate usually is such a process: it loads the model
@@ -76,18 +77,15 @@ def reusable(recorded: dict | None, model_dir: str | Path) -> bool:
 
 
 def check(model_dir: str | Path, rows: dict) -> dict:
-    """Run the check in a fresh interpreter; returns the outputs' shapes."""
-    payload = Path(model_dir).with_name(Path(model_dir).name + ".infra-rows.json")
-    payload.write_text(json.dumps(rows))
+    """Run the check in a fresh interpreter; returns the outputs' shapes. The rows go through
+    the child's stdin: nothing is written beside the model (which may be read-only) or in TMPDIR."""
     try:
-        run = subprocess.run([sys.executable, "-m", "conveyor.push.infra", str(model_dir),
-                              str(payload)], capture_output=True, text=True, timeout=TIMEOUT,
-                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        run = subprocess.run([sys.executable, "-m", "conveyor.push.infra", str(model_dir), "-"],
+                             input=json.dumps(rows), capture_output=True, text=True,
+                             timeout=TIMEOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     except subprocess.TimeoutExpired:
         raise InfraCheckFailed(
             f"push: infra check of {model_dir} timed out after {TIMEOUT} s") from None
-    finally:
-        payload.unlink(missing_ok=True)
     if run.returncode:
         last = [line for line in run.stderr.strip().splitlines() if line.strip()][-1:] or ["?"]
         raise InfraCheckFailed(f"push: infra check failed: the model at {model_dir} does not "
@@ -98,7 +96,7 @@ def check(model_dir: str | Path, rows: dict) -> dict:
 def main(model_dir: str, rows_file: str) -> None:
     import tensorflow as tf
 
-    rows = json.loads(Path(rows_file).read_text())
+    rows = json.loads(sys.stdin.read() if rows_file == "-" else Path(rows_file).read_text())
     serve = tf.saved_model.load(model_dir).signatures["serving_default"]
     spec = serve.structured_input_signature[1]
     missing = sorted(set(spec) - set(rows))

@@ -5,7 +5,17 @@ rows; when the evaluation recorded a verdict for exactly these files, made in a 
 loaded TensorFlow only to evaluate them, that verdict stands and no other process is started.
 
 A push is idempotent: when the latest version already holds exactly these files (a retry of a
-push whose task was killed after it published), that version is reported and none is added.
+push whose task was killed after it published, or an identical push running at the same time),
+that version is reported and none is added.
+
+A push publishes only if the version its model was evaluated against (evaluation.json's
+`baseline_uri`) is still the newest one: when another run published meanwhile, it raises
+`StaleBaseline` ("another run published vN after this model was evaluated against vM; re-run
+evaluate"), checked atomically with the publication (`ModelBasePath.publish_model`). An
+evaluation without a baseline stands only for an empty base path: once a version exists, the
+model was compared with nothing that is served, so it is refused the same way ("... evaluated
+without a baseline"). A baseline given explicitly that is not a version of this base path is the
+user's own choice of comparison and is not checked (the summary says so).
 """
 
 from __future__ import annotations
@@ -19,7 +29,9 @@ from pathlib import Path
 from conveyor.errors import ConveyorError, InputError
 from conveyor.evaluate.evaluate import EVALUATION_FILE
 from conveyor.push import infra
-from conveyor.push.base_path import ModelBasePath
+from conveyor.push.base_path import ModelBasePath, StaleBaseline
+
+__all__ = ["NotBlessed", "PushResult", "StaleBaseline", "blessing", "push"]
 
 
 class NotBlessed(ConveyorError):
@@ -34,6 +46,8 @@ class PushResult:
     infra: dict
     deployments: dict = dataclasses.field(default_factory=dict)  # vertex / kserve results
     new: bool = True  # False: the latest version already held this model; nothing was added
+    skipped: list[int] = dataclasses.field(default_factory=list)  # numeric folders not conveyor's
+    baseline: str = ""  # what the publication was checked against
 
     def markdown(self) -> str:
         title = (f"# Pushed version {self.version}" if self.new else
@@ -44,6 +58,12 @@ class PushResult:
                  f"- uri: {self.uri}",
                  f"- infra check: {self.infra['rows']} rows answered {where}, outputs "
                  + ", ".join(f"`{k}` {v}" for k, v in self.infra["outputs"].items())]
+        if self.baseline and self.new:
+            lines.append(f"- baseline: {self.baseline}")
+        if self.skipped:
+            lines.append("- skipped version numbers " + ", ".join(map(str, self.skipped))
+                         + ": numeric folders under the base path that conveyor did not publish "
+                         "(never written into)")
         lines += [f"- {name}: {value}" for name, value in self.deployments.items()]
         return "\n".join(lines) + "\n"
 
@@ -67,6 +87,17 @@ def blessing(evaluation_dir: str | Path) -> tuple[bool, list[str]]:
 STATISTICS_FILE = "statistics.json"  # in the version's assets.extra/: its training data's
 
 
+def _baseline(base: ModelBasePath, uri: str | None) -> tuple[int | None, str]:
+    """The version of `base` the model was evaluated against (0: none), and a note on it;
+    None when the baseline is not a version of `base` (not checked)."""
+    if not uri:
+        return 0, "none at evaluation; the base path had to be still empty"
+    version = base.version_of(uri)
+    if version is None:
+        return None, f"{uri} (not a version of this base path; not checked for newer versions)"
+    return version, f"v{version}, still the newest version when this one was published"
+
+
 def push(model_dir: str | Path, evaluation_dir: str | Path, model_base_path: str, *,
          sample: dict, statistics_dir: str | Path | None = None, vertex_endpoint: str = "",
          vertex_traffic_percent: int = 10, vertex_serving_image: str = "",
@@ -82,7 +113,9 @@ def push(model_dir: str | Path, evaluation_dir: str | Path, model_base_path: str
     if vertex_endpoint and not base.gcs:
         raise InputError("vertex_endpoint: Vertex AI serves models from gs://; "
                          f"model_base_path is {model_base_path!r}")
-    recorded = _evaluation(evaluation_dir).get("infra")
+    evaluation = _evaluation(evaluation_dir)
+    baseline, note = _baseline(base, evaluation.get("baseline_uri"))
+    recorded = evaluation.get("infra")
     if infra.reusable(recorded, model_dir):
         answered = recorded
     else:
@@ -94,8 +127,10 @@ def push(model_dir: str | Path, evaluation_dir: str | Path, model_base_path: str
             shutil.copy(Path(statistics_dir) / STATISTICS_FILE,
                         staged / "assets.extra" / STATISTICS_FILE)
             model_dir = staged
-        version, new = base.publish_if_changed(model_dir)
-    result = PushResult(version, base.version_uri(version), base.uri, answered, new=new)
+        published = base.publish_model(model_dir, dedupe=True, baseline=baseline)
+    version = published.version
+    result = PushResult(version, base.version_uri(version), base.uri, answered,
+                        new=published.new, skipped=published.skipped, baseline=note)
     if vertex_endpoint:
         from conveyor.push.vertex import PREBUILT_TF_CPU, push_to_vertex
 

@@ -14,7 +14,8 @@ def push(model, evaluation, dataset, pushed_model, summary, *, model_base_path: 
     result = publish(model.path, evaluation.path, model_base_path, sample=sample,
                      statistics_dir=statistics.path if statistics is not None else None, **targets)
     pushed_model.metadata.update({"version": result.version, "uri": result.uri,
-                                  "target": result.target, "new": result.new, **{
+                                  "target": result.target, "new": result.new,
+                                  "skipped": ",".join(map(str, result.skipped)), **{
                                       k: str(v) for k, v in result.deployments.items()}})
     with open(summary.path, "w") as f:
         f.write(result.markdown())
