@@ -8,7 +8,8 @@ import pyarrow as pa
 import pytest
 
 from conveyor import gcp
-from conveyor.errors import EmptyDataError, QueryError, SchemaError, SourceNotFoundError
+from conveyor.errors import (EmptyDataError, InputError, QueryError, SchemaError,
+                             SourceNotFoundError)
 from conveyor.ingest.bigquery import ingest_bigquery
 from conveyor.ingest.split import fingerprint_buckets
 from conveyor.io import Dataset
@@ -152,3 +153,147 @@ def test_failure_through_kfp_local_names_the_table_and_leaves_no_artifact(stack,
     assert "SourceNotFoundError" in logs.out + logs.err
     assert "ingest_test.absent_table not found" in logs.out + logs.err
     assert not list(kfp_local.rglob("dataset.json"))
+
+
+# -- column names and values survive exactly -------------------------------------------------
+
+ODD_ROWS = 600
+#: Column name -> (BigQuery type, SQL of its value from `i`, NULL one row in how many).
+ODD_COLUMNS = {
+    "Row_ID": ("INT64", "i", 0),
+    "Area_m2": ("FLOAT64", "i * 1.5 - 300", 7),
+    "from": ("STRING", "CONCAT('Zürich ', CAST(MOD(i, 13) AS STRING))", 5),
+    "class": ("BOOL", "MOD(i, 3) = 0", 11),
+    "lambda": ("DATE", "DATE_ADD(DATE '1969-12-25', INTERVAL i * 37 DAY)", 4),
+    "select": ("TIMESTAMP",
+               "TIMESTAMP_ADD(TIMESTAMP '1999-12-31 23:59:59.999999+00', INTERVAL i * 7777 SECOND)",
+               9),
+    "table": ("INT64", "(i - 300) * 30000000000000", 2),
+    "1st": ("STRING", "IF(MOD(i, 17) = 1, '', 'x')", 3),
+    "a-b": ("INT64", "MOD(i, 4)", 0),
+    "a/b": ("FLOAT64", "IF(MOD(i, 2) = 0, 1e308, -0.0)", 13),
+    "with space": ("STRING", "REPEAT('ab', MOD(i, 5))", 0),
+    "prix €": ("FLOAT64", "i / 7", 6),
+    "größe": ("INT64", "i * i", 8),
+    "MiXeD Case": ("STRING", "IF(MOD(i, 2) = 0, '日本語', 'naïve')", 10),
+}
+
+
+def _q(name: str) -> str:
+    return f"`{name}`"
+
+
+@pytest.fixture(scope="module")
+def odd_names(stack):
+    """`ingest_test.odd_names`: mixed case, SQL/Python keywords, a leading digit, '-', '/',
+    spaces and unicode in the names; every scalar type, NULLs skewed differently per column."""
+    client = gcp.bigquery_client()
+    client.create_dataset("ingest_test", exists_ok=True)
+    select = ", ".join(
+        (f"CAST({sql} AS {kind})" if not every else
+         f"IF(MOD(i, {every}) = 0, CAST(NULL AS {kind}), CAST({sql} AS {kind}))") + f" AS {_q(n)}"
+        for n, (kind, sql, every) in ODD_COLUMNS.items())
+    client.query(f"CREATE OR REPLACE TABLE ingest_test.odd_names AS SELECT {select} "
+                 f"FROM UNNEST(GENERATE_ARRAY(0, {ODD_ROWS - 1})) AS i").result()
+    table = client.get_table("ingest_test.odd_names")
+    assert [f.name for f in table.schema] == list(ODD_COLUMNS)  # the emulator keeps them
+    return "ingest_test.odd_names"
+
+
+def _source_rows(table_id: str, columns: list[str]) -> dict:
+    """The source's values by column, in Row_ID order, read straight from the table (REST)."""
+    rows = gcp.bigquery_client().list_rows(table_id).to_arrow(create_bqstorage_client=False)
+    rows = rows.sort_by("Row_ID")
+    return {c: rows.column(c).to_pylist() for c in columns}
+
+
+def _dataset_rows(path) -> dict:
+    ds = Dataset(path)
+    table = pa.concat_tables(ds.read_table(s) for s in ds.splits).sort_by("Row_ID")
+    return {c: table.column(c).to_pylist() for c in table.column_names}
+
+
+@pytest.mark.parametrize("source", ["table", "query"])
+@pytest.mark.parametrize("split_key", [None, "Row_ID"])
+def test_odd_column_names_and_every_type_round_trip_exactly(odd_names, tmp_path, source,
+                                                             split_key):
+    names = list(ODD_COLUMNS)
+    if source == "table":
+        kwargs = {"table": odd_names}
+    else:  # the columns listed by name, in another order, and a filter on an odd one
+        names = names[::-1]
+        kwargs = {"query": f"SELECT {', '.join(map(_q, names))} FROM {odd_names} "
+                           "WHERE `größe` IS NULL OR `größe` >= @low",
+                  "query_params": {"low": 0}}
+    result = ingest_bigquery(str(tmp_path / "ds"), split_key=split_key, **kwargs)
+    info = result.info
+    assert [c.name for c in info.columns] == names
+    assert [c.type for c in info.columns] == [
+        {"INT64": "int64", "FLOAT64": "float64", "STRING": "string", "BOOL": "bool",
+         "DATE": "date", "TIMESTAMP": "timestamp"}[ODD_COLUMNS[n][0]] for n in names]
+    assert info.rows == ODD_ROWS and all(s.rows > 0 for s in info.splits.values())
+    got = _dataset_rows(tmp_path / "ds")
+    want = _source_rows(odd_names, names)
+    assert list(got) == names
+    for name in names:  # NULLs where they were, '' is not NULL, -0.0, 1e308, microseconds
+        assert got[name] == want[name], name
+    assert got["1st"].count(None) == ODD_ROWS // 3 and "" in got["1st"]
+
+
+def test_odd_names_read_through_rest_give_the_same_dataset(odd_names, tmp_path):
+    storage = ingest_bigquery(str(tmp_path / "s"), table=odd_names, split_key="Row_ID")
+    rest = ingest_bigquery(str(tmp_path / "r"), table=odd_names, split_key="Row_ID",
+                           read_method="rest")
+    assert [c.name for c in rest.info.columns] == list(ODD_COLUMNS)
+    assert rest.info.fingerprint == storage.info.fingerprint
+
+
+def test_a_second_run_gives_the_same_names_and_rows(odd_names, tmp_path):
+    first = ingest_bigquery(str(tmp_path / "a"), table=odd_names).info
+    second = ingest_bigquery(str(tmp_path / "b"), table=odd_names).info
+    assert first.fingerprint == second.fingerprint
+    assert first.columns == second.columns
+
+
+def test_a_mixed_case_split_key_splits_as_farm_fingerprint(odd_names, tmp_path):
+    ingest_bigquery(str(tmp_path / "k"), table=odd_names, split_key="Row_ID")
+    ds = Dataset(tmp_path / "k")
+    for split, want in (("train", lambda b: b < 8000), ("eval", lambda b: b >= 8000)):
+        assert all(want(b) for b in fingerprint_buckets(ds.read_table(split, ["Row_ID"])
+                                                        .column("Row_ID")))
+
+
+def test_split_key_in_another_case_is_refused_with_the_column_it_means(odd_names, tmp_path):
+    with pytest.raises(InputError, match="split_key") as err:
+        ingest_bigquery(str(tmp_path / "k"), table=odd_names, split_key="row_id")
+    assert "'Row_ID'" in str(err.value)
+    assert not (tmp_path / "k").exists()
+
+
+@pytest.mark.parametrize("query, words", [
+    ("SELECT 1 AS `__conveyor_split`, 2 AS b", "'__conveyor_split' is reserved"),
+    ("SELECT 1 AS `__Conveyor_Split`, 2 AS b", "'__Conveyor_Split' is reserved"),
+    ("SELECT 1 AS b, 2 AS `__CONVEYOR_BUCKET`", "'__CONVEYOR_BUCKET' is reserved"),
+])
+def test_reserved_names_are_refused_in_any_case(stack, tmp_path, query, words):
+    with pytest.raises(SchemaError) as err:
+        ingest_bigquery(str(tmp_path / "out"), query=query)
+    assert words in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_ascii_upper_case_names_are_kept_or_explained(stack, tmp_path):
+    """The emulator lower-cases the split query's column names and then cannot bind 'ÉTÉ'
+    (DuckDB matches case-insensitively in ASCII only); real BigQuery keeps them. Either the
+    names come back exactly or the error names the columns and says why."""
+    client = gcp.bigquery_client()
+    client.create_dataset("ingest_test", exists_ok=True)
+    client.query("CREATE OR REPLACE TABLE ingest_test.accents AS SELECT i AS `Größe`, "
+                 "i * 2 AS `ÉTÉ`, i AS id FROM UNNEST(GENERATE_ARRAY(1, 50)) AS i").result()
+    try:
+        info = ingest_bigquery(str(tmp_path / "out"), table="ingest_test.accents").info
+    except QueryError as exc:
+        assert "(['ÉTÉ'])" in str(exc) and "real BigQuery can" in str(exc)
+        assert not (tmp_path / "out").exists()
+    else:
+        assert [c.name for c in info.columns] == ["Größe", "ÉTÉ", "id"]

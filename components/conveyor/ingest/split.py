@@ -144,8 +144,10 @@ class SplitSpec:
         from conveyor.io.dataset import contract_type
 
         if self.key not in schema.names:
+            like = [n for n in schema.names if n.casefold() == self.key.casefold()]
+            hint = f"; column names are matched exactly: did you mean {like[0]!r}?" if like else ""
             raise InputError(f"split_key: {where} has no column {self.key!r} "
-                             f"(columns: {', '.join(schema.names)})")
+                             f"(columns: {', '.join(schema.names)}){hint}")
         ctype = contract_type(schema.field(self.key).type)
         if ctype not in KEY_TYPES:
             raise SchemaError(
