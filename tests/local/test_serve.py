@@ -45,33 +45,56 @@ def call(url, body=None):
         return exc.code, exc.read().decode()
 
 
+class Serve:
+    """A `conveyor serve` process on a free loopback port, its stderr (the log) in a file."""
+
+    def __init__(self, base_uri: str, tmp_path, tag: str = "serve"):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.scratch = tmp_path / f"{tag}-tmp"  # the server's TMPDIR: its version cache
+        self.scratch.mkdir()
+        self.log_path = tmp_path / f"{tag}-stderr.txt"
+        with self.log_path.open("w") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "conveyor", "serve", "--model-base-path", base_uri,
+                 "--model-name", "penguins", "--port", str(self.port), "--poll-seconds", "0.5"],
+                stdout=subprocess.DEVNULL, stderr=stderr,
+                env={**os.environ, "TMPDIR": str(self.scratch)})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if call(f"{self.url}/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            assert self.proc.poll() is None, self.log()
+            time.sleep(0.3)
+        self.stop()
+        raise AssertionError(f"conveyor serve did not get ready: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def ready(self) -> dict:
+        status, text = call(f"{self.url}/readyz")
+        assert status == 200, text
+        return json.loads(text)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        # Stopped by SIGTERM, it removes the copies of the versions it fetched.
+        assert not list(self.scratch.glob("conveyor-serve-*")), \
+            "conveyor serve left its cache behind"
+
+
 @pytest.fixture()
 def server(model, tmp_path, bucket):
     base = ModelBasePath(f"gs://{bucket('serve-test')}/{tmp_path.name}/penguins")
     base.publish(model)
-    port = free_port()
-    scratch = tmp_path / "tmp"  # the server's TMPDIR: its version cache goes there
-    scratch.mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "conveyor", "serve", "--model-base-path", base.uri,
-         "--model-name", "penguins", "--port", str(port), "--poll-seconds", "0.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "TMPDIR": str(scratch)})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if call(f"{url}/readyz")[0] == 200:
-                break
-        except OSError:
-            pass
-        assert proc.poll() is None, proc.stdout.read()
-        time.sleep(0.3)
-    yield url, base
-    proc.terminate()
-    proc.wait(timeout=30)
-    # Stopped by SIGTERM, it removes the copies of the versions it fetched.
-    assert not list(scratch.glob("conveyor-serve-*")), "conveyor serve left its cache behind"
+    serve = Serve(base.uri, tmp_path)
+    yield serve.url, base
+    serve.stop()
 
 
 def own_outputs(model_dir, rows):
@@ -217,3 +240,79 @@ def test_new_versions_are_hot_swapped_without_failing_requests(server, model):
     assert sorted(counts) == [1, 2, 3, 4] and sum(counts.values()) >= answered[0] > 0
     status = json.loads(call(f"{url}/v1/models/penguins")[1])["model_version_status"]
     assert [s["version"] for s in status] == ["4", "3"]  # the two newest stay loaded
+
+
+def predicts(url: str, version: int) -> None:
+    status, text = call(f"{url}/v1/models/penguins:predict", {"instances": ROWS})
+    assert status == 200, text
+    assert served_counts(url).get(version, 0) > 0, f"version {version} did not answer"
+
+
+def skipped(ready: dict) -> dict[str, dict]:
+    return {s["version"]: s for s in ready["skipped"]}
+
+
+def test_a_broken_newest_version_never_takes_the_server_down(model, tmp_path):
+    """A local base path where every version newer than 1 is broken in its own way: serve starts
+    on 1 and says why each newer one is skipped; a good version pushed later is swapped in (and
+    logged); a half-copied newest version is skipped after a restart too, tried again with
+    backoff and served once its copy is complete."""
+    import shutil
+
+    base = ModelBasePath(str(tmp_path / "penguins"))
+    assert base.publish(model) == 1
+    root = tmp_path / "penguins"
+    shutil.copytree(model, root / "2")  # a corrupt graph: saved_model.pb cut in half
+    graph = (root / "2" / "saved_model.pb").read_bytes()
+    (root / "2" / "saved_model.pb").write_bytes(graph[:len(graph) // 2])
+    (root / "3").mkdir()  # not a SavedModel at all
+    (root / "3" / "README.md").write_text("models go here\n")
+    shutil.copytree(model, root / "007")  # a good model under a name no push writes
+
+    serve = Serve(base.uri, tmp_path, "first")
+    try:
+        ready = serve.ready()
+        assert (ready["model"], ready["version"], ready["state"]) == ("penguins", 1, "AVAILABLE")
+        skips = skipped(ready)
+        assert sorted(skips) == ["007", "2", "3"], ready
+        assert "Cannot parse file" in skips["2"]["reason"] and skips["2"]["attempts"] >= 1
+        assert skips["3"]["reason"].startswith("no saved_model.pb")
+        assert "'007' is not a version number" in skips["007"]["reason"]
+        predicts(serve.url, 1)
+        log = serve.log()
+        assert "penguins: serving version 1 (was none); loaded and warmed up in" in log, log
+        assert "skipping newer: 2, 3, 007" in log
+        assert "penguins: skipped version 2 (load attempt 1 failed" in log
+        assert log.count("skipped folder 3 of") == 1  # once, not at every poll
+
+        good = base.publish(model)  # push numbers past every digit folder (007 counts as 7)
+        wait_for(lambda: serve.ready()["version"] == good, f"version {good} to be served")
+        assert f"penguins: serving version {good} (was 1); loaded and warmed up in" in serve.log()
+        assert serve.ready()["skipped"] == []  # nothing newer than the served version is left
+        predicts(serve.url, good)
+
+        half = root / str(good + 1)  # a copy by hand, stopped after the graph
+        half.mkdir()
+        shutil.copy(model / "saved_model.pb", half / "saved_model.pb")
+        wait_for(lambda: str(good + 1) in skipped(serve.ready()), "the half copy to be skipped")
+        predicts(serve.url, good)
+    finally:
+        serve.stop()
+
+    serve = Serve(base.uri, tmp_path, "restarted")
+    try:
+        ready = serve.ready()
+        assert ready["version"] == good, ready
+        failed = skipped(ready)[str(good + 1)]
+        assert failed["attempts"] >= 1 and "variables" in failed["reason"], failed
+        predicts(serve.url, good)
+        assert f"serving version {good} (was none)" in serve.log()
+
+        shutil.copytree(model, half, dirs_exist_ok=True)  # the copy completes
+        wait_for(lambda: serve.ready()["version"] == good + 1, "the completed copy to be served")
+        log = serve.log()
+        assert f"serving version {good + 1} (was {good}); loaded and warmed up in" in log, log
+        predicts(serve.url, good + 1)
+        assert "Traceback" not in log
+    finally:
+        serve.stop()

@@ -395,7 +395,7 @@ class ModelManager:
     def _load(self, version: int) -> bool:
         """Fetch, load and warm up `version`, then serve it; False (recorded, logged) if any of
         that fails."""
-        started = self._clock()
+        started = time.perf_counter()
         try:
             loaded = Loaded(version, str(self.base.fetch(version, self.cache)))
             loaded.warm_up()
@@ -403,7 +403,7 @@ class ModelManager:
             self._drop_download(version)
             self._record_failure(version, _reason(exc))
             return False
-        seconds = self._clock() - started
+        seconds = time.perf_counter() - started
         with self._lock:
             previous = self.current
             self.loaded[version] = loaded
