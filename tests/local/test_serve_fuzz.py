@@ -379,3 +379,71 @@ def test_the_server_still_predicts_after_the_fuzzing(served):
                      "after fuzzing over HTTP")
     status, metrics = conn.send("GET", "/metrics")
     assert status == 200 and b'status="500"' not in metrics
+
+
+# -- JSON booleans for integer inputs -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def typed_app(tmp_path_factory):
+    """A SavedModel (not trained: a function) with an int64, an int32, a float and a string
+    input, each returned as it reached the model, served in process."""
+    import tensorflow as tf
+
+    class Echo(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="flag"),
+                                      tf.TensorSpec([None], tf.int32, name="small"),
+                                      tf.TensorSpec([None], tf.float32, name="x"),
+                                      tf.TensorSpec([None], tf.string, name="s")])
+        def serve(self, flag, small, x, s):
+            return {"flag": flag, "small": small, "x": x, "s": s}
+
+    base = tmp_path_factory.mktemp("serve-typed") / "echo"
+    echo = Echo()
+    tf.saved_model.save(echo, str(base / "1"), signatures={"serving_default": echo.serve})
+    from conveyor.serving.models import ModelManager
+    from conveyor.serving.server import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+    manager = ModelManager(str(base), "echo")
+    manager.poll_once()
+    assert manager.current is not None, manager.errors
+    with TestClient(create_app(manager), raise_server_exceptions=False) as client:
+        yield client
+
+
+ECHO = "/v1/models/echo:predict"
+TYPED = {"flag": 1, "small": 1, "x": 0.5, "s": "a"}
+
+
+@fuzz_settings(150)
+@given(flags=st.lists(st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1),
+                      min_size=1, max_size=8),
+       smalls=st.data(), rows_format=st.booleans())
+def test_booleans_reach_integer_inputs_as_1_and_0(typed_app, flags, smalls, rows_format):
+    from conveyor.train.preprocess import MISSING_INT
+
+    small = smalls.draw(st.lists(st.booleans() | st.integers(-(2**31), 2**31 - 1),
+                                 min_size=len(flags), max_size=len(flags)))
+    rows = [{**TYPED, "flag": f, "small": s} for f, s in zip(flags, small)]
+    body = {"instances": rows} if rows_format else {"inputs": columnar(rows)}
+    response = typed_app.post(ECHO, content=encode(body, True))
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    got = ([p["flag"] for p in answer["predictions"]], [p["small"] for p in answer["predictions"]]
+           ) if rows_format else (answer["outputs"]["flag"], answer["outputs"]["small"])
+    assert got == ([MISSING_INT if f is None else int(f) for f in flags], [int(s) for s in small])
+
+
+@pytest.mark.parametrize("row, words", [
+    ({**TYPED, "x": True}, "input 'x' expects numbers; value #0 is True"),
+    ({**TYPED, "s": False}, "input 's' expects strings; value #0 is False"),
+    ({**TYPED, "flag": 1.0}, "input 'flag' expects integers; value #0 is 1.0"),
+    ({**TYPED, "flag": "true"}, "input 'flag' expects integers; value #0 is 'true'"),
+    ({**TYPED, "flag": [True]}, "input 'flag' expects integers; value #0 is [True]"),
+    ({**TYPED, "small": 2**31}, "input 'small' value #0 is 2147483648: outside the range of int32"),
+])
+def test_booleans_stay_refused_for_float_and_string_inputs(typed_app, row, words):
+    response = typed_app.post(ECHO, json={"instances": [row]})
+    assert response.status_code == 400 and words in response.json()["error"], response.text
