@@ -18,21 +18,34 @@ def evaluate(
     split: str = "eval",
     slices: list = [],
     thresholds: dict = {},
+    allow_breaking_signature: bool = False,
 ) -> bool:
-    """Evaluate a model overall and per slice, compare it with a baseline, and bless it or not.
+    """Evaluate a model overall and per slice against a naive floor, the newest baseline that can
+    be evaluated on this data, thresholds and the served version's serving signature; bless it
+    or not.
 
     Args:
         model: The SavedModel to evaluate (through its serving signature).
         dataset: The Dataset holding the evaluation split.
-        evaluation: evaluation.json: metrics per slice, baseline metrics, checks, blessing.
-        metrics: Overall metrics of the model and of the baseline (baseline_ prefix).
+        evaluation: evaluation.json: metrics per slice, baseline and naive metrics, skipped
+            baselines, the serving signature diff, checks, blessing.
+        metrics: Overall metrics of the model, the baseline (baseline_ prefix) and the naive
+            reference (naive_ prefix); never NaN (non-finite values are left out).
         classification_metrics: ROC curve (binary) and confusion matrix, drawn by the UI.
-        report: Markdown: checks, metrics per slice, candidate vs baseline.
-        baseline_model: Baseline SavedModel; default: the newest version under model_base_path.
+        report: Markdown: checks, skipped baselines, signature diff, metrics per slice,
+            candidate vs baseline vs naive.
+        baseline_model: Baseline SavedModel, tried first; then the newest of the 5 newest
+            versions under model_base_path that can be evaluated on this data (the others
+            are skipped and named); none: the naive floor alone.
         model_base_path: Serving model base path (local or gs://) to find the baseline in.
         split: Split to evaluate on.
         slices: Columns whose values slice the metrics.
-        thresholds: Per metric: min, max, min_improvement, min_improvement_relative.
+        thresholds: Per metric: min, max, min_improvement, min_improvement_relative,
+            min_improvement_over_naive (replaces the default naive floor); "naive_floor":
+            false turns the floor off.
+        allow_breaking_signature: Bless a model whose serving signature breaks the served
+            version's clients (an input added, removed or changed; an output removed or
+            changed); by default such a model is not blessed.
 
     Returns:
         True when every check passed (the model is blessed); in dsl.If: task.outputs["Output"].
@@ -41,4 +54,5 @@ def evaluate(
 
     return tasks.evaluate(model, dataset, evaluation, metrics, classification_metrics, report,
                           baseline_model=baseline_model, model_base_path=model_base_path,
-                          split=split, slices=slices, thresholds=thresholds)
+                          split=split, slices=slices, thresholds=thresholds,
+                          allow_breaking_signature=allow_breaking_signature)

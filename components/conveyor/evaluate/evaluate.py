@@ -1,19 +1,47 @@
-"""Evaluate an exported model on a Dataset split, against thresholds and a baseline model.
+"""Evaluate an exported model on a Dataset split: against a naive floor, a baseline model that
+can be evaluated on this data, thresholds, and the served version's serving contract.
 
 The SavedModel's `serving_default` signature is called exactly as serving calls it: raw features
 in, batch after batch streamed from the split's Parquet shards. Metrics are computed overall and
-per slice (each value of each named slice column), for the candidate and, on the same rows, for a
-baseline model (given, or the newest version pushed under a model base path).
+per slice (each value of each named slice column), for the candidate, for the naive reference,
+and, on the same rows, for a baseline model.
+
+Naive floor (`conveyor.evaluate.floor`): the train class prior (classification) or train mean
+(regression) predicted for every row. By default a model that does not beat it by a clear margin
+is not blessed, with or without a baseline: binary AUC >= 0.55 and 2 standard errors above 0.5,
+and log loss below the prior's; multiclass accuracy 10% of the way from the majority share to 1
+and 2 standard errors above it, and log loss below the prior's; regression RMSE 5% and 2 paired
+standard errors below the naive RMSE. Reported as `naive_metrics` (evaluation.json), beside the
+candidate and baseline in the report, and as `naive_<metric>` in the metrics artifact.
+
+Baseline (`conveyor.evaluate.baselines`): the one given, else the newest of the 5 newest versions
+under the model base path that can be evaluated on this data; each version that cannot (a
+corrupt or hand-written folder, an old format, a dropped column, a label class it never saw...)
+is skipped and listed in `skipped_baselines` as {uri, reason}, never failing the run. With no
+baseline left, the naive floor alone judges. A multiclass baseline that never saw some eval
+class is scored on the rows it knows, and compared with the candidate on exactly those rows.
 
 Thresholds, per metric::
 
     {"auc": {"min": 0.7},                              # absolute bounds: min / max
      "accuracy": {"min_improvement": -0.01},           # vs the baseline, along the metric's
-     "log_loss": {"min_improvement_relative": 0.0}}    # direction (lower is better for losses)
+     "log_loss": {"min_improvement_relative": 0.0},    # direction (lower is better for losses)
+     "rmse": {"min_improvement_over_naive": 0.5},      # vs the naive reference (replaces the
+     "naive_floor": False}                             # default floor); False: no floor
 
-Without thresholds, the task's primary metric (AUC, accuracy or RMSE) must beat the baseline
-(`min_improvement` 1e-6), so a rerun on the same data does not push the same model again. Change
-thresholds apply only when there is a baseline. The model is blessed when every check passes.
+Without min/max/min_improvement rules, the task's primary metric (AUC, accuracy or RMSE) must
+beat the baseline (`min_improvement` 1e-6), so a rerun on the same data does not push the same
+model again. Change thresholds apply only when there is a baseline. A metric that is not finite
+never blesses, and no metric is written to KFP as NaN (non-finite ones are left out).
+
+Serving contract: the candidate's signature is diffed against the served version's (the newest
+whose signature loads) as `signature_diff` {added, removed, changed inputs and outputs,
+breaking, reasons}. A breaking change (an input added, removed or changed; an output removed or
+changed) is not blessed unless `allow_breaking_signature` (see `baselines` for why an added
+input breaks clients of TF Serving's row format).
+
+The model is blessed when every check passes. `newest_version_uri` is the newest published
+version when evaluate looked (compared or skipped): a push must find it still the newest.
 
 Every output of every call is checked as push's infra check checks it (one row per input row,
 finite floats). When the process had not imported TensorFlow before this evaluation (so it cannot
@@ -25,8 +53,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,8 +66,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
 
 from conveyor.errors import InputError  # noqa: E402
+from conveyor.evaluate import baselines as bl  # noqa: E402
+from conveyor.evaluate import floor as fl  # noqa: E402
 from conveyor.evaluate.metrics import HIGHER_IS_BETTER, PRIMARY, accumulator  # noqa: E402
 from conveyor.io.dataset import Dataset  # noqa: E402
 from conveyor.push import infra  # noqa: E402
@@ -46,8 +79,10 @@ from conveyor.transform.fit import Fitted  # noqa: E402
 
 EVALUATION_FILE = "evaluation.json"
 MAX_SLICE_VALUES = 100
-_THRESHOLD_KEYS = {"min", "max", "min_improvement", "min_improvement_relative"}
+_BASELINE_KEYS = {"min", "max", "min_improvement", "min_improvement_relative"}
+_THRESHOLD_KEYS = _BASELINE_KEYS | {fl.OVER_NAIVE}
 DEFAULT_IMPROVEMENT = 1e-6
+TRAIN_SPLIT = "train"  # where an old transform's missing prior is counted
 
 
 @dataclasses.dataclass
@@ -57,9 +92,10 @@ class Check:
     value: float
     baseline: float | None
     passed: bool
+    reference: str = "baseline"  # what `baseline` holds: the baseline's value, or the naive one
 
     def line(self) -> str:
-        base = f" (baseline {self.baseline:.6g})" if self.baseline is not None else ""
+        base = (f" ({self.reference} {self.baseline:.6g})" if self.baseline is not None else "")
         return f"{'ok  ' if self.passed else 'FAIL'} {self.metric} = {self.value:.6g}{base}: {self.rule}"
 
 
@@ -77,6 +113,15 @@ class EvaluationResult:
     seconds: float
     infra: dict | None = None  # the infra verdict push may reuse (see the module's docstring)
     infra_note: str = ""  # why there is none
+    naive_metrics: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    naive: str = ""  # what the naive reference predicts, and from what
+    skipped_baselines: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    baseline_version: int | None = None
+    newest_version_uri: str | None = None  # newest published version when evaluate looked
+    baseline_note: str = ""  # e.g. the rows a baseline could not score, and why
+    candidate_on_baseline_rows: dict[str, float] | None = None  # when they are not all rows
+    signature_diff: dict | None = None
+    signature: dict | None = None  # the candidate's serving signature
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "checks": [dataclasses.asdict(c) for c in self.checks]}
@@ -99,6 +144,7 @@ class _Model:
                              f"{sorted(signatures) or 'none'}); export it with conveyor.train")
         self.serve = signatures["serving_default"]
         self.inputs = self.serve.structured_input_signature[1]
+        self.outputs = self.serve.structured_outputs
         self.key = {"binary": "probability",
                     "multiclass": "probabilities"}.get(self.fitted.spec.task, "value")
 
@@ -115,19 +161,33 @@ class _Model:
     def predict(self, batch: pa.RecordBatch) -> np.ndarray:
         return self.answer(batch)[self.key]
 
+    def signature(self) -> dict:
+        return bl.signature_of(self.serve)
+
 
 def parse_thresholds(thresholds: Mapping[str, Any] | None, task: str) -> dict[str, dict]:
-    if not thresholds:
-        return {PRIMARY[task]: {"min_improvement": DEFAULT_IMPROVEMENT}}
+    """Metric rules vs bounds and the baseline (the naive floor's keys: `floor.parse_floor`)."""
     out = {}
-    for metric, rule in thresholds.items():
+    for metric, rule in (thresholds or {}).items():
+        if metric == fl.NAIVE_FLOOR:
+            continue
         if metric not in HIGHER_IS_BETTER:
             raise InputError(f"thresholds: unknown metric {metric!r} "
-                             f"(known: {', '.join(sorted(HIGHER_IS_BETTER))})")
+                             f"(known: {', '.join(sorted(HIGHER_IS_BETTER))}; or "
+                             f"{fl.NAIVE_FLOOR!r}: false)")
         if not isinstance(rule, Mapping) or not rule or set(rule) - _THRESHOLD_KEYS:
             raise InputError(f"thresholds: {metric!r} needs some of {sorted(_THRESHOLD_KEYS)}, "
                              f"got {rule!r}")
-        out[metric] = {k: float(v) for k, v in rule.items()}
+        for key, value in rule.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value):
+                raise InputError(f"thresholds: {metric!r} {key} must be a finite number, "
+                                 f"got {value!r}")
+        kept = {k: float(v) for k, v in rule.items() if k in _BASELINE_KEYS}
+        if kept:
+            out[metric] = kept
+    if not out:
+        return {PRIMARY[task]: {"min_improvement": DEFAULT_IMPROVEMENT}}
     return out
 
 
@@ -150,12 +210,12 @@ def _checks(rules: dict[str, dict], metrics: dict[str, float],
         better = sign * (value - base)
         if "min_improvement" in rule:
             out.append(Check(metric, f"improves on the baseline by >= {rule['min_improvement']:g}",
-                             value, base, better >= rule["min_improvement"]))
+                             value, base, bool(better >= rule["min_improvement"])))
         if "min_improvement_relative" in rule:
             rel = better / abs(base) if base else float("inf") * np.sign(better)
             out.append(Check(metric, "improves on the baseline by >= "
                              f"{rule['min_improvement_relative']:.2%}", value, base,
-                             rel >= rule["min_improvement_relative"]))
+                             bool(rel >= rule["min_improvement_relative"])))
     return out
 
 
@@ -163,6 +223,125 @@ def _encode(fitted: Fitted, column, split: str) -> np.ndarray:
     from conveyor.train.data import LabelEncoder
 
     return LabelEncoder(fitted)(column, split)
+
+
+class _Baseline:
+    """A baseline being scored on the candidate's rows: its accumulators per slice, and the
+    candidate's on the same rows (overall), in a shared class space."""
+
+    def __init__(self, source: bl.Source, model: _Model, fitted: Fitted, task: str):
+        self.source, self.model, self.task = source, model, task
+        self.label = fitted.spec.label
+        self.map = (bl.ClassMap(fitted.label_classes, model.fitted.label_classes)
+                    if task == "multiclass" else None)
+        width = self.map.width if self.map else 0
+        self.width = width
+        self.acc: dict[str, Any] = {"overall": accumulator(task, width)}
+        self.candidate = accumulator(task, width)  # the candidate on the rows scored here
+        self.rows = 0
+        self.unknown = np.zeros(len(fitted.label_classes or []), dtype=np.int64)
+
+    def update(self, batch, y: np.ndarray, p: np.ndarray, groups: dict[str, np.ndarray]) -> None:
+        out = self.model.answer(batch)
+        try:
+            infra.check_outputs(out, batch.num_rows)
+        except ValueError as exc:
+            raise bl.Unusable(f"it answers badly on these rows: {exc}") from None
+        pb = out[self.model.key]
+        if self.map is not None:
+            known = self.map.known[y]
+            self.unknown += np.bincount(y[~known], minlength=len(self.unknown))
+            pb, p = self.map.baseline_probabilities(pb), self.map.candidate_probabilities(p)
+        else:
+            known = np.ones(len(y), dtype=bool)
+        if not known.any():
+            return
+        self.rows += int(known.sum())
+        self.candidate.update(y[known], p[known])
+        for key, mask in groups.items():
+            mask = mask & known
+            if mask.any():
+                self.acc.setdefault(key, accumulator(self.task, self.width))
+                self.acc[key].update(y[mask], pb[mask])
+
+    def note(self, classes: list, total: int) -> str:
+        if self.rows == total:
+            return ""
+        missing = [f"{classes[i]!r} ({int(n)} rows)" for i, n in enumerate(self.unknown) if n]
+        return (f"{self.source.uri} was scored on {self.rows} of {total} rows: it never saw "
+                f"label class(es) {', '.join(missing[:10])} of {self.label!r}")
+
+
+def _sources(baseline_path, baseline_uri, model_base_path, scratch: str,
+             max_baselines: int) -> tuple[list[bl.Source], Any, list[int]]:
+    """Baselines to try, in order (explicit first, then the newest versions), the base path
+    (or None) and its published versions."""
+    sources = []
+    if baseline_path:
+        path = Path(baseline_path)
+        sources.append(bl.Source(baseline_uri or str(baseline_path), lambda: path))
+    if not model_base_path:
+        return sources, None, []
+    from conveyor.push.base_path import ModelBasePath
+
+    base = ModelBasePath(model_base_path)
+    versions = base.versions()
+    for version in reversed(versions[-max_baselines:]):
+        sources.append(bl.Source(base.version_uri(version),
+                                 lambda v=version: Path(base.fetch(v, scratch)), version))
+    return sources, base, versions
+
+
+def _open(source: bl.Source) -> _Model:
+    """Load a baseline; anything that goes wrong becomes `Unusable` with its one line."""
+    try:
+        return _Model(source.local())
+    except Exception as exc:  # noqa: BLE001 (a baseline that does not load is skipped, never fatal)
+        raise bl.Unusable(_why_not_loaded(exc)) from None
+
+
+def _why_not_loaded(exc: Exception) -> str:
+    text = bl.one_line(exc)
+    if isinstance(exc, InputError) and "transform" in text:
+        return ("it is not a conveyor model of this format (no readable "
+                f"assets.extra/transform.json): {text}")
+    return f"it does not load: {text}"
+
+
+def _batches(dataset: Dataset, split: str, columns: Sequence[str], label: str, batch_rows: int):
+    import pyarrow.parquet as pq
+
+    for file in dataset.files(split):
+        with pq.ParquetFile(file) as pf:
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=list(columns)):
+                batch = batch.filter(pc.is_valid(batch.column(label)))
+                if batch.num_rows:
+                    yield batch
+
+
+def _fallback_prior(dataset: Dataset, split: str, fitted: Fitted):
+    """The prior (counts) or mean from data, for a transform that predates recording them."""
+    source = TRAIN_SPLIT if TRAIN_SPLIT in dataset.splits and TRAIN_SPLIT != split else split
+    label, task = fitted.spec.label, fitted.spec.task
+    counts = np.zeros(len(fitted.label_classes or []), dtype=np.float64)
+    total, n = 0.0, 0
+    for batch in _batches(dataset, source, [label], label, 1 << 16):
+        column = batch.column(0)
+        if task == "regression":
+            values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            total, n = total + float(values.sum()), n + len(values)
+        else:
+            index = pc.index_in(column, value_set=pa.array(fitted.label_classes))
+            index = pc.drop_null(index).to_numpy(zero_copy_only=False)
+            counts += np.bincount(index, minlength=len(counts))
+    where = (f"counted on split {source!r}" if source != split else
+             f"counted on the evaluated split {source!r} itself (no {TRAIN_SPLIT!r} split)")
+    where += "; the transform predates recording it"
+    if task == "regression":
+        if not n:
+            raise InputError(f"evaluate: no labelled row in split {source!r} for the naive mean")
+        return total / n, where
+    return counts.tolist(), where
 
 
 def evaluate_model(
@@ -173,13 +352,14 @@ def evaluate_model(
     slices: Sequence[str] = (),
     baseline_path: str | Path | None = None,
     baseline_uri: str | None = None,
+    model_base_path: str | None = None,
     thresholds: Mapping[str, Any] | None = None,
+    allow_breaking_signature: bool = False,
     batch_rows: int = 16384,
+    max_baselines: int = bl.MAX_BASELINES,
 ) -> EvaluationResult:
-    """Evaluate `model_path` (and the baseline) on `split` of the Dataset."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
+    """Evaluate `model_path` on `split` of the Dataset against the naive floor, the baseline
+    (`baseline_path`, else the newest usable version under `model_base_path`) and thresholds."""
     start = time.monotonic()
     # A process that had no TensorFlow before loading the model cannot be the one that saved it.
     fresh = "tensorflow" not in sys.modules
@@ -190,66 +370,183 @@ def evaluate_model(
     fitted = model.fitted
     task = fitted.spec.task
     rules = parse_thresholds(thresholds, task)
-    baseline = _Model(baseline_path) if baseline_path else None
-    if baseline is not None and baseline.fitted.spec.task != task:
-        raise InputError(f"baseline: the baseline model is {baseline.fitted.spec.task}, "
-                         f"the candidate {task}")
+    floor = fl.parse_floor(thresholds, task)
     names = set(dataset.schema.names)
     for column in slices:
         if column not in names:
             raise InputError(f"slices: {column!r} is not a column of the dataset "
                              f"(columns: {', '.join(dataset.schema.names)})")
-    needed = {fitted.spec.label, *fitted.features, *slices,
-              *(baseline.fitted.features if baseline else ())}
+    needed = {fitted.spec.label, *fitted.features, *slices}
     missing = sorted(needed - names)
     if missing:
         raise InputError(f"dataset: columns {missing} that the model needs are missing")
+    naive = fl.naive_reference(task, fitted.label_counts, fitted.label_stats,
+                               lambda: _fallback_prior(dataset, split, fitted))
     classes = len(fitted.label_classes or [])
-    acc: dict[str, Any] = {"overall": accumulator(task, classes)}
-    base_acc: dict[str, Any] = {"overall": accumulator(task, classes)} if baseline else {}
-    answered, shapes = 0, {}
-    note = "" if fresh else "TensorFlow was imported before this evaluation started"
-    for file in dataset.files(split):
-        with pq.ParquetFile(file) as pf:
-            for batch in pf.iter_batches(batch_size=batch_rows, columns=sorted(needed)):
-                labelled = pc.is_valid(batch.column(fitted.spec.label))
-                batch = batch.filter(labelled)
-                if not batch.num_rows:
-                    continue
-                y = _encode(fitted, batch.column(fitted.spec.label), split)
-                out = model.answer(batch)
-                p = out[model.key]
-                if not note:
-                    try:
-                        shapes = infra.check_outputs(out, batch.num_rows)
-                        answered += batch.num_rows
-                    except ValueError as exc:
-                        note = str(exc)
-                groups = _groups(batch, slices, acc, task, classes)
-                _update(acc, groups, y, p)
-                if baseline is not None:
-                    yb = _encode(baseline.fitted, batch.column(fitted.spec.label), split)
-                    pb = baseline.predict(batch)
-                    for key in groups:
-                        base_acc.setdefault(key, accumulator(task, classes))
-                    _update(base_acc, groups, yb, pb)
-    metrics = {k: a.result() for k, a in acc.items()}
-    base_metrics = {k: a.result() for k, a in base_acc.items()} if baseline else None
-    checks = _checks(rules, metrics["overall"], base_metrics["overall"] if base_metrics else None)
+    candidate_signature = model.signature()
+    with tempfile.TemporaryDirectory(prefix="conveyor-baseline-") as scratch:
+        sources, base, versions = _sources(baseline_path, baseline_uri, model_base_path,
+                                           scratch, max_baselines)
+        skipped: list[dict[str, str]] = (bl.foreign_folders(base, versions)
+                                         if base is not None else [])
+        served: tuple[str, dict] | None = None
+        pending = list(sources)
+        opened: set[str] = set()
+
+        def next_baseline() -> _Baseline | None:
+            nonlocal served
+            while pending:
+                source = pending.pop(0)
+                opened.add(source.uri)
+                try:
+                    loaded = _open(source)
+                    if served is None and source.version is not None:
+                        served = (source.uri, loaded.signature())
+                    bl.check_compatible(loaded, fitted, names, split)
+                    return _Baseline(source, loaded, fitted, task)
+                except bl.Unusable as why:
+                    skipped.append({"uri": source.uri, "reason": str(why)})
+            return None
+
+        state = _State(task, classes, naive, slices)
+        baseline = next_baseline()
+        first = True
+        while True:
+            columns = set(needed) | (set(baseline.model.fitted.features) if baseline else set())
+            try:
+                for batch in _batches(dataset, split, sorted(columns), fitted.spec.label,
+                                      batch_rows):
+                    y = _encode(fitted, batch.column(fitted.spec.label), split)
+                    out = model.answer(batch)
+                    p = out[model.key]
+                    groups = _groups(batch, slices, state.acc, task, classes)
+                    if first:
+                        state.update(out, model.key, y, p, groups, batch.num_rows)
+                    if baseline is not None:
+                        try:
+                            baseline.update(batch, y, p, groups)
+                        except Exception as exc:  # noqa: BLE001 (skipped, never fatal)
+                            skipped.append({"uri": baseline.source.uri, "reason": (
+                                str(exc) if isinstance(exc, bl.Unusable) else
+                                f"it fails on split {split!r}: {bl.one_line(exc)}")})
+                            baseline = None
+                            if not first:
+                                break
+            finally:
+                first = False
+            if baseline is not None and not baseline.rows:
+                skipped.append({"uri": baseline.source.uri, "reason": (
+                    f"it knows none of the label classes of {fitted.spec.label!r} in split "
+                    f"{split!r} (its classes: {list(baseline.model.fitted.label_classes)[:10]})")})
+                baseline = None
+            if baseline is not None or not pending:
+                break
+            baseline = next_baseline()
+            if baseline is None:
+                break
+        if served is None and base is not None:  # read what is served from the untried ones
+            served = _served_signature([s for s in sources if s.uri not in opened])
+    if not state.rows:
+        raise InputError(f"dataset: split {split!r} has no row with a label "
+                         f"{fitted.spec.label!r}; nothing to evaluate")
+    metrics = {k: a.result() for k, a in state.acc.items()}
+    naive_metrics = {k: a.result() for k, a in state.naive.items()}
+    overall = metrics["overall"]
+    base_metrics = cand_common = None
+    note = ""
+    if baseline is not None:
+        base_metrics = {k: a.result() for k, a in baseline.acc.items()}
+        common = baseline.candidate.result()
+        note = baseline.note(fitted.label_classes or [], state.rows)
+        cand_common = common if note else None
+    checks = _checks(rules, cand_common or overall,
+                     base_metrics["overall"] if base_metrics else None)
+    checks += [Check(*row, reference="naive") for row in fl.floor_checks(
+        task, floor, overall, naive_metrics["overall"], state.row_stats())]
     checks += [Check(name, "is a finite number", value, None, False)  # a NaN never blesses
-               for name, value in metrics["overall"].items() if not np.isfinite(value)]
-    overall = acc["overall"]
+               for name, value in overall.items() if not np.isfinite(value)]
+    diff = None
+    if served is not None:
+        diff = bl.signature_diff(served[1], candidate_signature, served[0])
+        if diff["breaking"]:
+            allowed = bool(allow_breaking_signature)
+            checks.append(Check(
+                "signature", ("breaking changes vs the served " + served[0] + " allowed "
+                              "(allow_breaking_signature)" if allowed else
+                              "no breaking change vs the served " + served[0] + ": "
+                              + "; ".join(diff["reasons"][:5])
+                              + " (set allow_breaking_signature to accept)"),
+                float(len(diff["reasons"])), None, allowed))
+    acc = state.acc["overall"]
     return EvaluationResult(
         task=task, blessed=all(c.passed for c in checks), checks=checks, metrics=metrics,
-        baseline_metrics=base_metrics, baseline_uri=baseline_uri or (str(baseline_path)
-                                                                      if baseline_path else None),
-        roc=overall.roc() if task == "binary" else None,
-        confusion=(overall.confusion() if task == "binary" else
-                   overall.matrix.tolist() if task == "multiclass" else None),
+        baseline_metrics=base_metrics,
+        baseline_uri=baseline.source.uri if baseline is not None else None,
+        roc=acc.roc() if task == "binary" else None,
+        confusion=(acc.confusion() if task == "binary" else
+                   acc.matrix.tolist() if task == "multiclass" else None),
         classes=[str(c) for c in fitted.label_classes or []],
         seconds=time.monotonic() - start,
-        infra=infra.verdict(files, answered, shapes) if answered and not note else None,
-        infra_note=note or ("" if answered else "no labelled rows were evaluated"))
+        infra=(infra.verdict(files, state.answered, state.shapes)
+               if state.answered and not state.infra_note and fresh else None),
+        infra_note=("TensorFlow was imported before this evaluation started" if not fresh
+                    else state.infra_note or ("" if state.answered else
+                                              "no labelled rows were evaluated")),
+        naive_metrics=naive_metrics, naive=naive.describe([str(c) for c in
+                                                           fitted.label_classes or []]),
+        skipped_baselines=skipped,
+        baseline_version=baseline.source.version if baseline is not None else None,
+        newest_version_uri=base.version_uri(versions[-1]) if base is not None and versions
+        else None,
+        baseline_note=note, candidate_on_baseline_rows=cand_common,
+        signature_diff=diff, signature=candidate_signature)
+
+
+def _served_signature(sources: list[bl.Source]):
+    """The newest base-path version of `sources` whose signature loads."""
+    for source in sources:
+        if source.version is None:
+            continue
+        try:
+            return source.uri, _open(source).signature()
+        except bl.Unusable:
+            continue
+    return None
+
+
+class _State:
+    """The candidate's and the naive reference's accumulators over the evaluated rows."""
+
+    def __init__(self, task: str, classes: int, naive: fl.NaiveReference, slices):
+        self.task, self.classes, self.naive_ref = task, classes, naive
+        self.acc: dict[str, Any] = {"overall": accumulator(task, classes)}
+        self.naive: dict[str, Any] = {}
+        self.paired = fl.PairedSquaredError() if task == "regression" else None
+        self.rows = self.positives = self.answered = 0
+        self.shapes: dict = {}
+        self.infra_note = ""
+
+    def update(self, out, key, y, p, groups, rows) -> None:
+        if not self.infra_note:
+            try:
+                self.shapes = infra.check_outputs(out, rows)
+                self.answered += rows
+            except ValueError as exc:
+                self.infra_note = str(exc)
+        q = self.naive_ref.predict(rows)
+        _update(self.acc, groups, y, p)
+        for k in groups:
+            if k in self.acc:
+                self.naive.setdefault(k, accumulator(self.task, self.classes))
+        _update(self.naive, groups, y, q)
+        self.rows += rows
+        if self.task == "binary":
+            self.positives += int(np.sum(y > 0.5))
+        if self.paired is not None:
+            self.paired.update(y, p, q)
+
+    def row_stats(self) -> fl.RowStats:
+        return fl.RowStats(self.rows, self.positives, self.paired)
 
 
 def _groups(batch, slices, acc, task, classes) -> dict[str, np.ndarray]:
@@ -282,27 +579,73 @@ def write_outputs(result: EvaluationResult, evaluation_dir: str | Path,
     Path(report_path).write_text(markdown(result))
 
 
+def _cell(metrics: Mapping[str, float] | None, key: str) -> str:
+    if not metrics or key not in metrics:
+        return ""
+    value = metrics[key]
+    return f"{value:.4f}" if math.isfinite(value) else str(value)
+
+
 def markdown(result: EvaluationResult) -> str:
     lines = [f"# Evaluation: {'BLESSED' if result.blessed else 'NOT BLESSED'}", "",
-             f"Task: {result.task}. Baseline: {result.baseline_uri or 'none'}.", "",
+             f"Task: {result.task}. Baseline: {result.baseline_uri or 'none'}"
+             + ("" if result.baseline_uri else " (judged against the naive reference alone)")
+             + ".", "",
+             f"Naive reference: {result.naive}.", "",
              (f"Infra check: {result.infra['rows']} rows answered by a process that loaded "
               "TensorFlow only for this model; push reuses this for the same files."
               if result.infra else f"Infra check: not recorded here ({result.infra_note}); push "
               "runs its own."), "",
              "## Checks", ""]
     lines += [f"- {c.line()}" for c in result.checks] or ["- none"]
+    if result.skipped_baselines or result.baseline_note:
+        lines += ["", "## Baselines skipped", ""]
+        lines += [f"- {s['uri']}: {s['reason']}" for s in result.skipped_baselines]
+        if result.baseline_note:
+            lines += [f"- {result.baseline_note}; the candidate is compared with it on those "
+                      "rows"]
+    lines += ["", "## Serving signature", ""]
+    diff = result.signature_diff
+    if diff is None:
+        lines.append("No served version to compare with.")
+    elif not any(diff[p][k] for p in ("inputs", "outputs") for k in ("added", "removed",
+                                                                       "changed")):
+        lines.append(f"Same inputs and outputs as the served {diff['against']}.")
+    else:
+        lines.append(f"Against the served {diff['against']}: "
+                     + ("**breaking**" if diff["breaking"] else "not breaking") + ".")
+        lines.append("")
+        for part in ("inputs", "outputs"):
+            for kind in ("added", "removed"):
+                if diff[part][kind]:
+                    lines.append(f"- {part} {kind}: "
+                                 + ", ".join(f"`{n}`" for n in diff[part][kind]))
+            for c in diff[part]["changed"]:
+                lines.append(f"- {part[:-1]} `{c['name']}` changed: {bl._spec(c['before'])} -> "
+                             f"{bl._spec(c['after'])}")
+        lines += [f"- breaking: {r}" for r in diff["reasons"]]
     keys = sorted({k for m in result.metrics.values() for k in m} - {"examples"})
     lines += ["", "## Metrics by slice", "",
               "| slice | examples | " + " | ".join(keys) + " |",
               "|---|---:|" + "---:|" * len(keys)]
     for name, m in result.metrics.items():
         lines.append(f"| {name} | {int(m.get('examples', 0))} | "
-                     + " | ".join(f"{m[k]:.4f}" if k in m else "" for k in keys) + " |")
-    if result.baseline_metrics:
-        lines += ["", "## Candidate vs baseline (overall)", "", "| metric | candidate | baseline | "
-                  "change |", "|---|---:|---:|---:|"]
-        cand, base = result.metrics["overall"], result.baseline_metrics["overall"]
-        for k in keys:
-            if k in cand and k in base:
-                lines.append(f"| {k} | {cand[k]:.4f} | {base[k]:.4f} | {cand[k] - base[k]:+.4f} |")
+                     + " | ".join(_cell(m, k) for k in keys) + " |")
+    cand = result.metrics["overall"]
+    naive = result.naive_metrics.get("overall", {})
+    base = (result.baseline_metrics or {}).get("overall")
+    common = result.candidate_on_baseline_rows
+    title = "Candidate vs baseline vs naive (overall)" if base else "Candidate vs naive (overall)"
+    header = "| metric | candidate | " + ("baseline | change | " if base else "") + "naive |"
+    if common:
+        header = header.replace("| baseline", "| candidate on baseline rows | baseline")
+    lines += ["", f"## {title}", "", header, "|---|" + "---:|" * (header.count("|") - 2)]
+    for k in keys:
+        row = f"| {k} | {_cell(cand, k)} | "
+        if base:
+            ref = common or cand
+            change = (f"{ref[k] - base[k]:+.4f}" if k in ref and k in base
+                      and math.isfinite(ref[k] - base[k]) else "")
+            row += (f"{_cell(common, k)} | " if common else "") + f"{_cell(base, k)} | {change} | "
+        lines.append(row + f"{_cell(naive, k)} |")
     return "\n".join(lines) + "\n"

@@ -2,45 +2,54 @@
 
 from __future__ import annotations
 
-import tempfile
+import math
 from typing import Any
 
 
 def evaluate(model, dataset, evaluation, metrics, classification_metrics, report, *,
              baseline_model=None, model_base_path: str = "", split: str = "eval",
-             slices: list | None = None, thresholds: dict | None = None) -> bool:
+             slices: list | None = None, thresholds: dict | None = None,
+             allow_breaking_signature: bool = False) -> bool:
     from conveyor.evaluate.evaluate import evaluate_model, write_outputs
 
-    baseline_path, baseline_uri = None, None
-    with tempfile.TemporaryDirectory(prefix="conveyor-baseline-") as scratch:
-        if baseline_model is not None:
-            baseline_path = baseline_uri = baseline_model.path
-        elif model_base_path:
-            from conveyor.push.base_path import ModelBasePath
-
-            base = ModelBasePath(model_base_path)
-            latest = base.latest()
-            if latest is not None:
-                baseline_path = base.fetch(latest, scratch)
-                baseline_uri = base.version_uri(latest)
-        result = evaluate_model(model.path, dataset.path, split=split, slices=slices or (),
-                                baseline_path=baseline_path, baseline_uri=baseline_uri,
-                                thresholds=thresholds or None)
+    baseline_path = baseline_model.path if baseline_model is not None else None
+    result = evaluate_model(model.path, dataset.path, split=split, slices=slices or (),
+                            baseline_path=baseline_path, baseline_uri=baseline_path,
+                            model_base_path=model_base_path or None,
+                            thresholds=thresholds or None,
+                            allow_breaking_signature=bool(allow_breaking_signature))
     write_outputs(result, evaluation.path, report.path)
     _publish(result, metrics, classification_metrics)
-    evaluation.metadata.update({"blessed": result.blessed, "task": result.task,
-                                "baseline": result.baseline_uri or ""})
+    evaluation.metadata.update({
+        "blessed": result.blessed, "task": result.task, "baseline": result.baseline_uri or "",
+        "newest_version": result.newest_version_uri or "",
+        "skipped_baselines": len(result.skipped_baselines),
+        "signature_breaking": bool(result.signature_diff and result.signature_diff["breaking"])})
+    for skipped in result.skipped_baselines:
+        print(f"baseline skipped: {skipped['uri']}: {skipped['reason']}", flush=True)
     print("\n".join(c.line() for c in result.checks), flush=True)
     print("BLESSED" if result.blessed else "NOT BLESSED", flush=True)
     return result.blessed
 
 
+def finite_metrics(result) -> dict[str, float]:
+    """What the metrics artifact gets: the candidate's overall metrics, `baseline_<m>`,
+    `naive_<m>`, `blessed`; a value that is not finite is left out (KFP metrics are never NaN)."""
+    out = {}
+    for prefix, values in (("", result.metrics["overall"]),
+                           ("baseline_", (result.baseline_metrics or {}).get("overall", {})),
+                           ("naive_", (result.naive_metrics or {}).get("overall", {}))):
+        for name, value in values.items():
+            if math.isfinite(float(value)):
+                out[prefix + name] = round(float(value), 6)
+    out["blessed"] = float(result.blessed)
+    out["skipped_baselines"] = float(len(result.skipped_baselines))
+    return out
+
+
 def _publish(result, metrics: Any, classification_metrics: Any) -> None:
-    for name, value in result.metrics["overall"].items():
-        metrics.log_metric(name, round(float(value), 6))
-    for name, value in (result.baseline_metrics or {}).get("overall", {}).items():
-        metrics.log_metric(f"baseline_{name}", round(float(value), 6))
-    metrics.log_metric("blessed", float(result.blessed))
+    for name, value in finite_metrics(result).items():
+        metrics.log_metric(name, value)
     if result.roc:
         classification_metrics.log_roc_curve(result.roc["fpr"], result.roc["tpr"],
                                              result.roc["threshold"])
