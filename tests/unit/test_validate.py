@@ -53,14 +53,20 @@ def every(n, rows=ROWS):
     return np.arange(rows) % n == 0
 
 
-def test_inferred_suite_is_written_readable_and_strict(baseline):
+def test_inferred_suite_is_written_readable_and_splits_breakage_from_drift(baseline):
     spec = (baseline / "suite" / "suite.yaml").read_text()
     assert "inferred from this dataset" in spec
-    assert "c0:" in spec and "allowed:" in spec and "nullable: false" in spec
+    assert "c0:" in spec and "expected:" in spec and "values:" in spec and "nulls:" in spec
+    assert "finite: true" in spec and "allowed:" not in spec  # no label_column: all drift
     gx = json.loads((baseline / "suite" / "expectations.json").read_text())
     kinds = {e["type"] for e in gx["expectations"]}
     assert {"expect_column_values_to_be_between", "expect_column_values_to_be_in_set",
             "expect_column_values_to_not_be_null", "expect_table_columns_to_match_set"} <= kinds
+    soft = {(e["type"], e["kwargs"]["column"]) for e in gx["expectations"]
+            if e["meta"].get("conveyor_severity") == "drift"}
+    assert ("expect_column_values_to_be_in_set", "c0") in soft
+    assert ("expect_column_values_to_be_between", "f0") in soft
+    assert not any(t == "expect_column_values_to_not_be_null" for t, _ in soft)
 
 
 def test_new_data_from_the_same_source_passes(tmp_path, baseline):
@@ -71,35 +77,77 @@ def test_new_data_from_the_same_source_passes(tmp_path, baseline):
 
 @pytest.mark.parametrize("name, change, words", [
     ("nulls", lambda t: set_rows(t, "f0", every(20), None),
-     ["'f0'", "expect_column_values_to_not_be_null", "values unexpected ("]),
-    ("out of range", lambda t: set_rows(t, "f1", every(50), 100.0),
-     ["'f1'", "expect_column_values_to_be_between", "100.0"]),
-    ("new category", lambda t: set_rows(t, "c0", every(25), "zz"),
-     ["'c0'", "expect_column_values_to_be_in_set", "'zz'"]),
+     ["'f0'", "expect_column_values_to_not_be_null", "values unexpected (", "baseline 0 of"]),
     ("missing column", lambda t: t.drop_columns(["f2"]),
      ["column 'f2': column exists: missing from the dataset"]),
-    ("shifted distribution", lambda t: t.set_column(3, "f3", pc.add(t.column("f3"), 1.5)),
-     ["drift of 'f3': jensen_shannon"]),
+    ("NaN", lambda t: set_rows(t, "f4", every(400), float("nan")),
+     ["column 'f4': finite", "NaN"]),
 ])
-def test_each_fault_fails_and_is_named(tmp_path, baseline, name, change, words):
+def test_each_breakage_fails_and_is_named(tmp_path, baseline, name, change, words):
     result = run(tmp_path, faulty(tmp_path, change), baseline)
-    assert not result.passed
+    assert not result.passed and result.broken
     text = "\n".join(result.failures)
     for word in words:
         assert word in text, f"{name}: {word!r} not in\n{text}"
     report = (tmp_path / "report.html").read_text()
     assert "FAILED" in report
+    verdict = json.loads((tmp_path / "stats" / "validation.json").read_text())
+    assert verdict["broken"] is True and verdict["breakage"]
 
 
-def test_policy_fail_raises_with_every_problem_after_writing_outputs(tmp_path, baseline):
-    bad = faulty(tmp_path, lambda t: set_rows(set_rows(t, "f0", every(20), None),
-                                              "c1", every(30), "new"))
+@pytest.mark.parametrize("name, change, column, words", [
+    ("out of range", lambda t: set_rows(t, "f1", every(50), 100.0), "f1",
+     ["'f1'", "expect_column_values_to_be_between", "100.0", "(drift, not a failure)"]),
+    ("new category", lambda t: set_rows(t, "c0", every(25), "zz"), "c0",
+     ["'c0'", "expect_column_values_to_be_in_set", "'zz'"]),
+    ("shifted distribution", lambda t: t.set_column(3, "f3", pc.add(t.column("f3"), 1.5)), "f3",
+     ["drift of 'f3': jensen_shannon", "mean 0.0"]),
+])
+def test_drift_is_reported_with_figures_and_breaks_nothing(tmp_path, baseline, name, change,
+                                                            column, words):
+    result = run(tmp_path, faulty(tmp_path, change), baseline)
+    assert not result.broken and result.failures == [], result.failures
+    text = "\n".join(result.drift_lines)
+    for word in words:
+        assert word in text, f"{name}: {word!r} not in\n{text}"
+    verdict = json.loads((tmp_path / "stats" / "validation.json").read_text())
+    assert verdict["broken"] is False and verdict["breakage"] == []
+    entries = [c for c in verdict["drift"]["columns"] if c["column"] == column]
+    assert entries and all("baseline" in c and "current" in c for c in entries)
+    if name == "shifted distribution":
+        assert result.drifted and verdict["drift"]["drifted_columns"] == ["f3"]
+        (train,) = [c for c in entries if c["split"] == "train"]
+        assert train["current"]["mean"] - train["baseline"]["mean"] == pytest.approx(1.5, abs=0.1)
+    if name == "new category":
+        (train,) = [c for c in entries if c["split"] == "train"]
+        assert train["new_values"][0][0] == "zz" and train["new_share"] == pytest.approx(0.04, abs=0.01)
+    report = (tmp_path / "report.html").read_text()
+    assert "FAILED" not in report and "PASSED" in report
+
+
+def test_policy_fail_raises_with_every_breakage_after_writing_outputs(tmp_path, baseline):
+    bad = faulty(tmp_path, lambda t: set_rows(set_rows(set_rows(t, "f0", every(20), None),
+                                                       "c1", every(30), "new"),
+                                              "f6", every(40), None))
     with pytest.raises(ValidationFailed) as err:
         validate_dataset(bad, report_path=tmp_path / "r.html", statistics_path=tmp_path / "s",
-                         suite_path=tmp_path / "suite", suite=baseline / "suite")
+                         suite_path=tmp_path / "suite", suite=baseline / "suite",
+                         baseline_statistics=baseline / "stats")
     message = str(err.value)
-    assert "'f0'" in message and "'c1'" in message and "r.html" in message
+    assert "'f0'" in message and "'f6'" in message and "r.html" in message
+    assert "'c1'" not in message  # a new category is drift: reported, not a failure
     assert (tmp_path / "r.html").exists() and (tmp_path / "s" / "statistics.json").exists()
+    verdict = json.loads((tmp_path / "s" / "validation.json").read_text())
+    assert {c["column"] for c in verdict["breakage"]} == {"f0", "f6"}
+    assert any(c["column"] == "c1" for c in verdict["drift"]["expectations"])
+
+
+def test_drift_policy_fail_still_stops_on_drift(tmp_path, baseline):
+    shifted = faulty(tmp_path, lambda t: t.set_column(3, "f3", pc.add(t.column("f3"), 1.5)))
+    with pytest.raises(ValidationFailed, match="drift of 'f3'"):
+        validate_dataset(shifted, report_path=tmp_path / "r.html", statistics_path=tmp_path / "s",
+                         suite_path=tmp_path / "suite", suite=baseline / "suite",
+                         baseline_statistics=baseline / "stats", drift_policy="fail")
 
 
 def test_skew_between_train_and_eval(tmp_path):
@@ -119,7 +167,8 @@ def test_skew_between_train_and_eval(tmp_path):
                               policy="warn", feature_thresholds={"f5": 0.2})
     assert index.size == ROWS
     assert [d.column for d in result.skew if d.exceeded] == ["f5"]
-    assert "skew of 'f5'" in "\n".join(result.failures)
+    assert "skew of 'f5'" in "\n".join(result.drift_lines) and not result.failures
+    assert "mean " in result.skew_figures["f5"]["summary"]
 
 
 def test_user_spec_with_every_rule(tmp_path, clean):

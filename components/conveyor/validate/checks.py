@@ -12,7 +12,9 @@ and each expectation's results are combined across chunks according to what it m
 - anything else (aggregates such as a column's mean): run by Great Expectations once on the whole
   split, loading only the columns it names (memory then grows with the split).
 
-Schema checks (types and missing columns of a conveyor spec) are conveyor's own.
+Schema checks (types and missing columns of a conveyor spec) are conveyor's own. An expectation
+whose meta has `conveyor_severity: drift` (an inferred suite's `expected` rules) gives a result of
+severity `drift`: reported with its figures, never a failure of the data.
 """
 
 from __future__ import annotations
@@ -48,9 +50,21 @@ class CheckResult:
     observed: str = ""
     unexpected: int = 0
     examples: list = dataclasses.field(default_factory=list)
+    severity: str = "breakage"  # breakage | drift
+
+    @property
+    def broken(self) -> bool:
+        return not self.success and self.severity == "breakage"
+
+    @property
+    def drifted(self) -> bool:
+        return not self.success and self.severity == "drift"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["examples"] = [v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+                           for v in self.examples]
+        return out
 
     def line(self) -> str:
         where = f"column {self.column!r}" if self.column else "table"
@@ -76,6 +90,50 @@ def columns_named(config) -> list[str]:
     kw = config.kwargs
     names = [kw.get("column"), kw.get("column_A"), kw.get("column_B"), *(kw.get("column_list") or [])]
     return [n for n in names if n]
+
+
+def _domain(config) -> tuple:
+    kw = config.kwargs
+    return (config.type, kw.get("column"), kw.get("column_A"), kw.get("column_B"),
+            tuple(kw.get("column_list") or ()))
+
+
+def _groups(configs: Sequence) -> list[list[int]]:
+    """Indices of `configs` in groups without two expectations of one type on one column: a GX
+    suite keeps only the last of such a pair (it replaces an 'equivalent' expectation), so an
+    inferred suite's breakage bound and drift range on one column must run in separate suites."""
+    groups: list[tuple[set, list[int]]] = []
+    for i, config in enumerate(configs):
+        key = _domain(config)
+        for seen, members in groups:
+            if key not in seen:
+                seen.add(key)
+                members.append(i)
+                break
+        else:
+            groups.append(({key}, [i]))
+    return [members for _, members in groups]
+
+
+class _Runner:
+    """Several GX suites over the same frames, results in the order of `configs`."""
+
+    def __init__(self, configs: Sequence, name: str):
+        self.groups = _groups(configs)
+        self.runners = [_Gx([configs[i] for i in g], f"{name}-{n}")
+                        for n, g in enumerate(self.groups)]
+        self.size = len(configs)
+
+    def run(self, frame) -> list:
+        out: list = [None] * self.size
+        for group, runner in zip(self.groups, self.runners):
+            results = runner.run(frame)
+            if len(results) != len(group):  # never silently pair a result with another rule
+                raise RuntimeError(f"Great Expectations returned {len(results)} results for "
+                                   f"{len(group)} expectations")
+            for i, outcome in zip(group, results):
+                out[i] = outcome
+        return out
 
 
 def _is_row_wise(config) -> bool:
@@ -159,10 +217,14 @@ class _Tally:
                             ("ok" if self.success else "failed"))
 
     def _result(self, split: str, ok: bool, observed: str) -> CheckResult:
+        meta = self.config.meta or {}
+        if meta.get("conveyor_rule"):
+            observed = f"{observed} ({meta['conveyor_rule']})"
         if self.error:
             ok, observed = False, f"could not be evaluated: {self.error}"
+        severity = "drift" if meta.get("conveyor_severity") == "drift" else "breakage"
         return CheckResult(split, "expectation", describe(self.config), _column_of(self.config), ok,
-                           observed, self.unexpected, self.examples)
+                           observed, self.unexpected, self.examples, severity)
 
 
 def _plain(value: Any) -> Any:
@@ -192,7 +254,7 @@ def run_expectations(dataset: Dataset, split: str, configs: Sequence, *,
 
     tallies = [_Tally(c) for _, c in chunked]
     uniques = {c.kwargs["column"]: _UniqueCounter() for _, c in counted if c.type == _UNIQUE}
-    gx_runner = _Gx([c for _, c in chunked], f"{split}-chunks") if chunked else None
+    gx_runner = _Runner([c for _, c in chunked], f"{split}-chunks") if chunked else None
     for batch in dataset.iter_batches(split, batch_size=chunk_rows):
         if on_batch is not None:
             on_batch(batch)
@@ -255,6 +317,6 @@ def _run_whole(dataset: Dataset, split: str, configs: Sequence) -> list[CheckRes
     names = sorted({n for c in configs for n in columns_named(c)} & set(dataset.schema.names))
     frame = dataset.read_table(split, names or None).to_pandas()
     tallies = [_Tally(c) for c in configs]
-    for tally, outcome in zip(tallies, _Gx(configs, f"{split}-whole").run(frame)):
+    for tally, outcome in zip(tallies, _Runner(configs, f"{split}-whole").run(frame)):
         tally.add(outcome)
     return [t.whole_result(split) for t in tallies]

@@ -6,17 +6,22 @@
   difference between the two value frequencies.
 
 Used for drift (current data against a baseline's statistics) and for skew (train against eval
-within one dataset). A feature drifts when its distance exceeds its threshold.
+within one dataset). A feature drifts when its distance exceeds its threshold. Drift is never
+breakage: `figures` says what moved (mean and quantiles, category shares, new categories) so a
+pipeline can decide to retrain, and a person can see why.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from conveyor.validate.stats import CATEGORICAL, NUMERIC, ColumnStatistics, SplitStatistics
+from conveyor.validate.stats import (CATEGORICAL, NUMERIC, TEMPORAL, ColumnStatistics,
+                                     SplitStatistics)
 
 JS, LINF = "jensen_shannon", "l_infinity"
 BIN_QUANTILES = tuple(np.linspace(0.05, 0.95, 19))
@@ -88,4 +93,71 @@ def compare(baseline: SplitStatistics, current: SplitStatistics, default_thresho
         d = distance(base, current.columns[name], float(thresholds.get(name, default_threshold)))
         if d is not None:
             out.append(d)
+    return out
+
+
+# -- figures: what moved, in numbers a person reads ---------------------------------------------
+
+SHOWN_QUANTILES = (0.05, 0.5, 0.95)
+SHOWN_CATEGORIES = 8
+
+
+def _plain(value: Any) -> Any:
+    """A value as figures hold it: JSON-ready, a long string cut (a 10 MB category stays out)."""
+    if isinstance(value, str) and len(value) > 80:
+        return f"{value[:80]}... ({len(value)} characters)"
+    if isinstance(value, float):
+        return float(f"{value:.6g}") if math.isfinite(value) else str(value)
+    if isinstance(value, (int, str, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _side(stats: ColumnStatistics) -> dict[str, Any]:
+    out: dict[str, Any] = {"rows": stats.rows, "null_fraction": round(stats.null_fraction, 6)}
+    if _as_categories(stats):
+        shares = stats.frequencies()
+        top = sorted(shares.items(), key=lambda kv: (-kv[1], str(kv[0])))[:SHOWN_CATEGORIES]
+        out["shares"] = [[_plain(k), round(v, 4)] for k, v in top]
+        out["distinct"] = stats.distinct
+    if stats.kind == NUMERIC and stats.finite:
+        out.update(mean=_plain(stats.mean), std=_plain(stats.std), min=_plain(stats.min),
+                   max=_plain(stats.max),
+                   quantiles={f"p{round(q * 100)}": _plain(stats.quantile(q))
+                              for q in SHOWN_QUANTILES})
+    if stats.kind == TEMPORAL:
+        out.update(min=_plain(stats.min), max=_plain(stats.max))
+    return out
+
+
+def figures(baseline: ColumnStatistics, current: ColumnStatistics) -> dict[str, Any]:
+    """Baseline vs current of one column: both sides' figures, new categories and a one-line
+    summary such as "mean 120 -> 180, p50 118 -> 177, p95 150 -> 225"."""
+    base, cur = _side(baseline), _side(current)
+    out: dict[str, Any] = {"baseline": base, "current": cur}
+    parts = []
+    if "mean" in base and "mean" in cur:
+        parts.append(f"mean {_fmt(base['mean'])} -> {_fmt(cur['mean'])}")
+        for q in ("p5", "p50", "p95"):
+            parts.append(f"{q} {_fmt(base['quantiles'][q])} -> {_fmt(cur['quantiles'][q])}")
+    if _as_categories(baseline) and _as_categories(current):
+        b, c = baseline.frequencies(), current.frequencies()
+        new = {k: v for k, v in c.items() if k not in b}
+        if new:
+            top = sorted(new.items(), key=lambda kv: (-kv[1], str(kv[0])))[:SHOWN_CATEGORIES]
+            out["new_values"] = [[_plain(k), round(v, 4)] for k, v in top]
+            out["new_share"] = round(sum(new.values()), 6)
+            parts.append(f"new {', '.join(f'{_plain(k)!r} {v:.1%}' for k, v in top)}")
+        moved = sorted(set(b) | set(c), key=lambda k: (-abs(c.get(k, 0) - b.get(k, 0)), str(k)))
+        parts += [f"{_plain(k)!r} {b.get(k, 0):.1%} -> {c.get(k, 0):.1%}"
+                  for k in moved[:3] if k in b and abs(c.get(k, 0) - b.get(k, 0)) >= 0.005]
+    if abs(baseline.null_fraction - current.null_fraction) >= 0.005:
+        parts.append(f"nulls {baseline.null_fraction:.1%} -> {current.null_fraction:.1%}")
+    out["summary"] = ", ".join(parts)
     return out

@@ -15,7 +15,8 @@ _CSS = """
 body{font:14px/1.45 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#1d2330}
 h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:28px 0 8px;border-bottom:1px solid #ddd}
 .verdict{display:inline-block;padding:3px 10px;border-radius:4px;font-weight:600;color:#fff}
-.pass{background:#1e7d32} .fail{background:#c62828} .muted{color:#666}
+.pass{background:#1e7d32} .fail{background:#c62828} .drift{background:#b26a00}
+.muted{color:#666}
 table{border-collapse:collapse;margin:6px 0 12px;font-size:13px}
 th,td{border:1px solid #d7dbe0;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f3f5f8} td.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -53,55 +54,80 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], bad: Iterable[
     return "\n".join(out)
 
 
-def render(*, title: str, passed: bool, policy: str, suite_origin: str,
-           checks: Sequence[CheckResult], drift: Sequence[tuple[str, Distance]],
-           skew: Sequence[Distance], stats: DatasetStatistics, baseline: str | None) -> str:
-    failed = [c for c in checks if not c.success]
+def render(*, title: str, result, policy: str, stats: DatasetStatistics) -> str:
+    """The page for a `ValidationResult`: breakage first, then drift with its figures."""
+    checks: Sequence[CheckResult] = result.checks
+    drift: Sequence[tuple[str, Distance]] = result.drift
+    skew: Sequence[Distance] = result.skew
+    broken = [c for c in checks if c.broken]
+    soft = [c for c in checks if c.drifted]
     drifted = [(s, d) for s, d in drift if d.exceeded]
     skewed = [d for d in skew if d.exceeded]
+    verdict = ("<span class='verdict fail'>FAILED: broken data</span>" if broken else
+               "<span class='verdict pass'>PASSED</span>")
+    if drifted:
+        verdict += " <span class='verdict drift'>DRIFTED</span>"
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
              f"<style>{_CSS}</style></head><body>",
              f"<h1>{_e(title)}</h1>",
-             f"<p><span class='verdict {'pass' if passed else 'fail'}'>"
-             f"{'PASSED' if passed else 'FAILED'}</span> "
-             f"<span class='muted'>policy {_e(policy)}; suite: {_e(suite_origin)}; "
-             f"{len(checks) - len(failed)}/{len(checks)} checks passed, "
-             f"{len(drifted)} drifted, {len(skewed)} skewed</span></p>"]
+             f"<p>{verdict} "
+             f"<span class='muted'>policy {_e(policy)}, drift policy {_e(result.drift_policy)}; "
+             f"suite: {_e(result.suite.origin)}; "
+             f"{len(checks) - len(broken) - len(soft)}/{len(checks)} checks passed, "
+             f"{len(broken)} broken, {len(soft)} expectation(s) drifted, "
+             f"{len(drifted)} feature(s) drifted, {len(skewed)} skewed</span></p>"]
 
-    parts.append("<h2>Failed checks</h2>")
-    if failed:
+    parts.append("<h2>Breakage (stops the run under policy fail)</h2>")
+    if broken:
         parts.append(_table(
             ["split", "column", "rule", "observed", "examples"],
             ([_e(c.split), _e(c.column or "(table)"), f"<code>{_e(c.rule)}</code>",
-              _e(c.observed), _e(", ".join(map(repr, c.examples)))] for c in failed),
-            [True] * len(failed)))
+              _e(c.observed), _e(", ".join(map(repr, c.examples)))] for c in broken),
+            [True] * len(broken)))
     else:
         parts.append("<p class='muted'>none</p>")
 
-    parts.append("<h2>Drift against the baseline</h2>")
+    parts.append("<h2>Drift against the baseline (reported, never breakage)</h2>")
     if drift:
-        parts.append(f"<p class='muted'>baseline: {_e(baseline)}</p>")
-        parts.append(_table(["split", "column", "metric", "distance", "threshold", "drifted"],
-                            ([_e(s), _e(d.column), _e(d.metric), d.value, d.threshold,
-                              "yes" if d.exceeded else "no"] for s, d in drift),
-                            [d.exceeded for _, d in drift]))
+        parts.append(f"<p class='muted'>baseline: {_e(result.baseline)}</p>")
+        parts.append(_table(
+            ["split", "column", "metric", "distance", "threshold", "drifted", "baseline -> current"],
+            ([_e(s), _e(d.column), _e(d.metric), d.value, d.threshold,
+              "yes" if d.exceeded else "no",
+              _e(result.figures.get(s, {}).get(d.column, {}).get("summary", ""))]
+             for s, d in drift),
+            [d.exceeded for _, d in drift]))
     else:
         parts.append("<p class='muted'>no baseline statistics given</p>")
 
-    parts.append("<h2>Skew between train and eval</h2>")
+    parts.append("<h2>Expected ranges and categories not met (drift, not failures)</h2>")
+    if soft:
+        parts.append(_table(
+            ["split", "column", "rule", "observed", "examples"],
+            ([_e(c.split), _e(c.column or "(table)"), f"<code>{_e(c.rule)}</code>",
+              _e(c.observed), _e(", ".join(map(repr, c.examples)))] for c in soft),
+            [True] * len(soft)))
+    else:
+        parts.append("<p class='muted'>none</p>")
+
+    parts.append("<h2>Skew between train and eval (reported, never breakage)</h2>")
     if skew:
-        parts.append(_table(["column", "metric", "distance", "threshold", "skewed"],
+        parts.append(_table(["column", "metric", "distance", "threshold", "skewed",
+                             "train -> eval"],
                             ([_e(d.column), _e(d.metric), d.value, d.threshold,
-                              "yes" if d.exceeded else "no"] for d in skew),
+                              "yes" if d.exceeded else "no",
+                              _e(result.skew_figures.get(d.column, {}).get("summary", ""))]
+                             for d in skew),
                             [d.exceeded for d in skew]))
     else:
         parts.append("<p class='muted'>needs a train and an eval split</p>")
 
     parts.append("<h2>All checks</h2>")
-    parts.append(_table(["split", "column", "rule", "result", "observed"],
+    parts.append(_table(["split", "column", "rule", "severity", "result", "observed"],
                         ([_e(c.split), _e(c.column or "(table)"), f"<code>{_e(c.rule)}</code>",
-                          "pass" if c.success else "FAIL", _e(c.observed)] for c in checks),
-                        [not c.success for c in checks]))
+                          _e(c.severity), "pass" if c.success else
+                          ("FAIL" if c.broken else "drift"), _e(c.observed)] for c in checks),
+                        [c.broken for c in checks]))
 
     for name, split in stats.splits.items():
         parts.append(f"<h2>Statistics: {_e(name)} ({split.rows} rows)</h2>")

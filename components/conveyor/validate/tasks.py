@@ -30,7 +30,11 @@ def validate(dataset, report, metrics, statistics, suite, *, input_suite=None,
     """Run `validate_dataset` from KFP artifacts; publish metrics; return whether it passed.
 
     The verdict is the output named `Output` (`task.outputs["Output"]`): kfp.local resolves only
-    outputs named `Output` in `dsl.If` conditions (kfp 2.17), and the gate must work there too."""
+    outputs named `Output` in `dsl.If` conditions (kfp 2.17), and the gate must work there too.
+    It is True when nothing is broken and nothing drifted against the baseline; under policy
+    fail broken data raises, so `Output == False` then means drift. The statistics and report
+    artifacts' metadata say `broken`, `drifted`, `skewed` and `drifted_columns`, and the
+    statistics folder holds `validation.json` (the verdict with per-column drift figures)."""
     suite_source = (input_suite.path if input_suite is not None
                     else local_copy(suite_uri, "suite_uri") if suite_uri else None)
     params = {k: v for k, v in params.items() if v != ""}
@@ -51,8 +55,15 @@ def validate(dataset, report, metrics, statistics, suite, *, input_suite=None,
         )
     for name, value in result.metrics().items():
         metrics.log_metric(name, value)
+    verdict = {"passed": result.passed, "broken": result.broken, "drifted": result.drifted,
+               "skewed": result.skewed,
+               "drifted_columns": sorted({d.column for _, d in result.drift if d.exceeded})}
     statistics.metadata["dataset_fingerprint"] = result.statistics.fingerprint
+    statistics.metadata.update(verdict)
+    report.metadata.update(verdict)
     suite.metadata["origin"] = result.suite.origin
-    print(("PASSED" if result.passed else "FAILED (policy warn)") + "\n  "
-          + "\n  ".join(result.failures), flush=True)
+    state = ("BROKEN (policy warn)" if result.broken else "PASSED")
+    state += ", DRIFTED" if result.drifted else ""
+    print(state + "".join(f"\n  {line}" for line in result.breakage + result.drift_lines),
+          flush=True)
     return result.passed

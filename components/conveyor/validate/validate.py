@@ -3,9 +3,19 @@
 `validate_dataset` reads each split once in chunks: the chunk updates the split's statistics and is
 checked by the suite's expectations in the same pass. Then it compares statistics: each split
 against the baseline's same-named split (drift) and train against eval (skew). It writes the
-statistics, the suite it used, and an HTML report, and returns whether everything passed. With
-`policy="fail"` a failure raises `ValidationFailed` listing each failed rule and drifted feature,
-after the outputs are written; with `policy="warn"` it returns `passed=False`.
+statistics, the suite it used, a machine-readable verdict (`validation.json` beside
+`statistics.json`) and an HTML report.
+
+Two kinds of finding, kept apart:
+- **breakage**: a rule of a user's suite, or an inferred suite's breakage rules (schema, null
+  rates beyond a sample-size-aware limit, negatives in a non-negative column, NaN/inf where the
+  baseline had none, no rows). With `policy="fail"` it raises `ValidationFailed` listing each
+  one, after the outputs are written; with `policy="warn"` the result says `broken`.
+- **drift**: distances past their thresholds against the baseline (and train/eval skew), and an
+  inferred suite's `expected` ranges and category sets. Reported with figures ("mean 120 -> 180"),
+  `drifted` in the verdict; it stops the run only with `drift_policy="fail"`.
+
+`passed` (the component's `Output`) is: nothing broken and nothing drifted against the baseline.
 """
 
 from __future__ import annotations
@@ -15,16 +25,19 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from conveyor.errors import ConveyorError, InputError
 from conveyor.io.dataset import Dataset
 from conveyor.validate import checks, drift, report, stats, suite as suites
 
 POLICIES = ("fail", "warn")
+VERDICT_FILE = "validation.json"
+VERDICT_FORMAT = "conveyor.validation/v1"
 
 
 class ValidationFailed(ConveyorError):
-    """The data broke its suite, drifted or skewed, under policy `fail`."""
+    """The data broke its suite (or drifted, under drift_policy fail), under policy `fail`."""
 
 
 @dataclasses.dataclass
@@ -36,14 +49,49 @@ class ValidationResult:
     statistics: stats.DatasetStatistics
     suite: suites.Suite
     seconds: float
+    figures: dict[str, dict[str, dict]] = dataclasses.field(default_factory=dict)  # split->col
+    skew_figures: dict[str, dict] = dataclasses.field(default_factory=dict)
+    baseline: str | None = None
+    drift_policy: str = "warn"
+
+    @property
+    def broken(self) -> bool:
+        return any(c.broken for c in self.checks)
+
+    @property
+    def drifted(self) -> bool:
+        return any(d.exceeded for _, d in self.drift)
+
+    @property
+    def skewed(self) -> bool:
+        return any(d.exceeded for d in self.skew)
+
+    @property
+    def breakage(self) -> list[str]:
+        return [c.line() for c in self.checks if c.broken]
+
+    def _figure(self, split: str, column: str) -> str:
+        summary = self.figures.get(split, {}).get(column, {}).get("summary")
+        return f" ({summary})" if summary else ""
+
+    @property
+    def drift_lines(self) -> list[str]:
+        """Drift past thresholds, train/eval skew and `expected` rules not met, with figures."""
+        out = [f"[{s}] drift of {d.column!r}: {d.metric} {d.value:.4f} > {d.threshold}"
+               + self._figure(s, d.column) for s, d in self.drift if d.exceeded]
+        out += [f"[train vs eval] skew of {d.column!r}: {d.metric} {d.value:.4f} > {d.threshold}"
+                + (f" ({self.skew_figures[d.column]['summary']})"
+                   if self.skew_figures.get(d.column, {}).get("summary") else "")
+                for d in self.skew if d.exceeded]
+        out += [f"{c.line()} (drift, not a failure)" for c in self.checks if c.drifted]
+        return out
 
     @property
     def failures(self) -> list[str]:
-        out = [c.line() for c in self.checks if not c.success]
-        out += [f"[{s}] drift of {d.column!r}: {d.metric} {d.value:.4f} > {d.threshold}"
-                for s, d in self.drift if d.exceeded]
-        out += [f"[train vs eval] skew of {d.column!r}: {d.metric} {d.value:.4f} > {d.threshold}"
-                for d in self.skew if d.exceeded]
+        """What stops the run under policy fail: breakage, and drift under drift_policy fail."""
+        out = self.breakage
+        if self.drift_policy == "fail":
+            out += [line for line in self.drift_lines if "(drift, not a failure)" not in line]
         return out
 
     def metrics(self) -> dict[str, float]:
@@ -51,13 +99,44 @@ class ValidationResult:
         failed = sum(not c.success for c in self.checks)
         return {
             "passed": float(self.passed),
+            "broken": float(self.broken),
+            "drifted": float(self.drifted),
             "success_ratio": round((total - failed) / total, 6) if total else 1.0,
-            "failed_expectations": failed,
+            "failed_expectations": sum(c.broken for c in self.checks),
+            "drift_findings": sum(c.drifted for c in self.checks),
             "drifted_features": sum(d.exceeded for _, d in self.drift),
             "max_drift": round(max((d.value for _, d in self.drift), default=0.0), 6),
             "skewed_features": sum(d.exceeded for d in self.skew),
             "max_skew": round(max((d.value for d in self.skew), default=0.0), 6),
             "seconds": round(self.seconds, 3),
+        }
+
+    def verdict(self) -> dict[str, Any]:
+        """The machine-readable verdict (`validation.json`): breakage and drift apart."""
+        columns = []
+        for split, d in self.drift:
+            entry = {"split": split, **d.to_dict(), "drifted": d.exceeded}
+            entry.update(self.figures.get(split, {}).get(d.column, {}))
+            columns.append(entry)
+        return {
+            "format": VERDICT_FORMAT,
+            "passed": self.passed,
+            "broken": self.broken,
+            "breakage": [c.to_dict() for c in self.checks if c.broken],
+            "drift": {
+                "drifted": self.drifted,
+                "baseline": self.baseline,
+                "drifted_columns": sorted({d.column for _, d in self.drift if d.exceeded}),
+                "columns": columns,
+                "expectations": [c.to_dict() for c in self.checks if c.drifted],
+            },
+            "skew": {
+                "skewed": self.skewed,
+                "columns": [{**d.to_dict(), **self.skew_figures.get(d.column, {})}
+                            for d in self.skew],
+            },
+            "checks": {"total": len(self.checks), "failed": sum(not c.success for c in self.checks)},
+            "suite": self.suite.origin,
         }
 
 
@@ -89,18 +168,19 @@ def validate_dataset(
     splits: Sequence[str] | None = None,
     policy: str = "fail",
     drift_threshold: float = 0.1,
-    drift_policy: str = "fail",
+    drift_policy: str = "warn",
     feature_thresholds: Mapping[str, float] | None = None,
     skew_threshold: float = 0.2,
     label_column: str | None = None,
     infer_margin: float = 0.1,
     chunk_rows: int = checks.CHUNK_ROWS,
 ) -> ValidationResult:
-    """Validate a Dataset; write `statistics_path` (a folder), `suite_path` (a folder) and
-    `report_path` (an HTML file). See the module docstring for what is checked.
+    """Validate a Dataset; write `statistics_path` (a folder: statistics.json, validation.json),
+    `suite_path` (a folder) and `report_path` (an HTML file). See the module docstring.
 
-    With `drift_policy="warn"`, drift alone does not fail the task under `policy="fail"` (it
-    still makes `passed` False): continuous training stops on broken data, retrains on drift."""
+    Under `policy="fail"` breakage raises `ValidationFailed`; drift and skew do so only with
+    `drift_policy="fail"` (default `warn`: continuous training stops on broken data and retrains
+    on drift)."""
     start = time.monotonic()
     if policy not in POLICIES:
         raise InputError(f"policy: {policy!r} is not one of {POLICIES}")
@@ -128,24 +208,29 @@ def validate_dataset(
         baseline_name = f"dataset {baseline_dataset}"
 
     # The suite: given, else inferred from the baseline, else from this dataset's train split.
+    # Inferred from the train split, the label's classes are breakage (a class eval has and
+    # train lacks cannot be learned); against a baseline a new class is drift (retrain).
     if suite:
         used = suites.load_suite(suite)
     else:
         source = baseline_stats
         origin = f"inferred from {baseline_name}" if source else "inferred from this dataset"
+        strict = ()
         if source is None:
             source = stats.compute_statistics(dataset, [_train(chosen)])
-        spec = suites.infer_spec(source.split(_train(chosen)), margin=infer_margin)
+            strict = (label_column,) if label_column else ()
+        spec = suites.infer_spec(source.split(_train(chosen)), margin=infer_margin,
+                                 strict_values=strict)
         used = suites.Suite(suites.to_expectations(spec), spec, origin=origin)
 
     present = set(dataset.schema.names)
-    runnable = [c for c in used.expectations
-                if all(n in present for n in checks.columns_named(c))]
     types = {c.name: c.type for c in dataset.info.columns}
     results: list[checks.CheckResult] = []
     split_stats: dict[str, stats.SplitStatistics] = {}
     for name in chosen:
         results += _schema_checks(used, name, types)
+        runnable = [c for c in used.expectations_for(dataset.split(name).rows)
+                    if all(n in present for n in checks.columns_named(c))]
         column_stats = {n: stats.ColumnStatistics(n, types[n]) for n in dataset.schema.names}
         counter = {"rows": 0}
 
@@ -156,6 +241,7 @@ def validate_dataset(
 
         results += checks.run_expectations(dataset, name, runnable, chunk_rows=chunk_rows,
                                            on_batch=update)
+        results += _finite_checks(used, name, column_stats, types)
         split_stats[name] = stats.SplitStatistics(counter["rows"], column_stats)
         if label_column and column_stats[label_column].count == 0:
             raise InputError(f"label_column: {label_column!r} is NULL in all "
@@ -163,38 +249,72 @@ def validate_dataset(
     statistics = stats.DatasetStatistics(split_stats, dataset.info.fingerprint)
 
     drifts: list[tuple[str, drift.Distance]] = []
+    figures: dict[str, dict[str, dict]] = {}
     if baseline_stats is not None:
         for name, current in split_stats.items():
-            for d in drift.compare(baseline_stats.split(name), current, drift_threshold,
-                                   feature_thresholds):
+            base_split = baseline_stats.split(name)
+            for d in drift.compare(base_split, current, drift_threshold, feature_thresholds):
                 drifts.append((name, d))
-    skews = (drift.compare(split_stats["train"], split_stats["eval"], skew_threshold,
-                           feature_thresholds)
-             if "train" in split_stats and "eval" in split_stats else [])
+            figures[name] = {c: drift.figures(base_split.columns[c], current.columns[c])
+                             for c in current.columns
+                             if c in base_split.columns
+                             and base_split.columns[c].kind == current.columns[c].kind}
+    skews, skew_figures = [], {}
+    if "train" in split_stats and "eval" in split_stats:
+        train, evaluation = split_stats["train"], split_stats["eval"]
+        skews = drift.compare(train, evaluation, skew_threshold, feature_thresholds)
+        skew_figures = {d.column: drift.figures(train.columns[d.column],
+                                                evaluation.columns[d.column]) for d in skews}
 
     result = ValidationResult(
-        passed=(all(c.success for c in results) and not any(d.exceeded for _, d in drifts)
-                and not any(d.exceeded for d in skews)),
-        checks=results, drift=drifts, skew=skews, statistics=statistics, suite=used,
-        seconds=time.monotonic() - start)
+        passed=False, checks=results, drift=drifts, skew=skews, statistics=statistics,
+        suite=used, seconds=time.monotonic() - start, figures=figures,
+        skew_figures=skew_figures, baseline=baseline_name, drift_policy=drift_policy)
+    result.passed = not result.broken and not result.drifted
 
-    Path(statistics_path).mkdir(parents=True, exist_ok=True)
-    (Path(statistics_path) / STATISTICS_FILE).write_text(json.dumps(statistics.to_dict()) + "\n")
+    # Outputs: written completely (beside their final names, then renamed) before any verdict.
+    statistics_dir = Path(statistics_path)
+    statistics_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(statistics_dir / STATISTICS_FILE, json.dumps(statistics.to_dict()) + "\n")
+    _write_atomic(statistics_dir / VERDICT_FILE,
+                  json.dumps(result.verdict(), indent=1, ensure_ascii=False, default=str) + "\n")
     suites.write_suite(used, suite_path)
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(report_path).write_text(report.render(
-        title=f"conveyor validate: {Path(dataset_path).name}", passed=result.passed,
-        policy=policy, suite_origin=used.origin, checks=results, drift=drifts, skew=skews,
-        stats=statistics, baseline=baseline_name))
+    _write_atomic(Path(report_path), report.render(
+        title=f"conveyor validate: {Path(dataset_path).name}", result=result, policy=policy,
+        stats=statistics))
 
-    data_broken = not all(c.success for c in results) or any(d.exceeded for d in skews)
-    drifted = any(d.exceeded for _, d in drifts)
-    if policy == "fail" and (data_broken or (drifted and drift_policy == "fail")):
+    if policy == "fail" and result.failures:
         listed = result.failures
         raise ValidationFailed(
             f"validation failed ({len(listed)} problem(s)); the report is at {report_path}:\n  "
             + "\n  ".join(listed[:50]) + ("\n  ..." if len(listed) > 50 else ""))
     return result
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
+
+
+def _finite_checks(used: suites.Suite, split: str,
+                   column_stats: Mapping[str, stats.ColumnStatistics],
+                   types: Mapping[str, str]) -> list[checks.CheckResult]:
+    """A spec's `finite` rules, from the statistics of the same pass (GX sees NaN as NULL)."""
+    out = []
+    if used.spec is None:
+        return out
+    for n, rules in used.spec.columns.items():
+        c = column_stats.get(n)
+        if not rules.finite or c is None or c.kind != stats.NUMERIC:
+            continue
+        bad = c.nan + c.inf
+        out.append(checks.CheckResult(
+            split, "values", "finite (no NaN or +-inf; the baseline had none)", n, bad == 0,
+            f"{c.nan} NaN and {c.inf} infinite of {c.count} values" if bad
+            else f"{c.count} finite values", bad))
+    return out
 
 
 def _train(splits: Sequence[str]) -> str:
