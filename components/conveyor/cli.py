@@ -1,6 +1,7 @@
 """The `conveyor` command line.
 
     conveyor local up|down|status|env|seed   the embedded emulator stack and its data
+    conveyor local load|query|fetch          data in and out of it (CSV, Parquet, gs://)
     conveyor compile [NAME ...]              regenerate compiled component and pipeline specs
     conveyor images                          the image URIs of this version
     conveyor submit|schedule PIPELINE        on Kubeflow Pipelines (--host) or Vertex AI (--vertex)
@@ -13,11 +14,94 @@ Errors are one line on stderr (exit 2 for bad input, 1 otherwise); `--debug` sho
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 from pathlib import Path
 
 from conveyor.errors import ConveyorError, InputError
 from conveyor.version import __version__
+
+
+def _env_command(root: str | None) -> str:
+    """The command that points a shell at the stack under `root` (None: the default one)."""
+    return "conveyor local env" + (f" --root {shlex.quote(str(root))}" if root else "")
+
+
+def _use_stack(args: argparse.Namespace) -> None:
+    """Point this process's clients at a running stack: the one under `--root` if given, else
+    the one the environment already names (`eval "$(conveyor local env)"`), else the one under
+    the default root."""
+    from conveyor import gcp
+    from conveyor.local import LocalStack
+
+    if not args.root and os.environ.get(gcp.BIGQUERY_ENDPOINT_ENV) \
+            and os.environ.get(gcp.STORAGE_EMULATOR_ENV):
+        return
+    stack = LocalStack(args.root)
+    info = stack.status()
+    if info is None:
+        raise ConveyorError(f"no stack running under {stack.root}; run `conveyor local up"
+                            + (f" --root {shlex.quote(str(args.root))}`" if args.root else "`"))
+    info.activate()
+
+
+def _load(args: argparse.Namespace) -> int:
+    from conveyor.local import data
+
+    if bool(args.table) == bool(args.gcs):
+        raise InputError("load: give exactly one of --table dataset.table or --gcs gs://...")
+    _use_stack(args)
+    if args.table:
+        rows = data.load_table(args.file, args.table, replace=args.replace)
+        print(f"{rows} rows -> {args.table}")
+    else:
+        print(data.upload(args.file, args.gcs, replace=args.replace))
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    from conveyor.local import data
+
+    if args.max_rows < 0:
+        raise InputError(f"query: --max-rows must be 0 or more, got {args.max_rows}")
+    if args.out:
+        data.file_format(Path(args.out), "--out")
+        _use_stack(args)
+        rows = data.query_to_file(args.sql, args.out, replace=args.replace)
+        print(f"{rows} rows -> {args.out}")
+        return 0
+    _use_stack(args)
+    result = data.query(args.sql, max_rows=args.max_rows)
+    print(_format_rows(result.columns, result.rows))
+    if result.total_rows > len(result.rows):
+        print(f"({len(result.rows)} of {result.total_rows} rows shown; --max-rows N shows more, "
+              "--out FILE.csv|.parquet writes them all)")
+    else:
+        print(f"({result.total_rows} row{'s' if result.total_rows != 1 else ''})")
+    return 0
+
+
+def _format_rows(columns: list[str], rows: list[tuple]) -> str:
+    """An aligned text table; NULL for missing values."""
+    def show(value) -> str:
+        return "NULL" if value is None else str(value).replace("\n", "\\n")
+
+    cells = [columns] + [[show(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from conveyor.local import data
+
+    data.parse_gs_uri(args.uri, "URI")
+    _use_stack(args)
+    files = data.fetch(args.uri, args.dir)
+    print(f"{len(files)} file{'s' if len(files) != 1 else ''} -> {args.dir}")
+    return 0
 
 
 def _local(args: argparse.Namespace) -> int:
@@ -29,7 +113,7 @@ def _local(args: argparse.Namespace) -> int:
         print(f"BigQuery   {info.bigquery_endpoint} (Storage Read gRPC {info.bigquery_storage_endpoint})")
         print(f"GCS        {info.gcs_endpoint}")
         print(f"data       {info.root}")
-        print("point a shell at it with:  eval \"$(conveyor local env)\"")
+        print(f"point a shell at it with:  eval \"$({_env_command(args.root)})\"")
     elif args.action == "down":
         print("stopped" if stack.down() else f"no stack recorded under {stack.root}")
     elif args.action == "status":
@@ -42,7 +126,8 @@ def _local(args: argparse.Namespace) -> int:
     elif args.action == "env":
         info = stack.status()
         if info is None:
-            raise ConveyorError(f"no stack running under {stack.root}; run `conveyor local up`")
+            raise ConveyorError(f"no stack running under {stack.root}; run `conveyor local up"
+                                + (f" --root {shlex.quote(str(args.root))}`" if args.root else "`"))
         for key, value in info.environ().items():
             print(f"export {key}={value}")
     elif args.action == "seed":
@@ -157,14 +242,43 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
-    local = sub.add_parser("local", help="the local emulator stack")
-    local.add_argument("action", choices=["up", "down", "status", "env", "seed"])
-    local.add_argument("--root", help="stack folder (default $CONVEYOR_STACK_DIR or the user cache)")
-    local.add_argument("--project", default="conveyor-local")
-    local.add_argument("--penguins", action="store_true", help="seed: the demo table")
-    local.add_argument("--reference", type=int, action="append", default=[], metavar="ROWS",
-                       help="seed: the benchmark's reference workload at ROWS rows (repeatable)")
-    local.set_defaults(func=_local)
+    root_help = "stack folder (default $CONVEYOR_STACK_DIR or the user cache)"
+    local = sub.add_parser("local", help="the local emulator stack and data in and out of it")
+    local.add_argument("--root", help=root_help)
+    actions = local.add_subparsers(dest="action", required=True)
+    for action, text in (("up", "start the stack (or find the running one)"),
+                         ("down", "stop it"), ("status", "is it running (exit 3 if not)"),
+                         ("env", "print the exports that point a shell at it"),
+                         ("seed", "load the demo and benchmark data")):
+        cmd = actions.add_parser(action, help=text)
+        cmd.add_argument("--root", default=argparse.SUPPRESS, help=root_help)
+        cmd.add_argument("--project", default="conveyor-local")
+        if action == "seed":
+            cmd.add_argument("--penguins", action="store_true", help="the demo table")
+            cmd.add_argument("--reference", type=int, action="append", default=[],
+                             metavar="ROWS",
+                             help="the benchmark's reference workload at ROWS rows (repeatable)")
+        cmd.set_defaults(func=_local)
+    stack_help = ("stack folder; without it, the stack the environment points at "
+                  "(conveyor local env), else the default one")
+    load = actions.add_parser("load", help="a CSV or Parquet file into a table or gs://")
+    load.add_argument("file", metavar="FILE", help="a .csv or .parquet file")
+    load.add_argument("--table", help="dataset.table: created with the file's columns")
+    load.add_argument("--gcs", help="gs://bucket/path (or gs://bucket/folder/): the file copied")
+    load.add_argument("--replace", action="store_true", help="replace an existing table/object")
+    load.set_defaults(func=_load)
+    query = actions.add_parser("query", help="run SQL; print rows or write them to a file")
+    query.add_argument("sql", metavar="SQL")
+    query.add_argument("--max-rows", type=int, default=20, help="rows to print (default 20)")
+    query.add_argument("--out", help="write every row to FILE.csv or FILE.parquet instead")
+    query.add_argument("--replace", action="store_true", help="replace an existing --out file")
+    query.set_defaults(func=_query)
+    fetch = actions.add_parser("fetch", help="copy a gs:// object or prefix to a local folder")
+    fetch.add_argument("uri", metavar="URI", help="gs://bucket/prefix, e.g. a model version")
+    fetch.add_argument("dir", metavar="DIR", help="a new (or empty) local folder")
+    fetch.set_defaults(func=_fetch)
+    for cmd in (load, query, fetch):
+        cmd.add_argument("--root", default=argparse.SUPPRESS, help=stack_help)
 
     comp = sub.add_parser("compile", help="regenerate compiled component and pipeline specs")
     comp.add_argument("names", nargs="*", help="only these (e.g. bigquery_ingest, pipeline:training)")
