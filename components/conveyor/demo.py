@@ -96,7 +96,7 @@ def main(stack_root: str | None = None, pipeline_root: str = "local_outputs",
         print(f"[demo] running pipeline {training.NAME} through kfp.local ...")
         tasks = run_local_pipeline(training.pipeline, Path(pipeline_root).resolve(),
                                    table=seed.DEMO_TABLE, label="species",
-                                   model_base_path=MODEL_BASE_PATH)
+                                   model_base_path=MODEL_BASE_PATH, slices=["island"])
         model = tasks / "train" / "model"
         print(f"[demo] Dataset artifact: {tasks / 'bigquery-ingest' / 'dataset'}")
         print(Dataset(tasks / "bigquery-ingest" / "dataset").info.summary())

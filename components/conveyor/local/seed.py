@@ -7,6 +7,11 @@
   logistic label; seed 0) into `conveyor_bench.reference_<rows>`. The generator draws exactly what
   the baseline's `make_csv` draws; floats are rounded to 5 decimals as its CSV writes them.
 
+- `houses(rows)`: a synthetic house-price table with what real tables throw at a pipeline:
+  mixed-case, keyword, spaced and unicode column names, a bool, a DATE, an int-coded category,
+  a high-cardinality string, an id, a constant, NULLs in numbers and strings, and a
+  heavy-tailed positive label (`Price`) that is log-linear in the features.
+
 Rows are loaded as Parquet in chunks, so a million rows take seconds and bounded memory.
 """
 
@@ -49,6 +54,51 @@ def reference_rows(rows: int, seed: int = 0) -> pa.Table:
     return pa.table(columns)
 
 
+def houses(rows: int = 50_000, seed: int = 0) -> pa.Table:
+    """Houses sold 2015-2024: the columns below, `Price` to predict (log-linear plus noise)."""
+    import datetime
+
+    rng = np.random.default_rng(seed)
+    area = np.exp(rng.normal(4.6, 0.45, rows))  # m², log-normal around 100
+    rooms = np.clip(np.round(area / 25 + rng.normal(0, 0.8, rows)), 1, 12).astype("int64")
+    zone = rng.integers(1, 21, rows)  # int-coded category: 20 zones
+    zone_effect = np.linspace(-0.5, 0.5, 20)[rng.permutation(20)]
+    garden = rng.random(rows) < 0.4
+    sold = rng.integers(0, 3650, rows)  # days after 2015-01-01
+    streets = np.array([f"{rng.choice(['Oak', 'Elm', 'Main', 'Mill', 'Lake'])} street "
+                        f"{i}" for i in range(5000)])
+    street_id = rng.zipf(1.3, rows) % 5000
+    street_effect = rng.normal(0, 0.15, 5000)
+    district = rng.choice(["north", "south", "east", "west", "centre"], rows,
+                          p=[0.3, 0.25, 0.2, 0.15, 0.1])
+    district_effect = {"north": 0.1, "south": -0.1, "east": 0.0, "west": 0.05, "centre": 0.35}
+    age = rng.integers(0, 120, rows).astype("float64")
+    log_price = (7.0 + 1.0 * np.log(area) + zone_effect[zone - 1] + 0.12 * garden
+                 + street_effect[street_id] + np.vectorize(district_effect.get)(district)
+                 + 0.04 * sold / 365 - 0.002 * age + 0.03 * rooms + rng.normal(0, 0.12, rows))
+    price = np.round(np.exp(log_price), -2)
+
+    def nulls(values, share):
+        mask = rng.random(rows) < share
+        return pa.array(values, mask=mask)
+
+    epoch = datetime.date(2015, 1, 1)
+    return pa.table({
+        "Id": pa.array(np.arange(1, rows + 1, dtype="int64")),
+        "Area_m2": nulls(np.round(area, 1), 0.03),
+        "Rooms": pa.array(rooms),
+        "class": pa.array(zone.astype("int64")),  # a Python keyword holding zone codes
+        "HasGarden": nulls(garden, 0.02),
+        "SoldOn": pa.array([epoch + datetime.timedelta(days=int(d)) for d in sold],
+                           pa.date32()),
+        "Street Name": nulls(streets[street_id], 0.01),
+        "from": nulls(district, 0.05),  # the district the house is in; a keyword as a name
+        "Âge": nulls(age, 0.1),
+        "Country": pa.array(["NL"] * rows),
+        "Price": pa.array(price),
+    })
+
+
 def penguins() -> pa.Table:
     """The Palmer penguins as shipped by the `palmerpenguins` package (NaN becomes NULL)."""
     from palmerpenguins import load_penguins
@@ -75,7 +125,9 @@ def load_table(table: pa.Table, table_id: str, project: str | None = None) -> in
     dataset = table_id.split(".")[-2]
     client.create_dataset(dataset, exists_ok=True)
     schema = [bigquery.SchemaField(f.name, {pa.float64(): "FLOAT64", pa.int64(): "INT64",
-                                            pa.string(): "STRING"}[f.type])
+                                            pa.string(): "STRING", pa.bool_(): "BOOL",
+                                            pa.date32(): "DATE"}.get(f.type)
+                                   or ("TIMESTAMP" if pa.types.is_timestamp(f.type) else None))
               for f in table.schema]
     disposition = bigquery.WriteDisposition.WRITE_TRUNCATE
     for chunk in _chunks(table, _LOAD_CHUNK_ROWS):

@@ -11,10 +11,10 @@ NAME = "conveyor-batch-prediction"
 @dsl.pipeline(name=NAME, description="Predict a BigQuery table with the newest pushed model "
                                      "and write the predictions to another table.")
 def pipeline(
-    table: str = "conveyor_demo.penguins",
+    output_table: str,
+    model_base_path: str,
+    table: str = "",
     query: str = "",
-    output_table: str = "conveyor_demo.penguins_predictions",
-    model_base_path: str = "gs://conveyor-demo/models/penguins",
     passthrough: list = [],
     project: str = "",
     location: str = "",
@@ -22,10 +22,10 @@ def pipeline(
     """Predict every row of a table or query and write the predictions to BigQuery.
 
     Args:
-        table: Table to predict, as project.dataset.table or dataset.table (or give query).
-        query: GoogleSQL query whose rows are predicted, instead of table.
         output_table: Table for the predictions, each row with the model version.
         model_base_path: Serving model base path (gs:// or local); its newest version predicts.
+        table: Table to predict, as project.dataset.table or dataset.table (or give query).
+        query: GoogleSQL query whose rows are predicted, instead of table.
         passthrough: Input columns copied into the output rows (e.g. a key).
         project: Project that runs the BigQuery jobs; default from the environment.
         location: BigQuery location, e.g. US or EU.

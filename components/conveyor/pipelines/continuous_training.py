@@ -18,27 +18,41 @@ NAME = "conveyor-continuous-training"
 
 @dsl.pipeline(name="retrain")
 def retrain(dataset: dsl.Input[dsl.Dataset], statistics: dsl.Input[dsl.Artifact], label: str,
-            hyperparameters: dict, model_base_path: str, thresholds: dict, train_gpus: int,
+            task: str, feature_spec_uri: str, hyperparameters: dict, module_file: str,
+            model_base_path: str, slices: list, thresholds: dict, train_gpus: int,
             train_accelerator: str):
-    """Transform, train, evaluate against the serving model, push if blessed."""
-    fitted = transform(dataset=dataset, label=label).set_display_name("Transform")
+    """Transform (with the served version's feature spec unless one is given), train, evaluate
+    against the serving model, push if blessed."""
+    fitted = transform(dataset=dataset, label=label, task=task, feature_spec_uri=feature_spec_uri,
+                       spec_model_base_path=model_base_path).set_display_name("Transform")
     train_evaluate_push(
         dataset=dataset, preprocessing=fitted.outputs["preprocessing"], statistics=statistics,
-        hyperparameters=hyperparameters, module_file="", model_base_path=model_base_path,
-        slices=[], thresholds=thresholds, gpus=train_gpus, accelerator=train_accelerator,
+        hyperparameters=hyperparameters, module_file=module_file,
+        model_base_path=model_base_path, slices=slices, thresholds=thresholds, gpus=train_gpus,
+        accelerator=train_accelerator,
     )
 
 
 @dsl.pipeline(name=NAME, description="Check new data for drift against the serving model's "
                                      "training data; retrain, evaluate and push if better.")
 def pipeline(
-    table: str = "conveyor_demo.penguins",
+    label: str,
+    model_base_path: str,
+    table: str = "",
     query: str = "",
-    label: str = "species",
-    model_base_path: str = "gs://conveyor-demo/models/penguins",
+    task: str = "",
+    split_key: str = "",
+    split_ratios: dict = {"train": 0.8, "eval": 0.2},
+    project: str = "",
+    location: str = "",
+    suite_uri: str = "",
+    policy: str = "fail",
     drift_threshold: float = 0.1,
     retrain_always: bool = False,
-    hyperparameters: dict = {"epochs": 10, "batch_size": 32},
+    feature_spec_uri: str = "",
+    hyperparameters: dict = {},
+    module_file: str = "",
+    slices: list = [],
     thresholds: dict = {},
     train_gpus: int = 0,
     train_accelerator: str = DEFAULT_ACCELERATOR,
@@ -46,27 +60,41 @@ def pipeline(
     """Validate new data against the served model's training data; retrain on drift.
 
     Args:
-        table: Table with the newest data, as project.dataset.table or dataset.table.
-        query: GoogleSQL query for the newest data, instead of table.
         label: Label column.
-        model_base_path: Serving model base path (gs:// or local): baseline statistics, model and push target.
+        model_base_path: Serving model base path (gs:// or local): baseline statistics and spec, model and push target.
+        table: Table with the newest data, as project.dataset.table or dataset.table (or give query).
+        query: GoogleSQL query for the newest data, instead of table.
+        task: binary, multiclass or regression; default: the served version's, else from the label.
+        split_key: INT64 or STRING column that decides each row's split (default: the row).
+        split_ratios: Split names and their shares of rows, summing to 1.
+        project: Project that runs the BigQuery jobs; default from the environment.
+        location: BigQuery location, e.g. US or EU.
+        suite_uri: Suite to validate with (path or gs://); default: inferred from the served version's statistics.
+        policy: fail (stop on broken data) or warn (report and go on).
         drift_threshold: Drift (Jensen-Shannon or L-infinity) above which the model is retrained.
         retrain_always: Retrain on every run, drifted or not (a plain schedule).
-        hyperparameters: Model and training settings for the retraining.
-        thresholds: Evaluation thresholds; default: beat the serving model.
+        feature_spec_uri: Feature spec (path or gs://); default: the served version's, else proposed.
+        hyperparameters: Model and training settings for the retraining; default: chosen from the data.
+        module_file: Module defining build_model(hparams, feature_spec), instead of a built-in model.
+        slices: Columns whose values slice the evaluation metrics.
+        thresholds: Evaluation thresholds; default: beat the serving model and the naive reference.
         train_gpus: GPUs to retrain on; 0 trains on CPU with conveyor's CPU image.
         train_accelerator: Accelerator type when train_gpus > 0 (Vertex AI: NVIDIA_L4, ...; GKE: nvidia.com/gpu).
     """
-    data = bigquery_ingest(table=table, query=query).set_display_name("Ingest from BigQuery")
+    data = bigquery_ingest(table=table, query=query, split_key=split_key,
+                           split_ratios=split_ratios, project=project, location=location,
+                           ).set_display_name("Ingest from BigQuery")
     data.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0)
     data.set_caching_options(False)  # the table changes under the same parameters
     checked = validate(
-        dataset=data.outputs["dataset"], baseline_model_base_path=model_base_path,
-        drift_threshold=drift_threshold, drift_policy="warn", label_column=label,
+        dataset=data.outputs["dataset"], suite_uri=suite_uri, policy=policy,
+        baseline_model_base_path=model_base_path, drift_threshold=drift_threshold,
+        drift_policy="warn", label_column=label,
     ).set_display_name("Validate and check drift")
     arguments = dict(dataset=data.outputs["dataset"], statistics=checked.outputs["statistics"],
-                     label=label, hyperparameters=hyperparameters,
-                     model_base_path=model_base_path, thresholds=thresholds,
+                     label=label, task=task, feature_spec_uri=feature_spec_uri,
+                     hyperparameters=hyperparameters, module_file=module_file,
+                     model_base_path=model_base_path, slices=slices, thresholds=thresholds,
                      train_gpus=train_gpus, train_accelerator=train_accelerator)
     with dsl.If(retrain_always == True, name="scheduled"):  # noqa: E712
         retrain(**arguments).set_display_name("Retrain (scheduled)")

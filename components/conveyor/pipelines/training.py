@@ -19,9 +19,10 @@ NAME = "conveyor-training"
 @dsl.pipeline(name=NAME, description="Ingest from BigQuery, validate, transform, train, "
                                      "evaluate against the serving model, push if better.")
 def pipeline(
-    table: str = "conveyor_demo.penguins",
+    label: str,
+    model_base_path: str,
+    table: str = "",
     query: str = "",
-    label: str = "species",
     task: str = "",
     split_key: str = "",
     split_ratios: dict = {"train": 0.8, "eval": 0.2},
@@ -30,10 +31,9 @@ def pipeline(
     suite_uri: str = "",
     policy: str = "fail",
     feature_spec_uri: str = "",
-    hyperparameters: dict = {"epochs": 10, "batch_size": 32},
+    hyperparameters: dict = {},
     module_file: str = "",
-    model_base_path: str = "gs://conveyor-demo/models/penguins",
-    slices: list = ["island"],
+    slices: list = [],
     thresholds: dict = {},
     train_gpus: int = 0,
     train_accelerator: str = DEFAULT_ACCELERATOR,
@@ -41,9 +41,10 @@ def pipeline(
     """Ingest, validate, transform, train, evaluate against the serving model, push if better.
 
     Args:
+        label: Label column (used to propose a feature spec when none is given).
+        model_base_path: Serving model base path (gs:// or local): baseline and push target.
         table: Table to read, as project.dataset.table or dataset.table (or give query).
         query: GoogleSQL query whose result is read, instead of table.
-        label: Label column (used to propose a feature spec when none is given).
         task: binary, multiclass or regression; default: from the label's values.
         split_key: INT64 or STRING column that decides each row's split (default: the row).
         split_ratios: Split names and their shares of rows, summing to 1.
@@ -52,11 +53,10 @@ def pipeline(
         suite_uri: Suite to validate with (path or gs://); default: inferred from the data.
         policy: fail (stop on any data problem) or warn (report and go on).
         feature_spec_uri: Feature spec (path or gs://); default: proposed from the schema.
-        hyperparameters: Model and training settings, e.g. {"model": "wide_deep", "epochs": 10}.
+        hyperparameters: Model and training settings, e.g. {"model": "wide_deep"}; default: chosen from the data (early stopping).
         module_file: Module defining build_model(hparams, feature_spec), instead of a built-in model.
-        model_base_path: Serving model base path (gs:// or local): baseline and push target.
         slices: Columns whose values slice the evaluation metrics.
-        thresholds: Per metric: min, max, min_improvement(_relative); default: beat the baseline.
+        thresholds: Per metric: min, max, min_improvement(_relative); default: beat the baseline and the naive reference.
         train_gpus: GPUs to train on; 0 trains on CPU with conveyor's CPU image.
         train_accelerator: Accelerator type when train_gpus > 0 (Vertex AI: NVIDIA_L4, ...; GKE: nvidia.com/gpu).
     """

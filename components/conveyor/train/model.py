@@ -16,6 +16,7 @@ import keras
 from conveyor.errors import InputError
 from conveyor.train.preprocess import preprocess, raw_inputs
 from conveyor.transform.fit import Fitted
+from conveyor.transform.spec import input_name  # layer names follow the input-name rules
 
 MODELS = ("dnn", "wide_deep")
 
@@ -129,7 +130,8 @@ def build_model(fitted: Fitted, hp: Hyperparameters, module_file: str | None = N
     deep = list(features["numeric"].values())
     for name, index in features["indices"].items():
         n = features["cardinality"][name]
-        emb = keras.layers.Embedding(n, _embedding_dim(n, hp), name=f"{name}_embedding")(index)
+        emb = keras.layers.Embedding(n, _embedding_dim(n, hp),
+                                     name=f"{input_name(name)}_embedding")(index)
         deep.append(emb)
     x = deep[0] if len(deep) == 1 else keras.layers.Concatenate(name="deep_features")(deep)
     for i, units in enumerate(hp.hidden_units):
@@ -139,7 +141,7 @@ def build_model(fitted: Fitted, hp: Hyperparameters, module_file: str | None = N
     logits = keras.layers.Dense(output_units(fitted), name="deep_logits")(x)
     if hp.model == "wide_deep":
         wide = [keras.layers.CategoryEncoding(features["cardinality"][n], output_mode="one_hot",
-                                              name=f"{n}_one_hot")(i)
+                                              name=f"{input_name(n)}_one_hot")(i)
                 for n, i in {**features["indices"], **features["crosses"]}.items()]
         wide += list(features["numeric"].values())
         w = wide[0] if len(wide) == 1 else keras.layers.Concatenate(name="wide_features")(wide)

@@ -190,7 +190,7 @@ def train(dataset_path: str | Path, transform_path: str | Path, model_path: str 
                 monitor="val_loss", patience=hp.early_stopping_patience))
             callbacks.append(keras.callbacks.ReduceLROnPlateau(
                 monitor="val_loss", factor=0.5, min_lr=hp.learning_rate / 32,
-                patience=max(1, hp.early_stopping_patience // 2 - 1), verbose=0))
+                patience=max(2, hp.early_stopping_patience // 2), verbose=0))
 
     with choose_strategy().scope():
         model = build_model(fitted, hp, module_file)

@@ -13,6 +13,7 @@ def transform(
     task: str = "",
     feature_spec_uri: str = "",
     train_split: str = "train",
+    spec_model_base_path: str = "",
 ):
     """Fit preprocessing (z-scores, buckets, vocabularies, label classes) on the train split.
 
@@ -23,8 +24,10 @@ def transform(
         task: binary, multiclass or regression (with label; default: from the label's values).
         feature_spec_uri: Path or gs:// URI of a feature spec (YAML or JSON).
         train_split: Split to fit on.
+        spec_model_base_path: Model base path whose newest version's feature spec is reused (when feature_spec_uri is empty and it fits the data).
     """
     from conveyor.transform import tasks
 
     tasks.transform(dataset, preprocessing, label=label, task=task,
-                    feature_spec_uri=feature_spec_uri, train_split=train_split)
+                    feature_spec_uri=feature_spec_uri, train_split=train_split,
+                    spec_model_base_path=spec_model_base_path)

@@ -9,20 +9,27 @@ from conveyor.transform.spec import FeatureSpec, propose_spec
 
 
 def transform(dataset, preprocessing, *, label: str = "", task: str = "",
-              feature_spec_uri: str = "", train_split: str = "train") -> Fitted:
-    """Fit the spec (given, or proposed from the train split's statistics and `label`) and
-    write the artifact. A proposal and its fit share one pass over the train rows."""
+              feature_spec_uri: str = "", train_split: str = "train",
+              spec_model_base_path: str = "") -> Fitted:
+    """Fit the spec and write the artifact. The spec is `feature_spec_uri`'s; else the one the
+    newest version under `spec_model_base_path` was trained with (continuous training keeps
+    its features), when it fits this data and `label`; else proposed from the train split's
+    statistics and `label` (a proposal and its fit share one pass over the train rows)."""
     from conveyor.errors import InputError
 
     data = Dataset(dataset.path)
     if train_split not in data.splits:
         raise InputError(f"transform: the dataset has no {train_split!r} split "
                          f"(splits: {', '.join(data.splits)})")
-    stats = None
+    stats, spec = None, None
+    types = {c.name: c.type for c in data.info.columns}
     if feature_spec_uri:
         spec = FeatureSpec.load(local_copy(feature_spec_uri, "feature_spec_uri"))
+    elif spec_model_base_path:
+        spec = served_spec(spec_model_base_path, label, types)
+    if spec is not None:
+        pass
     elif label:
-        types = {c.name: c.type for c in data.info.columns}
         if label not in types:
             raise InputError(f"label: {label!r} is not a column of the dataset "
                              f"(columns: {', '.join(types)})")
@@ -38,3 +45,32 @@ def transform(dataset, preprocessing, *, label: str = "", task: str = "",
                                    "label_classes": [str(c) for c in fitted.label_classes or []]})
     print(describe(fitted), flush=True)
     return fitted
+
+
+def served_spec(model_base_path: str, label: str, types: dict[str, str]) -> FeatureSpec | None:
+    """The feature spec of the newest version under the base path, if there is one and it
+    still fits the data (its label is `label`, its columns exist with their types); else None,
+    with a line saying why."""
+    import tempfile
+
+    from conveyor.errors import ConveyorError
+    from conveyor.push.base_path import ModelBasePath
+
+    base = ModelBasePath(model_base_path)
+    latest = base.latest()
+    if latest is None:
+        print(f"transform: no version under {model_base_path} yet: proposing a spec", flush=True)
+        return None
+    uri = base.version_uri(latest)
+    with tempfile.TemporaryDirectory(prefix="conveyor-spec-") as scratch:
+        try:
+            folder = base.fetch(latest, scratch)
+            spec = FeatureSpec.load(folder / "assets.extra" / "feature_spec.yaml")
+            if label and spec.label != label:
+                raise ConveyorError(f"its label is {spec.label!r}, not {label!r}")
+            spec.check_columns(types)
+        except ConveyorError as exc:
+            print(f"transform: not reusing the spec of {uri} ({exc}): proposing one", flush=True)
+            return None
+    print(f"transform: reusing the feature spec of the served version {uri}", flush=True)
+    return spec
