@@ -87,14 +87,20 @@ def one_run(table: str, label: str, work: str) -> int:
 def first_error_line(log: str) -> str:
     """The first line of the log that names an exception (conveyor's own errors first)."""
     lines = [line.strip() for line in _ANSI.sub("", log).splitlines()]
-    found = [line for line in lines if _ERROR_LINE.match(line)]
-    for line in found:
-        if line.startswith("conveyor."):
-            return line[:500]
-    if found:
-        return found[0][:500]
-    tail = [line for line in lines if line]
-    return (tail[-1] if tail else "no output")[:500]
+    found = [i for i, line in enumerate(lines) if _ERROR_LINE.match(line)]
+    chosen = next((i for i in found if lines[i].startswith("conveyor.")), found[0] if found else None)
+    if chosen is None:
+        tail = [line for line in lines if line]
+        return (tail[-1] if tail else "no output")[:500]
+    text = lines[chosen]
+    if text.endswith(":"):  # a message that lists its problems on the next lines
+        more = []
+        for line in lines[chosen + 1:chosen + 4]:
+            if not line or line.startswith(("Traceback", "File ")):
+                break
+            more.append(line)
+        text = " ".join([text, *more])
+    return text[:700]
 
 
 def run_conveyor(name: str, work: Path) -> dict:
@@ -378,10 +384,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", help=f"comma-separated, default all: {','.join(SETS)}")
     parser.add_argument("--out", default=str(HERE / "out" / "quality"))
+    parser.add_argument("--table", metavar="RESULTS_JSON",
+                        help="print the table of an earlier run's results.json, and exit")
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         return one_run(*args.one)
+    if args.table:
+        document = json.loads(Path(args.table).read_text())
+        for r in document["sets"]:  # error lines again from the logs (the parser may be newer)
+            log = Path(r.get("conveyor", {}).get("log") or "/nonexistent")
+            if r["conveyor"].get("error") and log.exists():
+                r["conveyor"]["error"] = first_error_line(log.read_text(errors="replace"))
+            compare(r)
+        print(f"main at {document['commit']}, {document['date']}, {document['total_s']} s in all\n")
+        print(table(document["sets"]) + "\n\n" + verdict(document["sets"]))
+        return 0
     names = [s.strip() for s in args.sets.split(",")] if args.sets else list(SETS)
     unknown = [n for n in names if n not in SETS]
     if unknown:
@@ -394,6 +412,10 @@ def main() -> int:
 
     commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
+    # the editable install runs the work tree: name the files that differ from the commit
+    dirty = subprocess.run(["git", "-C", str(HERE.parent), "status", "--short", "--",
+                            "components"], capture_output=True, text=True).stdout.split("\n")
+    commit_note = {"commit": commit, "uncommitted": [x[3:] for x in dirty if x.strip()]}
     stack = LocalStack(out / "stack")
     info = stack.up()
     saved = dict(os.environ)
@@ -408,22 +430,26 @@ def main() -> int:
                 records.append({"set": name, "task": SETS[name].task, "rows": 0,
                                 "conveyor": {"status": "failed",
                                              "error": f"{type(exc).__name__}: {exc}"[:500]}})
-            (out / "results.json").write_text(json.dumps(_document(records, commit), indent=1))
+            (out / "results.json").write_text(json.dumps(_document(records, commit_note),
+                                                              indent=1))
     finally:
         stack.down()
         os.environ.clear()
         os.environ.update(saved)
-    document = _document(records, commit, round(time.monotonic() - started))
+    document = _document(records, commit_note, round(time.monotonic() - started))
     (out / "results.json").write_text(json.dumps(document, indent=1))
-    print(f"\n{machine(1)}; main at {commit}, {document['date']}\n")
+    edits = (f" with uncommitted edits to {len(commit_note['uncommitted'])} file(s) of components/"
+             if commit_note["uncommitted"] else "")
+    print(f"\n{machine(1).split('; medians')[0]}; one run per set; main at {commit}{edits}, "
+          f"{document['date']}, {document['total_s']} s in all\n")
     print(table(records))
     print("\n" + verdict(records))
     print(f"\nfigures: {out / 'results.json'}")
     return 0
 
 
-def _document(records: list[dict], commit: str, seconds: int | None = None) -> dict:
-    return {"date": dt.date.today().isoformat(), "commit": commit, "total_s": seconds,
+def _document(records: list[dict], commit: dict, seconds: int | None = None) -> dict:
+    return {"date": dt.date.today().isoformat(), **commit, "total_s": seconds,
             "metric": METRIC, "tolerance_vs_hgb": TOLERANCE, "sets": records}
 
 
