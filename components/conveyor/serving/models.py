@@ -395,6 +395,8 @@ class ModelManager:
     def _load(self, version: int) -> bool:
         """Fetch, load and warm up `version`, then serve it; False (recorded, logged) if any of
         that fails."""
+        import tensorflow  # noqa: F401  (its import is not part of the load seconds)
+
         started = time.perf_counter()
         try:
             loaded = Loaded(version, str(self.base.fetch(version, self.cache)))
