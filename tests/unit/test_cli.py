@@ -32,3 +32,60 @@ def test_images_lists_every_variant(capsys):
 def test_run_without_local_points_to_submit(capsys):
     assert cli.main(["run"]) == 2
     assert "use `conveyor submit`" in capsys.readouterr().err
+
+
+# -- local load / query / fetch: argument errors, before any stack is needed ------------------
+
+@pytest.mark.parametrize("argv, words", [
+    (["local", "load", "x.csv"], "give exactly one of --table dataset.table or --gcs"),
+    (["local", "load", "x.csv", "--table", "d.t", "--gcs", "gs://b/x"], "exactly one of"),
+    (["local", "query", "SELECT 1", "--max-rows", "-1"], "--max-rows must be 0 or more"),
+    (["local", "query", "SELECT 1", "--out", "rows.xlsx"], "--out: cannot tell the format"),
+    (["local", "fetch", "s3://bucket/model", "out"], "URI: 's3://bucket/model' is not a gs://"),
+    (["local", "fetch", "gs:///model", "out"], "names no bucket"),
+])
+def test_bad_arguments_of_the_data_commands_are_named(tmp_path, capsys, monkeypatch, argv,
+                                                      words):
+    monkeypatch.setenv("CONVEYOR_STACK_DIR", str(tmp_path))  # no stack there, none needed
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("conveyor: error: ") and words in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["local", "load", "--table", "d.t"],             # no FILE
+    ["local", "query"],                              # no SQL
+    ["local", "fetch", "gs://b/p"],                  # no DIR
+    ["local", "query", "SELECT 1", "--max-rows", "many"],
+    ["local", "sync"],
+])
+def test_malformed_data_commands_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    assert "usage: conveyor local" in capsys.readouterr().err
+
+
+def test_data_commands_without_a_stack_say_how_to_start_one(tmp_path, capsys, monkeypatch):
+    for key in ("CONVEYOR_BIGQUERY_ENDPOINT", "STORAGE_EMULATOR_HOST"):
+        monkeypatch.delenv(key, raising=False)
+    root = tmp_path / "my stack"
+    assert cli.main(["local", "query", "SELECT 1", "--root", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert f"no stack running under {root}; run `conveyor local up --root '{root}'`" in err
+
+
+def test_root_is_taken_before_or_after_the_action(tmp_path, capsys):
+    assert cli.main(["local", "--root", str(tmp_path), "status"]) == 3
+    assert cli.main(["local", "status", "--root", str(tmp_path)]) == 3
+    assert capsys.readouterr().out.count(f"not running (root {tmp_path})") == 2
+
+
+def test_the_env_hint_of_up_names_a_given_root():
+    assert cli._env_command(None) == "conveyor local env"
+    assert cli._env_command("/tmp/a b") == "conveyor local env --root '/tmp/a b'"
+
+
+def test_query_rows_are_printed_aligned_with_nulls():
+    text = cli._format_rows(["Id", "prix €"], [(1, None), (22, "a\nb")])
+    assert text.splitlines() == ["Id  prix €", "--  ------", "1   NULL", "22  a\\nb"]

@@ -40,6 +40,8 @@ BIGQUERY_TYPE = {"int64": "INT64", "float64": "FLOAT64", "string": "STRING", "bo
                  "timestamp": "TIMESTAMP", "date": "DATE"}
 _CHUNK_ROWS = 200_000
 _CSV_BLOCK = 16 << 20
+#: Rows per REST page of a query result written to a file.
+_PAGE_ROWS = 10_000
 
 
 def file_format(path: Path, parameter: str = "FILE") -> str:
@@ -288,7 +290,7 @@ def query_to_file(sql: str, out: str | os.PathLike[str], *, replace: bool = Fals
         raise InputError(f"--out: {out} already exists; give --replace to replace it")
     if not out.parent.is_dir():
         raise InputError(f"--out: folder {out.parent} does not exist")
-    rows = _run_query(sql, project, page_size=50_000)
+    rows = _run_query(sql, project, page_size=_PAGE_ROWS)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     writer = None
     count = 0
