@@ -1,0 +1,331 @@
+"""Evaluate with real SavedModels: the baseline never blocks (corrupt, hand-written, old-format,
+foreign and incompatible versions are skipped and named), a baseline that never saw a label
+class is scored on the rows it knows, the naive floor judges alone when nothing is left, and a
+breaking serving signature is refused unless allowed.
+
+Versions are made by copying the session's trained penguins model and editing the copy, or by
+wrapping its signature in a new SavedModel (other inputs, other classes): no extra training,
+except the shuffled-label model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conveyor.evaluate.evaluate import evaluate_model, markdown
+from conveyor.push.base_path import ModelBasePath
+
+pytestmark = [pytest.mark.local, pytest.mark.slow]
+
+EQUAL_OK = {"accuracy": {"min_improvement": 0.0}}  # a copy of the candidate passes vs itself
+
+
+@pytest.fixture(scope="module")
+def candidate(penguin_model):
+    return penguin_model / "model"
+
+
+@pytest.fixture(scope="module")
+def dataset(penguin_model):
+    return penguin_model / "ds"
+
+
+def edit_transform(model: Path, change) -> None:
+    path = model / "assets.extra" / "transform.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def copy_of(candidate: Path, folder: Path, change=None) -> Path:
+    shutil.copytree(candidate, folder)
+    if change is not None:
+        edit_transform(folder, change)
+    return folder
+
+
+def wrapped(candidate: Path, folder: Path, *, drop: dict | None = None, add: tuple = (),
+            keep_classes: list[int] | None = None) -> Path:
+    """A new SavedModel around the candidate's signature: inputs in `drop` (name -> the value
+    fed instead) removed, float inputs `add` added (ignored), and, with `keep_classes`, only
+    those classes' probabilities (renormalized). Its transform.json is edited to match."""
+    import tensorflow as tf
+
+    holder = tf.Module()
+    holder.inner = tf.saved_model.load(str(candidate))
+    inner = holder.inner.signatures["serving_default"]
+    spec = dict(inner.structured_input_signature[1])
+    drop = drop or {}
+    takes = {n: s for n, s in spec.items() if n not in drop}
+    takes.update({n: tf.TensorSpec([None], tf.float32, name=n) for n in add})
+    first = sorted(n for n in spec if n not in drop)[0]
+
+    @tf.function(input_signature=[takes])
+    def serve(features):
+        rows = tf.shape(features[first])
+        feed = {n: features[n] if n not in drop else tf.fill(rows, tf.constant(drop[n],
+                                                                               spec[n].dtype))
+                for n in spec}
+        out = dict(inner(**feed))
+        if keep_classes is None:
+            return out
+        p = tf.gather(out["probabilities"], keep_classes, axis=1)
+        p = p / tf.reduce_sum(p, axis=1, keepdims=True)
+        return {"probabilities": p, "class_id": tf.argmax(p, axis=1)}
+
+    tf.saved_model.save(holder, str(folder), signatures={"serving_default": serve})
+    shutil.copytree(candidate / "assets.extra", folder / "assets.extra")
+
+    def change(data):
+        for name in drop:
+            del data["features"][name]
+        for name in add:
+            data["features"][name] = {"kind": "numeric", "transform": "none", "impute": 0.0,
+                                      "mean": 0.0, "std": 1.0, "min": 0.0, "max": 1.0,
+                                      "input": name}
+        if keep_classes is not None:
+            data["label_classes"] = [data["label_classes"][i] for i in keep_classes]
+            data["label_counts"] = [data["label_counts"][i] for i in keep_classes]
+
+    edit_transform(folder, change)
+    return folder
+
+
+def publish(base: Path, *models: Path) -> ModelBasePath:
+    """Versions 1..n of `models`, as conveyor publishes them."""
+    mbp = ModelBasePath(str(base))
+    for model in models:
+        mbp.publish(model)
+    return mbp
+
+
+def corrupt(candidate: Path, folder: Path) -> Path:
+    shutil.copytree(candidate, folder)
+    (folder / "saved_model.pb").write_bytes(b"\x08\x01not a SavedModel proto \xff\xfe")
+    return folder
+
+
+def hand_written(candidate: Path, folder: Path) -> Path:
+    """A SavedModel copied in by hand, without conveyor's assets.extra."""
+    shutil.copytree(candidate, folder)
+    shutil.rmtree(folder / "assets.extra")
+    return folder
+
+
+def old_format(candidate: Path, folder: Path) -> Path:
+    return copy_of(candidate, folder, lambda d: d.update(format="conveyor.transform/v0"))
+
+
+def dropped_column(candidate: Path, folder: Path) -> Path:
+    """A version trained on a column this data no longer has (renamed 'island' -> 'Île')."""
+    def change(data):
+        data["features"]["Île"] = data["features"].pop("island")
+    return copy_of(candidate, folder, change)
+
+
+def reasons(result) -> dict[str, str]:
+    return {s["uri"].rsplit("/", 1)[1]: s["reason"] for s in result.skipped_baselines}
+
+
+def test_unusable_newer_versions_are_skipped_and_the_newest_usable_one_is_the_baseline(
+        candidate, dataset, tmp_path):
+    work = tmp_path / "made"
+    base = publish(tmp_path / "base", copy_of(candidate, work / "good"),
+                   corrupt(candidate, work / "corrupt"),
+                   hand_written(candidate, work / "hand"),
+                   old_format(candidate, work / "old"),
+                   dropped_column(candidate, work / "dropped"))
+    shutil.copytree(candidate, tmp_path / "base" / "007")  # TF Serving would serve it as v7
+    assert base.versions() == [1, 2, 3, 4, 5]
+    results = [evaluate_model(candidate, dataset, model_base_path=base.uri, thresholds=EQUAL_OK)
+               for _ in range(2)]  # a second run finds the same
+    for result in results:
+        assert result.baseline_uri == base.version_uri(1) and result.baseline_version == 1
+        assert result.newest_version_uri == base.version_uri(5)
+        assert result.blessed, [c.line() for c in result.checks]
+        why = reasons(result)
+        assert set(why) == {"007", "2", "3", "4", "5"}
+        assert "'007' is not a canonical version number" in why["007"]
+        assert "as version 7" in why["007"]
+        assert why["2"].startswith("it does not load")
+        assert "not a conveyor model" in why["3"] and "transform.json" in why["3"]
+        assert "not a conveyor model" in why["4"] and "conveyor.transform/v1" in why["4"]
+        assert why["5"] == "it needs column(s) ['Île'] that split 'eval' does not have"
+    report = markdown(results[0])
+    assert "## Baselines skipped" in report and f"- {base.version_uri(2)}: it does not load" in report
+    # v5 loads, so it is the served contract: the same inputs and outputs as the candidate.
+    assert results[0].signature_diff["against"] == base.version_uri(5)
+    assert not results[0].signature_diff["breaking"]
+
+
+def test_only_the_5_newest_versions_are_tried_then_the_naive_floor_judges_alone(
+        candidate, dataset, tmp_path):
+    work = tmp_path / "made"
+    good = copy_of(candidate, work / "good")
+    bad = [corrupt(candidate, work / f"corrupt{i}") for i in range(5)]
+    base = publish(tmp_path / "base", good, *bad)
+    result = evaluate_model(candidate, dataset, model_base_path=base.uri)
+    assert result.baseline_uri is None and result.baseline_metrics is None
+    assert sorted(reasons(result)) == ["2", "3", "4", "5", "6"]  # v1 is beyond the bound
+    assert result.signature_diff is None  # nothing loadable is served among them
+    assert result.blessed  # judged against the naive floor alone, which it beats
+    floor = [c for c in result.checks if c.reference == "naive"]
+    assert {c.metric for c in floor} == {"accuracy", "log_loss"} and all(c.passed for c in floor)
+    assert "judged against the naive reference alone" in markdown(result)
+
+
+def test_a_baseline_that_never_saw_a_class_is_scored_on_the_rows_it_knows(
+        candidate, dataset, tmp_path):
+    """The served model knew Adelie and Gentoo only; the candidate (and the eval split) has
+    Chinstrap too. Not fatal, and not blamed on train or the transform."""
+    older = wrapped(candidate, tmp_path / "two-classes", keep_classes=[0, 2])
+    base = publish(tmp_path / "base", older)
+    result = evaluate_model(candidate, dataset, model_base_path=base.uri)
+    assert result.baseline_uri == base.version_uri(1) and not result.skipped_baselines
+    chinstrap = int(result.metrics["overall"]["examples"]
+                    - result.baseline_metrics["overall"]["examples"])
+    assert chinstrap > 0
+    assert f"label class(es) 'Chinstrap' ({chinstrap} rows) of 'species'" in result.baseline_note
+    assert "train" not in result.baseline_note and "transform" not in result.baseline_note
+    common = result.candidate_on_baseline_rows
+    assert common["examples"] == result.baseline_metrics["overall"]["examples"]
+    compared = [c for c in result.checks if c.reference == "baseline"]
+    assert compared and compared[0].value == common["accuracy"]
+    assert "candidate on baseline rows" in markdown(result)
+    # The contract changed: a third probability (breaking: clients read positions), and an
+    # output class_label added beside two others (not breaking).
+    diff = result.signature_diff
+    assert diff["outputs"]["added"] == ["class_label"] and diff["breaking"]
+    assert diff["reasons"] == ["output 'probabilities' changed from float32 [None, 2] to "
+                               "float32 [None, 3]"]
+    assert not result.blessed
+    assert "signature" in [c.metric for c in result.checks if not c.passed]
+
+
+def test_a_binary_baseline_with_other_classes_is_skipped_naming_them(candidate, dataset,
+                                                                       tmp_path):
+    def binary(data):
+        data["feature_spec"]["task"] = "binary"
+    other = copy_of(candidate, tmp_path / "binary", binary)
+    base = publish(tmp_path / "base", other)
+    result = evaluate_model(candidate, dataset, model_base_path=base.uri)
+    assert reasons(result) == {"1": "it is a binary model, the candidate a multiclass one"}
+    assert result.blessed and result.baseline_uri is None
+
+
+def test_an_explicit_baseline_that_cannot_be_evaluated_does_not_block(candidate, dataset,
+                                                                        tmp_path):
+    broken = corrupt(candidate, tmp_path / "given")
+    base = publish(tmp_path / "base", copy_of(candidate, tmp_path / "good"))
+    result = evaluate_model(candidate, dataset, baseline_path=broken, model_base_path=base.uri,
+                            thresholds=EQUAL_OK)
+    assert reasons(result) == {"given": reasons(result)["given"]}
+    assert reasons(result)["given"].startswith("it does not load")
+    assert result.baseline_uri == base.version_uri(1) and result.blessed
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_an_input_removed_from_the_served_signature_is_refused_unless_allowed(
+        candidate, dataset, tmp_path, allow):
+    """The served version takes an input `beak_colour` the candidate no longer takes (its column is
+    gone, so it is no baseline either): clients sending it are fine, but the served contract
+    changed, and the gate says so by default."""
+    served = wrapped(candidate, tmp_path / "served", add=("beak_colour",))
+    base = publish(tmp_path / "base", served)
+    result = evaluate_model(candidate, dataset, model_base_path=base.uri,
+                            allow_breaking_signature=allow)
+    diff = result.signature_diff
+    assert diff["against"] == base.version_uri(1) and diff["inputs"]["removed"] == ["beak_colour"]
+    assert diff["breaking"] and "input 'beak_colour' removed" in diff["reasons"]
+    assert reasons(result) == {"1": "it needs column(s) ['beak_colour'] that split 'eval' does not have"}
+    gate = [c for c in result.checks if c.metric == "signature"]
+    assert len(gate) == 1 and gate[0].passed is allow and result.blessed is allow
+    if not allow:
+        assert base.version_uri(1) in gate[0].rule and "'beak_colour' removed" in gate[0].rule
+    assert "**breaking**" in markdown(result)
+
+
+def test_an_input_added_since_the_served_version_is_breaking(candidate, dataset, tmp_path):
+    """The served version never took `sex`; its clients do not send it, and TF Serving's row
+    format refuses a request without one of the signature's inputs."""
+    served = wrapped(candidate, tmp_path / "served", drop={"sex": ""})
+    base = publish(tmp_path / "base", served)
+    result = evaluate_model(candidate, dataset, model_base_path=base.uri, thresholds=EQUAL_OK)
+    assert result.baseline_uri == base.version_uri(1)  # it is a fine baseline
+    assert result.signature_diff["inputs"]["added"] == ["sex"]
+    assert not result.blessed
+    failed = [c for c in result.checks if not c.passed]
+    assert [c.metric for c in failed] == ["signature"]
+    assert "input 'sex' added" in failed[0].rule
+    allowed = evaluate_model(candidate, dataset, model_base_path=base.uri, thresholds=EQUAL_OK,
+                             allow_breaking_signature=True)
+    assert allowed.blessed
+
+
+def test_a_constant_model_is_not_blessed_without_a_baseline(candidate, dataset, tmp_path):
+    """It answers the train prior whatever the row: the naive reference itself."""
+    import tensorflow as tf
+
+    holder = tf.Module()
+    holder.inner = tf.saved_model.load(str(candidate))
+    inner = holder.inner.signatures["serving_default"]
+    spec = dict(inner.structured_input_signature[1])
+    counts = json.loads((candidate / "assets.extra" / "transform.json").read_text())[
+        "label_counts"]
+    prior = tf.constant([c / sum(counts) for c in counts], tf.float32)
+
+    @tf.function(input_signature=[spec])
+    def serve(features):
+        rows = tf.shape(features["island"])[0]
+        p = tf.tile(prior[None, :], [rows, 1])
+        return {"probabilities": p, "class_id": tf.argmax(p, axis=1)}
+
+    tf.saved_model.save(holder, str(tmp_path / "constant"), signatures={"serving_default": serve})
+    shutil.copytree(candidate / "assets.extra", tmp_path / "constant" / "assets.extra")
+    result = evaluate_model(tmp_path / "constant", dataset)
+    assert not result.blessed
+    floor = {c.metric: c for c in result.checks if c.reference == "naive"}
+    assert not floor["accuracy"].passed and not floor["log_loss"].passed
+    assert floor["accuracy"].value == pytest.approx(result.naive_metrics["overall"]["accuracy"])
+
+
+def test_a_model_trained_on_shuffled_labels_is_not_blessed(penguin_model, tmp_path):
+    import numpy as np
+    import pyarrow as pa
+
+    from conftest import write_dataset
+    from conveyor.io import Dataset
+    from conveyor.local.seed import penguins
+    from conveyor.train.train import train
+    from conveyor.transform.fit import fit
+    from conveyor.transform.spec import propose_spec
+
+    table = penguins()
+    species = table.column("species").to_numpy(zero_copy_only=False)
+    shuffled = np.random.default_rng(7).permutation(species)
+    table = table.set_column(table.schema.get_field_index("species"), "species",
+                             pa.array(shuffled, pa.string()))
+    ds = write_dataset(tmp_path / "ds", table)
+    types = {c.name: c.type for c in Dataset(ds).info.columns}
+    fit(Dataset(ds), propose_spec(types, "species", {"a": 1, "b": 1, "c": 1})).write(
+        tmp_path / "t")
+    train(ds, tmp_path / "t", tmp_path / "model", hparams={"epochs": 8, "batch_size": 32,
+                                                           "learning_rate": 0.01})
+    result = evaluate_model(tmp_path / "model", ds)
+    assert not result.blessed, [c.line() for c in result.checks]
+    assert any(not c.passed for c in result.checks if c.reference == "naive")
+
+
+def test_a_corrupt_newest_version_on_cloud_storage_is_skipped(candidate, dataset, tmp_path,
+                                                              bucket):
+    uri = f"gs://{bucket('evaluate-test')}/{tmp_path.name}/penguins"
+    base = ModelBasePath(uri)
+    base.publish(copy_of(candidate, tmp_path / "good"))
+    base.publish(corrupt(candidate, tmp_path / "corrupt"))
+    result = evaluate_model(candidate, dataset, model_base_path=uri, thresholds=EQUAL_OK)
+    assert result.baseline_uri == f"{uri}/1" and result.newest_version_uri == f"{uri}/2"
+    assert reasons(result)["2"].startswith("it does not load") and result.blessed
+    assert base.versions() == [1, 2]
