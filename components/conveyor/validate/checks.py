@@ -36,6 +36,7 @@ _SCHEMA_TYPES = {"expect_table_columns_to_match_set", "expect_table_columns_to_m
                  "expect_table_column_count_to_be_between"}
 _ROW_COUNT_TYPES = {"expect_table_row_count_to_be_between", "expect_table_row_count_to_equal"}
 _UNIQUE = "expect_column_values_to_be_unique"
+_INDEX = "conveyor_index"
 
 
 @dataclasses.dataclass
@@ -157,18 +158,32 @@ class _Gx:
         asset = self.context.data_sources.add_pandas(f"conveyor-{name}").add_dataframe_asset("split")
         batch = asset.add_batch_definition_whole_dataframe("chunk")
         suite = gx.ExpectationSuite(name=name)
-        for config in configs:
-            suite.add_expectation_configuration(config)
+        for i, config in enumerate(configs):  # tagged: GX may return results in another order
+            suite.add_expectation_configuration(type(config)(
+                type=config.type, kwargs=dict(config.kwargs),
+                meta={**(config.meta or {}), _INDEX: i}))
         suite = self.context.suites.add(suite)
         self.definition = self.context.validation_definitions.add(
             gx.ValidationDefinition(name=name, data=batch, suite=suite))
         self.configs = list(configs)
 
     def run(self, frame) -> list:
+        """The results in the order of `configs` (GX orders failed evaluations differently)."""
         result = self.definition.run(
             batch_parameters={"dataframe": frame},
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES})
-        return result.results
+        ordered: list = [None] * len(self.configs)
+        for outcome in result.results:
+            index = (outcome.expectation_config.meta or {}).get(_INDEX)
+            if not isinstance(index, int) or not 0 <= index < len(ordered) \
+                    or ordered[index] is not None:
+                raise RuntimeError(f"Great Expectations returned a result conveyor cannot match "
+                                   f"to its expectation: {outcome.expectation_config}")
+            ordered[index] = outcome
+        if any(o is None for o in ordered):
+            raise RuntimeError(f"Great Expectations returned {len(result.results)} results for "
+                               f"{len(ordered)} expectations")
+        return ordered
 
 
 @dataclasses.dataclass

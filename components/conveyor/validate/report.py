@@ -88,11 +88,14 @@ def render(*, title: str, result, policy: str, stats: DatasetStatistics) -> str:
         parts.append("<p class='muted'>none</p>")
 
     parts.append("<h2>Drift against the baseline (reported, never breakage)</h2>")
+    parts.append("<p class='muted'>a feature drifts when its distance exceeds both its "
+                 "threshold and the distance sampling alone reaches (p 0.001) at these sizes</p>")
     if drift:
         parts.append(f"<p class='muted'>baseline: {_e(result.baseline)}</p>")
         parts.append(_table(
-            ["split", "column", "metric", "distance", "threshold", "drifted", "baseline -> current"],
-            ([_e(s), _e(d.column), _e(d.metric), d.value, d.threshold,
+            ["split", "column", "metric", "distance", "threshold", "sampling noise", "drifted",
+             "baseline -> current"],
+            ([_e(s), _e(d.column), _e(d.metric), d.value, d.threshold, d.noise,
               "yes" if d.exceeded else "no",
               _e(result.figures.get(s, {}).get(d.column, {}).get("summary", ""))]
              for s, d in drift),
@@ -112,9 +115,9 @@ def render(*, title: str, result, policy: str, stats: DatasetStatistics) -> str:
 
     parts.append("<h2>Skew between train and eval (reported, never breakage)</h2>")
     if skew:
-        parts.append(_table(["column", "metric", "distance", "threshold", "skewed",
-                             "train -> eval"],
-                            ([_e(d.column), _e(d.metric), d.value, d.threshold,
+        parts.append(_table(["column", "metric", "distance", "threshold", "sampling noise",
+                             "skewed", "train -> eval"],
+                            ([_e(d.column), _e(d.metric), d.value, d.threshold, d.noise,
                               "yes" if d.exceeded else "no",
                               _e(result.skew_figures.get(d.column, {}).get("summary", ""))]
                              for d in skew),

@@ -224,9 +224,9 @@ def binomial_limit(n: int, p: float, significance: float) -> int:
     if p >= 1:
         return n
     mean, var = n * p, n * p * (1 - p)
-    if var > 5000:  # normal approximation (with continuity), exact enough at this size
+    if mean > 200_000:  # normal approximation, one count more for its skew; exact below
         z = _statistics.NormalDist().inv_cdf(1 - significance)
-        return min(n, int(math.floor(mean + z * math.sqrt(var) + 0.5)))
+        return min(n, int(math.floor(mean + z * math.sqrt(var) + 0.5)) + 1)
     # exact: walk the pmf up from 0 until the upper tail P(X > k) falls below `significance`
     log_p, log_q = math.log(p), math.log1p(-p)
     log_pmf = n * log_q  # P(X = 0)

@@ -77,9 +77,11 @@ class ValidationResult:
     @property
     def drift_lines(self) -> list[str]:
         """Drift past thresholds, train/eval skew and `expected` rules not met, with figures."""
-        out = [f"[{s}] drift of {d.column!r}: {d.metric} {d.value:.4f} > {d.threshold}"
+        out = [f"[{s}] drift of {d.column!r}: {d.metric} {d.value:.4f} > {d.threshold} "
+               f"(sampling noise {d.noise:.4f})"
                + self._figure(s, d.column) for s, d in self.drift if d.exceeded]
-        out += [f"[train vs eval] skew of {d.column!r}: {d.metric} {d.value:.4f} > {d.threshold}"
+        out += [f"[train vs eval] skew of {d.column!r}: {d.metric} {d.value:.4f} > {d.threshold} "
+                f"(sampling noise {d.noise:.4f})"
                 + (f" ({self.skew_figures[d.column]['summary']})"
                    if self.skew_figures.get(d.column, {}).get("summary") else "")
                 for d in self.skew if d.exceeded]
