@@ -19,7 +19,7 @@ def validate(
     baseline_model_base_path: str = "",
     splits: list = [],
     policy: str = "fail",
-    drift_policy: str = "fail",
+    drift_policy: str = "warn",
     drift_threshold: float = 0.1,
     feature_thresholds: dict = {},
     skew_threshold: float = 0.2,
@@ -34,7 +34,7 @@ def validate(
         dataset: The Dataset to validate.
         report: HTML report: failed expectations with examples, drift, skew, statistics.
         metrics: success_ratio, failed_expectations, max_drift, max_skew and more.
-        statistics: Per-column statistics of each split (a baseline for later runs).
+        statistics: Per-column statistics of each split (a baseline for later runs), and validation.json: the verdict, breakage apart from drift, with per-column drift figures; metadata broken, drifted, skewed, drifted_columns.
         suite: The suite used: suite.yaml (conveyor spec) and expectations.json (GX).
         input_suite: A suite artifact from an earlier run (or an importer).
         baseline_statistics: Statistics artifact of the baseline data, for drift.
@@ -42,16 +42,16 @@ def validate(
         suite_uri: Path or gs:// URI of a conveyor spec (YAML/JSON) or a GX suite (JSON).
         baseline_model_base_path: Serving base path: its newest version's training statistics are the baseline.
         splits: Splits to validate (default: all).
-        policy: fail (the task fails on any problem) or warn (passed is False).
-        drift_policy: fail, or warn: drift makes passed False without failing the task.
+        policy: fail (the task fails on broken data) or warn (Output is False).
+        drift_policy: warn (default: drift and skew are reported, Output False on drift) or fail (drift and skew fail the task too).
         drift_threshold: Default drift threshold (Jensen-Shannon or L-infinity).
         feature_thresholds: Per-column drift and skew thresholds.
         skew_threshold: Default train/eval skew threshold (small eval splits are noisy).
         label_column: Label column; a split where it is all NULL is an error.
 
     Returns:
-        True when every check passed and nothing drifted or skewed (in dsl.If:
-        task.outputs["Output"]).
+        True when nothing is broken and nothing drifted against the baseline (in dsl.If:
+        task.outputs["Output"]); under policy fail, False means drift.
     """
     from conveyor.validate import tasks
 
