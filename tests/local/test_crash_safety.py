@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.push.base_path import GRAPH, MARKERS, ModelBasePath, digest
+from conveyor.push.base_path import GRAPH, LOCK, MARKERS, ModelBasePath, digest
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 
@@ -204,8 +204,11 @@ def test_a_push_killed_at_random_points_never_exposes_or_changes_a_version(
         outcomes["complete uncommitted folders"] = sum(GRAPH in final.get(v, {}) for v in leftover)
         assert not set(leftover) & set(base.versions())
     else:
-        leftover = [p.name for p in Path(uri).iterdir() if not p.name.isdigit()]
+        leftover = [p.name for p in Path(uri).iterdir()
+                    if not p.name.isdigit() and p.name != LOCK]
         assert all(name.startswith(".staging-") for name in leftover)
+        # the killed publishers' staging folders are removed by the next publish on this host
+        assert len(leftover) <= 1, leftover
         outcomes["staging folders left"] = len(leftover)
     print(f"\n{where}: publish {figures['seconds']:.3f} s ({duration:.3f} s wall); "
           f"{TRIALS} kills: {outcomes}")
@@ -230,7 +233,7 @@ def test_a_lost_claim_response_is_recognised_as_ours(bucket, tmp_path):
 
     assert base._create_marker(f"{MARKERS}/claims/1", {"token": "ours"})  # 412, then ours
     assert not base._create_marker(f"{MARKERS}/claims/1", {"token": "theirs"})
-    assert base._claim("ours") == 2  # 1 is taken (by us, earlier): a new claim takes 2
+    assert base._claim({"token": "ours"}) == (2, [])  # 1 is ours already: a new claim takes 2
 
     empty = gcp.storage_client().bucket(base.bucket_name).blob(base._key(f"{MARKERS}/claims/3"))
     empty.upload_from_string(b"", if_generation_match=0)

@@ -14,7 +14,7 @@ from conveyor.errors import InputError
 from conveyor.push.base_path import ModelBasePath
 from conveyor.push import infra
 from conveyor.push.infra import InfraCheckFailed, sample_rows
-from conveyor.push.push import NotBlessed, push
+from conveyor.push.push import NotBlessed, StaleBaseline, push
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 
@@ -124,8 +124,65 @@ def test_a_rerun_push_of_the_same_model_adds_no_version(trained, tmp_path, where
     changed = tmp_path / "changed"
     shutil.copytree(trained / "model", changed)
     (changed / "assets.extra" / "note.txt").write_text("retrained\n")
-    assert push(changed, trained / "blessed", base, sample=rows).version == 2
+    with pytest.raises(StaleBaseline, match="another run published v1 after this model was "
+                                            "evaluated without a baseline; re-run evaluate"):
+        push(changed, trained / "blessed", base, sample=rows)
+    against_v1 = evaluation(tmp_path / "ev", baseline_uri=ModelBasePath(base).version_uri(1))
+    assert push(changed, against_v1, base, sample=rows).version == 2
     assert ModelBasePath(base).versions() == [1, 2]
+
+
+def evaluation(folder: Path, **fields) -> Path:
+    """A blessing evaluation.json, as evaluate writes it, with `fields`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "evaluation.json").write_text(json.dumps({"blessed": True, "checks": [],
+                                                        **fields}))
+    return folder
+
+
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_push_refuses_when_another_run_published_after_its_evaluation(
+        trained, tmp_path, where, bucket):
+    """Two training runs evaluated against v1: the first to push publishes v2, the other is
+    refused, never published without being compared with v2. Its summary names the skipped
+    hand-made folder."""
+    uri = (f"gs://{bucket('push-test')}/{tmp_path.name}/penguins" if where == "gcs"
+           else str(tmp_path / "base"))
+    base = ModelBasePath(uri)
+    rows = sample(trained)
+    assert push(trained / "model", trained / "blessed", uri, sample=rows).version == 1
+    runs = []
+    for name in ("run-a", "run-b"):
+        runs.append(tmp_path / name)
+        shutil.copytree(trained / "model", runs[-1])
+        (runs[-1] / "assets.extra" / "run.txt").write_text(name)
+    against_v1 = evaluation(tmp_path / "ev", baseline_uri=base.version_uri(1))
+    first = push(runs[0], against_v1, uri, sample=rows)
+    assert (first.version, first.new, first.skipped) == (2, True, [])
+    assert "- baseline: v1, still the newest" in first.markdown()
+    with pytest.raises(StaleBaseline) as refused:
+        push(runs[1], against_v1, uri, sample=rows)
+    assert str(refused.value) == ("push: another run published v2 after this model was "
+                                  "evaluated against v1; re-run evaluate")
+    assert base.versions() == [1, 2]
+    # re-evaluated against v2; meanwhile someone copied a folder 3/ by hand
+    if base.gcs:
+        from conveyor import gcp
+
+        gcp.storage_client().bucket(base.bucket_name).blob(
+            base._key("3/saved_model.pb")).upload_from_string(b"by hand")
+    else:
+        (Path(uri) / "3").mkdir()
+        (Path(uri) / "3" / "notes.txt").write_text("by hand")
+    result = push(runs[1], evaluation(tmp_path / "ev2", baseline_uri=base.version_uri(2)), uri,
+                  sample=rows)
+    assert (result.version, result.skipped) == (4, [3])
+    assert ("- skipped version numbers 3: numeric folders under the base path that conveyor "
+            "did not publish (never written into)") in result.markdown()
+    # an explicit baseline outside the base path is the user's comparison: not checked
+    other = push(tmp_path / "run-a", evaluation(tmp_path / "ev3", baseline_uri="/elsewhere/7"),
+                 uri, sample=rows)
+    assert other.version == 5 and "not a version of this base path" in other.markdown()
 
 
 def evaluate_in_a_fresh_process(model: Path, dataset: Path, out: Path) -> dict:
@@ -139,9 +196,10 @@ def evaluate_in_a_fresh_process(model: Path, dataset: Path, out: Path) -> dict:
 
 def test_push_reuses_the_verdict_of_a_fresh_evaluate_for_the_same_files_only(
         trained, tmp_path, monkeypatch):
-    evaluation = evaluate_in_a_fresh_process(trained / "model", trained / "ds", tmp_path / "ev")
-    assert evaluation["blessed"] and evaluation["infra"]["rows"] > 0
-    assert evaluation["infra"]["outputs"]["probabilities"] == [1, 3]
+    evaluation_json = evaluate_in_a_fresh_process(trained / "model", trained / "ds",
+                                                  tmp_path / "ev")
+    assert evaluation_json["blessed"] and evaluation_json["infra"]["rows"] > 0
+    assert evaluation_json["infra"]["outputs"]["probabilities"] == [1, 3]
     assert "push reuses this" in (tmp_path / "ev" / "report.md").read_text()
     started = []
     real_check = infra.check
@@ -152,11 +210,14 @@ def test_push_reuses_the_verdict_of_a_fresh_evaluate_for_the_same_files_only(
     assert (result.version, result.infra["where"], started) == (1, "evaluate", [])
     assert "answered by evaluate's process (the same files)" in result.markdown()
 
-    # Other files than the ones evaluated: the verdict does not cover them.
+    # Other files than the ones evaluated: the verdict does not cover them. (The same
+    # evaluation, as if it had been made against v1, so that the baseline check lets it pass.)
     changed = tmp_path / "changed"
     shutil.copytree(trained / "model", changed)
     (changed / "assets.extra" / "note.txt").write_text("retrained\n")
-    result = push(changed, tmp_path / "ev", str(tmp_path / "base"), sample=sample(trained))
+    against_v1 = evaluation(tmp_path / "ev-v1", **{
+        **evaluation_json, "baseline_uri": ModelBasePath(str(tmp_path / "base")).version_uri(1)})
+    result = push(changed, against_v1, str(tmp_path / "base"), sample=sample(trained))
     assert (result.version, result.infra["where"], len(started)) == (2, "push", 1)
     assert "in a fresh process" in result.markdown()
 
