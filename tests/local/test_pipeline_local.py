@@ -26,7 +26,7 @@ def test_better_models_are_pushed_and_a_worse_one_is_not(penguins, tmp_path, buc
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(outputs),
                    raise_on_error=True)
         training.pipeline(table=penguins, label="species", model_base_path=base,
-                          hyperparameters={"batch_size": 32, **hparams})
+                          slices=["island"], hyperparameters={"batch_size": 32, **hparams})
         return run_dir(outputs)
 
     first = run({"epochs": 2, "learning_rate": 0.003})

@@ -93,7 +93,7 @@ def houses(rows: int = 50_000, seed: int = 0) -> pa.Table:
                            pa.date32()),
         "Street Name": nulls(streets[street_id], 0.01),
         "from": nulls(district, 0.05),  # the district the house is in; a keyword as a name
-        "Âge": nulls(age, 0.1),
+        "âge": nulls(age, 0.1),
         "Country": pa.array(["NL"] * rows),
         "Price": pa.array(price),
     })

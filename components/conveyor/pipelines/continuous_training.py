@@ -20,7 +20,7 @@ NAME = "conveyor-continuous-training"
 def retrain(dataset: dsl.Input[dsl.Dataset], statistics: dsl.Input[dsl.Artifact], label: str,
             task: str, feature_spec_uri: str, hyperparameters: dict, module_file: str,
             model_base_path: str, slices: list, thresholds: dict, train_gpus: int,
-            train_accelerator: str):
+            train_accelerator: str, allow_breaking_signature: bool):
     """Transform (with the served version's feature spec unless one is given), train, evaluate
     against the serving model, push if blessed."""
     fitted = transform(dataset=dataset, label=label, task=task, feature_spec_uri=feature_spec_uri,
@@ -29,7 +29,7 @@ def retrain(dataset: dsl.Input[dsl.Dataset], statistics: dsl.Input[dsl.Artifact]
         dataset=dataset, preprocessing=fitted.outputs["preprocessing"], statistics=statistics,
         hyperparameters=hyperparameters, module_file=module_file,
         model_base_path=model_base_path, slices=slices, thresholds=thresholds, gpus=train_gpus,
-        accelerator=train_accelerator,
+        accelerator=train_accelerator, allow_breaking_signature=allow_breaking_signature,
     )
 
 
@@ -54,6 +54,7 @@ def pipeline(
     module_file: str = "",
     slices: list = [],
     thresholds: dict = {},
+    allow_breaking_signature: bool = False,
     train_gpus: int = 0,
     train_accelerator: str = DEFAULT_ACCELERATOR,
 ):
@@ -78,6 +79,7 @@ def pipeline(
         module_file: Module defining build_model(hparams, feature_spec), instead of a built-in model.
         slices: Columns whose values slice the evaluation metrics.
         thresholds: Evaluation thresholds; default: beat the serving model and the naive reference.
+        allow_breaking_signature: Bless a model whose serving signature breaks the served version's clients (inputs or outputs removed, added or changed).
         train_gpus: GPUs to retrain on; 0 trains on CPU with conveyor's CPU image.
         train_accelerator: Accelerator type when train_gpus > 0 (Vertex AI: NVIDIA_L4, ...; GKE: nvidia.com/gpu).
     """
@@ -95,7 +97,8 @@ def pipeline(
                      label=label, task=task, feature_spec_uri=feature_spec_uri,
                      hyperparameters=hyperparameters, module_file=module_file,
                      model_base_path=model_base_path, slices=slices, thresholds=thresholds,
-                     train_gpus=train_gpus, train_accelerator=train_accelerator)
+                     train_gpus=train_gpus, train_accelerator=train_accelerator,
+                     allow_breaking_signature=allow_breaking_signature)
     with dsl.If(retrain_always == True, name="scheduled"):  # noqa: E712
         retrain(**arguments).set_display_name("Retrain (scheduled)")
     with dsl.Elif(checked.outputs["Output"] == False, name="drifted"):  # noqa: E712

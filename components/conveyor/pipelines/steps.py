@@ -25,10 +25,10 @@ DEFAULT_ACCELERATOR = "NVIDIA_TESLA_T4"
 
 
 def _evaluate_and_push(model, *, dataset, statistics, model_base_path, slices,
-                       thresholds) -> None:
+                       thresholds, allow_breaking_signature) -> None:
     evaluated = evaluate(
         model=model, dataset=dataset, model_base_path=model_base_path, slices=slices,
-        thresholds=thresholds,
+        thresholds=thresholds, allow_breaking_signature=allow_breaking_signature,
     ).set_display_name("Evaluate")
     evaluated.set_caching_options(False)  # the baseline is whatever is served now
     with dsl.If(evaluated.outputs["Output"] == True, name="blessed"):  # noqa: E712
@@ -52,12 +52,14 @@ def train_evaluate_push(
     thresholds,
     gpus: pipeline_channel.PipelineChannel,
     accelerator: pipeline_channel.PipelineChannel,
+    allow_breaking_signature=False,
 ) -> None:
     """Train (on `gpus` accelerators of type `accelerator` when `gpus` > 0), evaluate, push."""
     arguments = dict(dataset=dataset, preprocessing=preprocessing,
                      hyperparameters=hyperparameters, module_file=module_file)
     after = dict(dataset=dataset, statistics=statistics, model_base_path=model_base_path,
-                 slices=slices, thresholds=thresholds)
+                 slices=slices, thresholds=thresholds,
+                 allow_breaking_signature=allow_breaking_signature)
     with dsl.If(gpus == 0, name="on-cpu"):
         trained = train(**arguments).set_display_name("Train")
         trained.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)

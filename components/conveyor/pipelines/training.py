@@ -35,6 +35,7 @@ def pipeline(
     module_file: str = "",
     slices: list = [],
     thresholds: dict = {},
+    allow_breaking_signature: bool = False,
     train_gpus: int = 0,
     train_accelerator: str = DEFAULT_ACCELERATOR,
 ):
@@ -57,6 +58,7 @@ def pipeline(
         module_file: Module defining build_model(hparams, feature_spec), instead of a built-in model.
         slices: Columns whose values slice the evaluation metrics.
         thresholds: Per metric: min, max, min_improvement(_relative); default: beat the baseline and the naive reference.
+        allow_breaking_signature: Bless a model whose serving signature breaks the served version's clients (inputs or outputs removed, added or changed).
         train_gpus: GPUs to train on; 0 trains on CPU with conveyor's CPU image.
         train_accelerator: Accelerator type when train_gpus > 0 (Vertex AI: NVIDIA_L4, ...; GKE: nvidia.com/gpu).
     """
@@ -79,4 +81,5 @@ def pipeline(
         statistics=checked.outputs["statistics"], hyperparameters=hyperparameters,
         module_file=module_file, model_base_path=model_base_path, slices=slices,
         thresholds=thresholds, gpus=train_gpus, accelerator=train_accelerator,
+        allow_breaking_signature=allow_breaking_signature,
     )

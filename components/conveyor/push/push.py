@@ -8,8 +8,8 @@ A push is idempotent: when the latest version already holds exactly these files 
 push whose task was killed after it published, or an identical push running at the same time),
 that version is reported and none is added.
 
-A push publishes only if the version its model was evaluated against (evaluation.json's
-`baseline_uri`) is still the newest one: when another run published meanwhile, it raises
+A push publishes only if the newest version when its model was evaluated (evaluation.json's
+`newest_version_uri`; for older evaluations, `baseline_uri`) is still the newest one: when another run published meanwhile, it raises
 `StaleBaseline` ("another run published vN after this model was evaluated against vM; re-run
 evaluate"), checked atomically with the publication (`ModelBasePath.publish_model`). An
 evaluation without a baseline stands only for an empty base path: once a version exists, the
@@ -114,7 +114,12 @@ def push(model_dir: str | Path, evaluation_dir: str | Path, model_base_path: str
         raise InputError("vertex_endpoint: Vertex AI serves models from gs://; "
                          f"model_base_path is {model_base_path!r}")
     evaluation = _evaluation(evaluation_dir)
-    baseline, note = _baseline(base, evaluation.get("baseline_uri"))
+    # The newest version evaluate saw (it may have judged against an older one, or the naive
+    # floor alone, when newer versions could not be evaluated); evaluations written before
+    # that field existed name only their baseline.
+    seen = (evaluation["newest_version_uri"] if "newest_version_uri" in evaluation
+            else evaluation.get("baseline_uri"))
+    baseline, note = _baseline(base, seen)
     recorded = evaluation.get("infra")
     if infra.reusable(recorded, model_dir):
         answered = recorded
