@@ -60,8 +60,11 @@ def compile_one(name: str, path: Path, registry: str = images.DEFAULT_REGISTRY) 
 
 
 #: The recurring continuous-training run (a KFP ScheduledWorkflow; see FACTS of kfp 2.17).
+#: Its arguments are the demo's: the pipeline has no defaults for the table, the label and the
+#: base path, so an overlay sets the real ones (manifests/README.md).
 SCHEDULE = {"name": "continuous-training", "cron": "0 0 2 * * *", "max_concurrency": 1,
-            "model_base_path": "gs://conveyor-demo/models/penguins"}
+            "parameters": {"table": "conveyor_demo.penguins", "label": "species",
+                           "model_base_path": "gs://conveyor-demo/models/penguins"}}
 
 
 def _schedule(path: Path, registry: str) -> Path:
@@ -82,8 +85,8 @@ def _schedule(path: Path, registry: str) -> Path:
             "serviceAccount": "pipeline-runner",
             "trigger": {"cronSchedule": {"cron": SCHEDULE["cron"]}},
             "workflow": {
-                "parameters": [{"name": "model_base_path",
-                                "value": SCHEDULE["model_base_path"]}],
+                "parameters": [{"name": name, "value": value}
+                               for name, value in SCHEDULE["parameters"].items()],
                 "spec": spec,
             },
         },

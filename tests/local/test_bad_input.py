@@ -348,18 +348,23 @@ def test_label_with_quotes_and_backticks(bq, tmp_path, base):
             ingest={"table": "bad_input.quoted"}, label="spe`cies\"")
 
 
-def test_columns_with_quotes(bq, tmp_path, base):
+def test_columns_with_quotes(bq, tmp_path):
     """Column names with quotes (BigQuery's flexible names) are data: quoted in the split's SQL,
-    the table ingests and validates (before: 'not a valid column name'). As a model input name
-    such a column is refused by transform (before: a Keras 'not a valid scope name' mid-fit)."""
+    the table ingests (before: 'not a valid column name'), and as features they feed model
+    inputs named by `input_name` (before: refused by transform, and earlier still a Keras 'not a
+    valid scope name' mid-fit)."""
+    from conveyor.ingest.bigquery import ingest_bigquery
     from conveyor.io import Dataset
+    from conveyor.transform.fit import column_statistics, fit
+    from conveyor.transform.spec import propose_spec
 
-    refused(tmp_path, base, SchemaError,
-            "feature spec: feature 'the \"island\"' cannot name a model input",
-            "rename the column in the query", ingest={"table": "bad_input.quoted"},
-            label="spe'cies")
-    data = Dataset(tmp_path / "run" / "dataset")
+    ingest_bigquery(str(tmp_path / "dataset"), table="bad_input.quoted")
+    data = Dataset(tmp_path / "dataset")
     assert data.schema.names == ["spe'cies", 'the "island"', "bill_length_mm"]
+    types = {c.name: c.type for c in data.info.columns}
+    stats = column_statistics(data, "train", list(types))
+    fitted = fit(data, propose_spec(types, "spe'cies", stats=stats[1]), stats=stats)
+    assert fitted.input_of('the "island"') == "the__island_"
 
 
 # -- suites, specs, modules ------------------------------------------------------------------
@@ -462,6 +467,6 @@ def test_training_pipeline_stops_cleanly_on_a_malformed_feature_spec(bq, tmp_pat
                           model_base_path=base, suite_uri=suite_for_splits(tmp_path))
     logs = capfd.readouterr()
     assert "InputError" in logs.out + logs.err
-    assert "feature 'island': kind 'words' is not numeric or categorical" in logs.out + logs.err
+    assert "feature 'island': kind 'words' is not one of" in logs.out + logs.err
     assert ModelBasePath(base).versions() == []
     assert not list(kfp_local.rglob("saved_model.pb"))

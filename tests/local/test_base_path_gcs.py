@@ -256,7 +256,7 @@ def test_push_and_fetch_leave_nothing_in_tmpdir_nor_beside_the_model(
     (evaluation / "evaluation.json").write_text(json.dumps({"blessed": True, "checks": []}))
     fitted = Fitted.load(penguin_model / "model" / "assets.extra")
     rows = tmp_path / "rows.json"
-    rows.write_text(json.dumps(sample_rows(penguin_model / "ds", "eval", list(fitted.features))))
+    rows.write_text(json.dumps(sample_rows(penguin_model / "ds", "eval", fitted)))
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     model_parent_before = sorted(os.listdir(penguin_model))

@@ -37,7 +37,7 @@ def sample(trained):
     from conveyor.transform.fit import Fitted
 
     fitted = Fitted.load(trained / "model" / "assets.extra")
-    return sample_rows(trained / "ds", "eval", list(fitted.features))
+    return sample_rows(trained / "ds", "eval", fitted)
 
 
 def complete(base: ModelBasePath, version: int, cache: Path) -> bool:

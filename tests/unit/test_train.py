@@ -221,3 +221,40 @@ def test_strategy_follows_the_devices():
     one = choose_strategy([Device()])
     assert isinstance(one, tf.distribute.OneDeviceStrategy)
     assert one.extended.worker_devices == ("/job:localhost/replica:0/task:0/device:GPU:0",)
+
+
+def test_date_parts_match_python_calendar():
+    import datetime
+
+    import tensorflow as tf
+
+    from conveyor.train.preprocess import DateParts
+
+    days = [datetime.date(1970, 1, 1), datetime.date(2000, 2, 29), datetime.date(2024, 12, 31),
+            datetime.date(1899, 3, 1)]
+    layer = DateParts({"days_mean": 0.0, "days_std": 1.0})
+    text = [d.isoformat() for d in days] + ["2021-06-30 17:45:00", "", "not a date"]
+    z, month, weekday, hour = layer(tf.constant(text))
+    z = z.numpy().reshape(-1)
+    for i, d in enumerate(days):
+        assert z[i] == (d - datetime.date(1970, 1, 1)).days
+        assert month.numpy()[i] == d.month and weekday.numpy()[i] == d.isoweekday()
+    assert hour.numpy()[4] == 18 and month.numpy()[5] == 0 and weekday.numpy()[6] == 0
+
+
+def test_a_diverging_loss_stops_training_with_its_likely_cause(tmp_path):
+    import pyarrow as pa
+
+    from conveyor.errors import TrainingError
+    from conveyor.train.train import train
+
+    table = pa.table({"x": [float(i) for i in range(200)],
+                      "y": [float(i) * 1e17 for i in range(200)]})
+    ds = write_dataset(tmp_path / "ds", table)
+    spec = FeatureSpec.from_dict({"label": "y", "task": "regression",
+                                  "features": {"x": {"kind": "numeric", "transform": "none"}}})
+    fit(Dataset(ds), spec).write(tmp_path / "t")
+    with pytest.raises(TrainingError, match="loss became"):
+        train(ds, tmp_path / "t", tmp_path / "model",
+              hparams={"epochs": 3, "batch_size": 32, "learning_rate": 1e6})
+    assert not (tmp_path / "model").exists()

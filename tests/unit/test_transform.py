@@ -109,3 +109,79 @@ def test_all_null_label_in_train_is_refused(tmp_path):
                                   "features": {"f0": {"kind": "numeric"}}})
     with pytest.raises(EmptyDataError, match="no row with a label"):
         fit(ds, spec)
+
+
+# -- names, types and the proposal on a stranger's table --------------------------------------
+
+
+@pytest.mark.parametrize("column, expected", [
+    ("Area_m2", "Area_m2"), ("from", "from_"), ("class", "class_"), ("lambda", "lambda_"),
+    ("2nd floor", "f_2nd_floor"), ("a/b-c", "a_b_c"), ("prix €", "prix__"), ("Âge", "Age"),
+    ("größe", "gro_e"), ("", "f_"), ("_x", "_x"), ("the \"island\"", "the__island_"),
+])
+def test_every_column_name_maps_to_a_model_input(column, expected):
+    from conveyor.transform.spec import input_name
+
+    assert input_name(column) == expected
+
+
+def test_clashing_inputs_are_refused_naming_both_columns():
+    with pytest.raises(SchemaError, match="columns 'a b' and 'a_b' would both feed model input"):
+        FeatureSpec.from_dict({"label": "y", "task": "regression", "features": {
+            "a b": {"kind": "numeric"}, "a_b": {"kind": "numeric"}}})
+    spec = FeatureSpec.from_dict({"label": "y", "task": "regression", "features": {
+        "a b": {"kind": "numeric", "input": "a_space_b"}, "a_b": {"kind": "numeric"}}})
+    assert spec.features["a b"].input_name == "a_space_b"
+
+
+@pytest.fixture(scope="module")
+def houses_data(tmp_path_factory):
+    from conveyor.local.seed import houses
+
+    return Dataset(write_dataset(tmp_path_factory.mktemp("h") / "ds", houses(4000)))
+
+
+def test_the_proposal_reads_the_statistics_like_a_data_scientist(houses_data):
+    from conveyor.transform.fit import column_statistics
+
+    t = types(houses_data)
+    stats = column_statistics(houses_data, "train", list(t))
+    spec = propose_spec(t, "Price", stats=stats[1])
+    assert spec.task == "regression" and spec.label_transform == "log"
+    assert set(spec.excluded) == {"Id", "Country"}
+    assert "identifies rows" in spec.excluded["Id"] and "single value" in spec.excluded["Country"]
+    f = spec.features
+    assert (f["class"].kind, f["HasGarden"].kind, f["SoldOn"].kind) == \
+        ("categorical", "categorical", "datetime")
+    assert f["from"].input_name == "from_" and f["Street Name"].input_name == "Street_Name"
+    assert f["Street Name"].encoding == "vocabulary"
+    assert all(feature.why for feature in f.values())
+    fitted = fit(houses_data, spec, stats=stats)
+    assert fitted.features["HasGarden"]["vocabulary"] in (["0", "1"], ["1", "0"])
+    assert fitted.features["SoldOn"]["parts"] == ["days", "month", "weekday"]
+    assert fitted.label_stats["transform"] == "log" and fitted.label_stats["raw_mean"] > 1e5
+
+
+def test_high_cardinality_strings_are_hashed_and_ids_left_out(tmp_path):
+    n = 30_000
+    table = pa.table({"code": [f"c{i % 12000}" for i in range(n)],
+                      "ref": [f"r{i}" for i in range(n)],
+                      "x": [float(i % 7) for i in range(n)], "y": [i % 2 for i in range(n)]})
+    data = Dataset(write_dataset(tmp_path / "ds", table))
+    from conveyor.transform.fit import column_statistics
+
+    stats = column_statistics(data, "train", ["code", "ref", "x", "y"])
+    spec = propose_spec(types(data), "y", stats=stats[1])
+    assert spec.task == "binary"
+    assert spec.features["code"].encoding == "hash" and spec.features["code"].hash_buckets >= 16384
+    assert "ref" in spec.excluded
+
+
+def test_labels_beyond_float32_are_refused_before_training(tmp_path):
+    table = pa.table({"x": [float(i) for i in range(40)],
+                      "y": [1e39 if i == 3 else float(i) for i in range(40)]})
+    data = Dataset(write_dataset(tmp_path / "ds", table))
+    spec = FeatureSpec.from_dict({"label": "y", "task": "regression",
+                                  "features": {"x": {"kind": "numeric"}}})
+    with pytest.raises(SchemaError, match="beyond float32's range"):
+        fit(data, spec)

@@ -152,7 +152,7 @@ class _Model:
         """Every output of the serving signature for the batch's rows."""
         import tensorflow as tf
 
-        from conveyor.train.data import model_inputs
+        from conveyor.transform.inputs import model_inputs
 
         features = {n: tf.constant(a, dtype=self.inputs[n].dtype)
                     for n, a in model_inputs(batch, self.fitted).items()}

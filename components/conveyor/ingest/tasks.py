@@ -33,17 +33,23 @@ def publish(result: IngestResult, dataset: _Artifact, metrics: Any) -> None:
 
 
 def bigquery_ingest(dataset: _Artifact, metrics: Any, **params: Any) -> IngestResult:
-    from conveyor.ingest.bigquery import ingest_bigquery
+    from conveyor.failfast import fail_once
 
-    result = ingest_bigquery(dataset.path, **_unset_empty(params))
+    with fail_once(dataset.path, "bigquery_ingest"):
+        from conveyor.ingest.bigquery import ingest_bigquery
+
+        result = ingest_bigquery(dataset.path, **_unset_empty(params))
     publish(result, dataset, metrics)
     return result
 
 
 def gcs_ingest(dataset: _Artifact, metrics: Any, **params: Any) -> IngestResult:
-    from conveyor.ingest.gcs import ingest_gcs
+    from conveyor.failfast import fail_once
 
-    result = ingest_gcs(dataset.path, **_unset_empty(params))
+    with fail_once(dataset.path, "gcs_ingest"):
+        from conveyor.ingest.gcs import ingest_gcs
+
+        result = ingest_gcs(dataset.path, **_unset_empty(params))
     publish(result, dataset, metrics)
     return result
 

@@ -86,7 +86,7 @@ def pipeline(
     data = bigquery_ingest(table=table, query=query, split_key=split_key,
                            split_ratios=split_ratios, project=project, location=location,
                            ).set_display_name("Ingest from BigQuery")
-    data.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0)
+    data.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
     data.set_caching_options(False)  # the table changes under the same parameters
     checked = validate(
         dataset=data.outputs["dataset"], suite_uri=suite_uri, policy=policy,

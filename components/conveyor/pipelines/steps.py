@@ -5,7 +5,10 @@ the pipeline is given a GPU count above zero: the choice is a `dsl.If`/`dsl.Else
 the CPU branch carries no accelerator settings at all (nothing for a backend to interpret as
 "zero GPUs of no type"). Evaluate and push follow inside each branch: kfp 2.17's local runner
 cannot merge the branches' models with `dsl.OneOf` ("Expected 1 artifact in
-ArtifactSelectorSpec"), and the local runner is the embedded default. The CPU branch is built
+ArtifactSelectorSpec"), and the local runner is the embedded default.
+
+Retries (2, after 2 s and 4 s) are for preemption, crashed processes and outages longer than
+the in-task retries of `conveyor.gcp.retry`; bad input fails once (`conveyor.failfast`). The CPU branch is built
 first, so its tasks keep the plain names (train, evaluate, push) and the GPU branch's get a
 `-2` suffix.
 """
@@ -36,7 +39,7 @@ def _evaluate_and_push(model, *, dataset, statistics, model_base_path, slices,
             model=model, evaluation=evaluated.outputs["evaluation"], dataset=dataset,
             model_base_path=model_base_path, statistics=statistics,
         ).set_display_name("Push")
-        pushed.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0)
+        pushed.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
         pushed.set_caching_options(False)
 
 
@@ -62,12 +65,12 @@ def train_evaluate_push(
                  allow_breaking_signature=allow_breaking_signature)
     with dsl.If(gpus == 0, name="on-cpu"):
         trained = train(**arguments).set_display_name("Train")
-        trained.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)
+        trained.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
         trained.set_cpu_request("2").set_memory_request("4G")
         _evaluate_and_push(trained.outputs["model"], **after)
     with dsl.Else(name="on-gpu"):
         trained = train_gpu(**arguments).set_display_name("Train (GPU)")
-        trained.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)
+        trained.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
         trained.set_cpu_request("4").set_memory_request("12G")
         trained.set_accelerator_type(accelerator).set_accelerator_limit(gpus)
         _evaluate_and_push(trained.outputs["model"], **after)

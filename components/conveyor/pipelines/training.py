@@ -66,7 +66,7 @@ def pipeline(
         table=table, query=query, split_key=split_key, split_ratios=split_ratios,
         project=project, location=location,
     ).set_display_name("Ingest from BigQuery")
-    ingest.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0)
+    ingest.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
     ingest.set_caching_options(False)  # the table changes under the same parameters
     checked = validate(
         dataset=ingest.outputs["dataset"], suite_uri=suite_uri, policy=policy,

@@ -51,7 +51,7 @@ def predict_to_bigquery(model_dir: str | Path, dataset_path: str | Path, output_
     import tensorflow as tf
     from google.cloud import bigquery
 
-    from conveyor.train.data import model_inputs
+    from conveyor.transform.inputs import model_inputs
     from conveyor.transform.fit import Fitted
 
     start = time.monotonic()

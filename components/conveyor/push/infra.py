@@ -28,20 +28,15 @@ class InfraCheckFailed(InputError):
     """The model did not load or answer in a fresh process."""
 
 
-def sample_rows(dataset_path: str | Path, split: str, features: list[str], rows: int = 8) -> dict:
-    """Up to `rows` rows of the named columns, columnar, as JSON-ready lists (NaN for NULL)."""
+def sample_rows(dataset_path: str | Path, split: str, fitted, rows: int = 8) -> dict:
+    """Up to `rows` rows of the model's features, columnar and keyed by model input, as
+    JSON-ready lists of what the serving signature takes (`conveyor.transform.inputs`)."""
     from conveyor.io.dataset import Dataset
+    from conveyor.transform.inputs import model_inputs
 
-    batch = next(Dataset(dataset_path).iter_batches(split, columns=features, batch_size=rows))
-    out = {}
-    for name in features:
-        column = batch.column(name)
-        values = column.to_pylist()
-        if column.type.equals(__import__("pyarrow").string()):
-            out[name] = ["" if v is None else v for v in values]
-        else:
-            out[name] = [float("nan") if v is None else v for v in values]
-    return out
+    batch = next(Dataset(dataset_path).iter_batches(split, columns=list(fitted.features),
+                                                    batch_size=rows))
+    return {name: values.tolist() for name, values in model_inputs(batch, fitted).items()}
 
 
 def check_outputs(outputs: dict, rows: int) -> dict[str, list[int]]:

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 def push(model, evaluation, dataset, pushed_model, summary, *, model_base_path: str,
          split: str = "eval", statistics=None, **targets):
+    from conveyor.failfast import fail_once
     from conveyor.push.infra import sample_rows
     from conveyor.push.push import push as publish
     from conveyor.transform.fit import Fitted
 
-    fitted = Fitted.load(f"{model.path}/assets.extra")
-    sample = sample_rows(dataset.path, split, list(fitted.features))
-    result = publish(model.path, evaluation.path, model_base_path, sample=sample,
-                     statistics_dir=statistics.path if statistics is not None else None, **targets)
+    with fail_once(pushed_model.path, "push"):
+        fitted = Fitted.load(f"{model.path}/assets.extra")
+        sample = sample_rows(dataset.path, split, fitted)
+        result = publish(model.path, evaluation.path, model_base_path, sample=sample,
+                         statistics_dir=statistics.path if statistics is not None else None,
+                         **targets)
     pushed_model.metadata.update({"version": result.version, "uri": result.uri,
                                   "target": result.target, "new": result.new,
                                   "skipped": ",".join(map(str, result.skipped)), **{

@@ -8,9 +8,20 @@ from conveyor.gcp.files import local_copy
 def train(dataset, preprocessing, model, metrics, tensorboard, *, hyperparameters: dict,
           module_file: str = "", log_dir_uri: str = "", train_split: str = "train",
           eval_split: str = "eval"):
+    from conveyor.failfast import fail_once
+
+    with fail_once(model.path, "train"):
+        result = _run(dataset, preprocessing, model, tensorboard, hyperparameters, module_file,
+                      log_dir_uri, train_split, eval_split)
+    _publish(result, model, metrics, tensorboard)
+    return result
+
+
+def _run(dataset, preprocessing, model, tensorboard, hyperparameters, module_file, log_dir_uri,
+         train_split, eval_split):
     from conveyor.train.train import train as run
 
-    result = run(
+    return run(
         dataset.path, preprocessing.path, model.path,
         hparams=hyperparameters, tensorboard_path=tensorboard.path,
         log_dir_uri=log_dir_uri or None,
@@ -18,6 +29,9 @@ def train(dataset, preprocessing, model, metrics, tensorboard, *, hyperparameter
         module_file=str(local_copy(module_file, "module_file")) if module_file else None,
         train_split=train_split, eval_split=eval_split,
     )
+
+
+def _publish(result, model, metrics, tensorboard) -> None:
     import dataclasses
     import math
 
@@ -30,4 +44,3 @@ def train(dataset, preprocessing, model, metrics, tensorboard, *, hyperparameter
                            "signature": "serving_default",
                            "hyperparameters": dataclasses.asdict(result.hyperparameters)})
     tensorboard.metadata["log_dir"] = tensorboard.path
-    return result

@@ -36,7 +36,7 @@ from conveyor.io.dataset import Dataset  # noqa: E402
 from conveyor.train.data import tf_dataset  # noqa: E402
 from conveyor.train.model import Hyperparameters, build_model  # noqa: E402
 from conveyor.train.preprocess import input_dtype  # noqa: E402
-from conveyor.transform.fit import SPEC_FILE, TRANSFORM_FILE, Fitted  # noqa: E402
+from conveyor.transform.fit import SPEC_FILE, Fitted  # noqa: E402
 
 EXTRA = "assets.extra"
 
@@ -200,6 +200,8 @@ def train(dataset_path: str | Path, transform_path: str | Path, model_path: str 
                         callbacks=callbacks, verbose=2,
                         shuffle=False)  # the input pipeline shuffles
     _check_finite(history.history, fitted)
+    if (fitted.label_stats or {}).get("transform") == "log":
+        fitted.label_stats["smearing"] = _smearing(model, dataset, train_split, fitted)
     export(model, fitted, model_path, transform_path)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
@@ -218,6 +220,28 @@ def train(dataset_path: str | Path, transform_path: str | Path, model_path: str 
         examples_per_second=examples / sum(run) if run else 0.0,
         steady_examples_per_second=progress.steady_steps_per_second() * hp.batch_size,
         seconds=time.monotonic() - start, best_epoch=at, hyperparameters=hp)
+
+
+def _smearing(model: keras.Model, dataset: Dataset, split: str, fitted: Fitted,
+              rows: int = 50_000) -> float:
+    """Duan's smearing factor, mean(exp(residual)) on the log scale over (up to `rows`) train
+    rows: exp of a predicted mean log is the median, not the mean, of the label; serving
+    multiplies by this so predictions are unbiased in label units (what RMSE judges)."""
+    import numpy as np
+
+    from conveyor.train.data import chunks
+
+    scale = fitted.label_stats
+    total, seen = 0.0, 0
+    for x, y in chunks(dataset, split, fitted, 8192):
+        z = model({k: tf.constant(v) for k, v in x.items()}, training=False).numpy().reshape(-1)
+        residual = (y.astype(np.float64) - z) * (scale["std"] or 1.0)  # log units
+        total += float(np.exp(np.clip(residual, -30, 30)).sum())
+        seen += len(y)
+        if seen >= rows:
+            break
+    factor = total / seen if seen else 1.0
+    return float(factor) if math.isfinite(factor) and factor > 0 else 1.0
 
 
 def _check_finite(history: dict[str, list], fitted: Fitted) -> None:
@@ -268,8 +292,8 @@ def serving_function(model: keras.Model, fitted: Fitted):
             return {"probabilities": prediction, "class_id": class_id,
                     "class_label": tf.gather(tf.constant(classes), class_id)}
         value = tf.reshape(prediction, [-1]) * scale.get("std", 1.0) + scale.get("mean", 0.0)
-        if scale.get("transform") == "log":
-            value = tf.math.expm1(value)
+        if scale.get("transform") == "log":  # log1p -> label units, unbiased (smearing)
+            value = tf.math.exp(value) * scale.get("smearing", 1.0) - 1.0
         return {"value": value}
 
     return serve
@@ -287,8 +311,8 @@ def export(model: keras.Model, fitted: Fitted, model_path: str | Path,
     archive.write_out(str(staging), verbose=False)
     extra = staging / EXTRA
     extra.mkdir(exist_ok=True)
-    for name in (TRANSFORM_FILE, SPEC_FILE):
-        shutil.copy(Path(transform_path) / name, extra / name)
+    fitted.write(extra)  # transform.json as trained with (a log label's smearing factor added)
+    shutil.copy(Path(transform_path) / SPEC_FILE, extra / SPEC_FILE)
     if fitted.label_classes:
         (extra / "labels.txt").write_text("".join(f"{c}\n" for c in fitted.label_classes))
     if model_path.exists():
