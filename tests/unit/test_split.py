@@ -84,6 +84,6 @@ def test_key_type_must_cast_identically_in_sql_and_python():
 def test_sql_names_the_key_or_every_column():
     assert "CAST(`id` AS STRING)" in SplitSpec.parse(None, "id").sql_bucket(["id", "x"])
     sql = SplitSpec.parse().sql_bucket(["a", "b"])
-    assert sql.startswith("ABS(MOD(FARM_FINGERPRINT(CONCAT(") and "`b`" in sql
+    assert sql.startswith("ABS(MOD(FARM_FINGERPRINT(ARRAY_TO_STRING([") and "`b`" in sql
     assert SplitSpec.parse({"train": 0.8, "eval": 0.2}).sql_split("b") == \
         "CASE WHEN b < 8000 THEN 'train' ELSE 'eval' END"
