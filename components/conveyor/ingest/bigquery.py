@@ -256,6 +256,27 @@ def ingest_bigquery(
             pass  # it expires in a day anyway
 
 
+def source_schema(*, table: str | None = None, query: str | None = None,
+                  query_params: Mapping[str, Any] | None = None, project: str | None = None,
+                  location: str | None = None) -> dict[str, str]:
+    """The columns a table or query would give (name -> contract type), by a dry run: no rows
+    are read and nothing is billed. Raises what ingest would for a missing table or bad SQL."""
+    if bool(table) == bool(query):
+        raise InputError("give exactly one of table or query "
+                         f"(table={table!r}, query={'<set>' if query else query!r})")
+    client = gcp.bigquery_client(project, location)
+    if table:
+        ref = parse_table_id(table, client.project)
+        _check_table_exists(client, ref)
+        sql, where = f"SELECT * FROM {ref.sql}", f"table {ref}"
+    else:
+        sql, where = single_statement(query), "query"
+        if not sql:
+            raise InputError("query: holds no statement")
+    fields = _dry_run_schema(client, sql, query_parameters(query_params), where)
+    return {f.name: BIGQUERY_TYPES.get(f.field_type, f.field_type) for f in fields}
+
+
 def _check_table_exists(client, ref: TableRef) -> None:
     from google.api_core.exceptions import NotFound
 

@@ -9,6 +9,7 @@ pushes a new version only when the new model is better. Training runs on GPUs wh
 from kfp import dsl
 
 from conveyor.ingest.component import bigquery_ingest
+from conveyor.preflight.component import preflight
 from conveyor.pipelines.steps import DEFAULT_ACCELERATOR, train_evaluate_push
 from conveyor.transform.component import transform
 from conveyor.validate.component import validate
@@ -62,10 +63,16 @@ def pipeline(
         train_gpus: GPUs to train on; 0 trains on CPU with conveyor's CPU image.
         train_accelerator: Accelerator type when train_gpus > 0 (Vertex AI: NVIDIA_L4, ...; GKE: nvidia.com/gpu).
     """
+    checked_first = preflight(
+        label=label, model_base_path=model_base_path, table=table, query=query,
+        split_key=split_key, split_ratios=split_ratios, slices=slices,
+        feature_spec_uri=feature_spec_uri, project=project, location=location,
+    ).set_display_name("Preflight")
+    checked_first.set_caching_options(False)  # the bucket and the table may change
     ingest = bigquery_ingest(
         table=table, query=query, split_key=split_key, split_ratios=split_ratios,
         project=project, location=location,
-    ).set_display_name("Ingest from BigQuery")
+    ).set_display_name("Ingest from BigQuery").after(checked_first)
     ingest.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
     ingest.set_caching_options(False)  # the table changes under the same parameters
     checked = validate(
