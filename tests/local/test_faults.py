@@ -133,8 +133,8 @@ def test_pipeline_fails_clearly_in_bounded_time_when_every_request_fails(penguin
     assert "still failing after 3 s of retries" in log.out + log.err
     assert injected(proxies) > 0
     # Nothing half-written: no Dataset (no dataset.json), nothing pushed.
-    run = next((tmp_path / "down").iterdir())
-    assert not list(run.rglob("dataset.json"))
+    # (preflight, which has no artifact, may be the step that gives up: then no run folder)
+    assert not list((tmp_path / "down").rglob("dataset.json"))
     assert ModelBasePath(base).versions() == []
 
 

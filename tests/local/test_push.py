@@ -215,8 +215,9 @@ def test_push_reuses_the_verdict_of_a_fresh_evaluate_for_the_same_files_only(
     changed = tmp_path / "changed"
     shutil.copytree(trained / "model", changed)
     (changed / "assets.extra" / "note.txt").write_text("retrained\n")
+    v1 = ModelBasePath(str(tmp_path / "base")).version_uri(1)
     against_v1 = evaluation(tmp_path / "ev-v1", **{
-        **evaluation_json, "baseline_uri": ModelBasePath(str(tmp_path / "base")).version_uri(1)})
+        **evaluation_json, "baseline_uri": v1, "newest_version_uri": v1})
     result = push(changed, against_v1, str(tmp_path / "base"), sample=sample(trained))
     assert (result.version, result.infra["where"], len(started)) == (2, "push", 1)
     assert "in a fresh process" in result.markdown()

@@ -531,7 +531,12 @@ class ModelBasePath:
         lease = _lease()
         bucket = self._bucket()
         seen, since, pause = None, time.monotonic(), 0.05
+        give_up = time.monotonic() + max(10 * lease, 300.0)  # never wait unboundedly
         while True:
+            if time.monotonic() > give_up:
+                raise PublishError(f"push: the claim of version {version} under {self.uri} is "
+                                   f"still held by a live writer after {max(10 * lease, 300.0):.0f}"
+                                   " s; nothing published (retry, or remove a stuck claim)")
             if self._exists(f"{MARKERS}/committed/{version}"):
                 return True
             blob = bucket.get_blob(self._key(f"{MARKERS}/claims/{version}"))
@@ -568,7 +573,7 @@ class ModelBasePath:
             pass  # a lease later, others take it for abandoned anyway
 
     def _check_bucket(self, probe: bool) -> None:
-        from google.api_core.exceptions import Forbidden, NotFound
+        from google.api_core.exceptions import Forbidden, NotFound, PreconditionFailed
 
         from conveyor import gcp
         from conveyor.gcp import retry
@@ -592,7 +597,12 @@ class ModelBasePath:
             except Forbidden as exc:
                 raise InputError(f"model_base_path: {self.uri} is not writable: "
                                  f"{_one_line(exc)}") from None
-            blob.delete(retry=retry.storage())
+            except PreconditionFailed:
+                pass  # a retry after a lost response: the probe's unique name was ours
+            try:
+                blob.delete(retry=retry.storage())
+            except NotFound:
+                pass  # a retry after a lost response: already deleted
 
     # -- Cloud Storage helpers -------------------------------------------------------------
 
