@@ -63,8 +63,9 @@ def compile_one(name: str, path: Path, registry: str = images.DEFAULT_REGISTRY) 
 #: Its arguments are the demo's: the pipeline has no defaults for the table, the label and the
 #: base path, so an overlay sets the real ones (manifests/README.md).
 SCHEDULE = {"name": "continuous-training", "cron": "0 0 2 * * *", "max_concurrency": 1,
-            "parameters": {"table": "conveyor_demo.penguins", "label": "species",
-                           "model_base_path": "gs://conveyor-demo/models/penguins"}}
+            # model_base_path first: overlays patch /spec/workflow/parameters/0/value
+            "parameters": {"model_base_path": "gs://conveyor-demo/models/penguins",
+                           "table": "conveyor_demo.penguins", "label": "species"}}
 
 
 def _schedule(path: Path, registry: str) -> Path:

@@ -65,9 +65,16 @@ def base_path_arg(deployment) -> str:
 
 
 def test_serving_reads_the_path_the_pipelines_push_to():
+    from conveyor.compile import SCHEDULE
+
     base = base_path_arg(find(render("base"), "Deployment", "model-server"))
-    assert base == default(training, "model_base_path")
-    assert base == default(continuous_training, "model_base_path")
+    # The pipelines have no default base path (the user's own); the schedule passes the demo's.
+    assert default(training, "model_base_path") is None
+    assert default(continuous_training, "model_base_path") is None
+    assert base == SCHEDULE["parameters"]["model_base_path"]
+    schedule = find(render("pipeline-runner"), "ScheduledWorkflow", "continuous-training")
+    assert schedule["spec"]["workflow"]["parameters"][0] == {"name": "model_base_path",
+                                                             "value": base}
     assert find(render("kserve"), "InferenceService")["spec"]["predictor"]["model"][
         "storageUri"] == base
 
