@@ -75,8 +75,8 @@ def categorical_index(name: str, f: dict[str, Any], raw) -> tuple[Any, int]:
 
 class DateParts(keras.layers.Layer):
     """ISO date or timestamp strings [None] -> (days since 1970 z-scored [None, 1], month
-    index, weekday index, hour index [None]); a missing or malformed value gets NaN days
-    (imputed to the training mean, i.e. 0 after z-scoring) and index 0 in each category."""
+    index, weekday index, hour index [None]); a missing or malformed value gets 0 days (the
+    training mean after z-scoring) and index 0 in each category."""
 
     def __init__(self, spec: dict[str, Any], **kwargs):
         super().__init__(**kwargs)

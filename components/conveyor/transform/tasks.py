@@ -27,15 +27,13 @@ def transform(dataset, preprocessing, *, label: str = "", task: str = "",
         spec = FeatureSpec.load(local_copy(feature_spec_uri, "feature_spec_uri"))
     elif spec_model_base_path:
         spec = served_spec(spec_model_base_path, label, types)
-    if spec is not None:
-        pass
-    elif label:
+    if spec is None and label:
         if label not in types:
             raise InputError(f"label: {label!r} is not a column of the dataset "
                              f"(columns: {', '.join(types)})")
         stats = column_statistics(data, train_split, list(types))
         spec = propose_spec(types, label, task=task or None, stats=stats[1])
-    else:
+    elif spec is None:
         raise InputError("transform: give feature_spec_uri, or label to propose a spec")
     fitted = fit(data, spec, train_split, stats=stats)
     fitted.write(preprocessing.path)
