@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.evaluate.evaluate import evaluate_model, markdown
+from conveyor.evaluate.evaluate import evaluate_model, markdown, write_outputs
 from conveyor.push.base_path import ModelBasePath
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
@@ -263,6 +263,19 @@ def test_an_input_added_since_the_served_version_is_breaking(candidate, dataset,
     allowed = evaluate_model(candidate, dataset, model_base_path=base.uri, thresholds=EQUAL_OK,
                              allow_breaking_signature=True)
     assert allowed.blessed
+    # Through push: the refused one publishes nothing, the allowed one becomes version 2.
+    from conveyor.push.infra import sample_rows
+    from conveyor.push.push import NotBlessed, push
+    from conveyor.transform.fit import Fitted
+
+    sample = sample_rows(dataset, "eval", Fitted.load(candidate / "assets.extra"))
+    for name, outcome in (("refused", result), ("allowed", allowed)):
+        write_outputs(outcome, tmp_path / name, tmp_path / f"{name}.md")
+    with pytest.raises(NotBlessed, match="signature"):
+        push(candidate, tmp_path / "refused", base.uri, sample=sample)
+    assert base.versions() == [1]
+    pushed = push(candidate, tmp_path / "allowed", base.uri, sample=sample)
+    assert pushed.version == 2 and base.versions() == [1, 2]
 
 
 def test_a_constant_model_is_not_blessed_without_a_baseline(candidate, dataset, tmp_path):
