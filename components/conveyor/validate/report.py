@@ -1,61 +1,129 @@
-"""The validation report: one self-contained HTML page (inline CSS, no scripts, no network), so
-it renders offline and in the Kubeflow UI's HTML viewer."""
+"""The validation report: one self-contained HTML page (inline CSS and SVG charts, no scripts,
+no network), so it renders offline and in the Kubeflow UI's HTML viewer.
+
+Breakage first, then drift: for every drifted column the baseline's and the current summary
+side by side (rows, null share, mean, std, p5/p50/p95, min/max, top categories) with the one-line
+"mean 120 -> 180" figures, and per feature a small chart of the current split beside the
+baseline and train beside eval (histograms of the statistics' value samples for numbers, by day
+for dates and timestamps; the top categories plus "other" for categories). Charts are capped at
+`MAX_CHARTS` features (drifted, then skewed, then in column order); the page says how many were
+left out. matplotlib is imported only when charts are drawn.
+"""
 
 from __future__ import annotations
 
-import html
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from conveyor.reports.html import esc as _e
+from conveyor.reports.html import num as _num
+from conveyor.reports.html import page, short as _short, table as _table
 from conveyor.validate.checks import CheckResult
-from conveyor.validate.drift import Distance
-from conveyor.validate.stats import NUMERIC, DatasetStatistics
+from conveyor.validate.drift import Distance, _as_categories
+from conveyor.validate.stats import NUMERIC, TEMPORAL, ColumnStatistics, DatasetStatistics
 
-_CSS = """
-body{font:14px/1.45 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#1d2330}
-h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:28px 0 8px;border-bottom:1px solid #ddd}
-.verdict{display:inline-block;padding:3px 10px;border-radius:4px;font-weight:600;color:#fff}
-.pass{background:#1e7d32} .fail{background:#c62828} .drift{background:#b26a00}
-.muted{color:#666}
-table{border-collapse:collapse;margin:6px 0 12px;font-size:13px}
-th,td{border:1px solid #d7dbe0;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f3f5f8} td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.bad td{background:#fdecea} code{font-size:12px}
-"""
+MAX_CHARTS = 30  # features with a chart (~30 kB of SVG each): a page stays well under 2 MB
+SIDE_CATEGORIES = 8
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+def _series(label: str, c: ColumnStatistics):
+    from conveyor.reports.charts import Series
+
+    if _as_categories(c):
+        return Series(label, counts=dict(c.values or {}), rows=c.rows, nulls=c.nulls)
+    values = c.sample.values if c.sample is not None else None
+    return Series(label, values=values, rows=c.rows, nulls=c.nulls)
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    """A value as a cell shows it: a long string is cut (a 10 MB value stays out of the page)."""
-    text = str(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+def _chart_kind(columns: Sequence[ColumnStatistics]) -> str | None:
+    if all(_as_categories(c) for c in columns):
+        return "categorical"
+    if all(c.kind == NUMERIC for c in columns):
+        return "numeric"
+    if all(c.kind == TEMPORAL for c in columns):
+        return "temporal"
+    return None  # a column whose type changed: the tables say so
 
 
-def _num(value: Any) -> str:
-    if value is None:
+def _drift_split(column: str, drift: Sequence[tuple[str, Distance]]) -> str | None:
+    """The split whose drift of `column` is largest (drifted ones first)."""
+    found = [(d.exceeded, d.value, s) for s, d in drift if d.column == column]
+    return max(found)[2] if found else None
+
+
+def _charted(stats: DatasetStatistics, drift, skew) -> list[str]:
+    first = next(iter(stats.splits.values()))
+    order = list(first.columns)
+    drifted = [d.column for _, d in drift if d.exceeded]
+    skewed = [d.column for d in skew if d.exceeded]
+    return list(dict.fromkeys([*drifted, *skewed, *order]))
+
+
+def _feature_chart(index: int, column: str, result, stats: DatasetStatistics) -> str:
+    from conveyor.reports import charts
+
+    panels: list[tuple[str, str, list]] = []  # (kind, title, series)
+    baseline = result.baseline_statistics
+    split = _drift_split(column, result.drift) or ("train" if "train" in stats.splits
+                                                   else next(iter(stats.splits)))
+    current = stats.splits[split].columns.get(column)
+    if current is None:
         return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return _e(value)
+    if baseline is not None:
+        base = baseline.split(split).columns.get(column)
+        kind = _chart_kind([base, current]) if base is not None else None
+        if kind:
+            panels.append((kind, f"{split} vs baseline",
+                           [_series("baseline", base), _series(split, current)]))
+    if "train" in stats.splits and "eval" in stats.splits:
+        train, evaluation = (stats.splits[n].columns.get(column) for n in ("train", "eval"))
+        kind = (_chart_kind([train, evaluation]) if train is not None and evaluation is not None
+                else None)
+        if kind:
+            panels.append((kind, "train vs eval",
+                           [_series("train", train), _series("eval", evaluation)]))
+    if not panels:
+        panels.append((_chart_kind([current]) or "numeric", split, [_series(split, current)]))
+    kind = panels[0][0]  # one kind per chart (a column that changed type keeps the first)
+    svg = charts.render(charts.distributions, f"v{index}",
+                        [(t, series) for k, t, series in panels if k == kind], kind,
+                        title=f"distribution of {column}")
+    return f"<figure><figcaption><b>{_e(_short(column))}</b></figcaption>{svg}</figure>"
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], bad: Iterable[bool] = ()) -> str:
-    bad = list(bad)
-    out = ["<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr>"]
-    for i, row in enumerate(rows):
-        cls = ' class="bad"' if i < len(bad) and bad[i] else ""
-        cells = "".join(f'<td class="num">{_num(c)}</td>' if isinstance(c, (int, float))
-                        and not isinstance(c, bool) else f"<td>{c}</td>" for c in row)
-        out.append(f"<tr{cls}>{cells}</tr>")
-    out.append("</table>")
-    return "\n".join(out)
+def _shares(side: dict[str, Any], key: str = "shares") -> str:
+    return "<br>".join(f"{_e(_short(k, 40))} {v:.1%}"
+                       for k, v in side.get(key, [])[:SIDE_CATEGORIES])
+
+
+def _side_rows(figure: dict[str, Any]) -> list[list[Any]]:
+    """Rows of baseline vs current figures (`drift.figures`) of one drifted column: numbers
+    stay numbers (the table formats them), everything else is escaped here."""
+    base, cur = figure.get("baseline", {}), figure.get("current", {})
+
+    def cell(value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+        return "" if value is None else _e(value)
+
+    rows: list[list[Any]] = [
+        ["rows", cell(base.get("rows")), cell(cur.get("rows"))],
+        ["null share", f"{base.get('null_fraction', 0):.2%}", f"{cur.get('null_fraction', 0):.2%}"]]
+    for key in ("mean", "std", "min", "p5", "p50", "p95", "max", "distinct"):
+        b = base.get("quantiles", {}).get(key) if key.startswith("p") else base.get(key)
+        c = cur.get("quantiles", {}).get(key) if key.startswith("p") else cur.get(key)
+        if b is not None or c is not None:
+            rows.append([key, cell(b), cell(c)])
+    if base.get("shares") or cur.get("shares"):
+        rows.append(["top categories", _shares(base), _shares(cur)])
+    if figure.get("new_values"):
+        rows.append(["new categories", "", _shares(figure, "new_values")])
+    return rows
 
 
 def render(*, title: str, result, policy: str, stats: DatasetStatistics) -> str:
-    """The page for a `ValidationResult`: breakage first, then drift with its figures."""
+    """The page for a `ValidationResult`: breakage first, then drift with its figures and
+    charts, skew, every check, and each split's statistics."""
     checks: Sequence[CheckResult] = result.checks
     drift: Sequence[tuple[str, Distance]] = result.drift
     skew: Sequence[Distance] = result.skew
@@ -67,15 +135,15 @@ def render(*, title: str, result, policy: str, stats: DatasetStatistics) -> str:
                "<span class='verdict pass'>PASSED</span>")
     if drifted:
         verdict += " <span class='verdict drift'>DRIFTED</span>"
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>{_e(title)}</h1>",
+    parts = [f"<h1>{_e(title)}</h1>",
              f"<p>{verdict} "
              f"<span class='muted'>policy {_e(policy)}, drift policy {_e(result.drift_policy)}; "
              f"suite: {_e(result.suite.origin)}; "
              f"{len(checks) - len(broken) - len(soft)}/{len(checks)} checks passed, "
              f"{len(broken)} broken, {len(soft)} expectation(s) drifted, "
-             f"{len(drifted)} feature(s) drifted, {len(skewed)} skewed</span></p>"]
+             f"{len(drifted)} feature(s) drifted, {len(skewed)} skewed</span></p>",
+             f"<p class='muted'>baseline: {_e(result.baseline) if result.baseline else 'none'}"
+             "</p>"]
 
     parts.append("<h2>Breakage (stops the run under policy fail)</h2>")
     if broken:
@@ -91,7 +159,6 @@ def render(*, title: str, result, policy: str, stats: DatasetStatistics) -> str:
     parts.append("<p class='muted'>a feature drifts when its distance exceeds both its "
                  "threshold and the distance sampling alone reaches (p 0.001) at these sizes</p>")
     if drift:
-        parts.append(f"<p class='muted'>baseline: {_e(result.baseline)}</p>")
         parts.append(_table(
             ["split", "column", "metric", "distance", "threshold", "sampling noise", "drifted",
              "baseline -> current"],
@@ -102,6 +169,24 @@ def render(*, title: str, result, policy: str, stats: DatasetStatistics) -> str:
             [d.exceeded for _, d in drift]))
     else:
         parts.append("<p class='muted'>no baseline statistics given</p>")
+
+    columns = _charted(stats, drift, skew) if stats.splits else []
+    shown = columns[:MAX_CHARTS]
+    chart = {column: _feature_chart(i, column, result, stats) for i, column in enumerate(shown)}
+    by_column: dict[str, list[tuple[str, Distance]]] = {}
+    for s, d in drifted:
+        by_column.setdefault(d.column, []).append((s, d))
+    if by_column:
+        parts.append("<h2>Drifted columns: baseline and current side by side</h2>")
+    for column, found in by_column.items():
+        s, d = max(found, key=lambda sd: sd[1].value)
+        figure = result.figures.get(s, {}).get(column) or {}
+        parts.append(f"<h3>{_e(_short(column))} <span class='muted'>({_e(d.metric)} "
+                     + ", ".join(f"{_e(x)} {y.value:.4f}" for x, y in found) + ")</span></h3>")
+        parts += [f"<p>{_e(x)}: {_e(result.figures.get(x, {}).get(column, {}).get('summary'))}</p>"
+                  for x, _ in found if result.figures.get(x, {}).get(column, {}).get("summary")]
+        side = _table(["", "baseline", f"current ({s})"], _side_rows(figure)) if figure else ""
+        parts.append(f"<div class='side'>{side}{chart.pop(column, '')}</div>")
 
     parts.append("<h2>Expected ranges and categories not met (drift, not failures)</h2>")
     if soft:
@@ -125,6 +210,16 @@ def render(*, title: str, result, policy: str, stats: DatasetStatistics) -> str:
     else:
         parts.append("<p class='muted'>needs a train and an eval split</p>")
 
+    parts.append("<h2>Distributions</h2>")
+    parts.append("<p class='muted'>share of rows per bin or category; grey: the reference "
+                 "(the baseline, or train); from each split's statistics (a uniform sample "
+                 "of up to 8,192 values per column; dates by day)"
+                 + ("; drifted columns are charted above" if by_column else "")
+                 + (f"; charts for {len(shown)} of {len(columns)} columns (drifted and skewed "
+                    f"first): the other {len(columns) - len(shown)} are in the tables below"
+                    if len(columns) > len(shown) else "") + "</p>")
+    parts.append("<div class='charts'>" + "".join(chart.values()) + "</div>")
+
     parts.append("<h2>All checks</h2>")
     parts.append(_table(["split", "column", "rule", "severity", "result", "observed"],
                         ([_e(c.split), _e(c.column or "(table)"), f"<code>{_e(c.rule)}</code>",
@@ -144,9 +239,8 @@ def render(*, title: str, result, policy: str, stats: DatasetStatistics) -> str:
                 top = ", ".join(f"{_short(k)} ({v})" for k, v in c.top(8))
                 summary = f"{c.distinct}{'+' if c.truncated else ''} distinct: {top}"
             else:
-                summary = f"min {_e(c.min)}, max {_e(c.max)}"
+                summary = f"min {c.min}, max {c.max}"
             rows.append([_e(c.name), _e(c.type), c.count, c.nulls,
                          f"{c.null_fraction:.2%}", _e(summary)])
         parts.append(_table(["column", "type", "values", "nulls", "null %", "summary"], rows))
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return page(title, parts)

@@ -8,7 +8,8 @@ For each split and column:
   are kept, so the same Dataset always gives the same statistics, however it is chunked;
 - categorical (string, bool): count, nulls, exact value frequencies up to `MAX_TRACKED_VALUES`
   distinct values (beyond that the column is marked `truncated` and new values are not tracked);
-- temporal (timestamp, date): count, nulls, min, max.
+- temporal (timestamp, date): count, nulls, min, max, and a sample as for numbers of the values
+  as days since 1970 (fractional for timestamps), for the report's histograms.
 
 Memory does not grow with the row count: a batch at a time, fixed-size samples, capped counters.
 The result serializes to JSON (`DatasetStatistics.to_dict`), samples included (base64), so a later
@@ -80,6 +81,26 @@ class Sample:
     @classmethod
     def decode(cls, text: str) -> "Sample":
         return cls(values=np.frombuffer(base64.b64decode(text), dtype="<f8").copy())
+
+
+_PER_DAY = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
+
+
+def _days(column: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
+    """A date or timestamp column as days since 1970 (float64, NaN for NULL), else None."""
+    kind = column.type
+    if pa.types.is_date32(kind):
+        ints, per_day = column.cast(pa.int32()), 1
+    elif pa.types.is_date64(kind):
+        ints, per_day = column.cast(pa.int64()), _PER_DAY["ms"]
+    elif pa.types.is_timestamp(kind):
+        ints, per_day = column.cast(pa.int64()), _PER_DAY[kind.unit]
+    else:
+        return None
+    values = ints.to_numpy(zero_copy_only=False).astype(np.float64)
+    if column.null_count:
+        values[np.asarray(pc.is_null(column))] = np.nan
+    return values / per_day
 
 
 @dataclasses.dataclass
@@ -196,6 +217,11 @@ class ColumnStatistics:
                 self.truncated = True
 
     def _update_range(self, column) -> None:
+        days = _days(column)
+        if days is not None:
+            if self.sample is None:
+                self.sample = Sample()
+            self.sample.update(days, ~np.isnan(days))
         if len(column) == self.nulls and not self.count:
             return
         bounds = pc.min_max(column).as_py()
@@ -217,6 +243,8 @@ class ColumnStatistics:
         if self.kind == TEMPORAL:
             out.update(min=None if self.min is None else str(self.min),
                        max=None if self.max is None else str(self.max))
+            if self.sample is not None:  # days since 1970 (statistics before it have none)
+                out["sample"] = self.sample.encode()
         if self.values is not None:
             tracked = self.values if self.kind == CATEGORICAL or len(self.values) <= 1000 else {}
             out.update(distinct=self.distinct, truncated=self.truncated,
@@ -234,6 +262,8 @@ class ColumnStatistics:
                 stats.sample = Sample.decode(data["sample"])
         elif stats.kind == TEMPORAL:
             stats.min, stats.max = data.get("min"), data.get("max")
+            if data.get("sample"):
+                stats.sample = Sample.decode(data["sample"])
         if "values" in data and (data["values"] or stats.kind == CATEGORICAL):
             stats.values = {k: v for k, v in data["values"]}
             stats.truncated = data.get("truncated", False)

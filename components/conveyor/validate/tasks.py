@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from conveyor.gcp.files import local_copy
 from conveyor.validate.validate import ValidationResult, validate_dataset
 
 
-def served_statistics(model_base_path: str, scratch: str):
-    """The training statistics pushed with the newest version under the base path (fetched into
-    `scratch`), or None."""
+def served_baseline(model_base_path: str, scratch: str) -> tuple[Path, str] | None:
+    """The training statistics pushed with the newest version under the base path: a local
+    file (fetched into `scratch` from gs://) and the URI that names it, or None."""
     from conveyor.push.base_path import ModelBasePath
     from conveyor.push.push import STATISTICS_FILE
 
@@ -19,8 +20,16 @@ def served_statistics(model_base_path: str, scratch: str):
     latest = base.latest()
     if latest is None:
         return None
-    path = base.fetch(latest, scratch) / "assets.extra"
-    return path / STATISTICS_FILE if (path / STATISTICS_FILE).exists() else None
+    path = base.fetch(latest, scratch) / "assets.extra" / STATISTICS_FILE
+    if not path.exists():
+        return None
+    return path, f"{base.version_uri(latest)}/assets.extra/{STATISTICS_FILE}"
+
+
+def served_statistics(model_base_path: str, scratch: str):
+    """The local file of `served_baseline`, or None."""
+    found = served_baseline(model_base_path, scratch)
+    return found[0] if found else None
 
 
 def validate(dataset, report, metrics, statistics, suite, *, input_suite=None,
@@ -39,9 +48,15 @@ def validate(dataset, report, metrics, statistics, suite, *, input_suite=None,
                     else local_copy(suite_uri, "suite_uri") if suite_uri else None)
     params = {k: v for k, v in params.items() if v != ""}
     baseline_stats = baseline_statistics.path if baseline_statistics is not None else None
+    # Reports name the baseline by URI: a scratch copy's path means nothing once deleted.
+    baseline_name = _uri(baseline_statistics)
     with tempfile.TemporaryDirectory(prefix="conveyor-baseline-") as scratch:
         if baseline_stats is None and baseline_model_base_path:
-            baseline_stats = served_statistics(baseline_model_base_path, scratch)
+            found = served_baseline(baseline_model_base_path, scratch)
+            if found is not None:  # named by the version's URI, not the deleted scratch copy
+                baseline_stats, baseline_name = found
+        if baseline_stats is None and baseline_dataset is not None:
+            baseline_name = f"dataset {_uri(baseline_dataset)}"
         result: ValidationResult = validate_dataset(
             dataset.path,
             report_path=report.path,
@@ -51,6 +66,7 @@ def validate(dataset, report, metrics, statistics, suite, *, input_suite=None,
             baseline_statistics=baseline_stats,
             baseline_dataset=baseline_dataset.path if baseline_dataset is not None else None,
             splits=splits or None,
+            baseline_name=baseline_name,
             **params,
         )
     for name, value in result.metrics().items():
@@ -67,3 +83,10 @@ def validate(dataset, report, metrics, statistics, suite, *, input_suite=None,
     print(state + "".join(f"\n  {line}" for line in result.breakage + result.drift_lines),
           flush=True)
     return result.passed
+
+
+def _uri(artifact) -> str | None:
+    """An input artifact's URI (gs://... in the cluster), else its local path, else None."""
+    if artifact is None:
+        return None
+    return getattr(artifact, "uri", "") or artifact.path

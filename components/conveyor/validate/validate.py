@@ -53,6 +53,7 @@ class ValidationResult:
     skew_figures: dict[str, dict] = dataclasses.field(default_factory=dict)
     baseline: str | None = None
     drift_policy: str = "warn"
+    baseline_statistics: stats.DatasetStatistics | None = None  # for the report's charts
 
     @property
     def broken(self) -> bool:
@@ -176,13 +177,15 @@ def validate_dataset(
     label_column: str | None = None,
     infer_margin: float = 0.1,
     chunk_rows: int = checks.CHUNK_ROWS,
+    baseline_name: str | None = None,
 ) -> ValidationResult:
     """Validate a Dataset; write `statistics_path` (a folder: statistics.json, validation.json),
     `suite_path` (a folder) and `report_path` (an HTML file). See the module docstring.
 
     Under `policy="fail"` breakage raises `ValidationFailed`; drift and skew do so only with
     `drift_policy="fail"` (default `warn`: continuous training stops on broken data and retrains
-    on drift)."""
+    on drift). `baseline_name` is how the verdict and report name the baseline (its URI; default
+    the path given)."""
     start = time.monotonic()
     if policy not in POLICIES:
         raise InputError(f"policy: {policy!r} is not one of {POLICIES}")
@@ -203,11 +206,12 @@ def validate_dataset(
         raise InputError(f"feature_thresholds: no column(s) {unknown} in the dataset")
 
     baseline_stats = _load_statistics(baseline_statistics) if baseline_statistics else None
-    baseline_name = str(baseline_statistics) if baseline_statistics else None
+    given_name = baseline_name
+    baseline_name = given_name or (str(baseline_statistics) if baseline_statistics else None)
     if baseline_dataset and baseline_stats is None:
         base = Dataset(baseline_dataset)
         baseline_stats = stats.compute_statistics(base)
-        baseline_name = f"dataset {baseline_dataset}"
+        baseline_name = given_name or f"dataset {baseline_dataset}"
 
     # The suite: given, else inferred from the baseline, else from this dataset's train split.
     # Inferred from the train split, the label's classes are breakage (a class eval has and
@@ -271,7 +275,8 @@ def validate_dataset(
     result = ValidationResult(
         passed=False, checks=results, drift=drifts, skew=skews, statistics=statistics,
         suite=used, seconds=time.monotonic() - start, figures=figures,
-        skew_figures=skew_figures, baseline=baseline_name, drift_policy=drift_policy)
+        skew_figures=skew_figures, baseline=baseline_name, drift_policy=drift_policy,
+        baseline_statistics=baseline_stats)
     result.passed = not result.broken and not result.drifted
 
     # Outputs: written completely (beside their final names, then renamed) before any verdict.
