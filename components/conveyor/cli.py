@@ -6,7 +6,8 @@
     conveyor images                          the image URIs of this version
     conveyor submit|schedule PIPELINE        on Kubeflow Pipelines (--host) or Vertex AI (--vertex)
     conveyor serve --model-base-path P --model-name N   TF Serving's REST API on loopback
-    conveyor run --local / conveyor demo     the embedded default, start to prediction
+    conveyor run PIPELINE --local [--param NAME=VALUE ...]   any pipeline through kfp.local
+    conveyor demo                            the penguins preset of it, then a prediction
 
 Errors are one line on stderr (exit 2 for bad input, 1 otherwise); `--debug` shows tracebacks.
 """
@@ -214,23 +215,56 @@ def _serve(args: argparse.Namespace) -> int:
         if value < 1:
             raise InputError(f"serve: {option} must be at least 1, got {value}")
     serve(args.model_base_path, args.model_name, args.host, args.port, args.poll_seconds,
-          args.max_request_bytes, args.max_instances)
+          args.max_request_bytes, args.max_instances, _prediction_log(args))
     return 0
+
+
+def _prediction_log(args: argparse.Namespace):
+    """serve's PredictionLog from its --log-* options, each defaulting to its
+    CONVEYOR_PREDICTION_LOG* variable; None when no prefix is given."""
+    from conveyor.serving.prediction_log import PredictionLog, from_environment
+
+    settings = from_environment()
+    for key in ("prefix", "sample_rate", "flush_rows", "flush_seconds", "queue_rows",
+                "queue_bytes", "bigquery_table"):
+        value = getattr(args, f"log_{key}")
+        if value is not None:
+            settings[key] = value
+    if not settings.get("prefix"):
+        if len(settings) > 1:
+            raise InputError("serve: --log-* options need --log-predictions PREFIX "
+                             "(or CONVEYOR_PREDICTION_LOG)")
+        return None
+    return PredictionLog(settings.pop("prefix"), **settings)
 
 
 def _run(args: argparse.Namespace) -> int:
     if not args.local:
         raise InputError("run takes --local (the embedded stack); use `conveyor submit` for "
                          "Kubeflow Pipelines or Vertex AI")
-    from conveyor import demo
+    from conveyor.pipelines import PIPELINES
 
-    return demo.main(args.root, args.pipeline_root, args.keep_stack)
+    if not args.pipeline:
+        raise InputError("run: give a PIPELINE: " + ", ".join(sorted(PIPELINES))
+                         + ", path/to/module.py:function, package.module:function or a compiled "
+                         "pipeline .yaml (the penguins demo is `conveyor demo`)")
+    from conveyor.local.run import check_arguments, parse_cli_params, resolve, run_component
+
+    component, label = resolve(args.pipeline)
+    arguments = check_arguments(component, parse_cli_params(args.param, component), label)
+    result = run_component(component, label, arguments, pipeline_root=args.pipeline_root,
+                           stack_root=args.root, keep_stack=args.keep_stack,
+                           verbose=args.verbose, raise_on_error=False)
+    if result.ok:
+        return 0
+    print(f"conveyor: error: {result.error_line()}", file=sys.stderr)
+    return 2 if result.input_error else 1
 
 
 def _demo(args: argparse.Namespace) -> int:
     from conveyor import demo
 
-    return demo.main(args.root, args.pipeline_root, args.keep_stack)
+    return demo.main(args.root, args.pipeline_root, args.keep_stack, verbose=args.verbose)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -325,19 +359,52 @@ def parser() -> argparse.ArgumentParser:
                      help=f"larger request bodies get 413 (default {MAX_BODY_BYTES})")
     srv.add_argument("--max-instances", type=int, default=MAX_INSTANCES,
                      help=f"more rows in one request get 413 (default {MAX_INSTANCES})")
+    logs = srv.add_argument_group(
+        "prediction logging", "each option defaults to its environment variable "
+        "(CONVEYOR_PREDICTION_LOG, CONVEYOR_PREDICTION_LOG_SAMPLE_RATE, ..._FLUSH_ROWS, "
+        "..._FLUSH_SECONDS, ..._QUEUE_ROWS, ..._QUEUE_BYTES, ..._BIGQUERY_TABLE)")
+    logs.add_argument("--log-predictions", dest="log_prefix", metavar="PREFIX",
+                      help="log sampled requests, one row per instance, as Parquet under this "
+                           "local folder or gs:// prefix (PREFIX/date=YYYY-MM-DD/part-*.parquet)")
+    logs.add_argument("--log-sample-rate", dest="log_sample_rate", type=float,
+                      help="share of requests logged, by a hash of the request id (default 1)")
+    logs.add_argument("--log-flush-rows", dest="log_flush_rows", type=int,
+                      help="write a file once this many rows wait (default 1000)")
+    logs.add_argument("--log-flush-seconds", dest="log_flush_seconds", type=float,
+                      help="write a file once the oldest row waited this long (default 10)")
+    logs.add_argument("--log-queue-rows", dest="log_queue_rows", type=int,
+                      help="rows waiting beyond this are dropped and counted (default 100000)")
+    logs.add_argument("--log-queue-bytes", dest="log_queue_bytes", type=int,
+                      help="request bytes waiting beyond this are dropped and counted "
+                           "(default 64 MiB)")
+    logs.add_argument("--log-bigquery-table", dest="log_bigquery_table",
+                      metavar="DATASET.TABLE",
+                      help="also load each file into this BigQuery table (created if missing)")
     srv.set_defaults(func=_serve)
 
-    run = sub.add_parser("run", help="run the training pipeline locally, start to prediction")
+    run = sub.add_parser("run", help="run a pipeline locally through kfp.local, quietly",
+                         description="Run a reference pipeline, your own @dsl.pipeline or a "
+                         "compiled pipeline YAML through kfp.local against the local stack "
+                         "(started if none runs): one line per task, every log in a file.")
+    run.add_argument("pipeline", nargs="?", metavar="PIPELINE",
+                     help="training, continuous_training, batch_prediction, "
+                          "path/to/module.py:function, package.module:function or FILE.yaml")
     run.add_argument("--local", action="store_true", help="on the embedded emulator stack")
-    run.add_argument("--root", help="stack folder (default as for `local`)")
-    run.add_argument("--pipeline-root", default="local_outputs")
-    run.add_argument("--keep-stack", action="store_true")
+    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="a pipeline parameter (JSON values parsed), repeatable")
+    demo = sub.add_parser("demo", help="the penguins preset of `run training --local`, then a "
+                                       "prediction from the served model")
+    for cmd in (run, demo):
+        cmd.add_argument("--root", help="stack folder; without it, the stack the environment "
+                                        "points at (conveyor local env), else the default one; "
+                                        "started if not running")
+        cmd.add_argument("--pipeline-root", default="local_outputs",
+                         help="where run folders go (default ./local_outputs)")
+        cmd.add_argument("--verbose", action="store_true",
+                         help="stream every task's whole log to the console too")
+        cmd.add_argument("--keep-stack", action="store_true",
+                         help="leave a stack this command started running")
     run.set_defaults(func=_run)
-
-    demo = sub.add_parser("demo", help="the embedded default, end to end (= run --local)")
-    demo.add_argument("--root", help="stack folder (default as for `local`)")
-    demo.add_argument("--pipeline-root", default="local_outputs")
-    demo.add_argument("--keep-stack", action="store_true")
     demo.set_defaults(func=_demo)
     return p
 

@@ -3,8 +3,14 @@
     from conveyor.local import LocalStack
     info = LocalStack().up()      # or: conveyor local up
     info.activate()               # conveyor clients (and kfp.local tasks) now use the emulators
+
+    from conveyor import local
+    result = local.run("training", table="mydata.shops", label="Price",
+                       model_base_path="gs://my-bucket/models/shops")   # or: conveyor run --local
 """
 
 from conveyor.local.stack import LocalStack, StackInfo, default_root
+from conveyor.local.run import PipelineFailed, RunResult, TaskResult, run  # noqa: E402
 
-__all__ = ["LocalStack", "StackInfo", "default_root"]
+__all__ = ["LocalStack", "PipelineFailed", "RunResult", "StackInfo", "TaskResult",
+           "default_root", "run"]

@@ -1,0 +1,538 @@
+"""Quiet progress for local pipeline runs: one line per task on the console, every log in files.
+
+`Capture` wraps a `kfp.local` run. While it is active:
+
+- file descriptors 1 and 2 of this process point at the run's whole-stream log (`run.log`), so
+  whatever writes to them below Python (TensorFlow, absl, gRPC, CUDA probes) lands there;
+- `sys.stdout` and `sys.stderr` are a router that writes every chunk to `run.log` and to the log
+  of the task running now (`<task>.log`); kfp.local pipes each task's subprocess output through
+  the parent's `print`, so a task's whole stream (executor input JSON, Great Expectations'
+  closure notices, TF banners, tracebacks) goes through the router;
+- a filter on the root logger reads kfp.local's own records ("Executing task 'x'", "Task 'x'
+  finished with status SUCCESS", "Task x failed (attempt 1/3). Retrying ...", "Skipping ...",
+  "Pipeline 'p' finished with status ...") and turns them into progress lines, written to the
+  console's original descriptor (saved before the redirection).
+
+With `verbose`, nothing is redirected at the descriptor level and the router also writes the
+whole stream to the console, as a plain kfp.local run does (the log files are still written).
+
+When a task finishes, its key figures are read from its outputs (`executor_output.json` in its
+folder: artifact metadata and parameters) by `figures`; a failed task's error is the exception
+line of the last traceback in its log (or conveyor's fail-fast record, `failfast.marker`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import io
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_START = re.compile(r"^Executing task '(?P<task>[^']+)'")
+_FINISH = re.compile(r"^Task '(?P<task>[^']+)' finished with status (?P<status>[A-Z]+)")
+_RETRY = re.compile(r"^Task (?P<task>\S+) failed \(attempt (?P<attempt>\d+)/(?P<of>\d+)\)\. "
+                    r"Retrying in (?P<delay>[0-9.]+)s")
+_SKIP_CONDITION = re.compile(r"^Skipping conditional task (?P<task>\S+)")
+_SKIP_UPSTREAM = re.compile(r"^Skipping task (?P<task>\S+): upstream task\(s\) (?P<deps>.*) failed")
+_PIPELINE_DONE = re.compile(r"^Pipeline '(?P<pipeline>[^']+)' finished with status (?P<status>[A-Z]+)")
+_EPOCH = re.compile(r"Epoch (\d+)/(\d+)")
+#: kfp.local indents each line of a task's stream by four spaces (logging_utils.indented_print).
+_INDENT = "    "
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI.sub("", text)
+
+
+# -- figures from a task's outputs ---------------------------------------------------------------
+
+def _artifacts(outputs: dict) -> dict[str, dict]:
+    """name -> {"uri": ..., "metadata": {...}} of the first artifact of each output."""
+    out = {}
+    for name, value in (outputs.get("artifacts") or {}).items():
+        items = value.get("artifacts") or []
+        if items:
+            out[name] = {"uri": items[0].get("uri", ""), "metadata": items[0].get("metadata") or {}}
+    return out
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def figures(outputs: dict, log_text: str = "") -> str:
+    """One or two key figures of a finished task, from its executor output (recognized by the
+    shape of conveyor's components' outputs, whatever the task is called); '' if none."""
+    arts = _artifacts(outputs)
+    params = outputs.get("parameterValues") or {}
+    meta = {name: a["metadata"] for name, a in arts.items()}
+    if "pushed_model" in meta:
+        m = meta["pushed_model"]
+        if m.get("skipped"):
+            return f"not pushed: {m['skipped']}"
+        return f"pushed version {_num(m.get('version'))} -> {m.get('uri', '')}"
+    if "evaluation" in meta:
+        from conveyor.evaluate.metrics import PRIMARY
+
+        m, e = meta.get("metrics", {}), meta["evaluation"]
+        primary = PRIMARY.get(e.get("task", ""), "")
+        parts = []
+        if primary in m:
+            text = f"{primary} {m[primary]:.4f}"
+            refs = [f"{who} {m[key]:.4f}" for who, key in (("baseline", f"baseline_{primary}"),
+                                                          ("naive", f"naive_{primary}"))
+                    if key in m]
+            parts.append(text + (f" ({', '.join(refs)})" if refs else ""))
+        parts.append("BLESSED" if e.get("blessed") else "NOT BLESSED")
+        return ", ".join(parts)
+    if "model" in meta and "tensorboard" in meta:
+        m = meta.get("metrics", {})
+        parts = []
+        if "epochs_run" in m:
+            parts.append(f"{_num(m['epochs_run'])} epochs"
+                         + (f" (best {_num(m['best_epoch'])})" if "best_epoch" in m else ""))
+        for key in ("val_accuracy", "val_auc", "val_rmse", "val_loss"):
+            if key in m:
+                parts.append(f"{key} {m[key]:.4f}")
+                break
+        return ", ".join(parts)
+    if "preprocessing" in meta:
+        m = meta["preprocessing"]
+        features = m.get("features") or []
+        return f"{m.get('task', '?')} on {m.get('label', '?')}, {len(features)} features"
+    if "statistics" in meta and "suite" in meta:
+        m, s = meta.get("metrics", {}), meta["statistics"]
+        failed = int(m.get("failed_expectations", 0) or 0)
+        checks = "checks passed" if failed == 0 else f"{failed} checks failed"
+        drifted = s.get("drifted_columns") or []
+        drift = (f"drifted: {', '.join(drifted[:4])}{' ...' if len(drifted) > 4 else ''}"
+                 if drifted else "nothing drifted")
+        return f"{checks}, {drift}"
+    if "dataset" in meta and "metrics" in meta and "rows_total" in meta["metrics"]:
+        m = meta["metrics"]
+        splits = [f"{k[5:]} {_num(v)}" for k, v in m.items()
+                  if k.startswith("rows_") and k != "rows_total"]
+        return f"{_num(m['rows_total'])} rows" + (f" ({', '.join(splits)})" if splits else "")
+    if "metrics" in meta and "rows" in meta["metrics"]:  # batch_predict
+        text = f"{_num(meta['metrics']['rows'])} rows predicted"
+        found = re.search(r"predictions of model version (\S+) to (\S+)", log_text)
+        return text + (f" by version {found.group(1)} -> {found.group(2)}" if found else "")
+    if isinstance(params.get("Output"), str):  # e.g. preflight's summary line
+        first = params["Output"].strip().splitlines()
+        return re.sub(r"^preflight: ", "", first[0])[:100] if first else ""
+    if "Output" in params:
+        return f"Output: {params['Output']}"
+    for name, m in meta.items():  # any other component: its first two numeric metrics
+        numbers = [(k, v) for k, v in m.items() if isinstance(v, (int, float))
+                   and not isinstance(v, bool)]
+        if numbers:
+            return ", ".join(f"{k} {_num(v)}" for k, v in numbers[:2])
+    return ""
+
+
+def artifact_paths(outputs: dict) -> dict[str, str]:
+    """Output artifact name -> URI, metrics left out (their figures are in the progress line)."""
+    return {name: a["uri"] for name, a in _artifacts(outputs).items()
+            if name not in ("metrics", "classification_metrics") and a["uri"]}
+
+
+# -- errors from a task's log ---------------------------------------------------------------------
+
+def task_error(log_text: str, task_dir: Path | None = None) -> tuple[str, str]:
+    """(exception type, message) of a failed task: conveyor's fail-fast record beside an output
+    if there is one, else the exception line(s) of the last traceback in its log."""
+    if task_dir is not None and task_dir.is_dir():
+        from conveyor.failfast import MARKER_SUFFIX
+
+        for marker in sorted(task_dir.glob(f"*{MARKER_SUFFIX}")):
+            try:
+                record = json.loads(marker.read_text())
+                return f"conveyor.errors.{record['type']}", str(record["message"])
+            except (OSError, ValueError, KeyError):
+                continue
+    lines = [line[len(_INDENT):] if line.startswith(_INDENT) else line
+             for line in strip_ansi(log_text).splitlines()]
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if not starts:
+        return "", ""
+    for i in range(starts[-1] + 1, len(lines)):
+        line = lines[i]
+        if line and not line[0].isspace():
+            kind, sep, message = line.partition(": ")
+            if not sep:
+                kind, message = line.rstrip(":"), ""
+            more = []
+            for follow in lines[i + 1:i + 12]:  # a multi-line message, up to a blank line
+                if not follow.strip() or follow.startswith(("[KFP Executor", "Traceback")):
+                    break
+                more.append(follow.rstrip())
+            return kind.strip(), "\n".join([message.strip(), *more]).strip()
+    return "", ""
+
+
+def is_input_error(kind: str) -> bool:
+    """Whether an exception type named in a traceback ('conveyor.errors.SchemaError') is one of
+    conveyor's InputErrors (bad input: exit 2). Only conveyor's own modules are imported."""
+    from conveyor.errors import InputError
+
+    module, _, name = kind.rpartition(".")
+    if not module or not (module == "conveyor" or module.startswith("conveyor.")):
+        return False
+    try:
+        cls = getattr(importlib.import_module(module), name, None)
+    except Exception:  # noqa: BLE001  (an unimportable module: not ours to judge)
+        return False
+    return isinstance(cls, type) and issubclass(cls, InputError)
+
+
+# -- the capture ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class TaskEvent:
+    """What the console knows about a task while the run goes on."""
+
+    name: str
+    status: str = "RUNNING"  # RUNNING, SUCCESS, FAILURE, SKIPPED
+    started: float = 0.0
+    seconds: float = 0.0
+    attempts: int = 0
+    figures: str = ""
+    error_type: str = ""
+    error: str = ""
+    log: Path | None = None
+    folder: Path | None = None
+    outputs: dict = dataclasses.field(default_factory=dict)
+    detail: str = ""  # the last progress hint seen in its stream (e.g. "epoch 12/200")
+
+
+class Console:
+    """Progress lines on a file descriptor; on a terminal a running task's line is rewritten in
+    place (elapsed seconds, epoch), elsewhere each task gets a start line and an end line."""
+
+    def __init__(self, fd: int, tty: bool | None = None):
+        self.fd = fd
+        self.tty = os.isatty(fd) if tty is None else tty
+        self._lock = threading.Lock()
+        self._open = False  # a start line without its newline (terminal only)
+
+    def write(self, text: str) -> None:
+        with self._lock:
+            if self._open:
+                text = "\r\x1b[K" + text
+                self._open = False
+            os.write(self.fd, text.encode("utf-8", "replace"))
+
+    def line(self, text: str) -> None:
+        self.write(text + "\n")
+
+    def status(self, text: str) -> None:
+        """A line that the next write replaces (terminal), or a full line (elsewhere)."""
+        if not self.tty:
+            self.line(text)
+            return
+        with self._lock:
+            os.write(self.fd, ("\r\x1b[K" + text).encode("utf-8", "replace"))
+            self._open = True
+
+
+def _task_line(mark: str, task: TaskEvent, text: str = "") -> str:
+    seconds = f"{task.seconds:6.1f} s" if task.status != "RUNNING" else " " * 8
+    return f"  {mark:<7} {task.name:<24} {seconds}  {text}".rstrip()
+
+
+class _Router(io.TextIOBase):
+    """sys.stdout/sys.stderr during a capture: every chunk to run.log and the current task's log
+    (and to the console when verbose)."""
+
+    def __init__(self, capture: "Capture", name: str):
+        super().__init__()
+        self._capture = capture
+        self.name = name
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._capture.run_log.fileno()
+
+    def write(self, text: str) -> int:  # type: ignore[override]
+        self._capture._stream(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._capture._flush()
+
+
+class _KfpRecords(logging.Filter):
+    """Reads kfp.local's task records on the root logger; lets every record through."""
+
+    def __init__(self, on_record: Callable[[str], None]):
+        super().__init__()
+        self._on_record = on_record
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            self._on_record(strip_ansi(record.getMessage()))
+        except Exception:  # noqa: BLE001  (progress must never break the run)
+            logging.getLogger(__name__).debug("progress failed", exc_info=True)
+        return True
+
+
+class Capture:
+    """Route a kfp.local run's output into log files and show progress (see the module doc).
+
+    `logs` is a new folder for `run.log` and the task logs; `console` writes progress to a
+    descriptor that is not 1 or 2 (a dup of the terminal made before); `locate(task)` returns the task's
+    folder once it exists (the run folder is known only after kfp.local made it), or None;
+    `on_logs_moved(new_folder)` lets the caller move the logs into the run folder.
+    """
+
+    def __init__(self, logs: Path, *, console: Console, verbose: bool = False,
+                 locate: Callable[[str], Path | None] = lambda task: None,
+                 ticker_seconds: float = 1.0):
+        self.logs = logs
+        self.verbose = verbose
+        self.console = console
+        self._locate = locate
+        self._ticker_seconds = ticker_seconds
+        self.tasks: list[TaskEvent] = []
+        self.current: TaskEvent | None = None
+        self.pipeline_status = ""
+        self._pending_failure: TaskEvent | None = None
+        self._retrying: TaskEvent | None = None
+        self.skipped: list[str] = []
+        self._task_file = None
+        self._partial = ""
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+
+    # context management
+    def __enter__(self) -> "Capture":
+        self.logs.mkdir(parents=True, exist_ok=False)
+        self.run_log = open(self.logs / "run.log", "a", encoding="utf-8", buffering=1)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._saved_fds = (os.dup(1), os.dup(2))
+        self._saved_streams = (sys.stdout, sys.stderr)
+        if not self.verbose:
+            os.dup2(self.run_log.fileno(), 1)
+            os.dup2(self.run_log.fileno(), 2)
+        sys.stdout = _Router(self, "<stdout>")
+        sys.stderr = _Router(self, "<stderr>")
+        root = logging.getLogger()
+        self._saved_level = root.level
+        self._filter = _KfpRecords(self._record)
+        self._handler = logging.StreamHandler(sys.stdout)
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addFilter(self._filter)
+        root.addHandler(self._handler)
+        root.setLevel(logging.INFO)  # kfp.local's retry and skip records are INFO, outside its context
+        self._saved_showwarning = None
+        self._ticker = None
+        if self.console.tty and not self.verbose:
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
+        with self._lock:
+            self._flush_pending_failure()
+            self._flush_skipped()
+            if self.current is not None and self.current.status == "RUNNING":
+                self.current.status = "FAILURE"
+                self.current.seconds = time.monotonic() - self.current.started
+        root = logging.getLogger()
+        root.removeFilter(self._filter)
+        root.removeHandler(self._handler)
+        root.setLevel(self._saved_level)
+        sys.stdout, sys.stderr = self._saved_streams
+        os.dup2(self._saved_fds[0], 1)
+        os.dup2(self._saved_fds[1], 2)
+        self._close_task_file()
+        self.run_log.close()
+        for fd in self._saved_fds:
+            os.close(fd)
+
+    def moved(self, logs: Path) -> None:
+        """The log folder was renamed to `logs` (open files keep writing)."""
+        with self._lock:
+            old = self.logs
+            self.logs = logs
+            for task in self.tasks:
+                if task.log is not None and task.log.parent == old:
+                    task.log = logs / task.log.name
+
+    # the stream
+    def _stream(self, text: str) -> None:
+        with self._lock:
+            plain = strip_ansi(text) if "\x1b" in text else text
+            self.run_log.write(plain)
+            if self._task_file is not None:
+                self._task_file.write(plain)
+                if self.current is not None and self.current.status == "RUNNING":
+                    self._hint(text)
+            if self.verbose:
+                self.console.write(text)
+
+    def _flush(self) -> None:
+        with self._lock:
+            self.run_log.flush()
+            if self._task_file is not None:
+                self._task_file.flush()
+
+    def _hint(self, text: str) -> None:
+        self._partial = (self._partial + text)[-400:]
+        found = _EPOCH.findall(self._partial)
+        if found:
+            self.current.detail = f"epoch {found[-1][0]}/{found[-1][1]}"
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self._ticker_seconds):
+            with self._lock:
+                task = self.current
+                if task is not None and task.status == "RUNNING":
+                    elapsed = time.monotonic() - task.started
+                    self.console.status(f"  {'..':<7} {task.name:<24} {elapsed:6.0f} s  "
+                                        f"{task.detail}".rstrip())
+
+    def _close_task_file(self) -> None:
+        if self._task_file is not None:
+            self._task_file.close()
+            self._task_file = None
+
+    # kfp.local's records
+    def _record(self, message: str) -> None:
+        with self._lock:
+            if m := _START.match(message):
+                self._start(m["task"])
+            elif m := _FINISH.match(message):
+                self._finish(m["task"], m["status"])
+            elif m := _RETRY.match(message):
+                self._retry(int(m["attempt"]), int(m["of"]), float(m["delay"]))
+            elif m := _SKIP_CONDITION.match(message):
+                self._flush_pending_failure()
+                branch = _branch(m["task"])
+                if branch:  # an unnamed branch (dsl.Else) says nothing to a reader
+                    self.console.line(f"  {'skip':<7} {branch:<24} {'':8}  condition false")
+            elif m := _SKIP_UPSTREAM.match(message):
+                self._flush_pending_failure()
+                self.skipped.append(m["task"])
+            elif m := _PIPELINE_DONE.match(message):
+                self._flush_pending_failure()
+                self.pipeline_status = m["status"]
+                self._flush_skipped()
+
+    def _flush_skipped(self) -> None:
+        if self.skipped:
+            names = [_branch(t) or t for t in self.skipped if not re.fullmatch(r"condition-\d+", t)]
+            self.console.line(f"  {'skip':<7} {', '.join(names)} (an upstream task failed)")
+            self.skipped = []
+
+    def _start(self, name: str) -> None:
+        self._flush_pending_failure()
+        self._close_task_file()
+        task = self._retrying if self._retrying is not None and self._retrying.name == name \
+            else None
+        self._retrying = None
+        if task is None:
+            task = TaskEvent(name=name, log=self.logs / f"{_file_name(name)}.log")
+            self.tasks.append(task)
+        task.status, task.started, task.detail, task.attempts = "RUNNING", time.monotonic(), "", \
+            task.attempts + 1
+        self._partial = ""
+        self._task_file = open(task.log, "a", encoding="utf-8", buffering=1)
+        if task.attempts > 1:
+            self._task_file.write(f"\n---- attempt {task.attempts} ----\n")
+        self.current = task
+        self.console.status(_task_line("start" if task.attempts == 1 else "retry", task,
+                                       f"attempt {task.attempts}" if task.attempts > 1 else ""))
+
+    def _finish(self, name: str, status: str) -> None:
+        task = self.current if self.current is not None and self.current.name == name else \
+            next((t for t in reversed(self.tasks) if t.name == name), None)
+        if task is None:
+            return
+        task.seconds = time.monotonic() - task.started
+        task.status = "SUCCESS" if status == "SUCCESS" else "FAILURE"
+        if self._task_file is not None:
+            self._task_file.flush()
+        folder = self._locate(name)
+        task.folder = folder
+        if folder is not None:
+            try:
+                task.outputs = json.loads((folder / "executor_output.json").read_text())
+            except (OSError, ValueError):
+                task.outputs = {}
+        log_text = _read(task.log)
+        if task.status == "SUCCESS":
+            task.error_type = task.error = ""
+            try:
+                task.figures = figures(task.outputs, log_text)
+            except Exception as exc:  # noqa: BLE001  (a figure is a nicety, never a failure)
+                task.figures = f"(figures unreadable: {type(exc).__name__})"
+            self.console.line(_task_line("done", task, task.figures))
+        else:
+            task.error_type, task.error = task_error(log_text, folder)
+            self._pending_failure = task  # final, unless kfp.local retries it next
+
+    def _retry(self, attempt: int, of: int, delay: float) -> None:
+        task = self._pending_failure
+        self._pending_failure = None
+        if task is None:
+            return
+        self._retrying = task
+        self.console.line(_task_line("failed", task, f"attempt {attempt} of {of}: "
+                                     f"{_one_line(task)}; retrying in {delay:.0f} s"))
+
+    def _flush_pending_failure(self) -> None:
+        task = self._pending_failure
+        self._pending_failure = None
+        if task is not None:
+            self.console.line(_task_line("FAILED", task, _one_line(task)))
+
+
+def _one_line(task: TaskEvent) -> str:
+    first = (task.error.splitlines() or [""])[0]
+    kind = task.error_type.rpartition(".")[2]
+    text = f"{kind}: {first}" if kind and first else (kind or first or "failed (see its log)")
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _branch(task: str) -> str:
+    """'condition-blessed-3' -> 'blessed'; '' for an unnamed branch ('condition-4')."""
+    found = re.fullmatch(r"condition-(.+)-\d+", task)
+    return found.group(1) if found else ("" if re.fullmatch(r"condition-\d+", task) else task)
+
+
+def _file_name(task: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", task) or "task"
+
+
+def _read(path: Path | None) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace") if path else ""
+    except OSError:
+        return ""
