@@ -13,6 +13,7 @@ def evaluate(
     metrics: dsl.Output[dsl.Metrics],
     classification_metrics: dsl.Output[dsl.ClassificationMetrics],
     report: dsl.Output[dsl.Markdown],
+    html_report: dsl.Output[dsl.HTML],
     baseline_model: dsl.Input[dsl.Model] = None,
     model_base_path: str = "",
     split: str = "eval",
@@ -34,6 +35,9 @@ def evaluate(
         classification_metrics: ROC curve (binary) and confusion matrix, drawn by the UI.
         report: Markdown: checks, skipped baselines, signature diff, metrics per slice,
             candidate vs baseline vs naive.
+        html_report: The same as a self-contained HTML page with charts: ROC, PR and
+            calibration (classification), a confusion-matrix heat map (multiclass),
+            predicted vs actual and residuals (regression).
         baseline_model: Baseline SavedModel, tried first; then the newest of the 5 newest
             versions under model_base_path that can be evaluated on this data (the others
             are skipped and named); none: the naive floor alone.
@@ -53,6 +57,7 @@ def evaluate(
     from conveyor.evaluate import tasks
 
     return tasks.evaluate(model, dataset, evaluation, metrics, classification_metrics, report,
-                          baseline_model=baseline_model, model_base_path=model_base_path,
-                          split=split, slices=slices, thresholds=thresholds,
+                          html_report=html_report, baseline_model=baseline_model,
+                          model_base_path=model_base_path, split=split, slices=slices,
+                          thresholds=thresholds,
                           allow_breaking_signature=allow_breaking_signature)

@@ -71,7 +71,8 @@ import pyarrow.compute as pc  # noqa: E402
 from conveyor.errors import InputError  # noqa: E402
 from conveyor.evaluate import baselines as bl  # noqa: E402
 from conveyor.evaluate import floor as fl  # noqa: E402
-from conveyor.evaluate.metrics import HIGHER_IS_BETTER, PRIMARY, accumulator  # noqa: E402
+from conveyor.evaluate.metrics import (HIGHER_IS_BETTER, MAX_CURVE_CLASSES, PRIMARY,  # noqa: E402
+                                       accumulator)
 from conveyor.io.dataset import Dataset  # noqa: E402
 from conveyor.push import infra  # noqa: E402
 from conveyor.push.base_path import digest  # noqa: E402
@@ -122,6 +123,11 @@ class EvaluationResult:
     candidate_on_baseline_rows: dict[str, float] | None = None  # when they are not all rows
     signature_diff: dict | None = None
     signature: dict | None = None  # the candidate's serving signature
+    # For the report's charts, bounded whatever the rows (`conveyor.evaluate.metrics`): binary
+    # ROC/PR/calibration of the candidate (and "baseline"); multiclass one-vs-rest curves of up to
+    # 10 classes (the most frequent in train) and top-label calibration; regression a uniform
+    # sample of (actual, predicted) pairs.
+    curves: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "checks": [dataclasses.asdict(c) for c in self.checks]}
@@ -408,7 +414,7 @@ def evaluate_model(
                     skipped.append({"uri": source.uri, "reason": str(why)})
             return None
 
-        state = _State(task, classes, naive, slices)
+        state = _State(task, classes, naive, slices, _curve_classes(fitted))
         baseline = next_baseline()
         first = True
         while True:
@@ -499,7 +505,27 @@ def evaluate_model(
         newest_version_uri=base.version_uri(versions[-1]) if base is not None and versions
         else None,
         baseline_note=note, candidate_on_baseline_rows=cand_common,
-        signature_diff=diff, signature=candidate_signature)
+        signature_diff=diff, signature=candidate_signature,
+        curves=_result_curves(task, acc, baseline))
+
+
+def _curve_classes(fitted: Fitted) -> list[int]:
+    """The classes whose one-vs-rest curves are drawn: the most frequent in train (all when
+    there are few), by index."""
+    classes = len(fitted.label_classes or [])
+    counts = fitted.label_counts if fitted.label_counts and len(fitted.label_counts) == classes \
+        else [0] * classes
+    order = sorted(range(classes), key=lambda i: (-counts[i], i))
+    return order[:MAX_CURVE_CLASSES]
+
+
+def _result_curves(task: str, acc: Any, baseline: "_Baseline | None") -> dict | None:
+    if task == "binary":
+        out = {"candidate": acc.curves()}
+        if baseline is not None:
+            out["baseline"] = baseline.acc["overall"].curves()
+        return out
+    return acc.curves()
 
 
 def _served_signature(sources: list[bl.Source]):
@@ -517,9 +543,12 @@ def _served_signature(sources: list[bl.Source]):
 class _State:
     """The candidate's and the naive reference's accumulators over the evaluated rows."""
 
-    def __init__(self, task: str, classes: int, naive: fl.NaiveReference, slices):
+    def __init__(self, task: str, classes: int, naive: fl.NaiveReference, slices,
+                 curve_classes: Sequence[int] = ()):
         self.task, self.classes, self.naive_ref = task, classes, naive
         self.acc: dict[str, Any] = {"overall": accumulator(task, classes)}
+        if task != "binary":  # binary curves come from the AUC's histograms
+            self.acc["overall"].track(*([list(curve_classes)] if task == "multiclass" else []))
         self.naive: dict[str, Any] = {}
         self.paired = fl.PairedSquaredError() if task == "regression" else None
         self.rows = self.positives = self.answered = 0
@@ -571,12 +600,22 @@ def _update(acc: dict, groups: dict[str, np.ndarray], y: np.ndarray, p: np.ndarr
 
 
 def write_outputs(result: EvaluationResult, evaluation_dir: str | Path,
-                  report_path: str | Path) -> None:
+                  report_path: str | Path, html_report_path: str | Path | None = None) -> None:
+    """evaluation.json in `evaluation_dir`, the Markdown report, and (given a path) the HTML
+    report with charts (`conveyor.reports.evaluate`)."""
     folder = Path(evaluation_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / EVALUATION_FILE).write_text(json.dumps(result.to_dict(), indent=1, default=float))
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
     Path(report_path).write_text(markdown(result))
+    if html_report_path is not None:
+        from conveyor.reports.evaluate import render
+
+        path = Path(html_report_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_text(render(result), encoding="utf-8")
+        partial.replace(path)
 
 
 def _cell(metrics: Mapping[str, float] | None, key: str) -> str:

@@ -7,6 +7,12 @@
 - regression: RMSE, MAE and R squared (from sums).
 
 Each metric says whether higher is better (`HIGHER_IS_BETTER`), which thresholds use.
+
+For the report's charts, in memory that does not grow with the rows: binary ROC/PR curves and
+a reliability diagram come from the same score histograms (`Binary.curves`); a multiclass
+accumulator can `track` one-vs-rest score histograms of up to `MAX_CURVE_CLASSES` classes and a
+top-label confidence histogram (`Multiclass.curves`); a regression one can keep a uniform
+sample of `SAMPLE_PAIRS` (actual, predicted) pairs (`Regression.curves`).
 """
 
 from __future__ import annotations
@@ -23,6 +29,70 @@ HIGHER_IS_BETTER = {
     "log_loss": False, "rmse": False, "mae": False, "calibration_error": False,
 }
 PRIMARY = {"binary": "auc", "multiclass": "accuracy", "regression": "rmse"}
+CURVE_POINTS = 201  # points per ROC / PR curve in the report
+CALIBRATION_BINS = 10
+CURVE_BINS = 1000  # score bins of each tracked multiclass one-vs-rest curve
+MAX_CURVE_CLASSES = 10
+SAMPLE_PAIRS = 2048  # (actual, predicted) pairs kept for regression charts
+
+
+def _round(values: np.ndarray) -> list[float]:
+    return [float(f"{v:.5g}") if np.isfinite(v) else float(v) for v in np.asarray(values, float)]
+
+
+def _curves(pos: np.ndarray, neg: np.ndarray, points: int = CURVE_POINTS) -> dict[str, Any]:
+    """ROC and PR curves (`tpr` is the recall) from score histograms (`pos`, `neg` counts per
+    equal-width bin) at up to `points` + 2 thresholds, and a reliability diagram over
+    `CALIBRATION_BINS` bins (mean score from the bin centres, to 1/(2 x bins))."""
+    bins = len(pos)
+    tp = np.cumsum(pos[::-1])[::-1]
+    fp = np.cumsum(neg[::-1])[::-1]
+    p_all, n_all = pos.sum(), neg.sum()
+    # Operating points: bins holding rows, thinned to `points` at equal shares of the rows,
+    # from threshold 0 (everything positive) to above the top score (nothing positive).
+    occupied = np.flatnonzero(pos + neg)
+    if len(occupied) > points:
+        share = np.cumsum((pos + neg)[occupied]) / (p_all + n_all)
+        at = np.searchsorted(share, np.linspace(0, 1, points))
+        occupied = occupied[np.clip(at, 0, len(occupied) - 1)]
+    pick = np.unique(np.concatenate([[0], occupied]))
+    tp_, fp_ = np.append(tp[pick], 0), np.append(fp[pick], 0)
+    tpr = tp_ / p_all if p_all else np.full(len(tp_), np.nan)
+    fpr = fp_ / n_all if n_all else np.full(len(tp_), np.nan)
+    predicted = tp_ + fp_
+    precision = np.where(predicted > 0, tp_ / np.maximum(predicted, 1), np.nan)
+    thresholds = np.append(pick / bins, 1.0)
+    centers = (np.arange(bins) + 0.5) / bins
+    group = np.minimum((np.arange(bins) * CALIBRATION_BINS) // bins, CALIBRATION_BINS - 1)
+    count = np.bincount(group, weights=pos + neg, minlength=CALIBRATION_BINS)
+    mean_p = np.bincount(group, weights=(pos + neg) * centers, minlength=CALIBRATION_BINS)
+    observed = np.bincount(group, weights=pos, minlength=CALIBRATION_BINS)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p, observed = mean_p / count, observed / count
+    return {"threshold": _round(thresholds), "fpr": _round(fpr), "tpr": _round(tpr),
+            "precision": _round(precision),  # recall is tpr
+            "positive_rate": float(p_all / (p_all + n_all)) if p_all + n_all else float("nan"),
+            "calibration": {"predicted": _round(mean_p), "observed": _round(observed),
+                            "count": [int(c) for c in count]}}
+
+
+class PairSample:
+    """A uniform sample of at most `size` (actual, predicted) pairs: each row draws a priority
+    from a generator seeded with 0, the lowest are kept (the same rows give the same sample)."""
+
+    def __init__(self, size: int = SAMPLE_PAIRS) -> None:
+        self.size = size
+        self.rng = np.random.default_rng(0)
+        self.priority = np.empty(0)
+        self.pairs = np.empty((0, 2))
+
+    def update(self, y: np.ndarray, p: np.ndarray) -> None:
+        priority = np.concatenate([self.priority, self.rng.random(len(y))])
+        pairs = np.concatenate([self.pairs, np.column_stack([y, p]).astype(np.float64)])
+        if len(priority) > self.size:
+            kept = np.argpartition(priority, self.size - 1)[: self.size]
+            priority, pairs = priority[kept], pairs[kept]
+        self.priority, self.pairs = priority, pairs
 
 
 class Binary:
@@ -60,6 +130,10 @@ class Binary:
         return {"threshold": thresholds[pick].tolist(), "tpr": (tp[pick] / pos).tolist(),
                 "fpr": (fp[pick] / neg).tolist()}
 
+    def curves(self) -> dict[str, Any]:
+        """ROC, PR (`CURVE_POINTS` thresholds) and calibration, from the score histograms."""
+        return _curves(self.pos, self.neg)
+
     def confusion(self) -> list[list[int]]:
         cut = BINS // 2
         tn, fp = int(self.neg[:cut].sum()), int(self.neg[cut:].sum())
@@ -96,14 +170,54 @@ class Multiclass:
         self.matrix = np.zeros((classes, classes), dtype=np.int64)
         self.log_loss = 0.0
         self.n = 0
+        self.tracked: np.ndarray | None = None  # class indices with one-vs-rest histograms
+
+    def track(self, classes: "np.ndarray | list[int]") -> None:
+        """Keep one-vs-rest score histograms of these classes (at most `MAX_CURVE_CLASSES`)
+        and a top-label confidence histogram, for `curves`."""
+        self.tracked = np.asarray(list(classes)[:MAX_CURVE_CLASSES], dtype=np.int64)
+        k = len(self.tracked)
+        self.pos = np.zeros((k, CURVE_BINS), dtype=np.int64)
+        self.neg = np.zeros((k, CURVE_BINS), dtype=np.int64)
+        self.top = np.zeros((2, CURVE_BINS), dtype=np.int64)  # wrong, right per confidence bin
 
     def update(self, y: np.ndarray, p: np.ndarray) -> None:
         y = y.astype(np.int64)
         k = len(self.matrix)
-        np.add.at(self.matrix, (y, p.argmax(axis=1)), 1)
+        predicted = p.argmax(axis=1)
+        np.add.at(self.matrix, (y, predicted), 1)
         self.log_loss -= float(np.sum(np.log(np.clip(p[np.arange(len(y)), y], EPS, 1.0))))
         self.n += len(y)
         assert k == p.shape[1]
+        if self.tracked is not None and len(y):
+            self._update_curves(y, np.asarray(p, dtype=np.float64), predicted)
+
+    def _update_curves(self, y: np.ndarray, p: np.ndarray, predicted: np.ndarray) -> None:
+        def bins(scores: np.ndarray) -> np.ndarray:
+            return np.minimum((np.clip(scores, 0.0, 1.0) * CURVE_BINS).astype(np.int64),
+                              CURVE_BINS - 1)
+
+        k = len(self.tracked)
+        if k:
+            b = bins(p[:, self.tracked])  # rows x tracked
+            is_class = y[:, None] == self.tracked[None, :]
+            flat = b + np.arange(k)[None, :] * CURVE_BINS
+            size = k * CURVE_BINS
+            self.pos += np.bincount(flat[is_class], minlength=size).reshape(k, CURVE_BINS)
+            self.neg += np.bincount(flat[~is_class], minlength=size).reshape(k, CURVE_BINS)
+        confidence = bins(p[np.arange(len(y)), predicted])
+        right = predicted == y
+        self.top[1] += np.bincount(confidence[right], minlength=CURVE_BINS)
+        self.top[0] += np.bincount(confidence[~right], minlength=CURVE_BINS)
+
+    def curves(self) -> dict[str, Any] | None:
+        """One-vs-rest ROC/PR of the tracked classes (by class index) and the calibration of
+        the top label (its confidence against how often it is right); None if not tracked."""
+        if self.tracked is None:
+            return None
+        per_class = {int(c): _curves(self.pos[i], self.neg[i]) for i, c in enumerate(self.tracked)}
+        top = _curves(self.top[1], self.top[0])
+        return {"classes": per_class, "top_label_calibration": top["calibration"]}
 
     def result(self) -> dict[str, float]:
         if not self.n:
@@ -127,9 +241,23 @@ class Regression:
     def __init__(self) -> None:
         self.n = 0
         self.sse = self.sae = self.sum_y = self.sum_y2 = 0.0
+        self.sample: PairSample | None = None
+
+    def track(self, size: int = SAMPLE_PAIRS) -> None:
+        """Keep a uniform sample of `size` (actual, predicted) pairs, for `curves`."""
+        self.sample = PairSample(size)
+
+    def curves(self) -> dict[str, Any] | None:
+        if self.sample is None:
+            return None
+        pairs = self.sample.pairs
+        return {"actual": _round(pairs[:, 0]), "predicted": _round(pairs[:, 1]),
+                "rows": self.n}
 
     def update(self, y: np.ndarray, p: np.ndarray) -> None:
         y, p = y.astype(np.float64), p.astype(np.float64)
+        if self.sample is not None:
+            self.sample.update(y.ravel(), p.ravel())
         e = p - y
         self.n += len(y)
         self.sse += float(np.sum(e * e))

@@ -7,7 +7,7 @@ from typing import Any
 
 
 def evaluate(model, dataset, evaluation, metrics, classification_metrics, report, *,
-             baseline_model=None, model_base_path: str = "", split: str = "eval",
+             html_report=None, baseline_model=None, model_base_path: str = "", split: str = "eval",
              slices: list | None = None, thresholds: dict | None = None,
              allow_breaking_signature: bool = False) -> bool:
     from conveyor.evaluate.evaluate import evaluate_model, write_outputs
@@ -18,13 +18,16 @@ def evaluate(model, dataset, evaluation, metrics, classification_metrics, report
                             model_base_path=model_base_path or None,
                             thresholds=thresholds or None,
                             allow_breaking_signature=bool(allow_breaking_signature))
-    write_outputs(result, evaluation.path, report.path)
+    write_outputs(result, evaluation.path, report.path,
+                  html_report.path if html_report is not None else None)
     _publish(result, metrics, classification_metrics)
     evaluation.metadata.update({
         "blessed": result.blessed, "task": result.task, "baseline": result.baseline_uri or "",
         "newest_version": result.newest_version_uri or "",
         "skipped_baselines": len(result.skipped_baselines),
         "signature_breaking": bool(result.signature_diff and result.signature_diff["breaking"])})
+    if html_report is not None:
+        html_report.metadata.update({"blessed": result.blessed, "task": result.task})
     for skipped in result.skipped_baselines:
         print(f"baseline skipped: {skipped['uri']}: {skipped['reason']}", flush=True)
     print("\n".join(c.line() for c in result.checks), flush=True)

@@ -293,7 +293,7 @@ def confusion(matrix: np.ndarray, labels: Sequence[str], title: str = "") -> Fig
     fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02, format=matplotlib.ticker.PercentFormatter(
         1.0, decimals=0)).set_label("share of the true class", fontsize=6)
     ax.set_title(title, loc="left")
-    fig.subplots_adjust(left=0.28 if k > 4 else 0.2, right=0.95, bottom=0.28 if k > 4 else 0.15,
+    fig.subplots_adjust(left=0.28 if k > 4 else 0.2, right=0.86, bottom=0.28 if k > 4 else 0.15,
                         top=0.9)
     return fig
 
@@ -337,8 +337,8 @@ def regression(actual: Sequence[float], predicted: Sequence[float], title: str =
     return fig
 
 
-def render(make, key: str, *args, title: str = "", **kwargs) -> str:
+def render(make, key: str, *args, name: str = "", **kwargs) -> str:
     """Draw a chart with conveyor's settings (fonts as paths, no math text) and return it as
-    inline SVG, ids prefixed by `key`, `title` its accessible name."""
+    inline SVG, ids prefixed by `key`, `name` its accessible name (default the title)."""
     with matplotlib.rc_context(RC):
-        return svg(make(*args, **kwargs), key, title)
+        return svg(make(*args, **kwargs), key, name or kwargs.get("title", ""))

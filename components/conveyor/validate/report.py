@@ -87,7 +87,7 @@ def _feature_chart(index: int, column: str, result, stats: DatasetStatistics) ->
     kind = panels[0][0]  # one kind per chart (a column that changed type keeps the first)
     svg = charts.render(charts.distributions, f"v{index}",
                         [(t, series) for k, t, series in panels if k == kind], kind,
-                        title=f"distribution of {column}")
+                        name=f"distribution of {column}")
     return f"<figure><figcaption><b>{_e(_short(column))}</b></figcaption>{svg}</figure>"
 
 
