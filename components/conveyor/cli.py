@@ -231,7 +231,7 @@ def _prediction_log(args: argparse.Namespace):
         if value is not None:
             settings[key] = value
     if not settings.get("prefix"):
-        if len(settings) > 1:
+        if any(key != "prefix" for key in settings):
             raise InputError("serve: --log-* options need --log-predictions PREFIX "
                              "(or CONVEYOR_PREDICTION_LOG)")
         return None

@@ -35,6 +35,7 @@ import numpy as np
 
 from conveyor.push.base_path import ModelBasePath
 from conveyor.serving import MAX_INSTANCES
+from conveyor.serving.prediction_log import Signature
 
 log = logging.getLogger("conveyor.serve")
 KEEP = 2  # versions kept loaded
@@ -91,6 +92,7 @@ class Loaded:
         self.signature = signatures["serving_default"]
         self.inputs = dict(self.signature.structured_input_signature[1])
         self.outputs = dict(self.signature.structured_outputs)
+        self.log_signature = Signature.of(self.inputs, self.outputs)
 
     def warm_up(self) -> None:
         """Predict one row of missing values, so the first requests to this version do not pay

@@ -39,6 +39,7 @@ from starlette.routing import Route
 
 from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES
 from conveyor.serving.models import Loaded, ModelManager, RequestError, TooManyInstances
+from conveyor.serving.prediction_log import Entry, PredictionLog, request_id
 
 _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
                    r"(?P<suffix>/metadata|:predict)?$")
@@ -95,7 +96,8 @@ def parse_body(raw: bytes) -> dict[str, Any]:
 
 
 def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
-               max_instances: int = MAX_INSTANCES) -> Starlette:
+               max_instances: int = MAX_INSTANCES,
+               prediction_log: PredictionLog | None = None) -> Starlette:
     registry = CollectorRegistry()
     requests = Counter("conveyor_serving_requests", "Requests served", ["model", "version",
                                                                          "status"],
@@ -152,15 +154,19 @@ def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
             {"version": str(v), "state": "AVAILABLE",
              "status": {"error_code": "OK", "error_message": ""}} for v in versions]})
 
-    def predict(raw: bytes, model: Loaded) -> tuple[int, Any]:
+    def predict(raw: bytes, model: Loaded) -> tuple[int, Any, Any]:
+        """(status, answer, the parsed body for the prediction log: None if it did not parse,
+        or for a 413, whose rows are not logged)."""
+        body = None
         try:
-            return 200, model.predict(parse_body(raw), max_instances)
+            body = parse_body(raw)
+            return 200, model.predict(body, max_instances), body
         except TooManyInstances as exc:
-            return 413, {"error": str(exc)}
+            return 413, {"error": str(exc)}, None
         except RequestError as exc:
-            return 400, {"error": str(exc)}
+            return 400, {"error": str(exc)}, body
         except Exception as exc:  # noqa: BLE001  (the model failed: the server's fault)
-            return 500, {"error": f"{type(exc).__name__}: {exc}"}
+            return 500, {"error": f"{type(exc).__name__}: {exc}"}, body
 
     async def models(request: Request) -> Response:
         target = resolve(request)
@@ -170,6 +176,9 @@ def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
         if suffix != ":predict":
             return describe(model, suffix, specific)
         start = time.perf_counter()
+        received = time.time()
+        rid = request_id(request.headers.get("x-request-id"))
+        raw, body = b"", None
         try:
             raw = await read_body(request, max_body_bytes)
         except ClientDisconnect:  # the client left mid-body: nobody to answer
@@ -179,13 +188,21 @@ def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
                                             f"limit of {max_body_bytes} bytes "
                                             f"(--max-request-bytes)"}
         else:
-            status, answer = await run_in_threadpool(predict, raw, model)
+            status, answer, body = await run_in_threadpool(predict, raw, model)
+        seconds = time.perf_counter() - start
         requests.labels(manager.name, str(model.version), str(status)).inc()
-        latency.labels(manager.name, str(model.version)).observe(time.perf_counter() - start)
-        return ServingJSON(answer, status_code=status)
+        latency.labels(manager.name, str(model.version)).observe(seconds)
+        if prediction_log is not None and prediction_log.sampled(rid):
+            prediction_log.submit(Entry(rid, received, manager.name, model.version,
+                                        model.log_signature, status, body, answer,
+                                        seconds * 1000, len(raw)))
+        return ServingJSON(answer, status_code=status, headers={"X-Request-Id": rid})
 
     def metrics(request: Request) -> Response:
-        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+        text = generate_latest(registry)
+        if prediction_log is not None:
+            text += generate_latest(prediction_log.registry)
+        return Response(text, media_type="text/plain; version=0.0.4")
 
     def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -211,17 +228,27 @@ def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
 
 def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
           poll_seconds: float = 2.0, max_body_bytes: int = MAX_BODY_BYTES,
-          max_instances: int = MAX_INSTANCES) -> None:
-    """Serve `base_path` until interrupted; on loopback unless `host` says otherwise."""
+          max_instances: int = MAX_INSTANCES,
+          prediction_log: PredictionLog | None = None) -> None:
+    """Serve `base_path` until interrupted; on loopback unless `host` says otherwise.
+
+    With a `prediction_log`, its prefix is checked first (an InputError if it cannot be written:
+    nothing is served), and a clean stop writes every row it queued before the process ends."""
     import uvicorn
 
     _log_to_stderr()
+    if prediction_log is not None:
+        prediction_log.check()
     manager = ModelManager(base_path, name, poll_seconds)
-    app = create_app(manager, max_body_bytes, max_instances)
+    app = create_app(manager, max_body_bytes, max_instances, prediction_log)
+    if prediction_log is not None:
+        prediction_log.start()
     manager.start()  # the first version loads in the background; /readyz says when
     print(f"conveyor serve: model {name!r} from {base_path} on http://{host}:{port} "
           f"(the newest version that loads, see /readyz; requests up to {max_body_bytes} "
-          f"bytes and {max_instances} instances)", flush=True)
+          f"bytes and {max_instances} instances)"
+          + (f"; logging predictions to {prediction_log.describe}" if prediction_log else ""),
+          flush=True)
 
     def stop(signum, frame):
         raise SystemExit(128 + signum)
@@ -235,6 +262,8 @@ def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         manager.stop()
+        if prediction_log is not None:  # uvicorn has answered every request in flight
+            prediction_log.close()
         shutil.rmtree(manager.cache, ignore_errors=True)  # the versions fetched into its cache
 
 
