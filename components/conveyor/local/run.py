@@ -283,18 +283,27 @@ def check_arguments(component, arguments: Mapping[str, Any], label: str) -> dict
 
 # -- the stack ----------------------------------------------------------------------------------
 
+@dataclasses.dataclass
+class StackUse:
+    """The stack a run uses: its StackInfo (None: the one the environment names) and whether
+    this run started it (and so stops it unless keep_stack)."""
+
+    info: Any
+    started: bool
+    stops: bool
+
+
 @contextmanager
 def use_stack(stack_root: str | os.PathLike[str] | None = None,
-              keep_stack: bool = False) -> Iterator[Any]:
+              keep_stack: bool = False) -> Iterator[StackUse]:
     """The stack under `stack_root`, else the one the environment names, else the default one;
-    started if none runs there (and then stopped on the way out unless `keep_stack`). Yields
-    its StackInfo, or None for the environment's stack."""
+    started if none runs there (and then stopped on the way out unless `keep_stack`)."""
     from conveyor import gcp
     from conveyor.local import LocalStack
 
     if not stack_root and os.environ.get(gcp.BIGQUERY_ENDPOINT_ENV) \
             and os.environ.get(gcp.STORAGE_EMULATOR_ENV):
-        yield None
+        yield StackUse(None, started=False, stops=False)
         return
     stack = LocalStack(stack_root)
     info = stack.status()
@@ -304,7 +313,7 @@ def use_stack(stack_root: str | os.PathLike[str] | None = None,
     saved = {key: os.environ.get(key) for key in info.environ()}
     info.activate()
     try:
-        yield info
+        yield StackUse(info, started=started, stops=started and not keep_stack)
     finally:
         if started and not keep_stack:
             stack.down()
@@ -365,10 +374,12 @@ def _run(component, label: str, name: str, arguments: dict, root: Path,
          console: progress.Console, *, stack_root, keep_stack: bool, verbose: bool) -> RunResult:
     from kfp import local
 
-    with use_stack(stack_root, keep_stack) as info:
-        if info is not None:
-            console.line(f"stack: BigQuery {info.bigquery_endpoint}, GCS {info.gcs_endpoint} "
-                         f"(data in {info.root})")
+    with use_stack(stack_root, keep_stack) as used:
+        if used.info is not None:
+            console.line(f"stack: BigQuery {used.info.bigquery_endpoint}, GCS "
+                         f"{used.info.gcs_endpoint}, data in {used.info.root}"
+                         + (" (started; stopped at the end)" if used.stops else
+                            " (started; left running)" if used.started else ""))
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                    raise_on_error=False)
         before = {p.name for p in root.iterdir()}

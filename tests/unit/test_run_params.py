@@ -1,0 +1,297 @@
+"""`conveyor run PIPELINE --local` before anything runs: which pipeline, which parameters, and
+the progress machinery (figures, errors, the capture of descriptors 1 and 2). No stack here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conveyor.errors import InputError
+from conveyor.local import progress
+from conveyor.local.run import check_arguments, parse_cli_params, resolve
+
+REPO = Path(__file__).resolve().parents[2]
+
+USER_PIPELINE = textwrap.dedent('''
+    from kfp import dsl
+    from conveyor.components import bigquery_ingest, validate
+
+    @dsl.pipeline(name="my-checks")
+    def checks(table: str, ratio: float = 0.8, rounds: int = 1, strict: bool = False,
+               columns: list = [], extra: dict = {}):
+        data = bigquery_ingest(table=table, split_ratios={"train": ratio, "eval": 0.2})
+        validate(dataset=data.outputs["dataset"], policy="warn")
+
+    not_a_pipeline = 42
+''')
+
+
+@pytest.fixture()
+def user_module(tmp_path):
+    path = tmp_path / "my pipelines" / "über.py"  # a space and a non-ASCII name
+    path.parent.mkdir()
+    path.write_text(USER_PIPELINE)
+    return path
+
+
+# -- which pipeline ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["training", "continuous_training", "batch_prediction"])
+def test_reference_names_resolve_to_their_pipelines(name):
+    component, label = resolve(name)
+    assert label == name
+    assert "model_base_path" in component.component_spec.inputs
+
+
+def test_a_file_module_and_a_package_module_resolve(user_module):
+    component, label = resolve(f"{user_module}:checks")
+    assert component.pipeline_spec.pipeline_info.name == "my-checks"
+    assert label == f"{user_module}:checks"
+    same, _ = resolve("conveyor.pipelines.batch_prediction:pipeline")
+    assert same.pipeline_spec.pipeline_info.name == "conveyor-batch-prediction"
+
+
+def test_a_compiled_yaml_resolves_with_the_same_inputs_as_the_function():
+    loaded, _ = resolve(str(REPO / "pipelines" / "training" / "pipeline.yaml"))
+    function, _ = resolve("training")
+    assert set(loaded.component_spec.inputs) == set(function.component_spec.inputs)
+    assert loaded.pipeline_spec.pipeline_info.name == "conveyor-training"
+
+
+@pytest.mark.parametrize("ref, words", [
+    ("trianing", "is not a reference pipeline"),
+    ("nowhere.py:pipe", "no such file nowhere.py"),
+    ("no_such_package_xyz.mod:pipe", "no module named 'no_such_package_xyz.mod'"),
+    ("conveyor.pipelines.training:nothing", "has no 'nothing'"),
+    ("conveyor.pipelines.training:NAME", "is a str, not a kfp pipeline"),
+    ("missing.yaml", "no such file missing.yaml"),
+    ("", "expected a reference name"),
+])
+def test_bad_references_are_named(ref, words):
+    with pytest.raises(InputError, match=words.replace("(", r"\(").replace(".", r"\.")):
+        resolve(ref)
+
+
+def test_a_file_attribute_that_is_not_a_pipeline_is_refused(user_module):
+    with pytest.raises(InputError, match="is a int, not a kfp pipeline"):
+        resolve(f"{user_module}:not_a_pipeline")
+
+
+def test_a_yaml_that_is_not_a_pipeline_is_refused(tmp_path):
+    bad = tmp_path / "notes.yaml"
+    bad.write_text("shopping: [milk, eggs]\n")
+    with pytest.raises(InputError, match="is not a compiled KFP pipeline"):
+        resolve(str(bad))
+
+
+# -- which parameters ---------------------------------------------------------------------------
+
+def test_cli_params_keep_strings_as_typed_and_parse_json_for_the_rest():
+    component, _ = resolve("training")
+    params = parse_cli_params(["label=2024", "table=null", "hyperparameters={\"epochs\": 2}",
+                               "slices=[\"Région\", \"from\"]", "train_gpus=0",
+                               "allow_breaking_signature=true", "query=SELECT 1 = 1"],
+                              component)
+    assert params == {"label": "2024", "table": "null", "hyperparameters": {"epochs": 2},
+                      "slices": ["Région", "from"], "train_gpus": 0,
+                      "allow_breaking_signature": True, "query": "SELECT 1 = 1"}
+
+
+def test_a_param_without_equals_is_refused_as_submit_refuses_it():
+    component, _ = resolve("training")
+    with pytest.raises(InputError, match="'label' is not name=value"):
+        parse_cli_params(["label"], component)
+
+
+def test_every_problem_is_named_at_once():
+    component, _ = resolve("training")
+    with pytest.raises(InputError) as info:
+        check_arguments(component, {"labl": "x", "train_gpus": 1.5, "slices": "island",
+                                    "allow_breaking_signature": "yes",
+                                    "hyperparameters": [1]}, "training")
+    message = str(info.value)
+    for words in ("no parameter(s) ['labl']", "label is required (a string)",
+                  "model_base_path is required", "train_gpus must be an integer, got 1.5",
+                  "slices must be a JSON list, got 'island'",
+                  "allow_breaking_signature must be true or false, got 'yes'",
+                  "hyperparameters must be a JSON object, got [1]"):
+        assert words in message, message
+
+
+def test_types_of_a_user_pipeline(user_module):
+    component, label = resolve(f"{user_module}:checks")
+    ok = check_arguments(component, {"table": "d.t", "ratio": 1, "rounds": 3, "strict": False,
+                                     "columns": [], "extra": {"k": None}}, label)
+    assert ok["ratio"] == 1.0 and isinstance(ok["ratio"], float)
+    with pytest.raises(InputError, match="rounds must be an integer, got True"):
+        check_arguments(component, {"table": "d.t", "rounds": True}, label)
+    with pytest.raises(InputError, match="ratio must be a number, got '0.8'"):
+        check_arguments(component, {"table": "d.t", "ratio": "0.8"}, label)
+    with pytest.raises(InputError, match=r"has no parameter\(s\) \['label'\]"):
+        check_arguments(component, {"table": "d.t", "label": "x"}, label)
+
+
+def test_an_artifact_input_cannot_come_from_a_parameter():
+    from conveyor.pipelines.continuous_training import retrain
+
+    with pytest.raises(InputError) as info:
+        check_arguments(retrain, {"dataset": "gs://b/ds"}, "retrain")
+    assert "dataset is an artifact input" in str(info.value)
+    assert "statistics is required (an artifact input)" in str(info.value)
+
+
+def test_bad_parameters_fail_before_any_stack_starts(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVEYOR_", "STORAGE_EMU"))}
+    env["CONVEYOR_STACK_DIR"] = str(tmp_path / "stack")
+    run = subprocess.run([sys.executable, "-m", "conveyor", "run", "training", "--local",
+                          "--param", "table=d.t", "--param", "train_gpus=two",
+                          "--pipeline-root", str(tmp_path / "runs")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert "label is required" in run.stderr and "train_gpus must be an integer" in run.stderr
+    assert not (tmp_path / "stack").exists() and not (tmp_path / "runs").exists()
+
+
+# -- figures from real task outputs ----------------------------------------------------------------
+
+def _output(**artifacts):
+    return {"artifacts": {name: {"artifacts": [{"name": name, "uri": f"/r/t/{name}",
+                                                "metadata": meta}]}
+                          for name, meta in artifacts.items()}}
+
+
+def test_figures_of_each_conveyor_step():
+    ingest = _output(dataset={"rows": 344}, metrics={"rows_train": 273, "rows_eval": 71,
+                                                     "rows_total": 344, "seconds": 2.4})
+    assert progress.figures(ingest) == "344 rows (train 273, eval 71)"
+    drifted = _output(statistics={"drifted_columns": ["body_mass_g", "Größe m²"]}, suite={},
+                      report={}, metrics={"failed_expectations": 0, "drifted_features": 2})
+    assert progress.figures(drifted) == "checks passed, drifted: body_mass_g, Größe m²"
+    broken = _output(statistics={"drifted_columns": []}, suite={}, metrics={"failed_expectations": 3})
+    assert progress.figures(broken) == "3 checks failed, nothing drifted"
+    train = _output(model={}, tensorboard={}, metrics={"epochs_run": 2.0, "best_epoch": 2.0,
+                                                       "val_loss": 0.69, "val_accuracy": 0.6087})
+    assert progress.figures(train) == "2 epochs (best 2), val_accuracy 0.6087"
+    regression = _output(evaluation={"blessed": False, "task": "regression"},
+                         metrics={"rmse": 12.5, "baseline_rmse": 11.0, "naive_rmse": 30.25})
+    assert progress.figures(regression) == \
+        "rmse 12.5000 (baseline 11.0000, naive 30.2500), NOT BLESSED"
+    pushed = _output(pushed_model={"version": 3, "uri": "gs://b/m/3", "skipped": ""}, summary={})
+    assert progress.figures(pushed) == "pushed version 3 -> gs://b/m/3"
+    predicted = _output(metrics={"rows": 240.0, "seconds": 1.2})
+    log = "    wrote 240 predictions of model version 1 to conveyor-test.out.preds\n"
+    assert progress.figures(predicted, log) == \
+        "240 rows predicted by version 1 -> conveyor-test.out.preds"
+    preflight = {"parameterValues": {"Output": "preflight: ok (7 columns in the source)"}}
+    assert progress.figures(preflight) == "ok (7 columns in the source)"
+    assert progress.figures({}) == ""
+
+
+def test_artifact_paths_leave_out_metrics():
+    out = _output(model={}, tensorboard={}, metrics={"loss": 1.0})
+    assert progress.artifact_paths(out) == {"model": "/r/t/model", "tensorboard": "/r/t/tensorboard"}
+
+
+# -- errors from a task's log ---------------------------------------------------------------------
+
+TRACEBACK = """\
+    [KFP Executor 2026-12-02 02:38:12,001 INFO]: Looking for component `preflight`
+    Traceback (most recent call last):
+      File "<frozen runpy>", line 198, in _run_module_as_main
+    KeyError: 'x'
+
+    During handling of the above exception, another exception occurred:
+
+    Traceback (most recent call last):
+      File "/tmp/ephemeral_component.py", line 40, in preflight
+        raise InputError(...)
+    conveyor.errors.SchemaError: column 'Größe m²': type GEOGRAPHY is not supported
+    (supported: INT64, FLOAT64, STRING)
+
+    [KFP Executor 2026-12-02 02:38:12,101 INFO]: done
+"""
+
+
+def test_the_last_traceback_gives_the_error_and_its_continuation_lines():
+    kind, message = progress.task_error(TRACEBACK)
+    assert kind == "conveyor.errors.SchemaError"
+    assert message == ("column 'Größe m²': type GEOGRAPHY is not supported\n"
+                       "(supported: INT64, FLOAT64, STRING)")
+    assert progress.task_error("no traceback at all\n") == ("", "")
+
+
+def test_the_fail_fast_record_wins_over_the_log(tmp_path):
+    from conveyor.failfast import marker
+
+    marker(tmp_path / "model").write_text(json.dumps(
+        {"type": "TrainingError", "message": "loss became NaN at epoch 3", "task": "train"}))
+    assert progress.task_error(TRACEBACK, tmp_path) == \
+        ("conveyor.errors.TrainingError", "loss became NaN at epoch 3")
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("conveyor.errors.SchemaError", True),
+    ("conveyor.errors.TrainingError", True),
+    ("conveyor.push.infra.InfraCheckFailed", True),
+    ("conveyor.validate.validate.ValidationFailed", False),  # a ConveyorError, not bad input
+    ("conveyor.errors.StackError", False),
+    ("ValueError", False),
+    ("json.decoder.JSONDecodeError", False),  # not conveyor's: never imported
+    ("conveyor.no_such_module.X", False),
+])
+def test_input_errors_are_told_apart(kind, expected):
+    assert progress.is_input_error(kind) is expected
+
+
+# -- the capture -----------------------------------------------------------------------------------
+
+def test_the_capture_routes_each_task_stream_to_its_log_and_shows_one_line_per_event(tmp_path):
+    read_fd, write_fd = os.pipe()
+    console = progress.Console(write_fd, tty=False)
+    task_dir = tmp_path / "run" / "ingest"
+    task_dir.mkdir(parents=True)
+    (task_dir / "executor_output.json").write_text(json.dumps(_output(
+        dataset={}, metrics={"rows_total": 5, "rows_all": 5})))
+    log = logging.getLogger()
+    with progress.Capture(tmp_path / "logs", console=console,
+                          locate=lambda t: tmp_path / "run" / t) as capture:
+        log.info("Executing task \x1b[96m'ingest'\x1b[0m")
+        print("    [KFP Executor] executor_input JSON {...}")
+        os.write(1, b"fd-level noise from a C library\n")
+        os.write(2, b"I0000 cuda_stub: no GPU\n")
+        log.info("Task \x1b[96m'ingest'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m")
+        log.info("Executing task 'train'")
+        print("    Traceback (most recent call last):\n      File \"x\"\n"
+              "    conveyor.errors.TrainingError: loss became NaN", file=sys.stderr)
+        log.info("Task 'train' finished with status FAILURE")
+        log.info("Task train failed (attempt 1/2). Retrying in 2.0s...")
+        log.info("Executing task 'train'")
+        log.info("Task 'train' finished with status FAILURE")
+        log.info("Skipping task push: upstream task(s) ['train'] failed.")
+        log.info("Pipeline 'p' finished with status FAILURE. Inner task failed: 'train'.")
+    os.close(write_fd)
+    with os.fdopen(read_fd) as f:
+        shown = f.read().splitlines()
+    assert [line.split()[:2] for line in shown] == [
+        ["start", "ingest"], ["done", "ingest"], ["start", "train"], ["failed", "train"],
+        ["retry", "train"], ["FAILED", "train"], ["skip", "push"]]
+    assert shown[1].endswith("5 rows (all 5)")
+    assert "attempt 1 of 2: TrainingError: loss became NaN; retrying in 2 s" in shown[3]
+    assert not any("noise" in line or "executor_input" in line for line in shown)
+    ingest_log = (tmp_path / "logs" / "ingest.log").read_text()
+    assert "executor_input JSON" in ingest_log and "\x1b[" not in ingest_log
+    whole = (tmp_path / "logs" / "run.log").read_text()
+    assert "fd-level noise from a C library" in whole and "cuda_stub" in whole
+    assert "---- attempt 2 ----" in (tmp_path / "logs" / "train.log").read_text()
+    [ingest, train] = capture.tasks
+    assert (ingest.status, train.status, train.attempts) == ("SUCCESS", "FAILURE", 2)
+    assert train.error_type == "conveyor.errors.TrainingError"
+    assert capture.pipeline_status == "FAILURE"
+    assert sys.stdout is not None and os.write(1, b"") == 0  # descriptors restored
