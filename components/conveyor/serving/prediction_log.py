@@ -730,34 +730,39 @@ class PredictionLog:
     def _flush(self, pending) -> None:
         """Write the pending rows: one file per (date, model version)."""
         for key in sorted(pending):
-            signature, rows = pending.pop(key)
-            stamp = datetime.datetime.fromtimestamp(self._clock(), datetime.timezone.utc)
-            name = (f"date={key[0]}/part-{stamp.strftime('%Y%m%dT%H%M%S%fZ')}-"
-                    f"{uuid.uuid4().hex[:12]}.parquet")
+            signature, all_rows = pending.pop(key)
+            for start in range(0, len(all_rows), self.flush_rows):
+                self._write(key[0], signature, all_rows[start:start + self.flush_rows])
+
+    def _write(self, day: str, signature: Signature, rows: list[dict]) -> None:
+        """One file of `rows` (of one date and version), then its BigQuery load."""
+        stamp = datetime.datetime.fromtimestamp(self._clock(), datetime.timezone.utc)
+        name = (f"date={day}/part-{stamp.strftime('%Y%m%dT%H%M%S%fZ')}-"
+                f"{uuid.uuid4().hex[:12]}.parquet")
+        try:
+            data = parquet_bytes(rows, signature)
+            self.sink.write(name, data)
+        except Exception as exc:  # noqa: BLE001  (serving goes on; the loss is counted)
+            self.write_failures.inc()
+            self._release(len(rows), None, "write_failed")
+            now = time.monotonic()
+            if now - self._last_failure_line >= DROP_LOG_EVERY:
+                self._last_failure_line = now
+                log.warning("prediction log: writing %d rows to %s/%s failed (%s); they "
+                            "are dropped (counted), serving goes on", len(rows),
+                            self.sink.uri, name, _one_line(exc))
+            return
+        self.files_written.inc()
+        self.rows_written.inc(len(rows))
+        self._release(len(rows), None, None)
+        if self.bigquery is not None:
             try:
-                data = parquet_bytes(rows, signature)
-                self.sink.write(name, data)
-            except Exception as exc:  # noqa: BLE001  (serving goes on; the loss is counted)
-                self.write_failures.inc()
-                self._release(len(rows), None, "write_failed")
-                now = time.monotonic()
-                if now - self._last_failure_line >= DROP_LOG_EVERY:
-                    self._last_failure_line = now
-                    log.warning("prediction log: writing %d rows to %s/%s failed (%s); they "
-                                "are dropped (counted), serving goes on", len(rows),
-                                self.sink.uri, name, _one_line(exc))
-                continue
-            self.files_written.inc()
-            self.rows_written.inc(len(rows))
-            self._release(len(rows), None, None)
-            if self.bigquery is not None:
-                try:
-                    self.bigquery.load(data, signature)
-                    self.bigquery_rows.inc(len(rows))
-                except Exception as exc:  # noqa: BLE001
-                    self.bigquery_failures.inc()
-                    log.warning("prediction log: loading %s/%s into BigQuery %s failed: %s",
-                                self.sink.uri, name, self.bigquery.spec, _one_line(exc))
+                self.bigquery.load(data, signature)
+                self.bigquery_rows.inc(len(rows))
+            except Exception as exc:  # noqa: BLE001
+                self.bigquery_failures.inc()
+                log.warning("prediction log: loading %s/%s into BigQuery %s failed: %s",
+                            self.sink.uri, name, self.bigquery.spec, _one_line(exc))
 
     def _release(self, rows: int, body_bytes: int | None, reason: str | None) -> None:
         with self._cond:
