@@ -16,7 +16,9 @@ carries SQL is refused or stays a value; `bad_input.victim` is checked after eac
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -38,6 +40,14 @@ HPARAMS = {"epochs": 3, "batch_size": 32, "learning_rate": 0.01}
 SUITE = Path(__file__).parent / "penguins_suite.yaml"
 VICTIM = "bad_input.victim"
 TEN_MB = 10 << 20
+# bench/fail_fast.py sets this to a file: each refused case appends the step that failed and the
+# seconds from that step's start to the error (measured there, never asserted here).
+STEP_TIMES = os.environ.get("CONVEYOR_BENCH_STEP_TIMES", "")
+_step = {"name": "", "started": 0.0}
+
+
+def _starting(name: str) -> None:
+    _step.update(name=name, started=time.monotonic())
 
 
 # -- the chain -------------------------------------------------------------------------------
@@ -64,8 +74,10 @@ def run_pipeline(root: Path, base: str, *, ingest: dict | None = None, gcs: dict
     if dataset is None:
         data = out(dsl.Dataset, "dataset")
         if ingest is not None:
+            _starting("ingest")
             ingest_tasks.bigquery_ingest(data, out(dsl.Metrics, "ingest-metrics"), **ingest)
         elif gcs is not None:
+            _starting("ingest")
             ingest_tasks.gcs_ingest(data, out(dsl.Metrics, "ingest-metrics"), **gcs)
         elif splits is not None:
             write_splits(Path(data.path), splits)
@@ -76,25 +88,30 @@ def run_pipeline(root: Path, base: str, *, ingest: dict | None = None, gcs: dict
     statistics = None
     if preprocessing is None:
         statistics = out(dsl.Artifact, "statistics")
+        _starting("validate")
         validate.validate(data, out(dsl.HTML, "validate-report"), out(dsl.Metrics, "validate-m"),
                           statistics, out(dsl.Artifact, "suite"), suite_uri=suite,
                           policy=policy, label_column=label)
         fitted = out(dsl.Artifact, "preprocessing")
+        _starting("transform")
         transform.transform(data, fitted, label=label, feature_spec_uri=feature_spec)
     else:
         fitted = dsl.Artifact(uri=str(preprocessing))
     if model is None:
         trained = out(dsl.Model, "model")
+        _starting("train")
         train.train(data, fitted, trained, out(dsl.Metrics, "train-m"),
                     out(dsl.Artifact, "tensorboard"), hyperparameters=HPARAMS,
                     module_file=module_file)
     else:
         trained = dsl.Model(uri=str(model))
     evaluation = out(dsl.Artifact, "evaluation")
+    _starting("evaluate")
     blessed = evaluate.evaluate(trained, data, evaluation, out(dsl.Metrics, "evaluate-m"),
                                 out(dsl.ClassificationMetrics, "roc"),
                                 out(dsl.Markdown, "evaluate-report"), model_base_path=base)
     if blessed:
+        _starting("push")
         push.push(trained, evaluation, data, out(dsl.Artifact, "pushed"),
                   out(dsl.Markdown, "summary"), model_base_path=base, statistics=statistics)
 
@@ -107,8 +124,14 @@ def base(bucket, tmp_path) -> str:
 
 def refused(tmp_path: Path, base: str, error: type, *words: str, **chain) -> str:
     """Run the chain; it must raise exactly `error` naming `words`, and push nothing."""
+    _step.update(name="", started=0.0)
     with pytest.raises(error) as raised:
         run_pipeline(tmp_path / "run", base, **chain)
+    if STEP_TIMES and _step["name"]:
+        with open(STEP_TIMES, "a") as f:
+            f.write(json.dumps({"case": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
+                                "step": _step["name"], "error": type(raised.value).__name__,
+                                "seconds": round(time.monotonic() - _step["started"], 3)}) + "\n")
     assert type(raised.value) is error, f"{type(raised.value).__name__}: {raised.value}"
     message = str(raised.value)
     for word in words:

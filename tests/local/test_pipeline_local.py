@@ -2,6 +2,7 @@
 a worse one is not pushed."""
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,26 @@ def run_dir(root: Path) -> Path:
     return max((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
 
 
-def test_better_models_are_pushed_and_a_worse_one_is_not(penguins, tmp_path, bucket):
+def leftovers(folder: Path) -> list[str]:
+    """What is left in `folder`, except kfp's own: the command kfp gives every lightweight
+    component (kfp/dsl/component_factory.py) writes its code to
+    `$(mktemp -d)/ephemeral_component.py` and never removes it; a pod's disk goes with the pod."""
+    kfp_launcher = {p.parent for p in folder.glob("tmp.*/ephemeral_component.py")
+                    if len(list(p.parent.iterdir())) == 1}
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p not in kfp_launcher and p.parent not in kfp_launcher)
+
+
+def test_better_models_are_pushed_and_a_worse_one_is_not(penguins, tmp_path, bucket,
+                                                          monkeypatch):
+    """Three runs (pushed, pushed, not pushed), every task with its own TMPDIR: nothing is left
+    there afterwards (suite and spec downloads, the infra check, evaluate's baseline copies)."""
     from kfp import local
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", None)
 
     base = f"gs://{bucket('pipeline-test')}/{tmp_path.name}/penguins"
     outputs = tmp_path / "runs"
@@ -52,3 +71,4 @@ def test_better_models_are_pushed_and_a_worse_one_is_not(penguins, tmp_path, buc
     evaluation = json.loads((third / "evaluate" / "evaluation" / "evaluation.json").read_text())
     assert not evaluation["blessed"] and evaluation["baseline_uri"] == f"{base}/2"
     assert not (third / "push").exists()
+    assert leftovers(scratch) == []
