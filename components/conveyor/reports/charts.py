@@ -66,6 +66,7 @@ def svg(fig: Figure, key: str, title: str = "") -> str:
     text = re.sub(r'\s+xmlns(:xlink)?="[^"]*"', "", text, count=2)
     text = _ID.sub(lambda m: f'id="{key}-{m.group(1)}"', text)
     text = _REF.sub(lambda m: f'href="#{key}-{m.group(2)}"', text)
+    text = text.replace("xlink:href=", "href=")  # SVG 2: no xlink namespace needed
     text = _URL.sub(lambda m: f"url(#{key}-{m.group(1)})", text)
     text = re.sub(r"\n\s*", "\n", text).strip()  # indentation is a third of the bytes
     if title:
