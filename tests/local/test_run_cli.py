@@ -145,11 +145,11 @@ from conveyor.components import batch_predict, bigquery_ingest, validate
 
 
 @dsl.pipeline(name="score-my-shops")
-def score(table: str, model_base_path: str, out: str, share: float = 0.5):
-    """A user's own composition of conveyor's components: check the rows, then score them."""
-    rows = bigquery_ingest(table=table, split_ratios={"a": share, "b": 1 - share})
+def score(table: str, model_base_path: str, out: str, split: str = "b"):
+    """A user's own composition of conveyor's components: check the rows, then score a split."""
+    rows = bigquery_ingest(table=table, split_ratios={"a": 0.5, "b": 0.5})
     validate(dataset=rows.outputs["dataset"], policy="warn")
-    batch_predict(dataset=rows.outputs["dataset"], split="a", output_table=out,
+    batch_predict(dataset=rows.outputs["dataset"], split=split, output_table=out,
                   model_base_path=model_base_path)
 '''
 
@@ -159,9 +159,14 @@ def test_a_users_own_pipeline_from_a_module_file(trained, tmp_path):
     module = tmp_path / "my pipelines" / "scoring.py"
     module.parent.mkdir()
     module.write_text(USER_PIPELINE)
+    broken = module.parent / "broken.py"
+    broken.write_text(USER_PIPELINE.replace('"a": 0.5', '"a": 1 - split'))
+    refused = conveyor("run", f"{broken}:score", "--local", "--pipeline-root", str(runs))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"{broken}:9" in refused.stderr and "TypeError: unsupported operand" in refused.stderr
     done = conveyor("run", f"{module}:score", "--local", "--param", f"table={TABLE}",
                     "--param", f"model_base_path={base_path}", "--param", "out=run_cli.mine",
-                    "--param", "share=0.5", "--pipeline-root", str(runs))
+                    "--param", "split=a", "--pipeline-root", str(runs))
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert run_dir(done.stdout).name.startswith("score-my-shops-")
     ingest = re.search(r"180 rows \(a (\d+), b (\d+)\)", task_line(done.stdout, "bigquery-ingest"))

@@ -206,9 +206,10 @@ def _import(module_ref: str, pipeline: str):
         try:
             sys.modules[name] = module
             spec.loader.exec_module(module)
-        except Exception:
+        except Exception as exc:  # noqa: BLE001  (the user's module: where and what, in one line)
             sys.modules.pop(name, None)
-            raise
+            raise InputError(f"pipeline: importing {path} failed{_where(exc, path)}: "
+                             f"{type(exc).__name__}: {exc} (--debug shows the traceback)") from exc
         finally:
             sys.path.remove(str(path.resolve().parent))
         return module
@@ -219,6 +220,15 @@ def _import(module_ref: str, pipeline: str):
             raise InputError(f"pipeline: no module named {module_ref!r} (in {pipeline}); give "
                              "path/to/module.py:function for a file") from None
         raise
+
+
+def _where(exc: BaseException, path: Path) -> str:
+    """' at <path>:<line>' of the innermost frame of `exc` in the file `path`, else ''."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if Path(f.filename).resolve() == path.resolve()]
+    return f" at {path}:{frames[-1].lineno}" if frames else ""
 
 
 def inputs(component) -> dict:
