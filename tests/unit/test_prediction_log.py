@@ -322,3 +322,42 @@ def test_settings_come_from_the_environment():
     with pytest.raises(InputError, match="CONVEYOR_PREDICTION_LOG_FLUSH_ROWS: expected an "
                                          "integer, got 'many'"):
         from_environment({"CONVEYOR_PREDICTION_LOG_FLUSH_ROWS": "many"})
+
+
+# -- any body the server may have parsed -------------------------------------------------------
+
+def test_any_json_body_becomes_rows_that_write_as_parquet():
+    """Arbitrary JSON (what parse_body can return: nesting, unicode keys, huge integers, NaN,
+    lone surrogates) under the names of the signature's inputs or others, as rows or columns:
+    rows_of never raises, gives exactly instance_count rows, and the rows write as Parquet."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from conveyor.serving.prediction_log import instance_count, parquet_bytes
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 80, 2 ** 80),
+                        st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
+                        st.sampled_from(["\ud800", "Île", "from", ""]))
+    values = st.recursive(scalars, lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+        max_leaves=8)
+    keys = st.one_of(st.sampled_from(sorted(SIG.inputs)), st.text(max_size=6))
+    instance = st.one_of(st.dictionaries(keys, values, max_size=6), values)
+    bodies = st.one_of(
+        st.fixed_dictionaries({"instances": st.lists(instance, max_size=4)}),
+        st.fixed_dictionaries({"inputs": st.dictionaries(keys, st.one_of(
+            st.lists(values, max_size=4), values), max_size=6)}),
+        values)
+    answers = st.one_of(st.fixed_dictionaries({"predictions": st.lists(
+        st.dictionaries(st.sampled_from(sorted(SIG.outputs)), values), max_size=4)}), values)
+
+    @settings(max_examples=120, derandomize=True, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(body=bodies, answer=answers, status=st.sampled_from([200, 400, 500]))
+    def check(body, answer, status):
+        e = entry(body=body, answer=answer, status=status)
+        rows = rows_of(e)
+        assert len(rows) == instance_count(body) >= 1
+        assert parquet_bytes(rows, SIG)
+
+    check()

@@ -211,7 +211,9 @@ def _output(kind: str, rank: int, value: Any) -> Any:
     if rank == 1:
         fitted = _fit(kind, value)
         return None if fitted is _MISSING else fitted
-    if rank == 2 and isinstance(value, list):
+    if rank == 2:
+        if not isinstance(value, list):
+            return None
         out = [_fit(kind, v) for v in value]
         return [None if v is _MISSING else v for v in out]
     return None if value is None else _json(value)
