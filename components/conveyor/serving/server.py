@@ -15,6 +15,10 @@ unknown model, version or path, 405 for a wrong method, 413 for a body over `max
 JSON parsing) or more than `max_instances` rows. A request never gets a 500 for what it holds;
 a 500 means the model itself failed. Like TensorFlow Serving, the body is read as JSON whatever
 its Content-Type (curl's `-d` sends a form type), and the server binds to loopback unless told.
+
+Every predict answer carries an `X-Request-Id` header: the client's own, else one made up. With a
+`PredictionLog` (`--log-predictions`), a sample of predict requests chosen by that id is handed
+to it after the answer is made (it only enqueues; see `conveyor.serving.prediction_log`).
 """
 
 from __future__ import annotations
