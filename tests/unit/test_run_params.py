@@ -295,3 +295,24 @@ def test_the_capture_routes_each_task_stream_to_its_log_and_shows_one_line_per_e
     assert train.error_type == "conveyor.errors.TrainingError"
     assert capture.pipeline_status == "FAILURE"
     assert sys.stdout is not None and os.write(1, b"") == 0  # descriptors restored
+
+
+def test_skipped_branches_are_named_by_their_dsl_names_and_tasks(tmp_path):
+    from conveyor.local.run import branches
+
+    component, _ = resolve("training")
+    named = branches(component.pipeline_spec)
+    assert sorted(v for v in named.values() if v.startswith("blessed")) == \
+        ["blessed: push", "blessed: push-2"]
+    assert "on-gpu: evaluate-2, push-2, train-2" in named.values()
+    read_fd, write_fd = os.pipe()
+    blessed = next(k for k, v in named.items() if v == "blessed: push")
+    with progress.Capture(tmp_path / "logs", console=progress.Console(write_fd, tty=False),
+                          branches=named):
+        logging.getLogger().info(f"Skipping conditional task {blessed} (condition evaluated "
+                                 "to False)")
+        logging.getLogger().info("Skipping conditional task condition-9 (condition evaluated "
+                                 "to False)")  # unknown and unnamed: not shown
+    os.close(write_fd)
+    with os.fdopen(read_fd) as f:
+        assert f.read().splitlines() == ["  skip    blessed: push  (condition false)"]

@@ -309,11 +309,12 @@ class Capture:
 
     def __init__(self, logs: Path, *, console: Console, verbose: bool = False,
                  locate: Callable[[str], Path | None] = lambda task: None,
-                 ticker_seconds: float = 1.0):
+                 branches: dict[str, str] | None = None, ticker_seconds: float = 1.0):
         self.logs = logs
         self.verbose = verbose
         self.console = console
         self._locate = locate
+        self._branches = branches or {}
         self._ticker_seconds = ticker_seconds
         self.tasks: list[TaskEvent] = []
         self.current: TaskEvent | None = None
@@ -434,9 +435,9 @@ class Capture:
                 self._retry(int(m["attempt"]), int(m["of"]), float(m["delay"]))
             elif m := _SKIP_CONDITION.match(message):
                 self._flush_pending_failure()
-                branch = _branch(m["task"])
-                if branch:  # an unnamed branch (dsl.Else) says nothing to a reader
-                    self.console.line(f"  {'skip':<7} {branch:<24} {'':8}  condition false")
+                branch = self._branches.get(m["task"]) or _branch(m["task"])
+                if branch:  # an unnamed branch ('condition-4') says nothing to a reader
+                    self.console.line(f"  {'skip':<7} {branch}  (condition false)")
             elif m := _SKIP_UPSTREAM.match(message):
                 self._flush_pending_failure()
                 self.skipped.append(m["task"])
@@ -447,7 +448,8 @@ class Capture:
 
     def _flush_skipped(self) -> None:
         if self.skipped:
-            names = [_branch(t) or t for t in self.skipped if not re.fullmatch(r"condition-\d+", t)]
+            names = [_branch(self._branches.get(t, t).split(": ")[0]) for t in self.skipped]
+            names = [n for n in names if n]
             self.console.line(f"  {'skip':<7} {', '.join(names)} (an upstream task failed)")
             self.skipped = []
 

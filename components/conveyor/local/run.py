@@ -231,6 +231,34 @@ def _where(exc: BaseException, path: Path) -> str:
     return f" at {path}:{frames[-1].lineno}" if frames else ""
 
 
+def branches(pipeline_spec) -> dict[str, str]:
+    """DAG task name of each branch (dsl.If/Elif/Else, sub-pipeline) -> '<its name>: <the
+    tasks in it>', e.g. 'condition-2' -> 'blessed: push', for the skip lines."""
+    components = pipeline_spec.components
+
+    def leaves(component_name: str) -> list[str]:
+        comp = components[component_name]
+        if comp.WhichOneof("implementation") != "dag":
+            return []
+        out = []
+        for task_name, task in comp.dag.tasks.items():
+            inner = components[task.component_ref.name]
+            out += leaves(task.component_ref.name) if inner.WhichOneof("implementation") == "dag" \
+                else [task_name]
+        return out
+
+    out = {}
+    dags = [pipeline_spec.root.dag] + [c.dag for c in components.values()
+                                       if c.WhichOneof("implementation") == "dag"]
+    for dag in dags:
+        for task_name, task in dag.tasks.items():
+            if components[task.component_ref.name].WhichOneof("implementation") == "dag":
+                inside = sorted(leaves(task.component_ref.name))
+                label = task.task_info.name or task_name
+                out[task_name] = f"{label}: {', '.join(inside)}" if inside else label
+    return out
+
+
 def inputs(component) -> dict:
     """name -> kfp InputSpec of the pipeline's inputs."""
     return dict(component.component_spec.inputs or {})
@@ -413,7 +441,8 @@ def _run(component, label: str, name: str, arguments: dict, root: Path,
 
         started = time.monotonic()
         error_type = error = ""
-        capture = progress.Capture(logs, verbose=verbose, console=console, locate=locate)
+        capture = progress.Capture(logs, verbose=verbose, console=console, locate=locate,
+                                   branches=branches(component.pipeline_spec))
         console.line(f"{label}: running {name} through kfp.local")
         with capture:
             try:
