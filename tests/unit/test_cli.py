@@ -34,6 +34,20 @@ def test_run_without_local_points_to_submit(capsys):
     assert "use `conveyor submit`" in capsys.readouterr().err
 
 
+def test_run_local_without_a_pipeline_names_the_choices_and_the_demo(capsys):
+    assert cli.main(["run", "--local"]) == 2
+    err = capsys.readouterr().err
+    assert "give a PIPELINE: batch_prediction, continuous_training, training" in err
+    assert "`conveyor demo`" in err
+
+
+def test_run_local_refuses_a_pipeline_it_cannot_find_before_any_stack(capsys, tmp_path):
+    assert cli.main(["run", str(tmp_path / "gone.yaml"), "--local",
+                     "--root", str(tmp_path / "stack")]) == 2
+    assert f"no such file {tmp_path / 'gone.yaml'}" in capsys.readouterr().err
+    assert not (tmp_path / "stack").exists()
+
+
 # -- local load / query / fetch: argument errors, before any stack is needed ------------------
 
 @pytest.mark.parametrize("argv, words", [
