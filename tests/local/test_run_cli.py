@@ -123,6 +123,24 @@ def test_batch_prediction_with_the_pushed_model(trained):
     assert len({r["Shop ID"] for r in rows}) == 180
 
 
+def test_two_runs_at_once_in_one_root_keep_their_own_folders_and_logs(trained):
+    _, base_path, runs = trained
+    command = [sys.executable, "-m", "conveyor", "run", "batch_prediction", "--local",
+               "--param", f"table={TABLE}", "--param", f"model_base_path={base_path}",
+               "--pipeline-root", str(runs)]
+    both = [subprocess.Popen(command + ["--param", f"output_table=run_cli.twin_{i}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for i in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in both]
+    assert [p.returncode for p in both] == [0, 0], outs
+    folders = [run_dir(out) for out, _ in outs]
+    assert folders[0] != folders[1]
+    for i, folder in enumerate(folders):
+        assert f"run_cli.twin_{i}" in (folder / "logs" / "batch-predict.log").read_text()
+        assert f"run_cli.twin_{1 - i}" not in (folder / "logs" / "run.log").read_text()
+        assert "180 rows predicted by version 1" in task_line(outs[i][0], "batch-predict")
+
+
 def test_continuous_training_retrains_against_the_served_version(trained):
     _, base_path, runs = trained
     done = conveyor("run", "continuous_training", "--local", "--param", f"table={TABLE}",

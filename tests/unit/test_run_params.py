@@ -227,6 +227,14 @@ def test_the_last_traceback_gives_the_error_and_its_continuation_lines():
     assert progress.task_error("no traceback at all\n") == ("", "")
 
 
+def test_the_task_folder_is_read_from_the_executor_input_in_its_log():
+    log = ('    [KFP Executor 2026-12-02 02:53:04,113 INFO]: Got executor_input:\n'
+           '        "outputs": {"outputFile": "/r/p-2026-12-02-02-53-01-170433/pre flight/Output",\n'
+           '            "outputFile": "/r/p-2026-12-02-02-53-01-170433/pre flight/executor_output.json"\n')
+    assert progress.task_folder(log) == Path("/r/p-2026-12-02-02-53-01-170433/pre flight")
+    assert progress.task_folder("no executor input here") is None
+
+
 def test_the_fail_fast_record_wins_over_the_log(tmp_path):
     from conveyor.failfast import marker
 
@@ -261,7 +269,7 @@ def test_the_capture_routes_each_task_stream_to_its_log_and_shows_one_line_per_e
         dataset={}, metrics={"rows_total": 5, "rows_all": 5})))
     log = logging.getLogger()
     with progress.Capture(tmp_path / "logs", console=console,
-                          locate=lambda t: tmp_path / "run" / t) as capture:
+                          locate=lambda t, log: tmp_path / "run" / t) as capture:
         log.info("Executing task \x1b[96m'ingest'\x1b[0m")
         print("    [KFP Executor] executor_input JSON {...}")
         os.write(1, b"fd-level noise from a C library\n")

@@ -151,6 +151,16 @@ def artifact_paths(outputs: dict) -> dict[str, str]:
 
 # -- errors from a task's log ---------------------------------------------------------------------
 
+_OUTPUT_FILE = re.compile(r'"outputFile": "([^"]+)/executor_output\.json"')
+
+
+def task_folder(log_text: str) -> Path | None:
+    """The task's folder as kfp.local gave it to the task: the parent of the executor output
+    file named in the executor input its log shows (exact even when runs share a root)."""
+    found = _OUTPUT_FILE.findall(log_text)
+    return Path(found[-1]) if found else None
+
+
 def task_error(log_text: str, task_dir: Path | None = None) -> tuple[str, str]:
     """(exception type, message) of a failed task: conveyor's fail-fast record beside an output
     if there is one, else the exception line(s) of the last traceback in its log."""
@@ -302,13 +312,13 @@ class Capture:
     """Route a kfp.local run's output into log files and show progress (see the module doc).
 
     `logs` is a new folder for `run.log` and the task logs; `console` writes progress to a
-    descriptor that is not 1 or 2 (a dup of the terminal made before); `locate(task)` returns the task's
-    folder once it exists (the run folder is known only after kfp.local made it), or None;
-    `on_logs_moved(new_folder)` lets the caller move the logs into the run folder.
+    descriptor that is not 1 or 2 (a dup of the terminal made before); `locate(task, log)`
+    returns a finished task's folder (from its log so far), or None; the caller may move the
+    log folder meanwhile and say so with `moved(new_folder)`.
     """
 
     def __init__(self, logs: Path, *, console: Console, verbose: bool = False,
-                 locate: Callable[[str], Path | None] = lambda task: None,
+                 locate: Callable[[str, str], Path | None] = lambda task, log: None,
                  branches: dict[str, str] | None = None, ticker_seconds: float = 1.0):
         self.logs = logs
         self.verbose = verbose
@@ -481,14 +491,14 @@ class Capture:
         task.status = "SUCCESS" if status == "SUCCESS" else "FAILURE"
         if self._task_file is not None:
             self._task_file.flush()
-        folder = self._locate(name)
+        log_text = _read(task.log)
+        folder = self._locate(name, log_text)
         task.folder = folder
         if folder is not None:
             try:
                 task.outputs = json.loads((folder / "executor_output.json").read_text())
             except (OSError, ValueError):
                 task.outputs = {}
-        log_text = _read(task.log)
         if task.status == "SUCCESS":
             task.error_type = task.error = ""
             try:

@@ -424,14 +424,19 @@ def _run(component, label: str, name: str, arguments: dict, root: Path,
         logs = root / f".conveyor-logs-{os.getpid()}-{time.time_ns()}"
         found: dict[str, Path] = {}
 
-        def locate(task: str) -> Path | None:
+        def locate(task: str, log_text: str) -> Path | None:
             if "run_dir" not in found:
-                candidates = [p for p in root.iterdir() if p.name not in before and p.is_dir()
-                              and (p / task).is_dir() and not p.name.startswith(".")]
-                if not candidates:
-                    return None
-                mine = [p for p in candidates if p.name.startswith(f"{name}-")] or candidates
-                found["run_dir"] = max(mine, key=lambda p: (p / task).stat().st_mtime)
+                exact = progress.task_folder(log_text)
+                if exact is not None and exact.parent.parent == root and exact.is_dir():
+                    found["run_dir"] = exact.parent
+                else:  # no executor input in the log: the new folder that has this task
+                    candidates = [p for p in root.iterdir() if p.name not in before
+                                  and p.is_dir() and (p / task).is_dir()
+                                  and not p.name.startswith(".")]
+                    if not candidates:
+                        return None
+                    mine = [p for p in candidates if p.name.startswith(f"{name}-")] or candidates
+                    found["run_dir"] = max(mine, key=lambda p: (p / task).stat().st_mtime)
                 target = found["run_dir"] / "logs"
                 if not target.exists():
                     os.rename(capture.logs, target)
