@@ -324,3 +324,41 @@ def test_skipped_branches_are_named_by_their_dsl_names_and_tasks(tmp_path):
     os.close(write_fd)
     with os.fdopen(read_fd) as f:
         assert f.read().splitlines() == ["  skip    blessed: push  (condition false)"]
+
+
+def test_a_task_kfp_local_refuses_is_reported_as_that_tasks_failure(tmp_path, monkeypatch):
+    """A container component cannot run under kfp.local's SubprocessRunner: kfp raises inside
+    the task; the run reports it on that task (exit 1, not bad input) and keeps its log."""
+    from conveyor import gcp
+    from conveyor.local.run import run_component
+
+    # "a stack is running" as far as the run can tell; this task never reaches one
+    monkeypatch.setenv(gcp.BIGQUERY_ENDPOINT_ENV, "http://127.0.0.1:9")
+    monkeypatch.setenv(gcp.STORAGE_EMULATOR_ENV, "http://127.0.0.1:9")
+
+    module = tmp_path / "loud.py"  # (this test file's future annotations would confuse kfp)
+    module.write_text(textwrap.dedent('''
+        from kfp import dsl
+
+        @dsl.container_component
+        def shout(word: str):
+            return dsl.ContainerSpec(image="alpine", command=["echo"], args=[word])
+
+        @dsl.pipeline(name="containers-only")
+        def loud(word: str = "hé"):
+            shout(word=word)
+    '''))
+    loud, label = resolve(f"{module}:loud")
+    read_fd, write_fd = os.pipe()
+    result = run_component(loud, label, {}, pipeline_root=tmp_path / "runs",
+                           raise_on_error=False,
+                           console=progress.Console(write_fd, tty=False))
+    os.close(write_fd)
+    with os.fdopen(read_fd) as f:
+        shown = f.read()
+    assert not result.ok and not result.input_error
+    assert result.failed.name == "shout"
+    assert "only supports running Lightweight Python Components" in result.failed.error
+    assert "FAILED  shout" in shown and "RuntimeError" in shown
+    assert result.log.exists() and result.log.parent.parent == result.run_dir
+    assert "Traceback" in result.log.read_text()

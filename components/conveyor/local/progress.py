@@ -373,8 +373,9 @@ class Capture:
             self._flush_pending_failure()
             self._flush_skipped()
             if self.current is not None and self.current.status == "RUNNING":
-                self.current.status = "FAILURE"
+                self.current.status = "FAILURE"  # the run ended under it (kfp raised)
                 self.current.seconds = time.monotonic() - self.current.started
+                self.console.line(_task_line("FAILED", self.current, _one_line(self.current)))
         root = logging.getLogger()
         root.removeFilter(self._filter)
         root.removeHandler(self._handler)

@@ -459,6 +459,9 @@ def _run(component, label: str, name: str, arguments: dict, root: Path,
                 error_type = f"{type(exc).__module__}.{type(exc).__name__}"
                 text = progress.strip_ansi(str(exc)).strip()
                 error = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+                running = capture.current
+                if running is not None and not running.error:  # kfp refused the task itself
+                    running.error_type, running.error = error_type, text
         seconds = time.monotonic() - started
         if "run_dir" not in found:  # no task wrote anything: a run folder for the logs alone
             stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
