@@ -314,20 +314,20 @@ def regression(actual: Sequence[float], predicted: Sequence[float], title: str =
     lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
-    alpha = 0.5 if len(y) < 1000 else 0.25
-    axes[0].scatter(y, p, s=3, alpha=alpha, color=CURRENT, linewidths=0, rasterized=True)
+    alpha = 0.7 if len(y) < 1000 else 0.3
+    axes[0].scatter(y, p, s=5, alpha=alpha, color=CURRENT, linewidths=0, rasterized=True)
     axes[0].plot([lo, hi], [lo, hi], linestyle="--", color=REFERENCE, linewidth=0.8)
     axes[0].set_xlabel("actual")
     axes[0].set_ylabel("predicted")
     axes[0].set_title(title or "predicted vs actual", loc="left")
-    axes[1].scatter(p, r, s=3, alpha=alpha, color=CURRENT, linewidths=0, rasterized=True)
+    axes[1].scatter(p, r, s=5, alpha=alpha, color=CURRENT, linewidths=0, rasterized=True)
     axes[1].axhline(0, linestyle="--", color=REFERENCE, linewidth=0.8)
     axes[1].set_xlabel("predicted")
     axes[1].set_ylabel("residual (predicted - actual)")
     axes[1].set_title("residuals vs predicted", loc="left")
     span = float(np.ptp(r)) or 1.0
     edges = np.linspace(r.min() - 0.01 * span, r.max() + 0.01 * span, BINS + 1)
-    axes[2].stairs(np.histogram(r, edges)[0], edges, fill=True, color=CURRENT, alpha=0.7)
+    axes[2].stairs(np.histogram(r, edges)[0], edges, fill=True, color=CURRENT)
     axes[2].axvline(0, linestyle="--", color=REFERENCE, linewidth=0.8)
     axes[2].set_xlabel("residual")
     axes[2].set_ylabel("rows")
