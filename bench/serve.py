@@ -15,9 +15,15 @@
    is a real load of a SavedModel beside the serving one). Reports requests, errors (anything but
    a 200, including connection errors), p50/p99/max latency, how many requests each version
    answered (from the server's /metrics) and how long each version took from publish to serving.
+4. Prediction logging's cost: three servers of the same model, logging off, `--log-predictions`
+   at sample rate 1 and at 0.1 (to a local folder), under the same load (8 keep-alive clients,
+   1- and 64-row requests, `--seconds` a cell), the modes interleaved in `--rounds` rounds
+   (median per mode); then each server is stopped (SIGTERM) and the rows in its Parquet files
+   are counted against the rows it answered.
 
     python bench/serve.py                     # --seconds 5, --swap-seconds 25, --swaps 4
     python bench/serve.py --swap-only         # part 3 only
+    python bench/serve.py --logging-only      # part 4 only (--rounds 3)
 """
 
 from __future__ import annotations
@@ -229,12 +235,85 @@ def print_swap(result: dict) -> None:
           f"{publish} |")
 
 
+LOG_MODES = {"off": (), "rate 1.0": ("1.0",), "rate 0.1": ("0.1",)}
+
+
+def logging_load(folder: Path, seconds: float, rounds: int, clients: int = 8) -> list[dict]:
+    """Each cell (rows per request) under each logging mode, interleaved over `rounds`."""
+    import pyarrow.dataset as pads
+
+    base = folder / "base-log"
+    shutil.rmtree(base, ignore_errors=True)
+    from conveyor.push.base_path import ModelBasePath
+
+    ModelBasePath(str(base)).publish(folder / "model")
+    servers, logs = {}, {}
+    try:
+        for mode, rate in LOG_MODES.items():
+            options: tuple[str, ...] = ()
+            if rate:
+                logs[mode] = folder / f"log-{rate[0]}"
+                shutil.rmtree(logs[mode], ignore_errors=True)
+                options = ("--log-predictions", str(logs[mode]), "--log-sample-rate", rate[0])
+            servers[mode] = start_server(base, *options)
+        for server, port in servers.values():
+            load(port, 1, 1, 1.0)  # warm-up
+        cells: dict[tuple[str, int], list[dict]] = {}
+        for _ in range(rounds):
+            for rows in (1, 64):
+                for mode, (server, port) in servers.items():
+                    cells.setdefault((mode, rows), []).append(load(port, rows, clients,
+                                                                   seconds))
+        answered = {mode: served_counts(port) for mode, (_, port) in servers.items()}
+    finally:
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait(timeout=60)
+    out = []
+    for (mode, rows), runs in cells.items():
+        med = {k: statistics.median(r[k] for r in runs)
+               for k in ("req_per_s", "rows_per_s", "p50_ms", "p99_ms")}
+        out.append({"mode": mode, "rows": rows, "clients": clients, "rounds": rounds,
+                    "requests": sum(r["requests"] for r in runs),
+                    "errors": sum(r["errors"] for r in runs), **med})
+    for mode, path in logs.items():
+        table = pads.dataset(str(path), format="parquet", partitioning="hive").to_table(
+            columns=["request_id"])
+        files = len(list(path.rglob("*.parquet")))
+        requests = sum(answered[mode].values())
+        out.append({"mode": mode, "logged_rows": table.num_rows,
+                    "logged_requests": len(set(table["request_id"].to_pylist())),
+                    "answered_requests": requests, "files": files})
+    return out
+
+
+def print_logging(results: list[dict]) -> None:
+    for r in results:
+        print(json.dumps(r))
+    cells = [r for r in results if "p50_ms" in r]
+    print(f"\nprediction logging: {cells[0]['clients']} keep-alive clients, "
+          f"median of {cells[0]['rounds']} interleaved rounds\n")
+    print("| logging | rows/request | requests | requests/s | rows/s | p50 ms | p99 ms | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for c in sorted(cells, key=lambda c: (c["rows"], list(LOG_MODES).index(c["mode"]))):
+        print(f"| {c['mode']} | {c['rows']} | {c['requests']:,} | {c['req_per_s']:,.0f} | "
+              f"{c['rows_per_s']:,.0f} | {c['p50_ms']} | {c['p99_ms']} | {c['errors']} |")
+    for r in results:
+        if "logged_rows" in r:
+            print(f"\n{r['mode']}: {r['logged_requests']:,} of {r['answered_requests']:,} "
+                  f"requests logged ({r['logged_rows']:,} rows in {r['files']} files)", end="")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--swap-seconds", type=float, default=25.0)
     parser.add_argument("--swaps", type=int, default=4)
     parser.add_argument("--swap-only", action="store_true", help="only the hot-swap load")
+    parser.add_argument("--logging-only", action="store_true",
+                        help="only prediction logging's cost (off, rate 1, rate 0.1)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the logging modes")
     parser.add_argument("--out", default=str(HERE / "out" / "serve"))
     parser.add_argument("--one", nargs=1, metavar="FOLDER", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -244,6 +323,8 @@ def main() -> None:
     prepare(folder)
     if args.swap_only:
         return print_swap(swap_load(folder, args.swap_seconds, args.swaps))
+    if args.logging_only:
+        return print_logging(logging_load(folder, args.seconds, args.rounds))
     evaluation = [run_child(__file__, str(folder)) for _ in range(3)]
 
     from conveyor.push.base_path import ModelBasePath
@@ -260,6 +341,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     swap = swap_load(folder, args.swap_seconds, args.swaps)
+    logging_results = logging_load(folder, args.seconds, args.rounds)
     for cell in cells:
         print(json.dumps(cell))
     print("\n" + machine(3) + "\n")
@@ -275,6 +357,7 @@ def main() -> None:
         print(f"| {c['rows']} | {c['clients']} | {c['requests']:,} | {c['req_per_s']:,} | "
               f"{c['rows_per_s']:,} | {c['p50_ms']} | {c['p99_ms']} | {c['errors']} |")
     print_swap(swap)
+    print_logging(logging_results)
 
 
 if __name__ == "__main__":
