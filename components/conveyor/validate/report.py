@@ -22,7 +22,7 @@ from conveyor.validate.checks import CheckResult
 from conveyor.validate.drift import Distance, _as_categories
 from conveyor.validate.stats import NUMERIC, TEMPORAL, ColumnStatistics, DatasetStatistics
 
-MAX_CHARTS = 30  # features with a chart (~30 kB of SVG each): a page stays well under 2 MB
+MAX_CHARTS = 24  # features with a chart (~35 kB and ~0.13 s each): a page stays under 2 MB
 SIDE_CATEGORIES = 8
 
 
@@ -85,10 +85,15 @@ def _feature_chart(index: int, column: str, result, stats: DatasetStatistics) ->
     if not panels:
         panels.append((_chart_kind([current]) or "numeric", split, [_series(split, current)]))
     kind = panels[0][0]  # one kind per chart (a column that changed type keeps the first)
-    svg = charts.render(charts.distributions, f"v{index}",
-                        [(t, series) for k, t, series in panels if k == kind], kind,
+    kept = [(t, series) for k, t, series in panels if k == kind]
+    svg = charts.render(charts.distributions, f"v{index}", kept, kind, legend=False,
                         name=f"distribution of {column}")
-    return f"<figure><figcaption><b>{_e(_short(column))}</b></figcaption>{svg}</figure>"
+    legend = "; ".join(f"{_e(t)}: " + ", ".join(
+        f"<span style='color:{color}'>&#9632;</span> {_e(s.label)} {s.rows:,} rows"
+        + (f" ({s.nulls / s.rows:.1%} NULL)" if s.rows and s.nulls else "")
+        for s, color in zip(series, charts.colors(len(series)))) for t, series in kept)
+    return (f"<figure><figcaption><b>{_e(_short(column))}</b></figcaption>{svg}"
+            f"<figcaption>{legend}</figcaption></figure>")
 
 
 def _shares(side: dict[str, Any], key: str = "shares") -> str:
