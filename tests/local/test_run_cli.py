@@ -23,7 +23,7 @@ from conveyor import gcp
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-TABLE = "run_cli.ShopsChurn_2026"  # loaded from the CSV below (the emulator refuses a non-ASCII table id)
+TABLE = "run_cli.ShopsChurn_2026"  # from the CSV below (the emulator refuses non-ASCII table ids)
 LABEL = "Churned?"
 EPOCHS = '{"epochs": 2}'
 NOISE = ("executor_input", "Skipping registering function", "cuda", "absl", "RuntimeWarning",
@@ -92,8 +92,10 @@ def test_training_on_our_csv_is_quiet_pushes_and_logs_every_task(trained):
     assert "344" not in done.stdout  # not the penguins
     assert re.search(r"180 rows \(train \d+, eval \d+\)", task_line(done.stdout, "bigquery-ingest"))
     assert "checks passed" in task_line(done.stdout, "validate")
-    assert re.search(r"2 epochs \(best [12]\), val_accuracy 0\.\d{4}", task_line(done.stdout, "train"))
-    assert re.search(r"auc 0\.\d{4} \(naive 0\.\d{4}\), BLESSED", task_line(done.stdout, "evaluate"))
+    assert re.search(r"2 epochs \(best [12]\), val_accuracy 0\.\d{4}",
+                     task_line(done.stdout, "train"))
+    assert re.search(r"auc 0\.\d{4} \(naive 0\.\d{4}\), BLESSED",
+                     task_line(done.stdout, "evaluate"))
     assert f"pushed version 1 -> {base_path}/1" in task_line(done.stdout, "push")
     folder = run_dir(done.stdout)
     assert folder.parent == runs and folder.name.startswith("conveyor-training-")
@@ -113,7 +115,8 @@ def test_training_on_our_csv_is_quiet_pushes_and_logs_every_task(trained):
 def test_batch_prediction_with_the_pushed_model(trained):
     _, base_path, runs = trained
     done = conveyor("run", "batch_prediction", "--local", "--param", f"table={TABLE}",
-                    "--param", "output_table=run_cli.scored", "--param", f"model_base_path={base_path}",
+                    "--param", "output_table=run_cli.scored",
+                    "--param", f"model_base_path={base_path}",
                     "--param", 'passthrough=["Shop ID"]', "--pipeline-root", str(runs))
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert len(done.stdout.splitlines()) < 30
@@ -189,7 +192,8 @@ def test_a_users_own_pipeline_from_a_module_file(trained, tmp_path):
     assert run_dir(done.stdout).name.startswith("score-my-shops-")
     ingest = re.search(r"180 rows \(a (\d+), b (\d+)\)", task_line(done.stdout, "bigquery-ingest"))
     assert ingest, done.stdout
-    assert f"{ingest.group(1)} rows predicted by version 1" in task_line(done.stdout, "batch-predict")
+    assert f"{ingest.group(1)} rows predicted by version 1" in \
+        task_line(done.stdout, "batch-predict")
     assert "checks passed" in task_line(done.stdout, "validate")
 
 
@@ -201,7 +205,8 @@ def test_a_compiled_pipeline_yaml(trained):
                     "--param", f"model_base_path={base_path}", "--pipeline-root", str(runs))
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert "180 rows predicted by version 1" in task_line(done.stdout, "batch-predict")
-    count = list(gcp.bigquery_client().query("SELECT COUNT(*) AS n FROM run_cli.from_yaml").result())
+    count = list(gcp.bigquery_client().query(
+        "SELECT COUNT(*) AS n FROM run_cli.from_yaml").result())
     assert count[0]["n"] == 180
 
 

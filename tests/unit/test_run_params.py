@@ -174,7 +174,8 @@ def test_figures_of_each_conveyor_step():
     drifted = _output(statistics={"drifted_columns": ["body_mass_g", "Größe m²"]}, suite={},
                       report={}, metrics={"failed_expectations": 0, "drifted_features": 2})
     assert progress.figures(drifted) == "checks passed, drifted: body_mass_g, Größe m²"
-    broken = _output(statistics={"drifted_columns": []}, suite={}, metrics={"failed_expectations": 3})
+    broken = _output(statistics={"drifted_columns": []}, suite={},
+                     metrics={"failed_expectations": 3})
     assert progress.figures(broken) == "3 checks failed, nothing drifted"
     train = _output(model={}, tensorboard={}, metrics={"epochs_run": 2.0, "best_epoch": 2.0,
                                                        "val_loss": 0.69, "val_accuracy": 0.6087})
@@ -196,7 +197,8 @@ def test_figures_of_each_conveyor_step():
 
 def test_artifact_paths_leave_out_metrics():
     out = _output(model={}, tensorboard={}, metrics={"loss": 1.0})
-    assert progress.artifact_paths(out) == {"model": "/r/t/model", "tensorboard": "/r/t/tensorboard"}
+    assert progress.artifact_paths(out) == {"model": "/r/t/model",
+                                            "tensorboard": "/r/t/tensorboard"}
 
 
 # -- errors from a task's log ---------------------------------------------------------------------
@@ -229,9 +231,9 @@ def test_the_last_traceback_gives_the_error_and_its_continuation_lines():
 
 def test_the_task_folder_is_read_from_the_executor_input_in_its_log():
     log = ('    [KFP Executor 2026-12-02 02:53:04,113 INFO]: Got executor_input:\n'
-           '        "outputs": {"outputFile": "/r/p-2026-12-02-02-53-01-170433/pre flight/Output",\n'
-           '            "outputFile": "/r/p-2026-12-02-02-53-01-170433/pre flight/executor_output.json"\n')
-    assert progress.task_folder(log) == Path("/r/p-2026-12-02-02-53-01-170433/pre flight")
+           '        "outputs": {"outputFile": "/r/p-2026-12-02/pre flight/Output",\n'
+           '            "outputFile": "/r/p-2026-12-02/pre flight/executor_output.json"\n')
+    assert progress.task_folder(log) == Path("/r/p-2026-12-02/pre flight")
     assert progress.task_folder("no executor input here") is None
 
 

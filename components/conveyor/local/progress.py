@@ -43,7 +43,8 @@ _RETRY = re.compile(r"^Task (?P<task>\S+) failed \(attempt (?P<attempt>\d+)/(?P<
                     r"Retrying in (?P<delay>[0-9.]+)s")
 _SKIP_CONDITION = re.compile(r"^Skipping conditional task (?P<task>\S+)")
 _SKIP_UPSTREAM = re.compile(r"^Skipping task (?P<task>\S+): upstream task\(s\) (?P<deps>.*) failed")
-_PIPELINE_DONE = re.compile(r"^Pipeline '(?P<pipeline>[^']+)' finished with status (?P<status>[A-Z]+)")
+_PIPELINE_DONE = re.compile(r"^Pipeline '(?P<pipeline>[^']+)' finished with status "
+                            r"(?P<status>[A-Z]+)")
 _EPOCH = re.compile(r"Epoch (\d+)/(\d+)")
 #: kfp.local indents each line of a task's stream by four spaces (logging_utils.indented_print).
 _INDENT = "    "
@@ -175,7 +176,8 @@ def task_error(log_text: str, task_dir: Path | None = None) -> tuple[str, str]:
                 continue
     lines = [line[len(_INDENT):] if line.startswith(_INDENT) else line
              for line in strip_ansi(log_text).splitlines()]
-    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    starts = [i for i, line in enumerate(lines)
+              if line.startswith("Traceback (most recent call last)")]
     if not starts:
         return "", ""
     for i in range(starts[-1] + 1, len(lines)):
@@ -354,10 +356,11 @@ class Capture:
         self._saved_level = root.level
         self._filter = _KfpRecords(self._record)
         self._handler = logging.StreamHandler(sys.stdout)
-        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self._handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addFilter(self._filter)
         root.addHandler(self._handler)
-        root.setLevel(logging.INFO)  # kfp.local's retry and skip records are INFO, outside its context
+        root.setLevel(logging.INFO)  # kfp.local's retry and skip records: INFO, outside its context
         self._saved_showwarning = None
         self._ticker = None
         if self.console.tty and not self.verbose:
