@@ -1,0 +1,2 @@
+"""Serving-data drift: a time window of prediction logs (or a BigQuery table of serving traffic)
+against the served version's training statistics (`conveyor.monitor.monitor`)."""
