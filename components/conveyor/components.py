@@ -6,6 +6,7 @@ of conveyor when it runs. Each is also compiled to `<step>/<name>.yaml` beside i
 
 from conveyor.evaluate.component import evaluate
 from conveyor.ingest.component import bigquery_ingest, gcs_ingest
+from conveyor.monitor.component import monitor
 from conveyor.predict.component import batch_predict
 from conveyor.preflight.component import preflight
 from conveyor.push.component import push
@@ -14,4 +15,4 @@ from conveyor.transform.component import transform
 from conveyor.validate.component import validate
 
 __all__ = ["preflight", "bigquery_ingest", "gcs_ingest", "validate", "transform", "train",
-           "evaluate", "push", "batch_predict"]
+           "evaluate", "push", "batch_predict", "monitor"]

@@ -8,4 +8,5 @@ PIPELINES: dict[str, str] = {
     "training": "conveyor.pipelines.training",
     "continuous_training": "conveyor.pipelines.continuous_training",
     "batch_prediction": "conveyor.pipelines.batch_prediction",
+    "monitoring": "conveyor.pipelines.monitoring",
 }
