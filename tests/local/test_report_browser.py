@@ -35,8 +35,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Chromium 150 calls its own services on *.google.com for a blank page too, despite the flags
 # below (seen: accounts., www., clients2. (time), android.clients. (GCM)); they reach only the
 # recording proxy and are not counted. A page's own reference to any host, those included, is
-# caught by `test_the_pages_name_no_url` and forbidden by the pages' CSP; any other host here
-# (fonts.googleapis.com, a CDN...) fails the test.
+# caught by `test_the_pages_name_no_url`; any other host here (fonts.googleapis.com, a CDN...)
+# fails the test.
 BROWSER_OWN = re.compile(r"^(CONNECT [a-z0-9.-]+\.google\.com:443 |GET http://[a-z0-9.-]+"
                          r"\.google\.com/)")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
