@@ -215,7 +215,8 @@ def _serve(args: argparse.Namespace) -> int:
         if value < 1:
             raise InputError(f"serve: {option} must be at least 1, got {value}")
     serve(args.model_base_path, args.model_name, args.host, args.port, args.poll_seconds,
-          args.max_request_bytes, args.max_instances, _prediction_log(args))
+          args.max_request_bytes, args.max_instances, _prediction_log(args),
+          args.monitoring_uri or os.environ.get("CONVEYOR_MONITORING_URI", ""))
     return 0
 
 
@@ -380,6 +381,11 @@ def parser() -> argparse.ArgumentParser:
     logs.add_argument("--log-bigquery-table", dest="log_bigquery_table",
                       metavar="DATASET.TABLE",
                       help="also load each file into this BigQuery table (created if missing)")
+    srv.add_argument("--monitoring-uri", metavar="URI",
+                     help="export the newest monitoring result found here (a monitoring.json, "
+                          "or a folder or gs:// prefix the monitor publishes into) as "
+                          "Prometheus gauges: conveyor_feature_drift{feature=...}, "
+                          "conveyor_feature_drifted, ... (default CONVEYOR_MONITORING_URI)")
     srv.set_defaults(func=_serve)
 
     run = sub.add_parser("run", help="run a pipeline locally through kfp.local, quietly",

@@ -318,3 +318,56 @@ def test_parameters_are_checked(served, tmp_path):
     traffic.rows = 1
     with pytest.raises(InputError, match="feature_thresholds: 'wings'"):
         mon.compare(traffic, mon.window("2026-12-01"), feature_thresholds={"wings": 0.2})
+
+
+def test_serve_exports_the_newest_published_result_as_gauges(tmp_path, served, penguins_table):
+    import os
+    import time
+
+    from prometheus_client import CollectorRegistry
+
+    from conveyor.monitor.tasks import publish
+    from conveyor.serving.server import MonitoringGauges
+
+    rng = np.random.default_rng(9)
+    write_log(tmp_path / "calm", sample_rows(penguins_table, 200, rng), served.fitted, T0)
+    write_log(tmp_path / "shift", shifted(sample_rows(penguins_table, 200, rng), rng),
+              served.fitted, T0 + datetime.timedelta(hours=1))
+    registry = CollectorRegistry()
+    ticks = iter(range(0, 10_000, 100))
+    gauges = MonitoringGauges(str(tmp_path / "published"), "penguins", registry,
+                              clock=lambda: next(ticks))
+
+    def value(name, **labels):
+        return registry.get_sample_value(name, {"model": "penguins", **labels})
+
+    gauges.maybe_refresh()  # nothing published yet: no gauges, no failure
+    assert value("conveyor_feature_drift", feature="island") is None
+    assert value("conveyor_monitoring_read_failures_total") == 0
+
+    publish(run(tmp_path / "calm", served, T0).to_dict(), str(tmp_path / "published"))
+    gauges.maybe_refresh()
+    assert value("conveyor_feature_drifted", feature="island") == 0
+    assert value("conveyor_monitoring_drifted") == 0
+
+    later = publish(run(tmp_path / "shift", served, T0 + datetime.timedelta(hours=1)).to_dict(),
+                    str(tmp_path / "published"))
+    os.utime(later, ns=(time.time_ns() + 10**9,) * 2)
+    (tmp_path / "published" / ".monitoring-partial.json.tmp").write_text("{")  # ignored
+    gauges.maybe_refresh()
+    assert value("conveyor_feature_drifted", feature="island") == 1
+    assert value("conveyor_feature_drifted", feature="body_mass_g") == 1
+    assert value("conveyor_feature_drifted", feature="bill_length_mm") == 0
+    assert value("conveyor_feature_drift", feature="body_mass_g") > value(
+        "conveyor_feature_drift_threshold", feature="body_mass_g") == 0.1
+    assert value("conveyor_monitoring_drifted") == 1
+    assert value("conveyor_monitoring_version") == 1
+    end = T0 + datetime.timedelta(hours=2)
+    assert value("conveyor_monitoring_window_end_seconds") == end.timestamp()
+    # A newest file that is not JSON keeps the gauges as they were and is counted.
+    broken = tmp_path / "published" / "monitoring-zzz.json"
+    broken.write_text("{not json")
+    os.utime(broken, ns=(time.time_ns() + 2 * 10**9,) * 2)
+    gauges.maybe_refresh()
+    assert value("conveyor_feature_drifted", feature="island") == 1
+    assert value("conveyor_monitoring_read_failures_total") == 1

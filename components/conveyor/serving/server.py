@@ -16,6 +16,15 @@ JSON parsing) or more than `max_instances` rows. A request never gets a 500 for 
 a 500 means the model itself failed. Like TensorFlow Serving, the body is read as JSON whatever
 its Content-Type (curl's `-d` sends a form type), and the server binds to loopback unless told.
 
+With `monitoring_uri` (`--monitoring-uri`: a monitoring.json file, or a folder or gs:// prefix
+where the monitor publishes them), `/metrics` also has the newest monitoring result's drift per
+feature, re-read at most every `MONITORING_REFRESH` seconds on the model poll:
+`conveyor_feature_drift{model, feature}` (the distance), `conveyor_feature_drift_threshold`,
+`conveyor_feature_drifted` (1 or 0), `conveyor_prediction_drift{model, output}`,
+`conveyor_monitoring_drifted`, `conveyor_monitoring_window_end_seconds` and
+`conveyor_monitoring_version` (the version it judged). A file that cannot be read keeps the
+gauges as they were, logged once per file (`conveyor_monitoring_read_failures_total`).
+
 Every predict answer carries an `X-Request-Id` header: the client's own, else one made up. With a
 `PredictionLog` (`--log-predictions`), a sample of predict requests chosen by that id is handed
 to it after the answer is made (it only enqueues; see `conveyor.serving.prediction_log`).
@@ -99,10 +108,133 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
+MONITORING_REFRESH = 30.0  # seconds between reads of the newest monitoring result
+log = logging.getLogger("conveyor.serve")
+
+
+class MonitoringGauges:
+    """The newest monitoring.json under `uri` as Prometheus gauges (see the module docstring)."""
+
+    def __init__(self, uri: str, model: str, registry: CollectorRegistry,
+                 refresh_seconds: float = MONITORING_REFRESH,
+                 clock=time.monotonic):
+        self.uri, self.model = uri.rstrip("/") if uri != "/" else uri, model
+        self.refresh_seconds, self._clock = refresh_seconds, clock
+        self._last = -float("inf")
+        self._seen: str | None = None  # the file the gauges show (name and stamp)
+        self._failed: str | None = None
+        labels = ["model", "feature"]
+        self.drift = Gauge("conveyor_feature_drift", "Drift distance of each feature in the "
+                           "newest monitoring window (Jensen-Shannon or L-infinity)", labels,
+                           registry=registry)
+        self.threshold = Gauge("conveyor_feature_drift_threshold",
+                               "Drift threshold of each feature", labels, registry=registry)
+        self.drifted = Gauge("conveyor_feature_drifted", "1 if the feature drifted beyond its "
+                             "threshold and sampling noise", labels, registry=registry)
+        self.prediction = Gauge("conveyor_prediction_drift", "Drift distance of the "
+                                "predictions", ["model", "output"], registry=registry)
+        self.overall = Gauge("conveyor_monitoring_drifted", "1 if the newest monitoring window "
+                             "drifted", ["model"], registry=registry)
+        self.window_end = Gauge("conveyor_monitoring_window_end_seconds", "End of the newest "
+                                "monitoring window (Unix time)", ["model"], registry=registry)
+        self.version = Gauge("conveyor_monitoring_version", "Model version the newest "
+                             "monitoring window was compared with", ["model"],
+                             registry=registry)
+        self.failures = Counter("conveyor_monitoring_read_failures", "Monitoring results that "
+                                "could not be found or read", ["model"], registry=registry)
+        self.failures.labels(model)
+
+    def maybe_refresh(self) -> None:
+        now = self._clock()
+        if now - self._last >= self.refresh_seconds:
+            self._last = now
+            self.refresh()
+
+    def refresh(self) -> None:
+        try:
+            found = self._newest()
+            if found is None or found[1] == self._seen:
+                return
+            self.show(json.loads(found[0]()))
+            self._seen, self._failed = found[1], None
+        except Exception as exc:  # noqa: BLE001  (monitoring must never disturb serving)
+            self.failures.labels(self.model).inc()
+            what = f"{type(exc).__name__}: {exc}"
+            if what != self._failed:
+                self._failed = what
+                log.warning("monitoring: cannot read the newest result under %s: %s", self.uri,
+                            " ".join(what.split())[:300])
+
+    def show(self, data: dict) -> None:
+        m = self.model
+        for gauge in (self.drift, self.threshold, self.drifted, self.prediction):
+            gauge.clear()
+        for f in data.get("features", []):
+            self.drift.labels(m, f["column"]).set(float(f["distance"]))
+            self.threshold.labels(m, f["column"]).set(float(f["threshold"]))
+            self.drifted.labels(m, f["column"]).set(1.0 if f["drifted"] else 0.0)
+        p = data.get("prediction") or {}
+        if p.get("distance") is not None:
+            self.prediction.labels(m, p.get("output", "")).set(float(p["distance"]))
+        self.overall.labels(m).set(1.0 if data.get("drifted") else 0.0)
+        end = (data.get("window") or {}).get("end")
+        if end:
+            import datetime
+
+            moment = datetime.datetime.fromisoformat(end.replace("Z", "+00:00"))
+            self.window_end.labels(m).set(moment.timestamp())
+        version = (data.get("served") or {}).get("version")
+        if version is not None:
+            self.version.labels(m).set(float(version))
+
+    @staticmethod
+    def _candidate(name: str) -> bool:
+        base = name.rsplit("/", 1)[-1]
+        return base.startswith("monitoring") and base.endswith(".json")
+
+    def _newest(self):
+        """(read(), identity) of the newest monitoring file, or None."""
+        from pathlib import Path
+
+        if self.uri.startswith("gs://"):
+            from conveyor import gcp
+            from conveyor.gcp import retry
+
+            bucket_name, _, prefix = self.uri[5:].partition("/")
+            bucket = gcp.storage_client().bucket(bucket_name)
+            if prefix.endswith(".json"):
+                blob = bucket.get_blob(prefix, retry=retry.storage())
+                blobs = [blob] if blob is not None else []
+            else:
+                blobs = [b for b in bucket.list_blobs(prefix=f"{prefix}/" if prefix else None,
+                                                      retry=retry.storage())
+                         if self._candidate(b.name)]
+            if not blobs:
+                return None
+            blob = max(blobs, key=lambda b: (b.updated, b.name))
+            return ((lambda: blob.download_as_bytes(retry=retry.storage())),
+                    f"{blob.name}@{blob.generation}")
+        path = Path(self.uri)
+        if path.is_file():
+            files = [path]
+        elif path.is_dir():
+            files = [p for p in path.rglob("monitoring*.json") if not p.name.startswith(".")]
+        else:
+            return None
+        if not files:
+            return None
+        newest = max(files, key=lambda p: (p.stat().st_mtime_ns, str(p)))
+        stamp = newest.stat().st_mtime_ns
+        return (newest.read_bytes, f"{newest}@{stamp}")
+
+
 def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
                max_instances: int = MAX_INSTANCES,
-               prediction_log: PredictionLog | None = None) -> Starlette:
+               prediction_log: PredictionLog | None = None,
+               monitoring_uri: str = "") -> Starlette:
     registry = CollectorRegistry()
+    monitoring = (MonitoringGauges(monitoring_uri, manager.name, registry)
+                  if monitoring_uri else None)
     requests = Counter("conveyor_serving_requests", "Requests served", ["model", "version",
                                                                          "status"],
                        registry=registry)
@@ -122,6 +254,8 @@ def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
     def polled(m: ModelManager) -> None:
         skipped.labels(m.name).set(len(m.skipped()))
         failures.labels(m.name).set(m.load_failures)
+        if monitoring is not None:
+            monitoring.maybe_refresh()
 
     manager.on_poll = polled
     polled(manager)
@@ -233,7 +367,7 @@ def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
 def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
           poll_seconds: float = 2.0, max_body_bytes: int = MAX_BODY_BYTES,
           max_instances: int = MAX_INSTANCES,
-          prediction_log: PredictionLog | None = None) -> None:
+          prediction_log: PredictionLog | None = None, monitoring_uri: str = "") -> None:
     """Serve `base_path` until interrupted; on loopback unless `host` says otherwise.
 
     With a `prediction_log`, its prefix is checked first (an InputError if it cannot be written:
@@ -244,14 +378,15 @@ def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
     if prediction_log is not None:
         prediction_log.check()
     manager = ModelManager(base_path, name, poll_seconds)
-    app = create_app(manager, max_body_bytes, max_instances, prediction_log)
+    app = create_app(manager, max_body_bytes, max_instances, prediction_log, monitoring_uri)
     if prediction_log is not None:
         prediction_log.start()
     manager.start()  # the first version loads in the background; /readyz says when
     print(f"conveyor serve: model {name!r} from {base_path} on http://{host}:{port} "
           f"(the newest version that loads, see /readyz; requests up to {max_body_bytes} "
           f"bytes and {max_instances} instances)"
-          + (f"; logging predictions to {prediction_log.describe}" if prediction_log else ""),
+          + (f"; logging predictions to {prediction_log.describe}" if prediction_log else "")
+          + (f"; drift gauges from {monitoring_uri}" if monitoring_uri else ""),
           flush=True)
 
     def stop(signum, frame):
