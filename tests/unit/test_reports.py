@@ -270,7 +270,8 @@ def test_evaluate_pages_for_each_task_are_self_contained_and_escaped(tmp_path):
     pages = {
         "binary": result_of("binary", binary, curves={"candidate": binary.curves(),
                                                       "baseline": binary.curves()},
-                            baseline_uri="gs://b/m/1", baseline_metrics={"overall": binary.result()},
+                            baseline_uri="gs://b/m/1",
+                            baseline_metrics={"overall": binary.result()},
                             skipped_baselines=[{"uri": "gs://b/m/2", "reason": "<corrupt>"}]),
         "multiclass": result_of("multiclass", multi, classes, curves=multi.curves(),
                                 confusion=multi.matrix.tolist()),

@@ -239,7 +239,8 @@ def render(*, title: str, result, policy: str, stats: DatasetStatistics) -> str:
             if c.kind == NUMERIC:
                 summary = (f"mean {_num(c.mean)}, std {_num(c.std)}, min {_num(c.min)}, "
                            f"median {_num(c.quantile(0.5))}, max {_num(c.max)}"
-                           + (f", NaN {c.nan}" if c.nan else "") + (f", inf {c.inf}" if c.inf else ""))
+                           + (f", NaN {c.nan}" if c.nan else "")
+                           + (f", inf {c.inf}" if c.inf else ""))
             elif c.values is not None:
                 top = ", ".join(f"{_short(k)} ({v})" for k, v in c.top(8))
                 summary = f"{c.distinct}{'+' if c.truncated else ''} distinct: {top}"
