@@ -116,10 +116,10 @@ class MonitoringGauges:
     """The newest monitoring.json under `uri` as Prometheus gauges (see the module docstring)."""
 
     def __init__(self, uri: str, model: str, registry: CollectorRegistry,
-                 refresh_seconds: float = MONITORING_REFRESH,
-                 clock=time.monotonic):
+                 refresh_seconds: float | None = None, clock=time.monotonic):
         self.uri, self.model = uri.rstrip("/") if uri != "/" else uri, model
-        self.refresh_seconds, self._clock = refresh_seconds, clock
+        self.refresh_seconds = MONITORING_REFRESH if refresh_seconds is None else refresh_seconds
+        self._clock = clock
         self._last = -float("inf")
         self._seen: str | None = None  # the file the gauges show (name and stamp)
         self._failed: str | None = None
