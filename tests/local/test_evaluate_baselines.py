@@ -342,3 +342,75 @@ def test_a_corrupt_newest_version_on_cloud_storage_is_skipped(candidate, dataset
     assert result.baseline_uri == f"{uri}/1" and result.newest_version_uri == f"{uri}/2"
     assert reasons(result)["2"].startswith("it does not load") and result.blessed
     assert base.versions() == [1, 2]
+
+
+# -- blessing that means something: a paired test against the baseline ----------------------
+
+def wrong_on(candidate: Path, folder: Path, values: list[float]) -> Path:
+    """The candidate, except on rows whose bill_length_mm is one of `values`: there its class
+    probabilities are rolled by one class, so its answer changes (to a wrong one where the
+    candidate was right)."""
+    import tensorflow as tf
+
+    holder = tf.Module()
+    holder.inner = tf.saved_model.load(str(candidate))
+    inner = holder.inner.signatures["serving_default"]
+    spec = dict(inner.structured_input_signature[1])
+    chosen = tf.constant(values, spec["bill_length_mm"].dtype)
+
+    @tf.function(input_signature=[spec])
+    def serve(features):
+        out = dict(inner(**features))
+        hit = tf.reduce_any(tf.equal(features["bill_length_mm"][:, None], chosen[None, :]), axis=1)
+        p = tf.where(hit[:, None], tf.roll(out["probabilities"], 1, axis=1), out["probabilities"])
+        return {"probabilities": p, "class_id": tf.argmax(p, axis=1)}
+
+    tf.saved_model.save(holder, str(folder), signatures={"serving_default": serve})
+    shutil.copytree(candidate / "assets.extra", folder / "assets.extra")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def rows_the_candidate_gets_right(candidate, dataset):
+    """bill_length_mm values that identify one eval row each, on which the candidate is right."""
+    import numpy as np
+
+    from conveyor.evaluate.evaluate import _Model
+    from conveyor.io import Dataset
+
+    table = Dataset(dataset).read_table("eval")
+    model = _Model(candidate)
+    guess = model.predict(table.combine_chunks().to_batches()[0]).argmax(axis=1)
+    classes = list(model.fitted.label_classes)
+    truth = [classes.index(s) if s in classes else -1 for s in table.column("species").to_pylist()]
+    lengths = table.column("bill_length_mm").to_pylist()
+    once = {v for v in lengths if v is not None and lengths.count(v) == 1}
+    return [v for v, g, t in zip(lengths, guess, truth) if v in once and g == t and np.isfinite(v)]
+
+
+def test_better_by_noise_is_not_blessed_but_clearly_better_is(candidate, dataset, tmp_path,
+                                                               rows_the_candidate_gets_right):
+    """Served: the candidate wrong on 2 rows it gets right (an accuracy 2 rows lower), then wrong
+    on 30. Better by 2 rows is what a retrain on the same data often is: the default (paired
+    McNemar mid-p at 0.05: p = 0.125) does not bless it, plain `min_improvement` does; better by 30 is blessed in
+    both modes. The interval is in the report either way."""
+    right = rows_the_candidate_gets_right
+    assert len(right) >= 30, len(right)
+    plain = {"accuracy": {"min_improvement": 0.0}}
+    for count, blessed_by_default in ((2, False), (30, True)):
+        served = wrong_on(candidate, tmp_path / f"served-{count}", right[:count])
+        base = publish(tmp_path / f"base-{count}", served)
+        result = evaluate_model(candidate, dataset, model_base_path=base.uri)
+        paired = result.comparison["accuracy"]
+        assert paired["improvement"] == pytest.approx(count / paired["rows"])
+        assert f"{count} rows only the candidate gets right, 0 only the baseline" in paired["note"]
+        assert result.blessed is blessed_by_default, [c.line() for c in result.checks]
+        test = [c for c in result.checks if "significantly" in c.rule]
+        assert len(test) == 1 and test[0].passed is blessed_by_default
+        assert (paired["p_value"] < 0.05) is blessed_by_default
+        assert "Improvement over the baseline, paired on the same rows" in markdown(result)
+        assert evaluate_model(candidate, dataset, model_base_path=base.uri,
+                              thresholds=plain).blessed
+    # A rerun of the served model itself is never an improvement.
+    same = evaluate_model(served, dataset, model_base_path=base.uri)
+    assert same.comparison["accuracy"]["improvement"] == 0 and not same.blessed

@@ -136,7 +136,7 @@ def test_thresholds_lower_replace_or_turn_off_the_floor():
     # Floor keys alone keep the default "beat the baseline" rule; a baseline rule replaces it.
     assert parse_thresholds({"accuracy": {"min_improvement_over_naive": 0.02},
                              "naive_floor": True}, "multiclass") == {
-        "accuracy": {"min_improvement": 1e-6}}
+        "accuracy": {"min_improvement": 1e-6, "significance": 0.05}}
     assert parse_thresholds({"auc": {"min": 0.7, "min_improvement_over_naive": 0}},
                             "binary") == {"auc": {"min": 0.7}}
     rng = np.random.default_rng(1)

@@ -68,12 +68,17 @@ def test_thresholds_follow_each_metrics_direction():
     assert outcome == {("auc", ">="): True, ("auc", "improves"): False,
                        ("log_loss", "improves"): True}  # 0.40 is 11% lower than 0.45
     assert all(c.passed for c in _checks(rules, {"auc": 0.8, "log_loss": 0.4}, None))
-    assert parse_thresholds({}, "regression") == {"rmse": {"min_improvement": 1e-6}}
+    # Without thresholds: better than the baseline by more than the rows' noise.
+    assert parse_thresholds({}, "regression") == {"rmse": {"min_improvement": 1e-6,
+                                                           "significance": 0.05}}
 
 
 @pytest.mark.parametrize("thresholds, words", [
     ({"f2": {"min": 1}}, "unknown metric 'f2'"),
     ({"auc": {"at_least": 1}}, "needs some of"),
+    ({"auc": {"significance": 0.5}}, "between 0 and 0.5"),
+    ({"auc": {"significance": 0}}, "between 0 and 0.5"),
+    ({"calibration_error": {"significance": 0.05}}, "no paired test of calibration_error"),
 ])
 def test_bad_thresholds_are_named(thresholds, words):
     with pytest.raises(InputError, match="thresholds") as err:

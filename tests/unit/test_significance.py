@@ -59,7 +59,7 @@ def test_the_same_model_twice_is_never_an_improvement():
         assert result["p_value"] >= 0.5, (metric, result)
 
 
-def test_mcnemar_is_the_exact_binomial_tail_of_the_discordant_rows():
+def test_mcnemar_is_the_mid_p_binomial_tail_of_the_discordant_rows():
     y = np.zeros(40, dtype=np.int64)
     a = np.zeros((40, 3))
     b = np.zeros((40, 3))
@@ -68,13 +68,14 @@ def test_mcnemar_is_the_exact_binomial_tail_of_the_discordant_rows():
     b[:9, 1] = 2  # the baseline wrong on 9 rows
     a[30:32, 2] = 2  # the candidate wrong on 2 of the others
     result = compare("multiclass", "accuracy", y, a, b)
-    tail = sum(math.comb(11, k) for k in range(9, 12)) / 2 ** 11
-    assert result["p_value"] == pytest.approx(tail, rel=1e-12)
+    mid_p = (sum(math.comb(11, k) for k in range(10, 12)) + math.comb(11, 9) / 2) / 2 ** 11
+    assert result["p_value"] == pytest.approx(mid_p, rel=1e-12)
     assert result["improvement"] == pytest.approx(7 / 40)
     assert result["candidate"] == pytest.approx(38 / 40) and result["baseline"] == pytest.approx(31 / 40)
     assert "9 rows only the candidate" in result["note"]
     assert _binomial_tail(0, 0) == 1.0 and _binomial_tail(3, 2) == 0.0
     assert _binomial_tail(5000, 10000) == pytest.approx(0.5 + math.comb(10000, 5000) / 2 ** 10001)
+    assert _binomial_tail(4, 4) == 1 / 16 and _binomial_tail(4, 4, mid=True) == 1 / 32
 
 
 @pytest.mark.parametrize("task, metric", [("binary", "auc"), ("binary", "accuracy"),

@@ -71,6 +71,7 @@ import pyarrow.compute as pc  # noqa: E402
 from conveyor.errors import InputError  # noqa: E402
 from conveyor.evaluate import baselines as bl  # noqa: E402
 from conveyor.evaluate import floor as fl  # noqa: E402
+from conveyor.evaluate import significance as sg  # noqa: E402
 from conveyor.evaluate.metrics import (HIGHER_IS_BETTER, MAX_CURVE_CLASSES, PRIMARY,  # noqa: E402
                                        accumulator)
 from conveyor.io.dataset import Dataset  # noqa: E402
@@ -80,9 +81,13 @@ from conveyor.transform.fit import Fitted  # noqa: E402
 
 EVALUATION_FILE = "evaluation.json"
 MAX_SLICE_VALUES = 100
-_BASELINE_KEYS = {"min", "max", "min_improvement", "min_improvement_relative"}
+_BASELINE_KEYS = {"min", "max", "min_improvement", "min_improvement_relative", "significance"}
 _THRESHOLD_KEYS = _BASELINE_KEYS | {fl.OVER_NAIVE}
 DEFAULT_IMPROVEMENT = 1e-6
+# Without thresholds, a candidate must beat the baseline on the task's primary metric by more
+# than the eval rows' noise: a one-sided paired test at this level (`significance`). A push is a
+# deploy; on a 60-row eval split a "better" AUC by 1e-6 is a coin toss.
+DEFAULT_SIGNIFICANCE = 0.05
 TRAIN_SPLIT = "train"  # where an old transform's missing prior is counted
 
 
@@ -123,6 +128,9 @@ class EvaluationResult:
     candidate_on_baseline_rows: dict[str, float] | None = None  # when they are not all rows
     signature_diff: dict | None = None
     signature: dict | None = None  # the candidate's serving signature
+    # Candidate vs baseline on the same rows, per metric with a paired test
+    # (`conveyor.evaluate.significance`): improvement, interval, one-sided p-value, method.
+    comparison: dict[str, dict] | None = None
     # For the report's charts, bounded whatever the rows (`conveyor.evaluate.metrics`): binary
     # ROC/PR/calibration of the candidate (and "baseline"); multiclass one-vs-rest curves of up to
     # 10 classes (the most frequent in train) and top-label calibration; regression a uniform
@@ -189,11 +197,38 @@ def parse_thresholds(thresholds: Mapping[str, Any] | None, task: str) -> dict[st
                     or not math.isfinite(value):
                 raise InputError(f"thresholds: {metric!r} {key} must be a finite number, "
                                  f"got {value!r}")
+        if "significance" in rule:
+            if not 0 < rule["significance"] < 0.5:
+                raise InputError(f"thresholds: {metric!r} significance is the level of a "
+                                 "one-sided test of 'no better than the baseline', between 0 "
+                                 f"and 0.5 (e.g. 0.05), got {rule['significance']!r}")
+            if not sg.supported(task, metric):
+                raise InputError(f"thresholds: {metric!r} significance: no paired test of "
+                                 f"{metric} for a {task} model (tests: "
+                                 f"{', '.join(sg.metrics_for(task))})")
         kept = {k: float(v) for k, v in rule.items() if k in _BASELINE_KEYS}
         if kept:
             out[metric] = kept
     if not out:
-        return {PRIMARY[task]: {"min_improvement": DEFAULT_IMPROVEMENT}}
+        return {PRIMARY[task]: {"min_improvement": DEFAULT_IMPROVEMENT,
+                                "significance": DEFAULT_SIGNIFICANCE}}
+    return out
+
+
+def _significance_checks(rules: dict[str, dict], comparisons: dict[str, dict],
+                         metrics: dict[str, float], baseline: dict[str, float]) -> list[Check]:
+    out = []
+    for metric, rule in rules.items():
+        if "significance" not in rule:
+            continue
+        found = comparisons[metric]
+        level, p = rule["significance"], found["p_value"]
+        low, high = found["interval"]
+        out.append(Check(
+            metric, f"improves on the baseline significantly: one-sided p {p:.3g} < {level:g} "
+                    f"({found['method']}, {found['rows']} paired rows; {found['level']:.0%} "
+                    f"interval of the improvement [{low:.4g}, {high:.4g}])",
+            metrics[metric], baseline.get(metric), bool(math.isfinite(p) and p < level)))
     return out
 
 
@@ -244,6 +279,8 @@ class _Baseline:
         self.width = width
         self.acc: dict[str, Any] = {"overall": accumulator(task, width)}
         self.candidate = accumulator(task, width)  # the candidate on the rows scored here
+        # Candidate vs baseline row by row, for every metric a paired test exists for.
+        self.paired = {m: sg.PairedComparison(task, m) for m in sg.metrics_for(task)}
         self.rows = 0
         self.unknown = np.zeros(len(fitted.label_classes or []), dtype=np.int64)
 
@@ -264,6 +301,8 @@ class _Baseline:
             return
         self.rows += int(known.sum())
         self.candidate.update(y[known], p[known])
+        for paired in self.paired.values():
+            paired.update(y[known], p[known], pb[known])
         for key, mask in groups.items():
             mask = mask & known
             if mask.any():
@@ -467,6 +506,11 @@ def evaluate_model(
         cand_common = common if note else None
     checks = _checks(rules, cand_common or overall,
                      base_metrics["overall"] if base_metrics else None)
+    comparison = None
+    if baseline is not None:
+        comparison = {m: paired.result() for m, paired in baseline.paired.items()}
+        checks += _significance_checks(rules, comparison, cand_common or overall,
+                                       base_metrics["overall"])
     checks += [Check(*row, reference="naive") for row in fl.floor_checks(
         task, floor, overall, naive_metrics["overall"], state.row_stats())]
     checks += [Check(name, "is a finite number", value, None, False)  # a NaN never blesses
@@ -505,7 +549,7 @@ def evaluate_model(
         newest_version_uri=base.version_uri(versions[-1]) if base is not None and versions
         else None,
         baseline_note=note, candidate_on_baseline_rows=cand_common,
-        signature_diff=diff, signature=candidate_signature,
+        signature_diff=diff, signature=candidate_signature, comparison=comparison,
         curves=_result_curves(task, acc, baseline))
 
 
@@ -637,6 +681,16 @@ def markdown(result: EvaluationResult) -> str:
               "runs its own."), "",
              "## Checks", ""]
     lines += [f"- {c.line()}" for c in result.checks] or ["- none"]
+    if result.comparison:
+        lines += ["", "## Improvement over the baseline, paired on the same rows", "",
+                  "| metric | candidate | baseline | improvement | interval | one-sided p | "
+                  "test |", "|---|---:|---:|---:|---|---:|---|"]
+        for metric, c in result.comparison.items():
+            low, high = c["interval"]
+            lines.append(f"| {metric} | {c['candidate']:.4g} | {c['baseline']:.4g} | "
+                         f"{c['improvement']:+.4g} | {c['level']:.0%}: [{low:.4g}, {high:.4g}] | "
+                         f"{c['p_value']:.3g} | {c['method']}" + (f"; {c['note']}" if c["note"]
+                                                                  else "") + " |")
     if result.skipped_baselines or result.baseline_note:
         lines += ["", "## Baselines skipped", ""]
         lines += [f"- {s['uri']}: {s['reason']}" for s in result.skipped_baselines]
