@@ -17,6 +17,7 @@ import pytest
 
 from conveyor.evaluate.evaluate import evaluate_model, markdown, write_outputs
 from conveyor.push.base_path import ModelBasePath
+from conveyor.reports.evaluate import render
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 
@@ -409,6 +410,7 @@ def test_better_by_noise_is_not_blessed_but_clearly_better_is(candidate, dataset
         assert len(test) == 1 and test[0].passed is blessed_by_default
         assert (paired["p_value"] < 0.05) is blessed_by_default
         assert "Improvement over the baseline, paired on the same rows" in markdown(result)
+        assert "Improvement over the baseline, paired on the same rows" in render(result)
         assert evaluate_model(candidate, dataset, model_base_path=base.uri,
                               thresholds=plain).blessed
     # A rerun of the served model itself is never an improvement.

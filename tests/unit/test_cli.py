@@ -37,7 +37,7 @@ def test_run_without_local_points_to_submit(capsys):
 def test_run_local_without_a_pipeline_names_the_choices_and_the_demo(capsys):
     assert cli.main(["run", "--local"]) == 2
     err = capsys.readouterr().err
-    assert "give a PIPELINE: batch_prediction, continuous_training, training" in err
+    assert "give a PIPELINE: batch_prediction, continuous_training, monitoring, training" in err
     assert "`conveyor demo`" in err
 
 

@@ -23,7 +23,9 @@ import dataclasses
 import importlib
 import importlib.util
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -408,6 +410,23 @@ def run_component(component, label: str, arguments: Mapping[str, Any], *,
     return result
 
 
+@contextmanager
+def _scratch(root: Path):
+    """A TMPDIR for the run's task processes, removed afterwards: kfp's command for every
+    lightweight component writes its code into `$(mktemp -d)` and never removes it."""
+    folder = Path(tempfile.mkdtemp(prefix=".conveyor-tmp-", dir=root))
+    saved = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if saved is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _run(component, label: str, name: str, arguments: dict, root: Path,
          console: progress.Console, *, stack_root, keep_stack: bool, verbose: bool) -> RunResult:
     from kfp import local
@@ -449,7 +468,7 @@ def _run(component, label: str, name: str, arguments: dict, root: Path,
         capture = progress.Capture(logs, verbose=verbose, console=console, locate=locate,
                                    branches=branches(component.pipeline_spec))
         console.line(f"{label}: running {name} through kfp.local")
-        with capture:
+        with capture, _scratch(root):
             try:
                 component(**arguments)
             except Exception as exc:  # noqa: BLE001  (kfp's own failures: reported, not raised)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from conveyor.reports import charts
-from conveyor.reports.html import esc, figure, page, short, table
+from conveyor.reports.html import esc, figure, num, page, short, table
 
 MAX_MATRIX_CLASSES = 20
 KEY_METRICS = {"binary": ("auc", "auc_pr", "accuracy", "log_loss"),
@@ -180,6 +180,20 @@ def render(result) -> str:
         row.append(_value(naive, k))
         rows.append(row)
     parts.append(table(headers, rows))
+
+    comparison = getattr(result, "comparison", None)
+    if comparison:
+        parts.append("<h2>Improvement over the baseline, paired on the same rows</h2>")
+        rows = []
+        for metric, c in comparison.items():
+            low, high = c["interval"]
+            rows.append([esc(metric), num(c["candidate"], 4), num(c["baseline"], 4),
+                         f"{c['improvement']:+.4g}" if math.isfinite(c["improvement"]) else "",
+                         f"{c['level']:.0%}: [{num(low, 4)}, {num(high, 4)}]",
+                         num(c["p_value"], 3), esc(c["method"] + (f"; {c['note']}"
+                                                                  if c["note"] else ""))])
+        parts.append(table(["metric", "candidate", "baseline", "improvement", "interval",
+                            "one-sided p (no better)", "test"], rows))
 
     shown = [k for k in KEY_METRICS.get(task, ()) if k in keys]
     parts.append("<h2>Slices: candidate / baseline / naive</h2>")
