@@ -136,3 +136,14 @@ def test_a_metric_that_does_not_fit_the_task_is_refused():
                          ("binary", "f1")):
         with pytest.raises(ValueError, match=metric):
             PairedComparison(task, metric)
+
+
+def test_the_binomial_tail_matches_exact_sums_on_both_sides_of_the_mode():
+    for n in [*range(0, 30), 101, 400]:
+        for k in range(-1, n + 2):
+            for mid in (False, True):
+                exact = sum(math.comb(n, i) for i in range(max(k, 0), n + 1))
+                if mid and 0 <= k <= n:
+                    exact -= math.comb(n, k) / 2
+                exact /= 2 ** n
+                assert _binomial_tail(k, n, mid) == pytest.approx(exact, rel=1e-9, abs=1e-300)

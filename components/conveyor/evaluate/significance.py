@@ -51,19 +51,30 @@ def supported(task: str, metric: str) -> bool:
 
 
 def _binomial_tail(k: int, n: int, mid: bool = False) -> float:
-    """P(X >= k) for X ~ Binomial(n, 1/2), exactly (n may be large: summed in logs); with
-    `mid`, P(X > k) + P(X = k) / 2 (the mid-p value)."""
-    if k <= 0 and not mid:
-        return 1.0
+    """P(X >= k) for X ~ Binomial(n, 1/2), exactly; with `mid`, P(X > k) + P(X = k) / 2 (the
+    mid-p value). Summed in logs from the far side of the mode, where the terms only shrink, and
+    stopped once they no longer count: O(sqrt(n)) terms, whatever n."""
     if k > n:
         return 0.0
-    log_half = n * math.log(0.5)
-    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + log_half
-             for i in range(max(k, 0), n + 1)]
-    if mid and k >= 0:
-        terms[0] += math.log(0.5)
-    top = max(terms)
-    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+    if k <= 0:
+        return 1.0 if not mid or k < 0 else 1.0 - 0.5 ** (n + 1)
+    if 2 * k <= n:  # mostly mass: 1 - P(X <= k - 1) = 1 - P(X >= n - k + 1), by symmetry
+        below = _binomial_tail(n - k + 1, n)
+        at = math.exp(_log_choose(n, k) + n * math.log(0.5))
+        return min(1.0, max(0.0, 1.0 - below - (at / 2 if mid else 0.0)))
+    log_term = _log_choose(n, k) + n * math.log(0.5)
+    total, first = 0.0, log_term
+    for i in range(k, n + 1):
+        weight = 0.5 if mid and i == k else 1.0
+        total += weight * math.exp(log_term - first)
+        if log_term - first < -40:
+            break
+        log_term += math.log(n - i) - math.log(i + 1) if i < n else 0.0
+    return min(1.0, math.exp(first) * total)
+
+
+def _log_choose(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
 
 
 class PairedComparison:
