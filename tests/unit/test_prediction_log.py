@@ -330,7 +330,7 @@ def test_any_json_body_becomes_rows_that_write_as_parquet():
     """Arbitrary JSON (what parse_body can return: nesting, unicode keys, huge integers, NaN,
     lone surrogates) under the names of the signature's inputs or others, as rows or columns:
     rows_of never raises, gives exactly instance_count rows, and the rows write as Parquet."""
-    from hypothesis import HealthCheck, given, settings
+    from hypothesis import HealthCheck, example, given, settings
     from hypothesis import strategies as st
 
     from conveyor.serving.prediction_log import instance_count, parquet_bytes
@@ -353,6 +353,7 @@ def test_any_json_body_becomes_rows_that_write_as_parquet():
 
     @settings(max_examples=120, derandomize=True, deadline=None,
               suppress_health_check=list(HealthCheck))
+    @example(body={"instances": []}, answer="\ud800", status=400)  # once a bare error string
     @given(body=bodies, answer=answers, status=st.sampled_from([200, 400, 500]))
     def check(body, answer, status):
         e = entry(body=body, answer=answer, status=status)

@@ -230,6 +230,8 @@ def rows_of(entry: Entry) -> list[dict[str, Any]]:
     if entry.status != 200:
         message = entry.answer.get("error") if isinstance(entry.answer, dict) else None
         error = str(message if message is not None else entry.answer)[:ERROR_CHARS]
+        if not _encodable(error):  # a lone surrogate (echoed from the request): escaped
+            error = error.encode("utf-8", "backslashreplace").decode("utf-8")
     instances = _instances(entry.body)
     if instances is None:
         unparsed = None if entry.body is None else _json(entry.body)
