@@ -10,18 +10,10 @@ from typing import Any
 
 from conveyor.reports.html import esc, page, short, table
 from conveyor.validate.drift import _as_categories
+from conveyor.validate.report import series_of
 from conveyor.validate.stats import NUMERIC, TEMPORAL, ColumnStatistics
 
 MAX_CHARTS = 24
-
-
-def _series(label: str, c: ColumnStatistics):
-    from conveyor.reports.charts import Series
-
-    if _as_categories(c):
-        return Series(label, counts=dict(c.values or {}), rows=c.rows, nulls=c.nulls)
-    values = c.sample.values if c.sample is not None else None
-    return Series(label, values=values, rows=c.rows, nulls=c.nulls)
 
 
 def _kind(a: ColumnStatistics, b: ColumnStatistics) -> str | None:
@@ -38,7 +30,7 @@ def _chart(index: int, column: str, base: ColumnStatistics, cur: ColumnStatistic
     kind = _kind(base, cur)
     if kind is None:
         return ""
-    series = [_series("training", base), _series("traffic", cur)]
+    series = [series_of("training", base), series_of("traffic", cur)]
     svg = charts.render(charts.distributions, f"m{index}", [("traffic vs training", series)],
                         kind, legend=False, name=f"distribution of {column}")
     legend = ", ".join(f"<span style='color:{color}'>&#9632;</span> {esc(s.label)} "

@@ -26,7 +26,8 @@ MAX_CHARTS = 24  # features with a chart (~35 kB and ~0.13 s each): a page stays
 SIDE_CATEGORIES = 8
 
 
-def _series(label: str, c: ColumnStatistics):
+def series_of(label: str, c: ColumnStatistics):
+    """The chart series of one column's statistics: category counts, or its number sample."""
     from conveyor.reports.charts import Series
 
     if _as_categories(c):
@@ -74,16 +75,16 @@ def _feature_chart(index: int, column: str, result, stats: DatasetStatistics) ->
         kind = _chart_kind([base, current]) if base is not None else None
         if kind:
             panels.append((kind, f"{split} vs baseline",
-                           [_series("baseline", base), _series(split, current)]))
+                           [series_of("baseline", base), series_of(split, current)]))
     if "train" in stats.splits and "eval" in stats.splits:
         train, evaluation = (stats.splits[n].columns.get(column) for n in ("train", "eval"))
         kind = (_chart_kind([train, evaluation]) if train is not None and evaluation is not None
                 else None)
         if kind:
             panels.append((kind, "train vs eval",
-                           [_series("train", train), _series("eval", evaluation)]))
+                           [series_of("train", train), series_of("eval", evaluation)]))
     if not panels:
-        panels.append((_chart_kind([current]) or "numeric", split, [_series(split, current)]))
+        panels.append((_chart_kind([current]) or "numeric", split, [series_of(split, current)]))
     kind = panels[0][0]  # one kind per chart (a column that changed type keeps the first)
     kept = [(t, series) for k, t, series in panels if k == kind]
     svg = charts.render(charts.distributions, f"v{index}", kept, kind, legend=False,
