@@ -58,11 +58,19 @@ def faulty_cloud(rate: float, seed: int, http_kinds=None, tcp_kinds=None, deadli
 
 
 def run_pipeline(root: Path, table: str, base: str) -> Path:
-    from conveyor.demo import run_local_pipeline
+    """The training pipeline through kfp.local (raising on a failed task); its run folder."""
+    from kfp import local
+
     from conveyor.pipelines import training
 
-    return run_local_pipeline(training.pipeline, root, table=table, label="species",
-                              model_base_path=base, hyperparameters=HPARAMS)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
+               raise_on_error=True)
+    before = set(root.iterdir()) if root.exists() else set()
+    training.pipeline(table=table, label="species", model_base_path=base,
+                      hyperparameters=HPARAMS)
+    new = [p for p in root.iterdir() if p.is_dir() and p not in before]
+    assert len(new) == 1, new
+    return new[0]
 
 
 def outcome(run: Path, base: str) -> dict:
