@@ -24,14 +24,18 @@ install: $(STAMP) ## create .venv with conveyor and everything it needs (done by
 demo: $(STAMP) ## the embedded default: emulators, seed data, the pipeline through kfp.local
 	$(BIN)/conveyor demo
 
+# The suite runs in $(TEST_WORKERS) processes, a test file per process at a time (pytest-xdist):
+# each starts its own emulators on free ports. TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) ## every test; starts the emulators it needs
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP) ## the fast tier only: no emulators, no kfp.local, no installs
 	$(BIN)/python -m pytest -m "not local and not slow"
 
 test-local: $(STAMP) ## the emulator and kfp.local tier only
-	$(BIN)/python -m pytest -m local
+	$(BIN)/python -m pytest -m local -n $(TEST_WORKERS) --dist loadfile
 
 compile: $(STAMP) ## regenerate every compiled component and pipeline spec (REGISTRY=...)
 	$(BIN)/conveyor compile --registry $(REGISTRY)

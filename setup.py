@@ -54,6 +54,7 @@ BENCH = ["scikit-learn>=1.9,<1.10", "statsmodels>=0.15,<0.16", "vega_datasets==0
 TEST = [
     "pytest>=9,<10",
     "pytest-timeout>=2.3,<3",
+    "pytest-xdist>=3.8,<4",  # make test runs the suite in two processes (-n 2, a file per worker)
     "kubernetes-validate>=1.33,<2",
     "hypothesis>=6.100,<7",  # property-based tests of conveyor serve's request handling
 ]
