@@ -416,3 +416,34 @@ def test_better_by_noise_is_not_blessed_but_clearly_better_is(candidate, dataset
     # A rerun of the served model itself is never an improvement.
     same = evaluate_model(served, dataset, model_base_path=base.uri)
     assert same.comparison["accuracy"]["improvement"] == 0 and not same.blessed
+
+
+def test_evaluate_records_the_predictions_it_scored_for_the_monitor(candidate, dataset, tmp_path):
+    """predictions.json: the class_label counts of exactly the rows evaluate scored (the
+    model's own answers on the eval split), in the format the monitor reads."""
+    from collections import Counter
+
+    import tensorflow as tf
+
+    from conveyor.io import Dataset
+    from conveyor.monitor.monitor import PREDICTIONS_FORMAT
+    from conveyor.transform.fit import Fitted
+    from conveyor.transform.inputs import model_inputs
+
+    result = evaluate_model(candidate, dataset)
+    write_outputs(result, tmp_path / "evaluation", tmp_path / "report.md")
+    record = json.loads((tmp_path / "evaluation" / "predictions.json").read_text())
+    assert record == json.loads(json.dumps(result.predictions))
+    assert (record["format"], record["task"], record["output"]) == (
+        PREDICTIONS_FORMAT, "multiclass", "class_label")
+
+    fitted = Fitted.load(candidate / "assets.extra")
+    serve = tf.saved_model.load(str(candidate)).signatures["serving_default"]
+    table = Dataset(dataset).read_table("eval")
+    table = table.filter(table.column("species").is_valid())
+    answered = serve(**{n: tf.constant(a) for n, a in model_inputs(
+        table.combine_chunks().to_batches()[0], fitted).items()})["class_label"].numpy()
+    expected = Counter(v.decode() for v in answered)
+    assert dict(record["statistics"]["values"]) == dict(expected)
+    assert record["statistics"]["count"] == table.num_rows
+

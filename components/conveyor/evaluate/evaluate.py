@@ -136,6 +136,10 @@ class EvaluationResult:
     # 10 classes (the most frequent in train) and top-label calibration; regression a uniform
     # sample of (actual, predicted) pairs.
     curves: dict | None = None
+    # Statistics of the candidate's predictions (class_label or value) over the evaluated rows,
+    # as `conveyor.monitor` reads them: written as predictions.json, copied by push into the
+    # version's assets.extra, so the monitor compares serving predictions with eval-time ones.
+    predictions: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "checks": [dataclasses.asdict(c) for c in self.checks]}
@@ -550,7 +554,9 @@ def evaluate_model(
         else None,
         baseline_note=note, candidate_on_baseline_rows=cand_common,
         signature_diff=diff, signature=candidate_signature, comparison=comparison,
-        curves=_result_curves(task, acc, baseline))
+        curves=_result_curves(task, acc, baseline),
+        predictions=(state.predictions.record() if state.predictions.statistics.rows == state.rows
+                     else None))
 
 
 def _curve_classes(fitted: Fitted) -> list[int]:
@@ -598,8 +604,13 @@ class _State:
         self.rows = self.positives = self.answered = 0
         self.shapes: dict = {}
         self.infra_note = ""
+        from conveyor.monitor.monitor import PredictionStatistics
+
+        self.predictions = PredictionStatistics(task)
 
     def update(self, out, key, y, p, groups, rows) -> None:
+        if self.predictions.output in out:
+            self.predictions.update(np.asarray(out[self.predictions.output]).reshape(-1))
         if not self.infra_note:
             try:
                 self.shapes = infra.check_outputs(out, rows)
@@ -650,6 +661,10 @@ def write_outputs(result: EvaluationResult, evaluation_dir: str | Path,
     folder = Path(evaluation_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / EVALUATION_FILE).write_text(json.dumps(result.to_dict(), indent=1, default=float))
+    if result.predictions is not None:
+        from conveyor.monitor.monitor import PREDICTIONS_FILE
+
+        (folder / PREDICTIONS_FILE).write_text(json.dumps(result.predictions, default=float))
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
     Path(report_path).write_text(markdown(result))
     if html_report_path is not None:

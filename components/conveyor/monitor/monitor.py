@@ -198,19 +198,37 @@ def load_served(model_base_path: str, scratch: str | Path) -> Served:
     return Served.from_folder(folder, latest, base.version_uri(latest))
 
 
+class PredictionStatistics:
+    """The eval-time prediction statistics a version carries as `assets.extra/predictions.json`,
+    accumulated batch by batch: statistics of `class_label` (classification) or `value`
+    (regression). evaluate builds them over the rows it scores; push copies the file."""
+
+    def __init__(self, task: str, split: str = "eval"):
+        self.task, self.split = task, split
+        self.output = "value" if task == "regression" else "class_label"
+        self.kind = "float64" if task == "regression" else "string"
+        self.statistics = ColumnStatistics(self.output, self.kind)
+
+    def update(self, values: Iterable[Any] | pa.Array | np.ndarray) -> None:
+        target = pa.float64() if self.kind == "float64" else pa.string()
+        if isinstance(values, np.ndarray) and values.dtype == object:  # TF strings are bytes
+            values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+                      for v in values.tolist()]
+        array = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(
+            values if isinstance(values, np.ndarray) else list(values), target)
+        self.statistics.update(array.cast(target))
+
+    def record(self) -> dict[str, Any]:
+        return {"format": PREDICTIONS_FORMAT, "task": self.task, "output": self.output,
+                "split": self.split, "statistics": self.statistics.to_dict()}
+
+
 def prediction_record(task: str, values: Iterable[Any] | pa.Array,
                       split: str = "eval") -> dict[str, Any]:
-    """The eval-time prediction statistics a version should carry as
-    `assets.extra/predictions.json`: statistics of `class_label` (classification) or `value`
-    (regression) over the eval split's predictions. (evaluate would write it, push copy it.)"""
-    output = "value" if task == "regression" else "class_label"
-    kind = "float64" if task == "regression" else "string"
-    array = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(
-        list(values), pa.float64() if kind == "float64" else pa.string())
-    stats = ColumnStatistics(output, kind)
-    stats.update(array.cast(pa.float64() if kind == "float64" else pa.string()))
-    return {"format": PREDICTIONS_FORMAT, "task": task, "output": output, "split": split,
-            "statistics": stats.to_dict()}
+    """`PredictionStatistics` of all `values` at once, as the record."""
+    stats = PredictionStatistics(task, split)
+    stats.update(values)
+    return stats.record()
 
 
 # -- from logged values to training columns ------------------------------------------------------
