@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from conveyor.errors import EmptyDataError, InputError, SchemaError
 from conveyor.io.dataset import Dataset
 from conveyor.transform.spec import DATETIME_TYPES, FLOAT32_MAX, MAX_CLASSES, FeatureSpec
-from conveyor.validate.stats import ColumnStatistics
+from conveyor.stats.columns import ColumnStatistics
 
 FORMAT = "conveyor.transform/v1"
 TRANSFORM_FILE, SPEC_FILE = "transform.json", "feature_spec.yaml"

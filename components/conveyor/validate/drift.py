@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from conveyor.validate.stats import (CATEGORICAL, NUMERIC, TEMPORAL, ColumnStatistics,
+from conveyor.stats.columns import (CATEGORICAL, NUMERIC, TEMPORAL, ColumnStatistics,
                                      SplitStatistics)
 
 JS, LINF = "jensen_shannon", "l_infinity"

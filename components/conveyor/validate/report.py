@@ -20,7 +20,7 @@ from conveyor.reports.html import num as _num
 from conveyor.reports.html import page, short as _short, table as _table
 from conveyor.validate.checks import CheckResult
 from conveyor.validate.drift import Distance, _as_categories
-from conveyor.validate.stats import NUMERIC, TEMPORAL, ColumnStatistics, DatasetStatistics
+from conveyor.stats.columns import NUMERIC, TEMPORAL, ColumnStatistics, DatasetStatistics
 
 MAX_CHARTS = 24  # features with a chart (~35 kB and ~0.13 s each): a page stays under 2 MB
 SIDE_CATEGORIES = 8

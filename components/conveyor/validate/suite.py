@@ -52,7 +52,7 @@ import yaml
 
 from conveyor.errors import InputError
 from conveyor.io.dataset import CONTRACT_TYPES
-from conveyor.validate.stats import CATEGORICAL, NUMERIC, SplitStatistics
+from conveyor.stats.columns import CATEGORICAL, NUMERIC, SplitStatistics
 
 SPEC_FILE, GX_FILE = "suite.yaml", "expectations.json"
 _COLUMN_KEYS = {"type", "nullable", "max_null_fraction", "min", "max", "allowed", "unique",

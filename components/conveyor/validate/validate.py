@@ -29,7 +29,8 @@ from typing import Any
 
 from conveyor.errors import ConveyorError, InputError
 from conveyor.io.dataset import Dataset
-from conveyor.validate import checks, drift, report, stats, suite as suites
+from conveyor.stats import columns as stats
+from conveyor.validate import checks, drift, report, suite as suites
 
 POLICIES = ("fail", "warn")
 VERDICT_FILE = "validation.json"
