@@ -9,4 +9,5 @@ PIPELINES: dict[str, str] = {
     "continuous_training": "conveyor.pipelines.continuous_training",
     "batch_prediction": "conveyor.pipelines.batch_prediction",
     "monitoring": "conveyor.pipelines.monitoring",
+    "training_distributed": "conveyor.pipelines.training_distributed",
 }

@@ -11,6 +11,10 @@ Retries (2, after 2 s and 4 s) are for preemption, crashed processes and outages
 the in-task retries of `conveyor.gcp.retry`; bad input fails once (`conveyor.failfast`). The CPU branch is built
 first, so its tasks keep the plain names (train, evaluate, push) and the GPU branch's get a
 `-2` suffix.
+
+`train_replicas` (compile time, default 1) picks the train op (`train_ops`): 1 is today's single
+train task; above 1, train runs as a Vertex AI custom job of that many machines, 1 chief and
+the rest workers (`conveyor.pipelines.distributed`, docs/distributed-training-pipelines.md).
 """
 
 from __future__ import annotations
@@ -19,12 +23,25 @@ from kfp import dsl
 from kfp.dsl import pipeline_channel
 
 from conveyor.evaluate.component import evaluate
+from conveyor.pipelines import distributed
 from conveyor.push.component import push
 from conveyor.train.component import train, train_gpu
 
 #: Accelerator used when a pipeline is given GPUs and no type (Vertex AI's name for it; on
 #: Kubeflow on GKE use the node's resource name, e.g. nvidia.com/gpu).
 DEFAULT_ACCELERATOR = "NVIDIA_TESLA_T4"
+
+
+def train_ops(train_replicas: int = 1,
+              machine_type: str = distributed.DEFAULT_MACHINE_TYPE) -> tuple:
+    """The (CPU, GPU) train components for `train_replicas` machines: conveyor's `train` and
+    `train_gpu` for 1, their Vertex AI custom-job forms for more (an InputError for anything
+    but an int >= 1)."""
+    distributed.check_replicas(train_replicas)
+    if train_replicas == 1:
+        return train, train_gpu
+    return (distributed.custom_job_train(train_replicas, machine_type=machine_type),
+            distributed.custom_job_train(train_replicas, gpu=True, machine_type=machine_type))
 
 
 def _evaluate_and_push(model, *, dataset, statistics, model_base_path, slices,
@@ -56,21 +73,34 @@ def train_evaluate_push(
     gpus: pipeline_channel.PipelineChannel,
     accelerator: pipeline_channel.PipelineChannel,
     allow_breaking_signature=False,
+    train_replicas: int = 1,
+    machine_type: str = distributed.DEFAULT_MACHINE_TYPE,
 ) -> None:
-    """Train (on `gpus` accelerators of type `accelerator` when `gpus` > 0), evaluate, push."""
+    """Train (on `gpus` accelerators of type `accelerator` when `gpus` > 0; on
+    `train_replicas` machines of `machine_type` when above 1), evaluate, push."""
+    on_cpu, on_gpu = train_ops(train_replicas, machine_type)
+    many = train_replicas > 1
     arguments = dict(dataset=dataset, preprocessing=preprocessing,
                      hyperparameters=hyperparameters, module_file=module_file)
     after = dict(dataset=dataset, statistics=statistics, model_base_path=model_base_path,
                  slices=slices, thresholds=thresholds,
                  allow_breaking_signature=allow_breaking_signature)
     with dsl.If(gpus == 0, name="on-cpu"):
-        trained = train(**arguments).set_display_name("Train")
+        if many:  # the task is the custom job's launcher; the machines are in the job
+            trained = on_cpu(**arguments).set_display_name(f"Train ({train_replicas} machines)")
+        else:
+            trained = on_cpu(**arguments).set_display_name("Train")
+            trained.set_cpu_request("2").set_memory_request("4G")
         trained.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
-        trained.set_cpu_request("2").set_memory_request("4G")
         _evaluate_and_push(trained.outputs["model"], **after)
     with dsl.Else(name="on-gpu"):
-        trained = train_gpu(**arguments).set_display_name("Train (GPU)")
+        if many:
+            trained = on_gpu(**arguments, accelerator_type=accelerator,
+                             accelerator_count=gpus).set_display_name(
+                f"Train (GPU, {train_replicas} machines)")
+        else:
+            trained = on_gpu(**arguments).set_display_name("Train (GPU)")
+            trained.set_cpu_request("4").set_memory_request("12G")
+            trained.set_accelerator_type(accelerator).set_accelerator_limit(gpus)
         trained.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
-        trained.set_cpu_request("4").set_memory_request("12G")
-        trained.set_accelerator_type(accelerator).set_accelerator_limit(gpus)
         _evaluate_and_push(trained.outputs["model"], **after)
