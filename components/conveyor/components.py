@@ -9,10 +9,11 @@ from conveyor.ingest.component import bigquery_ingest, gcs_ingest
 from conveyor.monitor.component import monitor
 from conveyor.predict.component import batch_predict
 from conveyor.preflight.component import preflight
+from conveyor.promote.component import promote, start_canary
 from conveyor.push.component import push
 from conveyor.train.component import train
 from conveyor.transform.component import transform
 from conveyor.validate.component import validate
 
 __all__ = ["preflight", "bigquery_ingest", "gcs_ingest", "validate", "transform", "train",
-           "evaluate", "push", "batch_predict", "monitor"]
+           "evaluate", "push", "batch_predict", "monitor", "promote", "start_canary"]

@@ -19,6 +19,9 @@ def push(
     vertex_traffic_percent: int = 10,
     vertex_serving_image: str = "",
     kserve_service: str = "",
+    mode: str = "auto",
+    vertex_model: str = "",
+    kserve_canary_percent: int = 10,
 ):
     """Push a blessed model as a new version under a TensorFlow Serving model base path.
 
@@ -39,6 +42,9 @@ def push(
         vertex_traffic_percent: Share of the endpoint's traffic the new version gets.
         vertex_serving_image: Vertex AI prebuilt TensorFlow serving image (default: tf2-cpu).
         kserve_service: namespace/name of a KServe InferenceService to point at the version.
+        mode: champion (served at once), challenger (labelled challenger beside the champion until promote decides), or auto (challenger when the base path's labels, or the Vertex AI model, have a champion).
+        vertex_model: Model Registry model (resource name or ID) the versions are uploaded into; default from the base path's name.
+        kserve_canary_percent: Share of the InferenceService's traffic a challenger gets (canaryTrafficPercent).
     """
     from conveyor.push import tasks
 
@@ -46,4 +52,6 @@ def push(
                model_base_path=model_base_path, split=split, statistics=statistics,
                vertex_endpoint=vertex_endpoint,
                vertex_traffic_percent=vertex_traffic_percent,
-               vertex_serving_image=vertex_serving_image, kserve_service=kserve_service)
+               vertex_serving_image=vertex_serving_image, kserve_service=kserve_service,
+               mode=mode, vertex_model=vertex_model,
+               kserve_canary_percent=kserve_canary_percent)

@@ -16,6 +16,17 @@ evaluation without a baseline stands only for an empty base path: once a version
 model was compared with nothing that is served, so it is refused the same way ("... evaluated
 without a baseline"). A baseline given explicitly that is not a version of this base path is the
 user's own choice of comparison and is not checked (the summary says so).
+
+Canary (`mode`, docs/promotion.md). "champion": the new version is served at once (without a
+labels file, as TensorFlow Serving does: the newest version; with one, the `champion` label
+moves to it and any challenger is dropped). "challenger": the version is published and labelled
+`challenger` in the base path's `labels.json`; the champion stays served (without a labels file
+it becomes the version that was served, the newest before this push; the first version of a base
+path is its champion), until `conveyor.promote` promotes or rolls it back. "auto" (the default):
+"challenger" when the base path's labels name a champion (or, with a Vertex AI endpoint, when
+the Model Registry model already has versions), else "champion", so a base path without labels
+behaves as it always did. The labels are written after the version is published: a push killed
+in between leaves an unlabelled version nobody serves by default, and its retry labels it.
 """
 
 from __future__ import annotations
@@ -31,7 +42,9 @@ from conveyor.evaluate.evaluate import EVALUATION_FILE
 from conveyor.push import infra
 from conveyor.push.base_path import ModelBasePath, StaleBaseline
 
-__all__ = ["NotBlessed", "PushResult", "StaleBaseline", "blessing", "push"]
+__all__ = ["MODES", "NotBlessed", "PushResult", "StaleBaseline", "blessing", "push"]
+
+MODES = ("auto", "champion", "challenger")
 
 
 class NotBlessed(ConveyorError):
@@ -48,6 +61,8 @@ class PushResult:
     new: bool = True  # False: the latest version already held this model; nothing was added
     skipped: list[int] = dataclasses.field(default_factory=list)  # numeric folders not conveyor's
     baseline: str = ""  # what the publication was checked against
+    mode: str = "champion"  # champion or challenger, as resolved
+    labels: dict = dataclasses.field(default_factory=dict)  # the base path's labels after push
 
     def markdown(self) -> str:
         title = (f"# Pushed version {self.version}" if self.new else
@@ -64,6 +79,9 @@ class PushResult:
             lines.append("- skipped version numbers " + ", ".join(map(str, self.skipped))
                          + ": numeric folders under the base path that conveyor did not publish "
                          "(never written into)")
+        if self.labels:
+            lines.append(f"- mode: {self.mode}; labels: " + ", ".join(
+                f"{k} v{v}" for k, v in sorted(self.labels.items())))
         lines += [f"- {name}: {value}" for name, value in self.deployments.items()]
         return "\n".join(lines) + "\n"
 
@@ -101,19 +119,36 @@ def _baseline(base: ModelBasePath, uri: str | None) -> tuple[int | None, str]:
 def push(model_dir: str | Path, evaluation_dir: str | Path, model_base_path: str, *,
          sample: dict, statistics_dir: str | Path | None = None, vertex_endpoint: str = "",
          vertex_traffic_percent: int = 10, vertex_serving_image: str = "",
-         kserve_service: str = "") -> PushResult:
-    """Publish `model_dir` under `model_base_path` if its evaluation blessed it and it serves;
-    then, if asked, deploy that version to a Vertex AI endpoint (canary) and/or point a KServe
-    InferenceService at it."""
+         vertex_model: str = "", kserve_service: str = "", kserve_canary_percent: int = 10,
+         mode: str = "auto", vertex_options: dict | None = None) -> PushResult:
+    """Publish `model_dir` under `model_base_path` if its evaluation blessed it and it serves,
+    as the served version or as a challenger (`mode`); then, if asked, upload that version into
+    a Vertex AI Model Registry model and deploy it to an endpoint (a challenger with a share of
+    the traffic) and/or point a KServe InferenceService at it (a challenger as its canary).
+    `vertex_options`: {api_endpoint, credentials} for the Vertex clients (tests)."""
+    if mode not in MODES:
+        raise InputError(f"mode: {mode!r}; expected one of {', '.join(MODES)}")
     blessed, failed = blessing(evaluation_dir)
     if not blessed:
         raise NotBlessed("push: the model is not blessed; nothing pushed. Failed checks: "
                          + ("; ".join(failed) or "none recorded"))
     base = ModelBasePath(model_base_path)
+    labels_before = base.labels()  # a malformed labels file fails here, before anything
     if vertex_endpoint and not base.gcs:
         raise InputError("vertex_endpoint: Vertex AI serves models from gs://; "
                          f"model_base_path is {model_base_path!r}")
     evaluation = _evaluation(evaluation_dir)
+    vertex_clients = registry = None
+    if vertex_endpoint:
+        from conveyor.push import vertex
+
+        vertex_clients = vertex.Clients.for_endpoint(vertex_endpoint, **(vertex_options or {}))
+        registry = vertex.registry_model(vertex_endpoint, vertex_model or Path(base.uri).name)
+    if mode == "auto":
+        if vertex_clients is not None:
+            mode = "challenger" if vertex_clients.model_exists(registry) else "champion"
+        else:
+            mode = "challenger" if "champion" in labels_before else "champion"
     # The newest version evaluate saw (it may have judged against an older one, or the naive
     # floor alone, when newer versions could not be evaluated); evaluations written before
     # that field existed name only their baseline.
@@ -134,18 +169,50 @@ def push(model_dir: str | Path, evaluation_dir: str | Path, model_base_path: str
             model_dir = staged
         published = base.publish_model(model_dir, dedupe=True, baseline=baseline)
     version = published.version
+    labels = _label(base, version, mode, previous=_previous(base, version))
     result = PushResult(version, base.version_uri(version), base.uri, answered,
-                        new=published.new, skipped=published.skipped, baseline=note)
+                        new=published.new, skipped=published.skipped, baseline=note, mode=mode,
+                        labels=labels)
     if vertex_endpoint:
         from conveyor.push.vertex import PREBUILT_TF_CPU, push_to_vertex
 
         result.deployments["vertex"] = push_to_vertex(
             result.uri, vertex_endpoint, display_name=f"{Path(base.uri).name}-v{version}",
             traffic_percent=vertex_traffic_percent,
-            serving_image=vertex_serving_image or PREBUILT_TF_CPU)
+            serving_image=vertex_serving_image or PREBUILT_TF_CPU, model=registry,
+            challenger=mode == "challenger", clients=vertex_clients)
     if kserve_service:
         from conveyor.push.kserve import push_to_kserve
 
-        push_to_kserve(result.uri, kserve_service)
-        result.deployments["kserve"] = f"{kserve_service} storageUri -> {result.uri}"
+        canary = kserve_canary_percent if mode == "challenger" else None
+        push_to_kserve(result.uri, kserve_service, canary_percent=canary)
+        result.deployments["kserve"] = (
+            f"{kserve_service} storageUri -> {result.uri}"
+            + (f" as its canary ({canary}% of the traffic)" if canary is not None else ""))
     return result
+
+
+def _previous(base: ModelBasePath, version: int) -> int | None:
+    """The newest published version below `version` (what was served before it, unlabelled)."""
+    older = [v for v in base.versions() if v < version]
+    return older[-1] if older else None
+
+
+def _label(base: ModelBasePath, version: int, mode: str, previous: int | None) -> dict:
+    """Label `version` as `mode` says; the labels after it ({} when the base path keeps none)."""
+    def change(labels: dict) -> dict:
+        if mode == "champion":
+            if not labels:
+                return {}  # no labels file: the newest version is served, as always
+            labels.pop("challenger", None)
+            labels["champion"] = version
+            return labels
+        champion = labels.get("champion", previous if previous != version else None)
+        if champion is None or champion == version:  # the first version: nothing to challenge
+            labels.pop("challenger", None)
+            labels["champion"] = version
+            return labels
+        labels["champion"], labels["challenger"] = champion, version
+        return labels
+
+    return base.update_labels(change)

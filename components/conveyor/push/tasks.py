@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 def push(model, evaluation, dataset, pushed_model, summary, *, model_base_path: str,
          split: str = "eval", statistics=None, **targets):
@@ -18,7 +20,8 @@ def push(model, evaluation, dataset, pushed_model, summary, *, model_base_path: 
                          **targets)
     pushed_model.metadata.update({"version": result.version, "uri": result.uri,
                                   "target": result.target, "new": result.new,
-                                  "skipped": ",".join(map(str, result.skipped)), **{
+                                  "skipped": ",".join(map(str, result.skipped)),
+                                  "mode": result.mode, "labels": json.dumps(result.labels), **{
                                       k: str(v) for k, v in result.deployments.items()}})
     with open(summary.path, "w") as f:
         f.write(result.markdown())
