@@ -214,9 +214,12 @@ def _serve(args: argparse.Namespace) -> int:
                           ("--max-instances", args.max_instances)):
         if value < 1:
             raise InputError(f"serve: {option} must be at least 1, got {value}")
+    if not 0 <= args.canary_percent <= 100:
+        raise InputError(f"serve: --canary-percent must be 0 to 100, got {args.canary_percent}")
     serve(args.model_base_path, args.model_name, args.host, args.port, args.poll_seconds,
           args.max_request_bytes, args.max_instances, _prediction_log(args),
-          args.monitoring_uri or os.environ.get("CONVEYOR_MONITORING_URI", ""))
+          args.monitoring_uri or os.environ.get("CONVEYOR_MONITORING_URI", ""),
+          canary_percent=args.canary_percent)
     return 0
 
 
@@ -386,6 +389,11 @@ def parser() -> argparse.ArgumentParser:
                           "or a folder or gs:// prefix the monitor publishes into) as "
                           "Prometheus gauges: conveyor_feature_drift{feature=...}, "
                           "conveyor_feature_drifted, ... (default CONVEYOR_MONITORING_URI)")
+    srv.add_argument("--canary-percent", type=float, default=0.0, metavar="PERCENT",
+                     help="with version labels at the base path (labels.json), the share of "
+                          "requests without a version or label that the `challenger` answers, "
+                          "chosen by request id; the rest go to the `champion` (default 0). "
+                          "Either is reachable as /v1/models/NAME/labels/LABEL:predict")
     srv.set_defaults(func=_serve)
 
     run = sub.add_parser("run", help="run a pipeline locally through kfp.local, quietly",

@@ -15,6 +15,16 @@ they stand (no `saved_model.pb`, a name such as `007`, on gs:// a folder without
 are reported, once, and never loaded. `status()` (served on `/readyz`) says what is served and
 which newer versions are skipped, and why. Every swap is logged: from, to, seconds to load and
 warm up.
+
+Version labels (docs/promotion.md). When the base path has a `labels.json` (TensorFlow
+Serving's version labels, written by push in challenger mode and by promote), the `champion`
+version is served by default instead of the newest, and the `challenger`, loaded beside it, is
+reached by its label (`get_label`) and takes `canary_percent` of the default traffic (chosen by
+the server). Labels are re-read at every poll: a promotion swaps the default to the new
+champion within a poll, a rollback drops the challenger's share. A labelled version that does
+not load is skipped as above (the champion that was served stays served). A labels file that
+cannot be read counts as a failed poll: nothing changes. Without a labels file, the newest
+version is served, as always.
 """
 
 from __future__ import annotations
@@ -295,6 +305,8 @@ class ModelManager:
         self._poll_error_logged = -math.inf
         self._poll_failures = 0
         self._clock = clock
+        self.labels: dict[str, int] = {}  # the base path's version labels, as last read
+        self.canary_percent = 0.0  # share of default requests the challenger answers (server)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.on_load: Callable[[Loaded], None] = lambda loaded: None
@@ -351,11 +363,20 @@ class ModelManager:
         (a version that failed before only once its backoff is over)."""
         try:
             versions, unusable = self._scan()
+            labels = self.base.labels()
         except Exception as exc:  # noqa: BLE001  (a poll failing must not stop serving)
             self._polling_failed(exc)
         else:
             self._polling_works()
-            self._consider(versions, unusable)
+            if labels != self.labels:
+                log.info("%s: labels %s (were %s)", self.name, labels or "none",
+                         self.labels or "none")
+            with self._lock:
+                self.labels = labels
+            if "champion" in labels:
+                self._consider_labels(versions, unusable, labels)
+            else:
+                self._consider(versions, unusable)
         self.polls += 1
         self.on_poll(self)
 
@@ -394,6 +415,61 @@ class ModelManager:
             if self._load(version):
                 return
 
+    def _consider_labels(self, versions: list[int], unusable: dict[str, str],
+                         labels: dict[str, int]) -> None:
+        """Load the labelled versions not loaded yet (champion first), then serve the champion
+        by default if it is loaded."""
+        published = set(versions)
+        wanted = [labels["champion"], *(v for k, v in sorted(labels.items())
+                                        if k != "champion" and v != labels["champion"])]
+        with self._lock:
+            self._unusable = {n: r for n, r in unusable.items() if int(n) in wanted}
+            for version in [v for v in self._failed if v not in wanted]:
+                del self._failed[version]
+            for label, version in labels.items():
+                if version not in published and str(version) not in self._unusable:
+                    self._unusable[str(version)] = (f"labelled {label!r} but not a published "
+                                                    "version")
+        for version in wanted:
+            if version in self.loaded or version not in published:
+                continue
+            failed = self._failed.get(version)
+            if failed is not None and self._clock() < failed.next_attempt:
+                continue
+            self._load(version)
+        self._settle()
+
+    def _settle(self) -> list[int]:
+        """Choose the default version (the champion when labelled and loaded, else the newest
+        loaded) and evict versions beyond KEEP that no label names; returns the evicted."""
+        with self._lock:
+            labelled = set(self.labels.values())
+            champion = self.labels.get("champion")
+            keep = labelled | set(sorted(self.loaded)[-KEEP:])
+            if self.current is not None:
+                keep.add(self.current.version)
+            if champion in self.loaded:
+                keep.add(champion)
+            evicted = sorted(v for v in self.loaded if v not in keep)
+            for old in evicted:
+                del self.loaded[old]
+            previous = self.current
+            if champion in self.loaded:
+                self.current = self.loaded[champion]
+            elif self.loaded and not champion:
+                self.current = self.loaded[max(self.loaded)]
+        for old in evicted:
+            self._drop_download(old)
+        if self.current is not None and previous is not self.current and previous is not None:
+            log.info("%s: default version %s (was %s)%s", self.name, self.current.version,
+                     previous.version, " (the champion label)" if champion else "")
+        return evicted
+
+    def get_label(self, label: str) -> Loaded | None:
+        with self._lock:
+            version = self.labels.get(label)
+            return self.loaded.get(version) if version is not None else None
+
     def _load(self, version: int) -> bool:
         """Fetch, load and warm up `version`, then serve it; False (recorded, logged) if any of
         that fails."""
@@ -411,19 +487,29 @@ class ModelManager:
         with self._lock:
             previous = self.current
             self.loaded[version] = loaded
-            evicted = sorted(self.loaded)[:-KEEP]
-            for old in evicted:
-                del self.loaded[old]
-            self.current = self.loaded[max(self.loaded)]
+            if "champion" in self.labels:
+                evicted = []  # _settle chooses the default and evicts
+                if self.current is None and self.labels["champion"] == version:
+                    self.current = loaded
+            else:
+                evicted = sorted(self.loaded)[:-KEEP]
+                for old in evicted:
+                    del self.loaded[old]
+                self.current = self.loaded[max(self.loaded)]
             self.errors.pop(version, None)
-            for v in [v for v in self._failed if v <= version]:
-                del self._failed[v]
-            self._unusable = {n: r for n, r in self._unusable.items() if int(n) > version}
+            for v in [v for v in self._failed if v <= version or v == version]:
+                if "champion" not in self.labels or v == version:
+                    del self._failed[v]
+            self._unusable = {n: r for n, r in self._unusable.items()
+                              if int(n) > version or ("champion" in self.labels
+                                                      and int(n) != version)}
             skipped = sorted([*map(str, self._failed), *self._unusable], key=int)
         for old in evicted:
             self._drop_download(old)
-        log.info("%s: serving version %s (was %s); loaded and warmed up in %.2f s%s", self.name,
-                 version, previous.version if previous else "none", seconds,
+        role = next((k for k, v in self.labels.items() if v == version), "")
+        log.info("%s: %s version %s%s (was %s); loaded and warmed up in %.2f s%s", self.name,
+                 "loaded" if role and role != "champion" else "serving", version,
+                 f" ({role})" if role else "", previous.version if previous else "none", seconds,
                  f"; skipping newer: {', '.join(skipped)} (see /readyz)" if skipped else "")
         self.on_load(loaded)
         return True
@@ -471,9 +557,15 @@ class ModelManager:
         with self._lock:
             current, loaded = self.current, sorted(self.loaded, reverse=True)
         state = ("AVAILABLE" if current else "LOADING" if self.polls == 0 else "UNAVAILABLE")
-        return {"model": self.name, "base_path": self.base.uri, "state": state,
-                "version": current.version if current else None, "loaded_versions": loaded,
-                "skipped": self.skipped(), "polling_error": self._poll_error}
+        with self._lock:
+            labels = dict(self.labels)
+        out = {"model": self.name, "base_path": self.base.uri, "state": state,
+               "version": current.version if current else None, "loaded_versions": loaded,
+               "skipped": self.skipped(), "polling_error": self._poll_error}
+        if labels:
+            out["labels"] = labels
+            out["canary_percent"] = self.canary_percent if "challenger" in labels else 0.0
+        return out
 
     # -- the polling thread --------------------------------------------------------------------
 

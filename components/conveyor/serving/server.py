@@ -1,8 +1,9 @@
 """The HTTP side of `conveyor serve`: TensorFlow Serving's REST API, metrics, health.
 
-    GET  /v1/models/{name}[/versions/{v}]            status
-    GET  /v1/models/{name}[/versions/{v}]/metadata   signature
-    POST /v1/models/{name}[/versions/{v}]:predict    {"instances": [...]} or {"inputs": {...}}
+    GET  /v1/models/{name}[/versions/{v}|/labels/{l}]            status
+    GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata   signature
+    POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict    {"instances": [...]} or
+                                                                 {"inputs": {...}}
     GET  /metrics                                    Prometheus text format
     GET  /healthz                                    liveness
     GET  /readyz                                     readiness, as JSON: the model, the version
@@ -25,6 +26,13 @@ feature, re-read at most every `MONITORING_REFRESH` seconds on the model poll:
 `conveyor_monitoring_version` (the version it judged). A file that cannot be read keeps the
 gauges as they were, logged once per file (`conveyor_monitoring_read_failures_total`).
 
+Version labels (TensorFlow Serving's): with a `labels.json` at the base path, a request without
+a version or label goes to the `champion`, `/labels/{l}` to the version labelled `l`, and, with
+`canary_percent` (`--canary-percent`), that share of the requests without a version or label to
+the `challenger`, chosen by the request id (deterministic: a retried request with the same
+X-Request-Id meets the same version; independent of the prediction log's sampling). The
+version that answered is in the `X-Model-Version` header, the log and the request metrics.
+
 Every predict answer carries an `X-Request-Id` header: the client's own, else one made up. With a
 `PredictionLog` (`--log-predictions`), a sample of predict requests chosen by that id is handed
 to it after the answer is made (it only enqueues; see `conveyor.serving.prediction_log`).
@@ -32,6 +40,7 @@ to it after the answer is made (it only enqueues; see `conveyor.serving.predicti
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -54,8 +63,19 @@ from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES
 from conveyor.serving.models import Loaded, ModelManager, RequestError, TooManyInstances
 from conveyor.serving.prediction_log import Entry, PredictionLog, request_id
 
-_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
-                   r"(?P<suffix>/metadata|:predict)?$")
+_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|"
+                   r"/labels/(?P<label>[^/:]+))?(?P<suffix>/metadata|:predict)?$")
+
+
+def canary(request_id: str, percent: float) -> bool:
+    """Whether the request with this id goes to the challenger at `percent` (deterministic,
+    and independent of `prediction_log.sampled`: another hash)."""
+    if percent <= 0:
+        return False
+    if percent >= 100:
+        return True
+    digest = hashlib.sha256(b"conveyor-canary:" + request_id.encode("utf-8", "surrogatepass"))
+    return int.from_bytes(digest.digest()[:8], "big") < percent / 100 * 2 ** 64
 
 
 class ServingJSON(JSONResponse):
@@ -231,7 +251,10 @@ class MonitoringGauges:
 def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
                max_instances: int = MAX_INSTANCES,
                prediction_log: PredictionLog | None = None,
-               monitoring_uri: str = "") -> Starlette:
+               monitoring_uri: str = "", canary_percent: float = 0.0) -> Starlette:
+    if not 0 <= canary_percent <= 100:
+        raise ValueError(f"canary_percent: {canary_percent!r}, expected 0 to 100")
+    manager.canary_percent = float(canary_percent)
     registry = CollectorRegistry()
     monitoring = (MonitoringGauges(monitoring_uri, manager.name, registry)
                   if monitoring_uri else None)
@@ -264,15 +287,25 @@ def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
 
     def resolve(request: Request) -> tuple[Loaded, str, bool] | Response:
         """The model version a /v1/models path names, its suffix and whether the path named a
-        version, or the error to answer."""
+        version (or a label), or the error to answer."""
         match = _PATH.match(request.url.path)
         if not match:
             return error(404, f"no such path {request.url.path}; this server answers "
-                              f"/v1/models/{manager.name}[/versions/N][/metadata|:predict]")
+                              f"/v1/models/{manager.name}[/versions/N|/labels/L]"
+                              "[/metadata|:predict]")
         name, version, suffix = match["name"], match["version"], match["suffix"] or ""
+        label = match["label"]
         if name != manager.name:
             return error(404, f"Servable not found for request: Latest({name})")
-        model = manager.get(int(version) if version else None)
+        if label is not None:
+            model = manager.get_label(label)
+            if model is None:
+                known = ", ".join(f"{k} ({v})" for k, v in sorted(manager.labels.items()))
+                return error(404, f"Servable not found for request: Label({name}, {label}) "
+                                  f"(labels: {known or 'none'}; a labelled version may still "
+                                  "be loading, see /readyz)")
+        else:
+            model = manager.get(int(version) if version else None)
         if model is None:
             what = f"Specific({name}, {version})" if version else f"Latest({name})"
             return error(404, f"Servable not found for request: {what}")
@@ -280,7 +313,7 @@ def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
             return error(405, "predict takes POST")
         if suffix != ":predict" and request.method != "GET":
             return error(405, "status and metadata take GET")
-        return model, suffix, version is not None
+        return model, suffix, version is not None or label is not None
 
     def describe(model: Loaded, suffix: str, specific: bool) -> Response:
         if suffix == "/metadata":
@@ -316,6 +349,8 @@ def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
         start = time.perf_counter()
         received = time.time()
         rid = request_id(request.headers.get("x-request-id"))
+        if not specific and manager.canary_percent and canary(rid, manager.canary_percent):
+            model = manager.get_label("challenger") or model
         raw, body = b"", None
         try:
             raw = await read_body(request, max_body_bytes)
@@ -334,7 +369,8 @@ def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
             prediction_log.submit(Entry(rid, received, manager.name, model.version,
                                         model.log_signature, status, body, answer,
                                         seconds * 1000, len(raw)))
-        return ServingJSON(answer, status_code=status, headers={"X-Request-Id": rid})
+        return ServingJSON(answer, status_code=status,
+                           headers={"X-Request-Id": rid, "X-Model-Version": str(model.version)})
 
     def metrics(request: Request) -> Response:
         text = generate_latest(registry)
@@ -367,7 +403,8 @@ def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
 def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
           poll_seconds: float = 2.0, max_body_bytes: int = MAX_BODY_BYTES,
           max_instances: int = MAX_INSTANCES,
-          prediction_log: PredictionLog | None = None, monitoring_uri: str = "") -> None:
+          prediction_log: PredictionLog | None = None, monitoring_uri: str = "",
+          canary_percent: float = 0.0) -> None:
     """Serve `base_path` until interrupted; on loopback unless `host` says otherwise.
 
     With a `prediction_log`, its prefix is checked first (an InputError if it cannot be written:
@@ -378,7 +415,8 @@ def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
     if prediction_log is not None:
         prediction_log.check()
     manager = ModelManager(base_path, name, poll_seconds)
-    app = create_app(manager, max_body_bytes, max_instances, prediction_log, monitoring_uri)
+    app = create_app(manager, max_body_bytes, max_instances, prediction_log, monitoring_uri,
+                     canary_percent)
     if prediction_log is not None:
         prediction_log.start()
     manager.start()  # the first version loads in the background; /readyz says when
@@ -386,7 +424,9 @@ def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
           f"(the newest version that loads, see /readyz; requests up to {max_body_bytes} "
           f"bytes and {max_instances} instances)"
           + (f"; logging predictions to {prediction_log.describe}" if prediction_log else "")
-          + (f"; drift gauges from {monitoring_uri}" if monitoring_uri else ""),
+          + (f"; drift gauges from {monitoring_uri}" if monitoring_uri else "")
+          + (f"; the challenger (if labelled) answers {canary_percent:g}% of the requests"
+             if canary_percent else ""),
           flush=True)
 
     def stop(signum, frame):
