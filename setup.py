@@ -39,6 +39,7 @@ RUNTIME = [
     "uvicorn>=0.30,<1",
     "prometheus-client>=0.20,<1",
     "matplotlib>=3.11,<3.12",  # the validate and evaluate reports' charts (conveyor.reports)
+    "tensorflow-metadata>=1.21,<1.22",  # statistics.pb: TFDV's DatasetFeatureStatisticsList
 ]
 # The embedded local stack: real BigQuery and GCS emulators and the demo data.
 LOCAL = [

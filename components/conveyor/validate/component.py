@@ -24,6 +24,7 @@ def validate(
     feature_thresholds: dict = {},
     skew_threshold: float = 0.2,
     label_column: str = "",
+    statistics_source: str = "auto",
 ) -> bool:
     """Validate a Dataset with a Great Expectations suite, and check drift and train/eval skew.
 
@@ -34,7 +35,7 @@ def validate(
         dataset: The Dataset to validate.
         report: HTML report: failed expectations with examples, drift, skew, statistics.
         metrics: success_ratio, failed_expectations, max_drift, max_skew and more.
-        statistics: Per-column statistics of each split (a baseline for later runs), and validation.json: the verdict, breakage apart from drift, with per-column drift figures; metadata broken, drifted, skewed, drifted_columns.
+        statistics: Per-column statistics of each split (a baseline for later runs; statistics.json, and statistics.pb: TFDV's DatasetFeatureStatisticsList), and validation.json: the verdict, breakage apart from drift, with per-column drift figures; metadata broken, drifted, skewed, drifted_columns.
         suite: The suite used: suite.yaml (conveyor spec) and expectations.json (GX).
         input_suite: A suite artifact from an earlier run (or an importer).
         baseline_statistics: Statistics artifact of the baseline data, for drift.
@@ -48,6 +49,7 @@ def validate(
         feature_thresholds: Per-column drift and skew thresholds.
         skew_threshold: Default train/eval skew threshold (small eval splits are noisy).
         label_column: Label column; a split where it is all NULL is an error.
+        statistics_source: auto (default: one aggregate query in BigQuery for a Dataset ingested from BigQuery of at least 5 M rows, else the rows), rows (the Parquet rows), or bigquery.
 
     Returns:
         True when nothing is broken and nothing drifted against the baseline (in dsl.If:
@@ -61,5 +63,5 @@ def validate(
         suite_uri=suite_uri, baseline_model_base_path=baseline_model_base_path, splits=splits,
         policy=policy, drift_policy=drift_policy, drift_threshold=drift_threshold,
         feature_thresholds=feature_thresholds, skew_threshold=skew_threshold,
-        label_column=label_column,
+        label_column=label_column, statistics_source=statistics_source,
     )

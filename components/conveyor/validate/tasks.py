@@ -75,6 +75,7 @@ def validate(dataset, report, metrics, statistics, suite, *, input_suite=None,
                "skewed": result.skewed,
                "drifted_columns": sorted({d.column for _, d in result.drift if d.exceeded})}
     statistics.metadata["dataset_fingerprint"] = result.statistics.fingerprint
+    statistics.metadata["statistics_source"] = result.statistics_source
     statistics.metadata.update(verdict)
     report.metadata.update(verdict)
     suite.metadata["origin"] = result.suite.origin

@@ -30,9 +30,14 @@ from typing import Any
 from conveyor.errors import ConveyorError, InputError
 from conveyor.io.dataset import Dataset
 from conveyor.stats import columns as stats
+from conveyor.stats import tfdv
 from conveyor.validate import checks, drift, report, suite as suites
 
 POLICIES = ("fail", "warn")
+#: Where the statistics come from: the Parquet rows (the reference), one aggregate query in
+#: BigQuery (a Dataset ingested from BigQuery), or BigQuery above
+#: `conveyor.stats.bigquery.AUTO_MIN_ROWS` rows when the Dataset came from it, else the rows.
+STATISTICS_SOURCES = ("auto", "rows", "bigquery")
 VERDICT_FILE = "validation.json"
 VERDICT_FORMAT = "conveyor.validation/v1"
 
@@ -55,6 +60,7 @@ class ValidationResult:
     baseline: str | None = None
     drift_policy: str = "warn"
     baseline_statistics: stats.DatasetStatistics | None = None  # for the report's charts
+    statistics_source: str = "rows"  # where the statistics came from: rows or bigquery
 
     @property
     def broken(self) -> bool:
@@ -141,6 +147,7 @@ class ValidationResult:
             },
             "checks": {"total": len(self.checks), "failed": sum(not c.success for c in self.checks)},
             "suite": self.suite.origin,
+            "statistics_source": self.statistics_source,
         }
 
 
@@ -158,6 +165,38 @@ def _load_statistics(path: str | Path) -> stats.DatasetStatistics:
 
 
 STATISTICS_FILE = "statistics.json"
+
+
+def _statistics_from_bigquery(dataset: Dataset, statistics_source: str) -> bool:
+    """Whether `statistics_source` takes this Dataset's statistics from BigQuery."""
+    from conveyor.stats import bigquery as bq_stats
+
+    if statistics_source == "bigquery":
+        return True
+    return (statistics_source == "auto" and bq_stats.from_bigquery(dataset)
+            and dataset.info.rows >= bq_stats.AUTO_MIN_ROWS)
+
+
+def dataset_statistics(dataset: Dataset, splits: Sequence[str] | None = None,
+                       statistics_source: str = "auto") -> tuple[stats.DatasetStatistics, str]:
+    """The statistics of `splits` (default all) and where they came from ("bigquery" or
+    "rows"). `bigquery` raises what `conveyor.stats.bigquery.bigquery_statistics` raises (not
+    from BigQuery, source changed, query rejected); `auto` then reads the rows instead, saying
+    why."""
+    if statistics_source not in STATISTICS_SOURCES:
+        raise InputError(f"statistics_source: {statistics_source!r} is not one of "
+                         f"{STATISTICS_SOURCES}")
+    if _statistics_from_bigquery(dataset, statistics_source):
+        from conveyor.stats.bigquery import bigquery_statistics
+
+        try:
+            return bigquery_statistics(dataset, splits), "bigquery"
+        except InputError as exc:
+            if statistics_source == "bigquery":
+                raise
+            print(f"statistics_source auto: reading the rows instead of BigQuery: {exc}",
+                  flush=True)
+    return stats.compute_statistics(dataset, splits), "rows"
 
 
 def validate_dataset(
@@ -179,6 +218,7 @@ def validate_dataset(
     infer_margin: float = 0.1,
     chunk_rows: int = checks.CHUNK_ROWS,
     baseline_name: str | None = None,
+    statistics_source: str = "auto",
 ) -> ValidationResult:
     """Validate a Dataset; write `statistics_path` (a folder: statistics.json, validation.json),
     `suite_path` (a folder) and `report_path` (an HTML file). See the module docstring.
@@ -186,8 +226,16 @@ def validate_dataset(
     Under `policy="fail"` breakage raises `ValidationFailed`; drift and skew do so only with
     `drift_policy="fail"` (default `warn`: continuous training stops on broken data and retrains
     on drift). `baseline_name` is how the verdict and report name the baseline (its URI; default
-    the path given)."""
+    the path given). `statistics_source` (`STATISTICS_SOURCES`): the statistics from the Parquet
+    rows in the same pass as the expectations (`rows`, the reference), from one aggregate query
+    over the Dataset's BigQuery source (`bigquery`), or `auto`: BigQuery for a Dataset ingested
+    from BigQuery of at least `conveyor.stats.bigquery.AUTO_MIN_ROWS` rows, else the rows. The
+    statistics are written twice: `statistics.json` (conveyor's, for drift later) and
+    `statistics.pb` (TFDV's `DatasetFeatureStatisticsList`)."""
     start = time.monotonic()
+    if statistics_source not in STATISTICS_SOURCES:
+        raise InputError(f"statistics_source: {statistics_source!r} is not one of "
+                         f"{STATISTICS_SOURCES}")
     if policy not in POLICIES:
         raise InputError(f"policy: {policy!r} is not one of {POLICIES}")
     if drift_policy not in POLICIES:
@@ -211,8 +259,15 @@ def validate_dataset(
     baseline_name = given_name or (str(baseline_statistics) if baseline_statistics else None)
     if baseline_dataset and baseline_stats is None:
         base = Dataset(baseline_dataset)
-        baseline_stats = stats.compute_statistics(base)
+        baseline_stats, _ = dataset_statistics(base, None, statistics_source)
         baseline_name = given_name or f"dataset {baseline_dataset}"
+
+    computed: stats.DatasetStatistics | None = None
+    used_source = "rows"
+    if _statistics_from_bigquery(dataset, statistics_source):
+        computed, used_source = dataset_statistics(dataset, chosen, statistics_source)
+        if used_source == "rows":
+            computed = None  # auto fell back: the rows are read below, with the expectations
 
     # The suite: given, else inferred from the baseline, else from this dataset's train split.
     # Inferred from the train split, the label's classes are breakage (a class eval has and
@@ -224,7 +279,7 @@ def validate_dataset(
         origin = f"inferred from {baseline_name}" if source else "inferred from this dataset"
         strict = ()
         if source is None:
-            source = stats.compute_statistics(dataset, [_train(chosen)])
+            source = computed or stats.compute_statistics(dataset, [_train(chosen)])
             strict = (label_column,) if label_column else ()
         spec = suites.infer_spec(source.split(_train(chosen)), margin=infer_margin,
                                  strict_values=strict)
@@ -238,13 +293,19 @@ def validate_dataset(
         results += _schema_checks(used, name, types)
         runnable = [c for c in used.expectations_for(dataset.split(name).rows)
                     if all(n in present for n in checks.columns_named(c))]
-        column_stats = {n: stats.ColumnStatistics(n, types[n]) for n in dataset.schema.names}
-        counter = {"rows": 0}
+        if computed is not None:  # from BigQuery: the pass below runs the expectations only
+            column_stats = computed.splits[name].columns
+            counter = {"rows": computed.splits[name].rows}
+            update = None
+        else:
+            column_stats = {n: stats.ColumnStatistics(n, types[n])
+                            for n in dataset.schema.names}
+            counter = {"rows": 0}
 
-        def update(batch, column_stats=column_stats, counter=counter) -> None:
-            counter["rows"] += batch.num_rows
-            for n, s in column_stats.items():
-                s.update(batch.column(n))
+            def update(batch, column_stats=column_stats, counter=counter) -> None:
+                counter["rows"] += batch.num_rows
+                for n, s in column_stats.items():
+                    s.update(batch.column(n))
 
         results += checks.run_expectations(dataset, name, runnable, chunk_rows=chunk_rows,
                                            on_batch=update)
@@ -277,13 +338,14 @@ def validate_dataset(
         passed=False, checks=results, drift=drifts, skew=skews, statistics=statistics,
         suite=used, seconds=time.monotonic() - start, figures=figures,
         skew_figures=skew_figures, baseline=baseline_name, drift_policy=drift_policy,
-        baseline_statistics=baseline_stats)
+        baseline_statistics=baseline_stats, statistics_source=used_source)
     result.passed = not result.broken and not result.drifted
 
     # Outputs: written completely (beside their final names, then renamed) before any verdict.
     statistics_dir = Path(statistics_path)
     statistics_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(statistics_dir / STATISTICS_FILE, json.dumps(statistics.to_dict()) + "\n")
+    tfdv.write(statistics, statistics_dir / tfdv.STATISTICS_PB)
     _write_atomic(statistics_dir / VERDICT_FILE,
                   json.dumps(result.verdict(), indent=1, ensure_ascii=False, default=str) + "\n")
     suites.write_suite(used, suite_path)
