@@ -5,11 +5,18 @@ cut into fixed-size batches of raw feature arrays in Python, and prefetched by t
 model trains: no split is ever loaded whole. Labels become what the model's loss expects: class
 indices (classification) or the standardized (and, with label_transform log, logged) value
 (regression). Rows without a label are skipped.
+
+With several workers (`shard=(index, count)`), each reads a disjoint part of the split: every
+`count`-th Parquet file from its `index` when there are at least as many files as workers, else
+every `count`-th row group, else (fewer row groups than workers) every `count`-th row. No row is
+read by two workers, and together they read every row. The assignment follows the Dataset's file
+order, the same on every worker, before any shuffling.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import tensorflow as tf
 
-from conveyor.errors import SchemaError
+from conveyor.errors import EmptyDataError, InputError, SchemaError
 from conveyor.io.dataset import Dataset
 from conveyor.train.preprocess import input_dtype
 from conveyor.transform.inputs import feature_array, model_inputs  # noqa: F401  (re-exported)
@@ -57,42 +64,114 @@ class LabelEncoder:
         return out.astype(np.float32) if self.task == "binary" else out
 
 
-def chunks(dataset: Dataset, split: str, fitted: Fitted, chunk_rows: int, *,
-           shuffle: bool = False, seed: int = 0, repeat: bool = False
-           ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
-    """(features, label) arrays of up to `chunk_rows` rows each, shard after shard; with
-    `shuffle`, shards in a new order each pass and rows shuffled within each chunk."""
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """What one worker reads of one file: some row groups (None: all), and with `stride` > 1
+    only the rows at positions `offset`, `offset + stride`, ... counted over the whole split."""
+
+    file: str
+    row_groups: tuple[int, ...] | None = None
+    stride: int = 1
+    offset: int = 0
+
+
+def shard_parts(files: Sequence[str], index: int = 0, count: int = 1) -> list[Part]:
+    """The parts of a split's `files` that worker `index` of `count` reads (see the module)."""
     import pyarrow.parquet as pq
 
+    if count < 1 or not 0 <= index < count:
+        raise InputError(f"train: worker index {index} is not in 0..{count - 1}")
+    files = list(files)
+    if count == 1:
+        return [Part(f) for f in files]
+    if len(files) >= count:
+        return [Part(f) for f in files[index::count]]
+    groups = []
+    for f in files:
+        with pq.ParquetFile(f) as pf:
+            groups += [(f, g) for g in range(pf.num_row_groups)]
+    if len(groups) >= count:
+        mine: dict[str, list[int]] = {}
+        for f, g in groups[index::count]:
+            mine.setdefault(f, []).append(g)
+        return [Part(f, tuple(g)) for f, g in mine.items()]
+    return [Part(f, None, count, index) for f in files]
+
+
+def shard_rows(files: Sequence[str], index: int = 0, count: int = 1) -> int:
+    """Rows (labelled or not) in worker `index`'s parts, from the Parquet footers alone."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    parts = shard_parts(files, index, count)
+    for part in parts:
+        with pq.ParquetFile(part.file) as pf:
+            meta = pf.metadata
+            groups = range(meta.num_row_groups) if part.row_groups is None else part.row_groups
+            total += sum(meta.row_group(g).num_rows for g in groups)
+    if parts and parts[0].stride > 1:  # every count-th row of the whole split
+        total = len(range(parts[0].offset, total, parts[0].stride))
+    return total
+
+
+def _part_batches(parts: Sequence[Part], columns: list[str], chunk_rows: int
+                  ) -> Iterator[pa.RecordBatch]:
+    import pyarrow.parquet as pq
+
+    position = 0  # row position in the split, for striped parts
+    for part in parts:
+        with pq.ParquetFile(part.file) as pf:
+            for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns,
+                                         row_groups=part.row_groups):
+                if part.stride > 1:
+                    first = (part.offset - position) % part.stride
+                    keep = np.arange(first, batch.num_rows, part.stride)
+                    position += batch.num_rows
+                    batch = batch.take(pa.array(keep, pa.int64()))
+                yield batch
+
+
+def chunks(dataset: Dataset, split: str, fitted: Fitted, chunk_rows: int, *,
+           shuffle: bool = False, seed: int = 0, repeat: bool = False,
+           shard: tuple[int, int] = (0, 1)
+           ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+    """(features, label) arrays of up to `chunk_rows` rows each, shard after shard; with
+    `shuffle`, shards in a new order each pass and rows shuffled within each chunk; with
+    `shard=(index, count)`, only worker `index`'s part of the split (`shard_parts`)."""
     names = list(fitted.features)
     encode = LabelEncoder(fitted, scaled=True)
     rng = np.random.default_rng(seed)
+    parts = shard_parts(list(dataset.files(split)), *shard)
     while True:
-        files = list(dataset.files(split))
-        if shuffle:
-            rng.shuffle(files)
-        for file in files:
-            with pq.ParquetFile(file) as pf:
-                for batch in pf.iter_batches(batch_size=chunk_rows,
-                                             columns=[*names, fitted.spec.label]):
-                    labelled = pc.is_valid(batch.column(fitted.spec.label))
-                    if not pc.all(labelled).as_py():
-                        batch = batch.filter(labelled)
-                    if not batch.num_rows:
-                        continue
-                    x = model_inputs(batch, fitted)
-                    y = encode(batch.column(fitted.spec.label), split)
-                    if shuffle:
-                        order = rng.permutation(len(y))
-                        x = {n: a[order] for n, a in x.items()}
-                        y = y[order]
-                    yield x, y
+        order = list(parts)
+        if shuffle and all(p.stride == 1 for p in order):  # striding counts rows in file order
+            rng.shuffle(order)
+        seen = 0
+        for batch in _part_batches(order, [*names, fitted.spec.label], chunk_rows):
+            labelled = pc.is_valid(batch.column(fitted.spec.label))
+            if not pc.all(labelled).as_py():
+                batch = batch.filter(labelled)
+            if not batch.num_rows:
+                continue
+            x = model_inputs(batch, fitted)
+            y = encode(batch.column(fitted.spec.label), split)
+            if shuffle:
+                order_rows = rng.permutation(len(y))
+                x = {n: a[order_rows] for n, a in x.items()}
+                y = y[order_rows]
+            seen += len(y)
+            yield x, y
         if not repeat:
             return
+        if not seen:  # repeating nothing would never end
+            where = f" (worker {shard[0]} of {shard[1]})" if shard[1] > 1 else ""
+            raise EmptyDataError(f"train: split {split!r}{where} has no row with a label "
+                                 f"{fitted.spec.label!r} to train on")
 
 
 def tf_dataset(dataset: Dataset, split: str, fitted: Fitted, batch_size: int, *,
-               shuffle_buffer: int = 0, seed: int = 0, repeat: bool = False) -> tf.data.Dataset:
+               shuffle_buffer: int = 0, seed: int = 0, repeat: bool = False,
+               shard: tuple[int, int] = (0, 1)) -> tf.data.Dataset:
     """Batches of `batch_size` rows: Python hands tf.data large chunks (`shuffle_buffer` rows,
     or 32 batches), the next one prepared while the current one is consumed, which tf.data cuts
     into batches (`rebatch`) and prefetches in C++."""
@@ -105,6 +184,6 @@ def tf_dataset(dataset: Dataset, split: str, fitted: Fitted, batch_size: int, *,
     chunk_rows = max(shuffle_buffer, batch_size * 32)
     return tf.data.Dataset.from_generator(
         lambda: chunks(dataset, split, fitted, chunk_rows, shuffle=bool(shuffle_buffer),
-                       seed=seed, repeat=repeat),
+                       seed=seed, repeat=repeat, shard=shard),
         output_signature=signature,
     ).prefetch(2).rebatch(batch_size).prefetch(tf.data.AUTOTUNE)  # next chunk while this one trains
