@@ -9,6 +9,7 @@ its memory is not in the peak RSS (it is another process).
 
     python bench/ingest.py                       # 200k and 1M rows, storage and rest, 3 repeats
     python bench/ingest.py --rows 200000 --repeat 1 --methods storage
+    python bench/ingest.py --rows 1000000 --methods storage:1 storage:4   # Storage Read streams
 
 Prints one line per run and a median table (markdown) for bench/RESULTS.md.
 """
@@ -31,8 +32,12 @@ def one(rows: int, method: str, out: str) -> None:
     from conveyor.ingest.bigquery import ingest_bigquery
     from conveyor.local.seed import reference_table
 
+    from conveyor.ingest.bigquery import READ_STREAMS
+
+    read_method, _, streams = method.partition(":")  # storage:N reads N streams at once
     start = time.monotonic()
-    result = ingest_bigquery(out, table=reference_table(rows), read_method=method,
+    result = ingest_bigquery(out, table=reference_table(rows), read_method=read_method,
+                             read_streams=int(streams or READ_STREAMS),
                              split_ratios={"train": 2 / 3, "eval": 1 / 3})
     wall = time.monotonic() - start
     child_figures(rows=rows, method=method, wall_s=round(wall, 2), rows_per_s=round(rows / wall),
@@ -44,7 +49,8 @@ def one(rows: int, method: str, out: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, action="append", help="default: 200000 and 1000000")
-    parser.add_argument("--methods", nargs="+", default=["storage", "rest"])
+    parser.add_argument("--methods", nargs="+", default=["storage", "rest"],
+                        help="storage, storage:N (N streams at once; default 4) or rest")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--stack-dir", default=str(HERE / "out" / "stack"))
     parser.add_argument("--one", nargs=3, metavar=("ROWS", "METHOD", "OUT"), help=argparse.SUPPRESS)

@@ -85,12 +85,23 @@ def task_seconds(log: str) -> dict[str, float]:
 
 
 def run_conveyor(rows: int, work: Path) -> dict:
+    import os
+
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    figures, log = timed([sys.executable, __file__, "--one-conveyor", str(rows), str(work)])
+    probe = work / "task_rss.jsonl"  # each task process's own peak (bench/taskrss)
+    env = {**os.environ, "CONVEYOR_BENCH_TASK_RSS": str(probe),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE / "taskrss"),
+                                                       os.environ.get("PYTHONPATH")]))}
+    figures, log = timed([sys.executable, __file__, "--one-conveyor", str(rows), str(work)],
+                         env=env)
     pushed = sorted(p.name for p in (work / "serving").iterdir()) if (work / "serving").exists() else []
+    task_rss: dict[str, int] = {}
+    for line in probe.read_text().splitlines() if probe.exists() else []:
+        record = json.loads(line)
+        task_rss[record["task"]] = max(task_rss.get(record["task"], 0), record["peak_rss_mb"])
     return {"system": "conveyor", "rows": rows, **figures, "pushed": pushed,
-            "components": task_seconds(log)}
+            "components": task_seconds(log), "task_rss_mb": task_rss}
 
 
 def run_tfx(rows: int, work: Path, venv: Path) -> dict:
@@ -171,6 +182,13 @@ def report(results: list[dict], row_counts: list[int], repeat: int, tfx: bool) -
         tasks = sorted({t for r in runs for t in r["components"]})
         print(f"  {rows:,}: " + ", ".join(
             f"{t} {med(r['components'].get(t, 0) for r in runs):.1f}" for t in tasks))
+    print("\nconveyor peak RSS MB per task process (median; the pipeline's own process is "
+          "pipeline.py):")
+    for rows in row_counts:
+        runs = [r for r in results if r["rows"] == rows and r["system"] == "conveyor"]
+        tasks = sorted({t for r in runs for t in r.get("task_rss_mb", {})})
+        print(f"  {rows:,}: " + ", ".join(
+            f"{t} {med(r['task_rss_mb'].get(t, 0) for r in runs):.0f}" for t in tasks))
 
 
 if __name__ == "__main__":

@@ -320,3 +320,37 @@ def test_a_wide_table_ingests_and_splits_as_a_flat_concat_would(stack, tmp_path)
         "FARM_FINGERPRINT(CONCAT(" + ", '|', ".join(cast) + "))) AS same, COUNT(*) AS n "
         "FROM `wide_test.forty`").result())
     assert rows[0]["same"] == rows[0]["n"] == 300
+
+
+def test_parallel_read_streams_give_the_same_dataset_as_one(stack, tmp_path):
+    """A table big enough for several Storage Read streams (the emulator, like BigQuery, gives
+    one below ~1 MB): reading 4 at once writes the same rows in the same order as reading 1."""
+    from google.cloud.bigquery_storage_v1 import types
+
+    client = gcp.bigquery_client()
+    client.create_dataset("ingest_test", exists_ok=True)
+    client.query("""
+        CREATE OR REPLACE TABLE ingest_test.wide AS
+        SELECT id, REPEAT(CAST(id AS STRING), 20) AS `Text`, id * 0.5 AS `select`
+        FROM UNNEST(GENERATE_ARRAY(0, 59999)) AS id""").result()
+    session = gcp.bigquery_read_client().create_read_session(
+        parent="projects/conveyor-test", max_stream_count=4, read_session=types.ReadSession(
+            table="projects/conveyor-test/datasets/ingest_test/tables/wide",
+            data_format=types.DataFormat.ARROW))
+    assert len(session.streams) == 4
+
+    one = ingest_bigquery(str(tmp_path / "one"), table="ingest_test.wide", read_streams=1)
+    four = ingest_bigquery(str(tmp_path / "four"), table="ingest_test.wide", read_streams=4)
+    assert one.info.fingerprint == four.info.fingerprint
+    for split in one.info.splits:
+        a = Dataset(tmp_path / "one").read_table(split)
+        b = Dataset(tmp_path / "four").read_table(split)
+        assert a.num_rows > 0 and a.equals(b)
+    assert sum(s.rows for s in four.info.splits.values()) == 60_000
+
+
+@pytest.mark.parametrize("streams", [0, -2, 1.5, True, "4"])
+def test_read_streams_must_be_a_whole_number(streams, tmp_path):
+    with pytest.raises(InputError, match="read_streams: expected a whole number"):
+        ingest_bigquery(str(tmp_path / "x"), table="ingest_test.items", read_streams=streams)
+    assert not (tmp_path / "x").exists()

@@ -3,8 +3,9 @@
 The split is computed inside BigQuery (see `conveyor.ingest.split`) and the result materialized
 server-side in one staging table (`<project>.<staging_dataset>.ingest_<id>`, deleted afterwards,
 with a one-day expiration in case this process dies first). Rows then stream back through the
-BigQuery Storage Read API as Arrow record batches (or, with `read_method="rest"`, through
-`tabledata.list` pages) into Parquet shards, so memory stays bounded whatever the table's size.
+BigQuery Storage Read API as Arrow record batches, several streams read at once and written in
+stream order (or, with `read_method="rest"`, through `tabledata.list` pages), into Parquet
+shards, so memory stays bounded whatever the table's size.
 
 Everything that can be checked is checked before a byte is written: the table exists, the query
 parses (a dry run), every column has a contract type, the split key is usable, and neither the
@@ -41,6 +42,11 @@ from conveyor.ingest.split import BUCKET_COLUMN, SPLIT_COLUMN, SplitSpec, check_
 from conveyor.io.dataset import DatasetWriter
 
 READ_METHODS = ("storage", "rest")
+#: Storage Read streams asked for (BigQuery may give fewer: one for a small table). They are read
+#: at once, each by its own thread into a bounded buffer, and consumed in stream order, so the
+#: Dataset's rows come out in the same order whatever the timing.
+READ_STREAMS = 4
+_BUFFERED_BATCHES = 4  # record batches held per stream ahead of the consumer
 _BUCKET_COLUMN = BUCKET_COLUMN
 _PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{0,127}$")
 _DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
@@ -168,9 +174,11 @@ def ingest_bigquery(
     split_ratios: Mapping[str, float] | None = None,
     staging_dataset: str = "conveyor_staging",
     read_method: str = "storage",
+    read_streams: int = READ_STREAMS,
 ) -> IngestResult:
     """Read a table (`table`) or a query's result (`query`, with `query_params`) into a Dataset
-    artifact at `output_path`, split deterministically inside BigQuery."""
+    artifact at `output_path`, split deterministically inside BigQuery; the Storage Read API
+    path reads up to `read_streams` streams at once."""
     from google.api_core import exceptions as gexc
     from google.cloud import bigquery
 
@@ -180,6 +188,8 @@ def ingest_bigquery(
                          f"(table={table!r}, query={'<set>' if query else query!r})")
     if read_method not in READ_METHODS:
         raise InputError(f"read_method: {read_method!r} is not one of {READ_METHODS}")
+    if not isinstance(read_streams, int) or isinstance(read_streams, bool) or read_streams < 1:
+        raise InputError(f"read_streams: expected a whole number >= 1, got {read_streams!r}")
     if not _DATASET.match(staging_dataset or ""):
         raise InputError(f"staging_dataset: {staging_dataset!r} is not a valid dataset name")
     if project and not _PROJECT.match(project):
@@ -235,7 +245,7 @@ def ingest_bigquery(
 
         mark, bytes_read = time.monotonic(), 0
         with DatasetWriter(output_path, arrow_schema, spec.names, source, where=where) as writer:
-            batches = (_read_storage(tmp) if read_method == "storage"
+            batches = (_read_storage(tmp, read_streams) if read_method == "storage"
                        else _read_rest(client, tmp))
             names: dict[tuple[str, ...], list[str]] = {}
             for batch, size in batches:
@@ -371,7 +381,8 @@ def _check_counts(counts: Mapping[str, int], spec: SplitSpec, where: str) -> Non
         )
 
 
-def _read_storage(ref: TableRef) -> Iterator[tuple[pa.RecordBatch, int]]:
+def _read_storage(ref: TableRef, streams: int = READ_STREAMS
+                  ) -> Iterator[tuple[pa.RecordBatch, int]]:
     """Stream a table through the Storage Read API: (batch, serialized bytes) pairs."""
     from google.cloud.bigquery_storage_v1 import types
 
@@ -382,16 +393,65 @@ def _read_storage(ref: TableRef) -> Iterator[tuple[pa.RecordBatch, int]]:
             table=f"projects/{ref.project}/datasets/{ref.dataset}/tables/{ref.table}",
             data_format=types.DataFormat.ARROW,
         ),
-        max_stream_count=1,
+        max_stream_count=max(1, streams),
         retry=retry.policy(),
     )
     if not session.streams:
         return
     schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
-    for stream in session.streams:
+
+    def read(stream) -> Iterator[tuple[pa.RecordBatch, int]]:
         for response in client.read_rows(stream.name, retry=retry.policy()):
             data = response.arrow_record_batch.serialized_record_batch
             yield pa.ipc.read_record_batch(pa.py_buffer(data), schema), len(data)
+
+    readers = [lambda s=s: read(s) for s in session.streams]
+    yield from (readers[0]() if len(readers) == 1 else in_order(readers, _BUFFERED_BATCHES))
+
+
+def in_order(sources: list, buffered: int) -> Iterator:
+    """The items of every source (a callable returning an iterator), source after source, while
+    all sources are read at once, each by a thread into a queue of at most `buffered` items. A
+    source's error is raised when the consumer reaches it; closing the generator stops every
+    thread at its next item."""
+    import queue
+    import threading
+
+    done, stop = object(), threading.Event()
+    queues = [queue.Queue(maxsize=buffered) for _ in sources]
+
+    def pump(source, out: queue.Queue) -> None:
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        try:
+            for item in source():
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as exc:  # noqa: BLE001 (handed to the consumer)
+            put(exc)
+
+    threads = [threading.Thread(target=pump, args=(s, q), daemon=True, name=f"read-stream-{i}")
+               for i, (s, q) in enumerate(zip(sources, queues))]
+    for thread in threads:
+        thread.start()
+    try:
+        for q in queues:
+            while (item := q.get()) is not done:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
 
 
 def _read_rest(client, ref: TableRef) -> Iterator[tuple[pa.RecordBatch, int]]:
