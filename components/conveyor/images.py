@@ -47,8 +47,11 @@ def image_map(registry: str = DEFAULT_REGISTRY) -> dict[str, str]:
 
 
 def retarget(spec: Mapping[str, Any], registry: str) -> dict[str, Any]:
-    """A compiled component or pipeline spec with conveyor's images moved to `registry`."""
+    """A compiled component or pipeline spec with conveyor's images moved to `registry`: every
+    `image` value, and the image references inside other strings (a custom job's `--payload`
+    JSON names the image its worker pools run)."""
     moves = {image(DEFAULT_REGISTRY, v): image(registry, v) for v in VARIANTS}
+    inside = re.compile("|".join(re.escape(ref) for ref in sorted(moves, key=len, reverse=True)))
 
     def walk(node: Any) -> Any:
         if isinstance(node, Mapping):
@@ -56,6 +59,8 @@ def retarget(spec: Mapping[str, Any], registry: str) -> dict[str, Any]:
                     for k, v in node.items()}
         if isinstance(node, list):
             return [walk(v) for v in node]
+        if isinstance(node, str):
+            return inside.sub(lambda m: moves[m.group(0)], node)
         return node
 
     return walk(spec)

@@ -7,6 +7,7 @@ import yaml
 
 from conveyor import compile as compiler
 from conveyor import images
+from conveyor.pipelines import distributed
 
 pytestmark = pytest.mark.golden
 REPO = Path(__file__).resolve().parents[2]
@@ -54,6 +55,15 @@ def test_every_executor_runs_conveyors_image_without_pip_installs(name):
     assert executors
     for executor in executors.values():
         container = executor["container"]
+        if container["image"] == distributed.GCPC_IMAGE:  # a Vertex AI custom job's launcher:
+            gpu = "accelerator_count" in " ".join(container["args"])  # its pools run conveyor
+            values = {"service_account": "", "accelerator_type": "T4", "accelerator_count": 1}
+            pools = distributed.payload_of(executor, values)["job_spec"]["worker_pool_specs"]
+            for pool in pools:
+                assert pool["container_spec"]["image_uri"] == images.image(
+                    variant="gpu" if gpu else "cpu")
+                assert "pip install" not in " ".join(pool["container_spec"]["command"])
+            continue
         # Only training on GPUs uses the GPU image, and it is given accelerators.
         gpu = "accelerator" in container.get("resources", {})
         assert container["image"] == images.image(variant="gpu" if gpu else "cpu")
@@ -65,6 +75,22 @@ def test_registry_is_a_compile_parameter(tmp_path):
     spec = yaml.safe_load(path.read_text())
     assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == \
         {images.image("eu.gcr.io/acme"), images.image("eu.gcr.io/acme", "gpu")}
+
+
+def test_registry_reaches_the_worker_pools_of_a_custom_job(tmp_path):
+    path = compiler.compile_one("pipeline:training_distributed", tmp_path / "p.yaml",
+                                registry="eu.gcr.io/acme")
+    text = path.read_text()
+    assert images.DEFAULT_REGISTRY not in text
+    spec = yaml.safe_load(text)
+    used = set()
+    for executor in spec["deploymentSpec"]["executors"].values():
+        if executor["container"]["image"] == distributed.GCPC_IMAGE:
+            payload = distributed.payload_of(executor, {
+                "service_account": "", "accelerator_type": "T4", "accelerator_count": 1})
+            used |= {p["container_spec"]["image_uri"]
+                     for p in payload["job_spec"]["worker_pool_specs"]}
+    assert used == {images.image("eu.gcr.io/acme"), images.image("eu.gcr.io/acme", "gpu")}
 
 
 @pytest.mark.parametrize("pipeline", ["training", "continuous_training"])
