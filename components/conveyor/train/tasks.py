@@ -1,4 +1,14 @@
-"""The work behind the train KFP component, in terms of its artifacts and parameters."""
+"""The work behind the train KFP component, in terms of its artifacts and parameters.
+
+In a cluster of several workers (a Vertex AI custom job whose worker pools all run this task's
+executor with the same executor input, or a TFJob), every worker trains, and only the chief
+publishes: the model, metrics and TensorBoard outputs, and the executor output that the KFP
+executor writes after the component returns (a second one fails with FileExistsError on Vertex,
+or overwrites the chief's). A non-chief worker, once training has succeeded, flushes its output
+streams and ends its process at once with status 0 (`os._exit`), so the executor never writes
+outputs for it. A failure raises on every worker as on one; the fail-fast marker
+(`conveyor.failfast`) is checked on every worker and written by whichever fails on bad input.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +17,37 @@ from conveyor.gcp.files import local_copy
 
 def train(dataset, preprocessing, model, metrics, tensorboard, *, hyperparameters: dict,
           module_file: str = "", log_dir_uri: str = "", train_split: str = "train",
-          eval_split: str = "eval"):
+          eval_split: str = "eval", exit_non_chief: bool = True):
+    """Train and publish. `exit_non_chief`: end a non-chief worker's process after training
+    (see the module); False returns its result instead, publishing nothing."""
     from conveyor.failfast import fail_once
 
     with fail_once(model.path, "train"):
         result = _run(dataset, preprocessing, model, tensorboard, hyperparameters, module_file,
                       log_dir_uri, train_split, eval_split)
+    if not result.is_chief:
+        if exit_non_chief:
+            _end_non_chief(result)
+        return result
     _publish(result, model, metrics, tensorboard)
     return result
+
+
+def _end_non_chief(result) -> None:
+    """End a non-chief worker's process after training: the executor must not write outputs."""
+    import logging
+    import os
+    import sys
+
+    print(f"train: {result.cluster.describe()} done; the chief publishes the outputs",
+          flush=True)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
 
 
 def _run(dataset, preprocessing, model, tensorboard, hyperparameters, module_file, log_dir_uri,

@@ -10,6 +10,17 @@
   `BackupAndRestore` in `checkpoint_dir` so a preempted or retried task resumes from its last
   finished epoch. A NaN or infinite loss stops training at once with a `TrainingError` that
   names the likely cause; nothing is exported then.
+- Several workers (`TF_CONFIG` or Vertex AI's `CLUSTER_SPEC`, `conveyor.train.cluster`): the
+  same model trained with MultiWorkerMirroredStrategy in a custom loop (`model.fit` fails under
+  that strategy in Keras 3, keras-team/keras#20585) that keeps what `model.fit` gives: per-epoch
+  eval loss and metrics (all-reduced over the workers' eval shards), early stopping, the best
+  epoch exported, the learning rate halved on plateaus, a NaN loss as `TrainingError`,
+  TensorBoard scalars, and per-epoch `tf.train.Checkpoint`s in `checkpoint_dir` (the chief's;
+  other workers save to a temporary folder, as TensorFlow requires every worker to save) from
+  which a restarted cluster resumes. Each worker reads its own part of the split
+  (`conveyor.train.data.shard_parts`); the global batch is `batch_size` x replicas, and every
+  worker runs the same steps per epoch. Only the chief writes the model, TensorBoard logs and
+  removes the checkpoints; others export to a temporary folder they delete.
 - Export (`export`): a SavedModel whose `serving_default` signature takes the raw features as
   named inputs of shape [None] and returns named outputs (binary: probability and class;
   multiclass: probabilities, class_id and class_label; regression: value), with `transform.json`,
@@ -19,9 +30,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,11 +42,13 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from conveyor.errors import InputError, TrainingError  # noqa: E402
+from conveyor.errors import EmptyDataError, InputError, TrainingError  # noqa: E402
 from conveyor.io.dataset import Dataset  # noqa: E402
-from conveyor.train.data import tf_dataset  # noqa: E402
+from conveyor.train import cluster as clusters  # noqa: E402
+from conveyor.train.data import shard_rows, tf_dataset  # noqa: E402
 from conveyor.train.model import Hyperparameters, build_model  # noqa: E402
 from conveyor.train.preprocess import input_dtype  # noqa: E402
 from conveyor.transform.fit import SPEC_FILE, Fitted  # noqa: E402
@@ -63,6 +78,12 @@ class TrainResult:
     seconds: float
     best_epoch: int | None = None  # the epoch whose weights were exported (eval loss), from 0
     hyperparameters: Hyperparameters | None = None  # as resolved for this run
+    cluster: clusters.Cluster = clusters.SINGLE  # this process's role
+    global_batch_size: int = 0  # examples per step over all replicas (multi-worker runs)
+
+    @property
+    def is_chief(self) -> bool:
+        return self.cluster.is_chief
 
 
 class _BestWeights(keras.callbacks.Callback):
@@ -147,8 +168,13 @@ def train(dataset_path: str | Path, transform_path: str | Path, model_path: str 
           log_dir_uri: str | None = None, checkpoint_dir: str | Path | None = None,
           module_file: str | None = None, train_split: str = "train",
           eval_split: str = "eval") -> TrainResult:
-    """Train on `train_split`, validate on `eval_split` (if present), export to `model_path`."""
+    """Train on `train_split`, validate on `eval_split` (if present), export to `model_path`.
+
+    With a cluster of several workers in `TF_CONFIG` / `CLUSTER_SPEC`, every worker calls this
+    with the same arguments; only the chief writes `model_path` and the TensorBoard logs."""
     start = time.monotonic()
+    cluster = clusters.from_environment()
+    strategy = multi_worker_strategy(cluster) if cluster.multi_worker else None  # before any op
     hp = Hyperparameters.from_dict(hparams)
     dataset = Dataset(dataset_path)
     fitted = Fitted.load(transform_path)
@@ -160,6 +186,14 @@ def train(dataset_path: str | Path, transform_path: str | Path, model_path: str 
     keras.utils.set_random_seed(hp.seed)
     rows = dataset.split(train_split).rows
     hp = hp.resolved(rows)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else Path(f"{model_path}.checkpoints")
+    if strategy is not None:
+        return _train_distributed(
+            strategy, cluster, dataset, fitted, hp, module_file=module_file,
+            model_path=Path(model_path), transform_path=transform_path,
+            log_dirs=[str(d) for d in (tensorboard_path, log_dir_uri) if d],
+            checkpoint_dir=checkpoint_dir, train_split=train_split, eval_split=eval_split,
+            start=start)
     if hp.steps:
         steps_per_epoch = max(1, math.ceil(hp.steps / hp.epochs))
     else:
@@ -176,7 +210,6 @@ def train(dataset_path: str | Path, transform_path: str | Path, model_path: str 
 
     progress = _Progress()
     callbacks: list = [progress, keras.callbacks.TerminateOnNaN()]
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else Path(f"{model_path}.checkpoints")
     callbacks.append(keras.callbacks.BackupAndRestore(str(checkpoint_dir)))
     for log_dir in (tensorboard_path, log_dir_uri):
         if log_dir:
@@ -222,6 +255,312 @@ def train(dataset_path: str | Path, transform_path: str | Path, model_path: str 
         seconds=time.monotonic() - start, best_epoch=at, hyperparameters=hp)
 
 
+def multi_worker_strategy(cluster: clusters.Cluster) -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy over the cluster's chief and workers (and, on each worker,
+    its local GPUs). Call it before any other TensorFlow op of the process: the collective
+    runtime is configured when the strategy is made. `TF_CONFIG` is (re)written with the
+    training tasks alone (from Vertex AI's `CLUSTER_SPEC` when that was the source)."""
+    os.environ["TF_CONFIG"] = json.dumps({
+        "cluster": {kind: list(addresses) for kind, addresses in cluster.spec.items()},
+        "task": {"type": cluster.task_type, "index": cluster.task_index}})
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+@dataclasses.dataclass
+class Plateau:
+    """Early stopping and learning-rate halving on the eval loss, as Keras' `EarlyStopping`
+    (min_delta 0) and `ReduceLROnPlateau` (min_delta 1e-4, factor 0.5) decide them: the custom
+    loop's copy of those callbacks. `patience` 0 turns both off."""
+
+    patience: int
+    learning_rate: float
+    min_learning_rate: float
+    lr_patience: int = 0  # 0: max(2, patience // 2), as the single-worker path
+    best: float = math.inf
+    wait: int = 0
+    lr_best: float = math.inf
+    lr_wait: int = 0
+
+    def __post_init__(self):
+        if not self.lr_patience:
+            self.lr_patience = max(2, self.patience // 2)
+
+    def update(self, epoch: int, loss: float) -> bool:
+        """Record `epoch`'s eval loss; True when training should stop. May lower
+        `learning_rate`."""
+        if not self.patience:
+            return False
+        if loss < self.lr_best - 1e-4:
+            self.lr_best, self.lr_wait = loss, 0
+        else:
+            self.lr_wait += 1
+            if self.lr_wait >= self.lr_patience:
+                if self.learning_rate > self.min_learning_rate:
+                    self.learning_rate = max(self.learning_rate * 0.5, self.min_learning_rate)
+                self.lr_wait = 0
+        if loss < self.best:
+            self.best, self.wait = loss, 0
+            return False
+        self.wait += 1
+        return self.wait >= self.patience and epoch > 0
+
+
+def _loss_and_metrics(task: str):
+    """The per-example loss (no reduction) and fresh metrics, named as `_compile` names them."""
+    if task == "binary":
+        return keras.losses.BinaryCrossentropy(reduction=None), [
+            keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
+    if task == "multiclass":
+        return keras.losses.SparseCategoricalCrossentropy(reduction=None), [
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    return keras.losses.MeanSquaredError(reduction=None), [
+        keras.metrics.RootMeanSquaredError(name="rmse"),
+        keras.metrics.MeanAbsoluteError(name="mae")]
+
+
+class _Summed:
+    """Sums kept on this worker (a loss total, a count, the metrics' states, all sums) and
+    added up over the workers once an epoch with one all-reduce."""
+
+    def __init__(self, strategy: tf.distribute.Strategy, metrics: list):
+        self.strategy = strategy
+        self.metrics = metrics
+        self.loss = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        self.count = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        self._reduce = None
+
+    def reset(self) -> None:
+        self.loss.assign(0.0)
+        self.count.assign(0.0)
+        for m in self.metrics:
+            m.reset_state()
+
+    def update(self, y, prediction, loss_sum, count) -> None:
+        self.loss.assign_add(tf.cast(loss_sum, tf.float64))
+        self.count.assign_add(tf.cast(count, tf.float64))
+        for m in self.metrics:
+            m.update_state(y, prediction)
+
+    def _state(self) -> list:
+        return [self.loss, self.count] + [v for m in self.metrics for v in m.variables]
+
+    def all_reduce(self) -> None:
+        """Replace every sum by its total over the workers."""
+        state = self._state()
+        values = [np.asarray(v.numpy()) for v in state]
+        flat = np.concatenate([a.astype(np.float64).reshape(-1) for a in values])
+        local = len(self.strategy.extended.worker_devices)
+        if self._reduce is None:
+            @tf.function
+            def reduce(values):
+                # one copy per worker: the first local replica carries it, the others zeros
+                per_replica = self.strategy.experimental_distribute_values_from_function(
+                    lambda ctx: values if ctx.replica_id_in_sync_group % local == 0
+                    else tf.zeros_like(values))
+                return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            self._reduce = reduce
+        total = self._reduce(tf.constant(flat)).numpy()
+        at = 0
+        for v, a in zip(state, values):
+            v.assign(total[at:at + a.size].reshape(a.shape).astype(a.dtype))
+            at += a.size
+
+    def results(self, prefix: str = "", steps: int = 0) -> dict[str, float]:
+        """The mean loss (per step when `steps`, else per example) and the metrics."""
+        denominator = steps or float(self.count.numpy())
+        out = {f"{prefix}loss": float(self.loss.numpy()) / denominator if denominator
+               else math.nan}
+        for m in self.metrics:
+            out[f"{prefix}{m.name}"] = float(m.result())
+        return out
+
+
+def _shaped(y, prediction, task: str):
+    """A label as the loss and metrics compare it with the prediction: [b] with [b, k] classes,
+    [b, 1] with a [b, 1] output."""
+    return y if task == "multiclass" else tf.reshape(tf.cast(y, prediction.dtype), [-1, 1])
+
+
+def _train_distributed(strategy: tf.distribute.Strategy, cluster: clusters.Cluster,
+                       dataset: Dataset, fitted: Fitted, hp: Hyperparameters, *,
+                       module_file: str | None, model_path: Path, transform_path: str | Path,
+                       log_dirs: list[str], checkpoint_dir: Path, train_split: str,
+                       eval_split: str, start: float) -> TrainResult:
+    """The custom training loop under MultiWorkerMirroredStrategy (see the module)."""
+    task = fitted.spec.task
+    rows = dataset.split(train_split).rows
+    replicas = strategy.num_replicas_in_sync
+    global_batch = hp.batch_size * replicas
+    if hp.steps:
+        steps_per_epoch = max(1, math.ceil(hp.steps / hp.epochs))
+    else:
+        steps_per_epoch = max(1, rows // global_batch)
+    files = list(dataset.files(train_split))
+    empty = [i for i in range(cluster.num_workers) if not shard_rows(files, i, cluster.num_workers)]
+    if empty:  # decided alike on every worker, from the Parquet footers: none waits for another
+        raise EmptyDataError(
+            f"train: split {train_split!r} ({rows} rows in {len(files)} file(s)) leaves worker(s) "
+            f"{empty} of {cluster.num_workers} without rows; use fewer workers or more data")
+    shard = (cluster.worker_index, cluster.num_workers)
+
+    def train_input(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        if (context.input_pipeline_id, context.num_input_pipelines) != shard:
+            raise RuntimeError(f"train: the strategy numbers this worker's input "
+                               f"{context.input_pipeline_id} of {context.num_input_pipelines}, "
+                               f"the cluster {shard[0]} of {shard[1]}")
+        return tf_dataset(dataset, train_split, fitted,
+                          context.get_per_replica_batch_size(global_batch),
+                          shuffle_buffer=hp.shuffle_buffer, seed=hp.seed + shard[0],
+                          repeat=True, shard=shard)
+
+    train_data = strategy.distribute_datasets_from_function(train_input)
+    eval_ds = None
+    if eval_split in dataset.splits:
+        labelled = sum(b.num_rows - b.column(0).null_count for b in dataset.iter_batches(
+            eval_split, columns=[fitted.spec.label]))
+        if labelled:  # the whole split's count, alike on every worker
+            eval_ds = tf_dataset(dataset, eval_split, fitted, hp.batch_size, shard=shard)
+
+    with strategy.scope():
+        model = build_model(fitted, hp, module_file)
+        optimizer = keras.optimizers.Adam(hp.learning_rate)
+        optimizer.build(model.trainable_variables)
+    loss_fn, train_metrics = _loss_and_metrics(task)
+    train_sums = _Summed(strategy, train_metrics)
+    eval_sums = _Summed(strategy, _loss_and_metrics(task)[1])
+
+    @tf.function
+    def train_step(iterator):
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                prediction = model(x, training=True)
+                per_example = loss_fn(_shaped(y, prediction, task), prediction)
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                if model.losses:
+                    loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            gradients = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            return loss, y, prediction
+        loss, y, prediction = strategy.run(step, args=next(iterator))
+        for loss_i, y_i, p_i in zip(strategy.experimental_local_results(loss),
+                                    strategy.experimental_local_results(y),
+                                    strategy.experimental_local_results(prediction)):
+            train_sums.update(_shaped(y_i, p_i, task), p_i, loss_i, 1)
+
+    @tf.function(reduce_retracing=True)
+    def eval_step(x, y):
+        prediction = model(x, training=False)
+        y = _shaped(y, prediction, task)
+        per_example = loss_fn(y, prediction)
+        eval_sums.update(y, prediction, tf.reduce_sum(per_example), tf.size(per_example))
+
+    # checkpoints: every worker restores the chief's; the chief saves there, others to a temp dir
+    epoch_done = tf.Variable(0, dtype=tf.int64, trainable=False)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_done)
+    scratch = Path(tempfile.mkdtemp(prefix=f"conveyor-train-worker{cluster.worker_index}-"))
+    write_dir = checkpoint_dir if cluster.is_chief else scratch / "checkpoints"
+    manager = tf.train.CheckpointManager(checkpoint, str(write_dir), max_to_keep=1)
+    latest = tf.train.latest_checkpoint(str(checkpoint_dir))
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+    first_epoch = int(epoch_done.numpy())
+    writers = {}
+    if cluster.is_chief:
+        writers = {(d, kind): tf.summary.create_file_writer(f"{d.rstrip('/')}/{kind}")
+                   for d in log_dirs for kind in ("train", "validation")}
+
+    plateau = Plateau(hp.early_stopping_patience if eval_ds is not None else 0,
+                      hp.learning_rate, hp.learning_rate / 32)
+    if first_epoch:  # the learning rate as it was when the checkpoint was written
+        plateau.learning_rate = float(optimizer.learning_rate.numpy())
+    history: dict[str, list[float]] = {}
+    best_loss, best_epoch, best_weights = math.inf, None, None
+    epoch_seconds: list[float] = []
+    steady_steps, steady_seconds = 0, 0.0
+    iterator = iter(train_data)
+    print(f"train: {cluster.describe()}, {replicas} replica(s), global batch {global_batch}, "
+          f"{steps_per_epoch} steps per epoch, from epoch {first_epoch + 1}", flush=True)
+    try:
+        for epoch in range(first_epoch, hp.epochs):
+            began = time.monotonic()
+            train_sums.reset()
+            first_done = None
+            for s in range(steps_per_epoch):
+                train_step(iterator)
+                if s == 0:
+                    train_sums.loss.numpy()  # wait for the first (tracing) step
+                    first_done = time.monotonic()
+            train_sums.loss.numpy()
+            if first_done is not None and steps_per_epoch > 1:
+                steady_steps += steps_per_epoch - 1
+                steady_seconds += time.monotonic() - first_done
+            train_sums.all_reduce()
+            logs = train_sums.results(steps=steps_per_epoch)
+            if eval_ds is not None:
+                eval_sums.reset()
+                for x, y in eval_ds:
+                    eval_step(x, y)
+                eval_sums.all_reduce()
+                logs.update(eval_sums.results("val_"))
+            logs["learning_rate"] = plateau.learning_rate
+            for key, value in logs.items():
+                history.setdefault(key, []).append(value)
+            epoch_seconds.append(time.monotonic() - began)
+            print(f"epoch {epoch + 1}/{hp.epochs} " + " ".join(
+                f"{k}={v:.4g}" for k, v in logs.items()), flush=True)
+            _check_finite(history, fitted, first_epoch)
+            for (d, kind), writer in writers.items():
+                with writer.as_default(step=epoch):
+                    for key, value in logs.items():
+                        if kind == "validation" and key.startswith("val_"):
+                            tf.summary.scalar(f"epoch_{key[4:]}", value)
+                        elif kind == "train" and not key.startswith("val_"):
+                            tf.summary.scalar(f"epoch_{key}", value)
+                    writer.flush()
+            val_loss = logs.get("val_loss")
+            if val_loss is not None and val_loss < best_loss:
+                best_loss, best_epoch, best_weights = val_loss, epoch, model.get_weights()
+            stop = plateau.update(epoch, val_loss) if val_loss is not None else False
+            if plateau.learning_rate != float(optimizer.learning_rate.numpy()):
+                optimizer.learning_rate.assign(plateau.learning_rate)
+            epoch_done.assign(epoch + 1)
+            manager.save()
+            if stop:
+                break
+        for writer in writers.values():
+            writer.close()
+        if best_weights is not None:
+            model.set_weights(best_weights)
+        if cluster.is_chief and (fitted.label_stats or {}).get("transform") == "log":
+            fitted.label_stats["smearing"] = _smearing(model, dataset, train_split, fitted)
+        # every worker exports (saving may run collectives); only the chief's is kept
+        export(model, fitted, model_path if cluster.is_chief else scratch / "model",
+               transform_path)
+        # a barrier: no worker leaves (the chief hosts the coordination service) before all
+        # have exported
+        _Summed(strategy, []).all_reduce()
+        if cluster.is_chief:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    metrics = {k: float(v[-1] if best_epoch is None else v[best_epoch - first_epoch])
+               for k, v in history.items() if v and k != "learning_rate"}
+    metrics["epochs_run"] = float(len(epoch_seconds))
+    metrics["workers"] = float(cluster.num_workers)
+    if best_epoch is not None:
+        metrics["best_epoch"] = float(best_epoch + 1)
+    examples = len(epoch_seconds) * steps_per_epoch * global_batch
+    return TrainResult(
+        model=model, metrics=metrics, first_epoch=first_epoch, epochs_run=len(epoch_seconds),
+        steps_per_epoch=steps_per_epoch,
+        examples_per_second=examples / sum(epoch_seconds) if epoch_seconds else 0.0,
+        steady_examples_per_second=(steady_steps * global_batch / steady_seconds
+                                    if steady_seconds > 0 else 0.0),
+        seconds=time.monotonic() - start, best_epoch=best_epoch, hyperparameters=hp,
+        cluster=cluster, global_batch_size=global_batch)
+
+
 def _smearing(model: keras.Model, dataset: Dataset, split: str, fitted: Fitted,
               rows: int = 50_000) -> float:
     """Duan's smearing factor, mean(exp(residual)) on the log scale over (up to `rows`) train
@@ -244,11 +583,12 @@ def _smearing(model: keras.Model, dataset: Dataset, split: str, fitted: Fitted,
     return float(factor) if math.isfinite(factor) and factor > 0 else 1.0
 
 
-def _check_finite(history: dict[str, list], fitted: Fitted) -> None:
-    """A NaN or infinite loss means the model learned nothing usable: say why, export nothing."""
+def _check_finite(history: dict[str, list], fitted: Fitted, first_epoch: int = 0) -> None:
+    """A NaN or infinite loss means the model learned nothing usable: say why, export nothing.
+    (`first_epoch`: the epoch `history` starts at, after a resume.)"""
     for key in ("loss", "val_loss"):
         values = history.get(key) or []
-        bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+        bad = [i + first_epoch for i, v in enumerate(values) if not math.isfinite(v)]
         if not bad:
             continue
         causes = []
@@ -265,7 +605,7 @@ def _check_finite(history: dict[str, list], fitted: Fitted) -> None:
             causes.append("a learning_rate too high for this data (try 10x lower)")
         raise TrainingError(
             f"train: the {'training' if key == 'loss' else 'eval'} loss became "
-            f"{values[bad[0]]} at epoch {bad[0] + 1}; stopped, nothing exported. Likely cause: "
+            f"{values[bad[0] - first_epoch]} at epoch {bad[0] + 1}; stopped, nothing exported. Likely cause: "
             + "; ".join(causes))
 
 
