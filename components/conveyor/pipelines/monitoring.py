@@ -5,7 +5,10 @@ BigQuery table or query of it) and compares each feature with the served version
 statistics, and the predictions with the eval-time ones. When it finds drift, the
 continuous-training pipeline runs on the newest labeled data (`table` or `query`) with
 `retrain_always`: broken data still stops it, and the retrained model is pushed only if it
-beats the served version.
+beats the served version. With `canary`, the version served is labelled champion first (unless
+the base path has labels already), so the retrained version is pushed as its challenger: served
+for `conveyor serve --canary-percent` of the requests until `promote` decides
+(docs/promotion.md).
 """
 
 from kfp import dsl
@@ -13,6 +16,7 @@ from kfp import dsl
 from conveyor.monitor.component import monitor
 from conveyor.pipelines import continuous_training
 from conveyor.pipelines.steps import DEFAULT_ACCELERATOR
+from conveyor.promote.component import start_canary
 
 NAME = "conveyor-monitoring"
 
@@ -47,6 +51,7 @@ def pipeline(
     allow_breaking_signature: bool = False,
     train_gpus: int = 0,
     train_accelerator: str = DEFAULT_ACCELERATOR,
+    canary: bool = False,
 ):
     """Monitor serving traffic for drift; retrain on the newest data when it drifted.
 
@@ -77,6 +82,7 @@ def pipeline(
         allow_breaking_signature: Bless a model whose serving signature breaks the served version's clients.
         train_gpus: GPUs to retrain on; 0 trains on CPU with conveyor's CPU image.
         train_accelerator: Accelerator type when train_gpus > 0.
+        canary: Push the retrained version as a challenger of the served one (labelled champion first) instead of serving it at once.
     """
     watched = monitor(
         traffic=traffic, model_base_path=model_base_path, window_hours=window_hours,
@@ -88,6 +94,9 @@ def pipeline(
     watched.set_caching_options(False)  # new traffic arrives under the same parameters
     watched.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
     with dsl.If(watched.outputs["Output"] == True, name="serving-drift"):  # noqa: E712
+        labelled = start_canary(model_base_path=model_base_path, enabled=canary
+                                ).set_display_name("Label the champion (canary)")
+        labelled.set_caching_options(False)
         continuous_training.pipeline(
             label=label, model_base_path=model_base_path, table=table, query=query, task=task,
             split_key=split_key, split_ratios=split_ratios, project=project,
@@ -96,4 +105,4 @@ def pipeline(
             hyperparameters=hyperparameters, module_file=module_file, slices=slices,
             thresholds=thresholds, allow_breaking_signature=allow_breaking_signature,
             train_gpus=train_gpus, train_accelerator=train_accelerator,
-        ).set_display_name("Continuous training (serving drift)")
+        ).set_display_name("Continuous training (serving drift)").after(labelled)

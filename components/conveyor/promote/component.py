@@ -44,16 +44,17 @@ def promote(
 
 
 @dsl.component(base_image=images.image(), install_kfp_package=False)
-def start_canary(model_base_path: str) -> str:
+def start_canary(model_base_path: str, enabled: bool = True) -> str:
     """Label the version served now `champion` unless the base path has labels already, so
     that the next push (mode auto) is a challenger beside it.
 
     Args:
         model_base_path: Model base path (local or gs://).
+        enabled: False: change nothing (a pipeline's canary switch).
 
     Returns:
         The labels, as JSON.
     """
     from conveyor.promote import tasks
 
-    return tasks.start_canary(model_base_path)
+    return tasks.start_canary(model_base_path, enabled)
