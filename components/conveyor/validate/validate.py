@@ -1,10 +1,13 @@
 """The validate step: statistics, a Great Expectations suite, drift and skew over a Dataset.
 
-`validate_dataset` reads each split once in chunks: the chunk updates the split's statistics and is
-checked by the suite's expectations in the same pass. Then it compares statistics: each split
-against the baseline's same-named split (drift) and train against eval (skew). It writes the
-statistics, the suite it used, a machine-readable verdict (`validation.json` beside
-`statistics.json`) and an HTML report.
+`validate_dataset` reads each split once in chunks: the chunk updates the split's statistics and
+is checked by the suite's expectations in the same pass. (With `statistics_source="bigquery"`,
+or "auto" for a Dataset ingested from BigQuery of at least `conveyor.stats.bigquery.AUTO_MIN_ROWS`
+rows, the statistics come from one aggregate query in BigQuery instead and the pass runs the
+expectations only.) Then it compares statistics: each split against the baseline's same-named
+split (drift) and train against eval (skew). It writes the statistics (`statistics.json`, and
+`statistics.pb`: TFDV's proto), the suite it used, a machine-readable verdict (`validation.json`
+beside `statistics.json`) and an HTML report.
 
 Two kinds of finding, kept apart:
 - **breakage**: a rule of a user's suite, or an inferred suite's breakage rules (schema, null
@@ -259,7 +262,12 @@ def validate_dataset(
     baseline_name = given_name or (str(baseline_statistics) if baseline_statistics else None)
     if baseline_dataset and baseline_stats is None:
         base = Dataset(baseline_dataset)
-        baseline_stats, _ = dataset_statistics(base, None, statistics_source)
+        from conveyor.stats.bigquery import from_bigquery
+
+        # `bigquery` asks it of this dataset; a baseline from files is read as ever
+        base_source = ("rows" if statistics_source == "bigquery" and not from_bigquery(base)
+                       else statistics_source)
+        baseline_stats, _ = dataset_statistics(base, None, base_source)
         baseline_name = given_name or f"dataset {baseline_dataset}"
 
     computed: stats.DatasetStatistics | None = None
