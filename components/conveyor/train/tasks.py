@@ -34,13 +34,20 @@ def train(dataset, preprocessing, model, metrics, tensorboard, *, hyperparameter
 
 
 def _end_non_chief(result) -> None:
-    """End a non-chief worker's process after training: the executor must not write outputs."""
+    """End a non-chief worker's process after training: the executor must not write outputs.
+    The interpreter's exit handlers run first (TensorFlow's remove its generated autograph
+    files from TMPDIR), then the process ends without returning to the executor."""
+    import atexit
     import logging
     import os
     import sys
 
     print(f"train: {result.cluster.describe()} done; the chief publishes the outputs",
           flush=True)
+    try:
+        atexit._run_exitfuncs()
+    except Exception:  # noqa: BLE001  (a failing handler must not fail a finished worker)
+        pass
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
