@@ -46,7 +46,7 @@ READ_METHODS = ("storage", "rest")
 #: at once, each by its own thread into a bounded buffer, and consumed in stream order, so the
 #: Dataset's rows come out in the same order whatever the timing.
 READ_STREAMS = 4
-_BUFFERED_BATCHES = 4  # record batches held per stream ahead of the consumer
+_BUFFERED_BATCHES = 1  # record batches (~5 MB each) held per stream ahead of the consumer
 _BUCKET_COLUMN = BUCKET_COLUMN
 _PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{0,127}$")
 _DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
