@@ -447,3 +447,42 @@ def test_evaluate_records_the_predictions_it_scored_for_the_monitor(candidate, d
     assert dict(record["statistics"]["values"]) == dict(expected)
     assert record["statistics"]["count"] == table.num_rows
 
+
+
+def test_the_champion_is_the_baseline_not_a_newer_rolled_back_challenger(candidate, dataset,
+                                                                         tmp_path, capsys):
+    """After a rollback the challenger stays published (v2, newer) and the labels name v1 the
+    champion: the next candidate must beat what is served, v1. Unreadable labels fall back to
+    the newest versions, with a note, and never block."""
+    work = tmp_path / "made"
+    base = publish(tmp_path / "base", copy_of(candidate, work / "v1"),
+                   copy_of(candidate, work / "v2"))
+    assert evaluate_model(candidate, dataset, model_base_path=base.uri).baseline_version == 2
+    base.update_labels(lambda labels: {"champion": 1})
+    result = evaluate_model(candidate, dataset, model_base_path=base.uri, thresholds=EQUAL_OK)
+    assert result.baseline_version == 1 and result.baseline_uri == base.version_uri(1)
+    assert result.signature_diff["against"] == base.version_uri(1)
+    assert result.newest_version_uri == base.version_uri(2)
+
+    (tmp_path / "base" / "labels.json").write_text("{not json")
+    result = evaluate_model(candidate, dataset, model_base_path=base.uri)
+    assert result.baseline_version == 2
+    assert "trying the newest versions as baselines" in capsys.readouterr().out
+
+
+def test_push_carries_the_scored_predictions_into_the_version(candidate, dataset, tmp_path):
+    """evaluate's predictions.json reaches the pushed version's assets.extra, where the monitor
+    reads the eval-time prediction distribution."""
+    from conveyor.push.infra import sample_rows
+    from conveyor.push.push import push
+    from conveyor.transform.fit import Fitted
+
+    result = evaluate_model(candidate, dataset)
+    write_outputs(result, tmp_path / "evaluation", tmp_path / "report.md")
+    fitted = Fitted.load(candidate / "assets.extra")
+    pushed = push(candidate, tmp_path / "evaluation", str(tmp_path / "base"),
+                  sample=sample_rows(dataset, "eval", fitted))
+    folder = Path(pushed.uri)
+    assert json.loads((folder / "assets.extra" / "predictions.json").read_text()) == \
+        json.loads(json.dumps(result.predictions))
+    assert not (candidate / "assets.extra" / "predictions.json").exists()  # the input untouched

@@ -80,6 +80,9 @@ from conveyor.push.base_path import digest  # noqa: E402
 from conveyor.transform.fit import Fitted  # noqa: E402
 
 EVALUATION_FILE = "evaluation.json"
+#: Statistics of the scored predictions (`EvaluationResult.predictions`), copied by push into
+#: the version's assets.extra (= conveyor.monitor.monitor.PREDICTIONS_FILE).
+PREDICTIONS_FILE = "predictions.json"
 MAX_SLICE_VALUES = 100
 _BASELINE_KEYS = {"min", "max", "min_improvement", "min_improvement_relative", "significance"}
 _THRESHOLD_KEYS = _BASELINE_KEYS | {fl.OVER_NAIVE}
@@ -323,8 +326,9 @@ class _Baseline:
 
 def _sources(baseline_path, baseline_uri, model_base_path, scratch: str,
              max_baselines: int) -> tuple[list[bl.Source], Any, list[int]]:
-    """Baselines to try, in order (explicit first, then the newest versions), the base path
-    (or None) and its published versions."""
+    """Baselines to try, in order (explicit first, then the served version: the champion when
+    versions are labelled, then the other newest versions), the base path (or None) and its
+    published versions. A rolled-back challenger is newer than the champion, never first."""
     sources = []
     if baseline_path:
         path = Path(baseline_path)
@@ -335,7 +339,15 @@ def _sources(baseline_path, baseline_uri, model_base_path, scratch: str,
 
     base = ModelBasePath(model_base_path)
     versions = base.versions()
-    for version in reversed(versions[-max_baselines:]):
+    try:
+        served = base.served()
+    except InputError as exc:  # unreadable labels: the newest versions, as without labels
+        print(f"evaluate: {exc}; trying the newest versions as baselines", flush=True)
+        served = None
+    order = list(reversed(versions[-max_baselines:]))
+    if served in versions:
+        order = [served, *[v for v in order if v != served]][:max_baselines]
+    for version in order:
         sources.append(bl.Source(base.version_uri(version),
                                  lambda v=version: Path(base.fetch(v, scratch)), version))
     return sources, base, versions
@@ -662,8 +674,6 @@ def write_outputs(result: EvaluationResult, evaluation_dir: str | Path,
     folder.mkdir(parents=True, exist_ok=True)
     (folder / EVALUATION_FILE).write_text(json.dumps(result.to_dict(), indent=1, default=float))
     if result.predictions is not None:
-        from conveyor.monitor.monitor import PREDICTIONS_FILE
-
         (folder / PREDICTIONS_FILE).write_text(json.dumps(result.predictions, default=float))
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
     Path(report_path).write_text(markdown(result))

@@ -185,12 +185,12 @@ class Served:
 
 
 def load_served(model_base_path: str, scratch: str | Path) -> Served:
-    """The newest version under the base path (what `conveyor serve` serves), fetched into
-    `scratch` when on gs://."""
+    """The served version under the base path (what `conveyor serve` serves by default: the
+    champion when versions are labelled, else the newest), fetched into `scratch` on gs://."""
     from conveyor.push.base_path import ModelBasePath
 
     base = ModelBasePath(model_base_path)
-    latest = base.latest()
+    latest = base.served()
     if latest is None:
         raise SourceNotFoundError(f"model_base_path: {model_base_path} has no published "
                                   "version to monitor")

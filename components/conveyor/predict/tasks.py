@@ -18,7 +18,7 @@ def batch_predict(dataset, metrics, *, output_table: str, model=None, model_base
             from conveyor.push.base_path import ModelBasePath
 
             base = ModelBasePath(model_base_path)
-            latest = base.latest()
+            latest = base.served()  # the champion when versions are labelled
             if latest is None:
                 raise InputError(f"model_base_path: no pushed version under {model_base_path}")
             model_dir, version = base.fetch(latest, scratch), str(latest)

@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 
 from conveyor.errors import ConveyorError, InputError
-from conveyor.evaluate.evaluate import EVALUATION_FILE
+from conveyor.evaluate.evaluate import EVALUATION_FILE, PREDICTIONS_FILE
 from conveyor.push import infra
 from conveyor.push.base_path import ModelBasePath, StaleBaseline
 
@@ -160,12 +160,17 @@ def push(model_dir: str | Path, evaluation_dir: str | Path, model_base_path: str
         answered = recorded
     else:
         answered = infra.check(model_dir, sample)
+    # What the monitor compares serving traffic with travels with the version: the training
+    # data's statistics, and the statistics of the predictions evaluate scored.
+    extras = {STATISTICS_FILE: Path(statistics_dir) / STATISTICS_FILE} if statistics_dir else {}
+    if (Path(evaluation_dir) / PREDICTIONS_FILE).exists():
+        extras[PREDICTIONS_FILE] = Path(evaluation_dir) / PREDICTIONS_FILE
     with tempfile.TemporaryDirectory(prefix="conveyor-push-") as scratch:
-        if statistics_dir:  # the training data's statistics travel with the version
+        if extras:
             staged = Path(scratch) / "model"
             shutil.copytree(model_dir, staged)
-            shutil.copy(Path(statistics_dir) / STATISTICS_FILE,
-                        staged / "assets.extra" / STATISTICS_FILE)
+            for name, source in extras.items():
+                shutil.copy(source, staged / "assets.extra" / name)
             model_dir = staged
         published = base.publish_model(model_dir, dedupe=True, baseline=baseline)
     version = published.version

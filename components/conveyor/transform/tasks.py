@@ -55,7 +55,7 @@ def served_spec(model_base_path: str, label: str, types: dict[str, str]) -> Feat
     from conveyor.push.base_path import ModelBasePath
 
     base = ModelBasePath(model_base_path)
-    latest = base.latest()
+    latest = base.served()  # the champion when versions are labelled, else the newest
     if latest is None:
         print(f"transform: no version under {model_base_path} yet: proposing a spec", flush=True)
         return None

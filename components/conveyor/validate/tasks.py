@@ -11,13 +11,13 @@ from conveyor.validate.validate import ValidationResult, validate_dataset
 
 
 def served_baseline(model_base_path: str, scratch: str) -> tuple[Path, str] | None:
-    """The training statistics pushed with the newest version under the base path: a local
+    """The training statistics pushed with the served version under the base path: a local
     file (fetched into `scratch` from gs://) and the URI that names it, or None."""
     from conveyor.push.base_path import ModelBasePath
     from conveyor.push.push import STATISTICS_FILE
 
     base = ModelBasePath(model_base_path)
-    latest = base.latest()
+    latest = base.served()  # the champion when versions are labelled, else the newest
     if latest is None:
         return None
     path = base.fetch(latest, scratch) / "assets.extra" / STATISTICS_FILE
