@@ -239,3 +239,37 @@ def test_two_workers_killed_resume_train_like_one_and_only_the_chief_publishes(
     assert difference <= 0.1
     print(f"resumed at epoch {first + 1}; eval accuracy: 2 workers {acc_multi:.3f}, 1 worker "
           f"{acc_single:.3f}; mean |p2 - p1| {difference:.4f}")
+
+
+def test_a_diverging_loss_stops_both_workers_with_its_cause(tmp_path):
+    """A NaN loss under two workers: the same TrainingError on both (the loss is all-reduced,
+    so both see it at the same epoch), nothing exported, the fail-fast marker beside the model."""
+    import pyarrow as pa
+
+    from conveyor.io import Dataset
+    from conveyor.transform.fit import fit
+    from conveyor.transform.spec import FeatureSpec
+
+    table = pa.table({"x": [float(i) for i in range(200)],
+                      "y": [float(i) * 1e17 for i in range(200)]})
+    ds = write_dataset(tmp_path / "ds", table)
+    spec = FeatureSpec.from_dict({"label": "y", "task": "regression",
+                                  "features": {"x": {"kind": "numeric", "transform": "none"}}})
+    fit(Dataset(ds), spec).write(tmp_path / "t")
+    args = {"dataset": ds, "transform": tmp_path / "t", "model": tmp_path / "out" / "model",
+            "metrics": tmp_path / "out" / "metrics", "tensorboard": tmp_path / "out" / "tb",
+            "hparams": {"epochs": 3, "batch_size": 16, "learning_rate": 1e6}}
+    logs = [tmp_path / "w0.log", tmp_path / "w1.log"]
+    procs = pair(TASK, [args, args], logs, kinds=("worker", "worker"))
+    for p in procs:
+        p.wait(timeout=TIMEOUT)
+    errors = []
+    for p, log in zip(procs, logs):
+        text = log.read_text()
+        lines = [x for x in text.splitlines() if x.startswith("conveyor.errors.TrainingError: ")]
+        assert p.returncode != 0 and lines, text[-3000:]
+        assert "loss became" in lines[-1] and "'y' reaches" in lines[-1]  # the cause, named
+        errors.append(lines[-1])
+    assert errors[0] == errors[1]  # the same epoch, the same message
+    assert not (tmp_path / "out" / "model").exists()
+    assert (tmp_path / "out" / "model.conveyor-failed.json").exists()
