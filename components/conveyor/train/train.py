@@ -605,8 +605,8 @@ def _check_finite(history: dict[str, list], fitted: Fitted, first_epoch: int = 0
             causes.append("a learning_rate too high for this data (try 10x lower)")
         raise TrainingError(
             f"train: the {'training' if key == 'loss' else 'eval'} loss became "
-            f"{values[bad[0] - first_epoch]} at epoch {bad[0] + 1}; stopped, nothing exported. Likely cause: "
-            + "; ".join(causes))
+            f"{values[bad[0] - first_epoch]} at epoch {bad[0] + 1}; stopped, nothing "
+            "exported. Likely cause: " + "; ".join(causes))
 
 
 def serving_function(model: keras.Model, fitted: Fitted):
