@@ -89,9 +89,9 @@ def promote_recent(dataset_uri: str, model_base_path: str):
     promote(dataset=recent.output, model_base_path=model_base_path, split="eval")
 
 
-def serve_and_retrain(base: str, logs: str, table: str, tmp_path: Path):
-    """Serve v1 with logging, send shifted traffic, run the monitoring pipeline (canary).
-    Returns (manager, client, the monitoring run's folder)."""
+def serve_and_retrain(base: str, logs: str, table: str, tmp_path: Path, monkeypatch):
+    """Serve v1 with logging and the drift gauges, send shifted traffic, run the monitoring
+    pipeline (canary). Returns (manager, client, the monitoring run's folder)."""
     from starlette.testclient import TestClient
 
     from conveyor.serving import server
@@ -103,7 +103,10 @@ def serve_and_retrain(base: str, logs: str, table: str, tmp_path: Path):
     log = PredictionLog(logs, flush_rows=100, flush_seconds=0.5)
     log.check()
     log.start()
-    app = server.create_app(manager, prediction_log=log, canary_percent=50)
+    monkeypatch.setattr(server, "MONITORING_REFRESH", 0.0)
+    published = f"{logs.rsplit('/', 1)[0]}/monitoring"
+    app = server.create_app(manager, prediction_log=log, canary_percent=50,
+                            monitoring_uri=published)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         client = TestClient(app, raise_server_exceptions=False)
@@ -119,12 +122,17 @@ def serve_and_retrain(base: str, logs: str, table: str, tmp_path: Path):
                raise_on_error=True)
     monitoring.pipeline(traffic=logs, model_base_path=base, label="species", table=table,
                         window_end=iso(end), window_hours=(end - start) / 3600 + 1e-6,
-                        hyperparameters=HPARAMS, thresholds=LENIENT, canary=True)
+                        hyperparameters=HPARAMS, thresholds=LENIENT, canary=True,
+                        monitoring_uri=published)
     run = newest_run(root)
     out = json.loads(next(run.rglob("monitor/executor_output.json")).read_text())
     assert out["parameterValues"]["Output"] is True  # drifted
     result = json.loads(next(run.rglob("monitor/monitoring/monitoring.json")).read_text())
     assert {"body_mass_g", "island"} <= set(result["drifted_features"])
+    manager.poll_once()  # serve's gauges show the monitor's newest result
+    metrics = client.get("/metrics").text
+    assert 'conveyor_feature_drifted{feature="body_mass_g",model="penguins"} 1.0' in metrics
+    assert 'conveyor_monitoring_drifted{model="penguins"} 1.0' in metrics
     return manager, client, run
 
 
@@ -166,14 +174,14 @@ def run_promote(dataset: Path, base: str, tmp_path: Path) -> tuple[str, dict]:
         next(run.rglob("promote/promotion/promotion.json")).read_text())
 
 
-def test_a_better_challenger_is_promoted_and_served(v1, bucket, tmp_path):
+def test_a_better_challenger_is_promoted_and_served(v1, bucket, tmp_path, monkeypatch):
     from conveyor.push.base_path import ModelBasePath
 
     base, _ = v1
     table = f"{seed.DEMO_DATASET}.penguins_shifted"
     seed.load_table(shifted_table(seed.penguins(), 1), table)
     logs = f"gs://promotion-test/{tmp_path.name}/prediction-log"
-    manager, client, run = serve_and_retrain(base, logs, table, tmp_path)
+    manager, client, run = serve_and_retrain(base, logs, table, tmp_path, monkeypatch)
     assert ModelBasePath(base).labels() == {"champion": 1, "challenger": 2}
     check_canary(manager, client)
 
@@ -197,7 +205,8 @@ def test_a_better_challenger_is_promoted_and_served(v1, bucket, tmp_path):
     client.close()
 
 
-def test_a_worse_challenger_is_rolled_back_and_v1_stays_served(v1, bucket, tmp_path):
+def test_a_worse_challenger_is_rolled_back_and_v1_stays_served(v1, bucket, tmp_path,
+                                                               monkeypatch):
     from conveyor.push.base_path import ModelBasePath
 
     _, copy = v1
@@ -206,7 +215,7 @@ def test_a_worse_challenger_is_rolled_back_and_v1_stays_served(v1, bucket, tmp_p
     table = f"{seed.DEMO_DATASET}.penguins_mislabeled"
     seed.load_table(shifted_table(seed.penguins(), 2, shuffle_labels=True), table)
     logs = f"gs://promotion-test/{tmp_path.name}/prediction-log"
-    manager, client, _ = serve_and_retrain(base, logs, table, tmp_path)
+    manager, client, _ = serve_and_retrain(base, logs, table, tmp_path, monkeypatch)
     assert ModelBasePath(base).labels() == {"champion": 1, "challenger": 2}
     check_canary(manager, client)
 
