@@ -194,6 +194,11 @@ def test_a_source_that_changed_since_ingest_is_refused_and_auto_reads_the_rows(
     ds = ingest(tmp_path / "g", table="bqstats.growing", split_key="Id")
     monkeypatch.setattr(bq_stats, "AUTO_MIN_ROWS", 1000)  # auto takes BigQuery at this size
     out = tmp_path / "auto"
+    # ... but not on an emulator, where the aggregate query is the slow path
+    on_emulator = validate_dataset(ds.path, report_path=out / "e.html",
+                                   statistics_path=out / "e", suite_path=out / "eu", policy="warn")
+    assert on_emulator.statistics_source == "rows"
+    monkeypatch.setattr(bq_stats, "AUTO_ON_EMULATOR", True)
     result = validate_dataset(ds.path, report_path=out / "r.html", statistics_path=out / "s",
                               suite_path=out / "u", policy="warn")
     assert result.statistics_source == "bigquery"

@@ -2,9 +2,9 @@
 
 `validate_dataset` reads each split once in chunks: the chunk updates the split's statistics and
 is checked by the suite's expectations in the same pass. (With `statistics_source="bigquery"`,
-or "auto" for a Dataset ingested from BigQuery of at least `conveyor.stats.bigquery.AUTO_MIN_ROWS`
-rows, the statistics come from one aggregate query in BigQuery instead and the pass runs the
-expectations only.) Then it compares statistics: each split against the baseline's same-named
+or "auto" for a Dataset ingested from BigQuery, not an emulator, of at least
+`conveyor.stats.bigquery.AUTO_MIN_ROWS` rows, the statistics come from one aggregate query in
+BigQuery instead and the pass runs the expectations only.) Then it compares statistics: each split against the baseline's same-named
 split (drift) and train against eval (skew). It writes the statistics (`statistics.json`, and
 `statistics.pb`: TFDV's proto), the suite it used, a machine-readable verdict (`validation.json`
 beside `statistics.json`) and an HTML report.
@@ -176,8 +176,11 @@ def _statistics_from_bigquery(dataset: Dataset, statistics_source: str) -> bool:
 
     if statistics_source == "bigquery":
         return True
+    from conveyor.gcp.clients import emulated
+
     return (statistics_source == "auto" and bq_stats.from_bigquery(dataset)
-            and dataset.info.rows >= bq_stats.AUTO_MIN_ROWS)
+            and dataset.info.rows >= bq_stats.AUTO_MIN_ROWS
+            and (bq_stats.AUTO_ON_EMULATOR or not emulated()))
 
 
 def dataset_statistics(dataset: Dataset, splits: Sequence[str] | None = None,
