@@ -14,7 +14,7 @@ def test_demo_ingests_the_penguins_end_to_end(tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "conveyor", "demo", "--root", str(tmp_path / "stack"),
          "--pipeline-root", str(tmp_path / "runs")],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "seeded 344 penguins" in run.stdout
     assert "344 rows in 2 splits, 8 columns" in run.stdout

@@ -134,7 +134,7 @@ def test_two_runs_at_once_in_one_root_keep_their_own_folders_and_logs(trained):
     both = [subprocess.Popen(command + ["--param", f"output_table=run_cli.twin_{i}"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for i in (0, 1)]
-    outs = [p.communicate(timeout=300) for p in both]
+    outs = [p.communicate(timeout=600) for p in both]
     assert [p.returncode for p in both] == [0, 0], outs
     folders = [run_dir(out) for out, _ in outs]
     assert folders[0] != folders[1]
