@@ -50,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, action="append", help="default: 200000 and 1000000")
     parser.add_argument("--methods", nargs="+", default=["storage", "rest"],
-                        help="storage, storage:N (N streams at once; default 4) or rest")
+                        help="storage, storage:N (N streams at once; default 1) or rest")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--stack-dir", default=str(HERE / "out" / "stack"))
     parser.add_argument("--one", nargs=3, metavar=("ROWS", "METHOD", "OUT"), help=argparse.SUPPRESS)

@@ -3,9 +3,9 @@
 The split is computed inside BigQuery (see `conveyor.ingest.split`) and the result materialized
 server-side in one staging table (`<project>.<staging_dataset>.ingest_<id>`, deleted afterwards,
 with a one-day expiration in case this process dies first). Rows then stream back through the
-BigQuery Storage Read API as Arrow record batches, several streams read at once and written in
-stream order (or, with `read_method="rest"`, through `tabledata.list` pages), into Parquet
-shards, so memory stays bounded whatever the table's size.
+BigQuery Storage Read API as Arrow record batches (optionally several streams read at once
+and written in stream order; or, with `read_method="rest"`, through `tabledata.list` pages)
+into Parquet shards, so memory stays bounded whatever the table's size.
 
 Everything that can be checked is checked before a byte is written: the table exists, the query
 parses (a dry run), every column has a contract type, the split key is usable, and neither the
@@ -42,10 +42,12 @@ from conveyor.ingest.split import BUCKET_COLUMN, SPLIT_COLUMN, SplitSpec, check_
 from conveyor.io.dataset import DatasetWriter
 
 READ_METHODS = ("storage", "rest")
-#: Storage Read streams asked for (BigQuery may give fewer: one for a small table). They are read
-#: at once, each by its own thread into a bounded buffer, and consumed in stream order, so the
-#: Dataset's rows come out in the same order whatever the timing.
-READ_STREAMS = 4
+#: Storage Read streams asked for by default (BigQuery may give fewer: one for a small table).
+#: Several (`read_streams`) are read at once, each by its own thread into a bounded buffer, and
+#: consumed in stream order, so the Dataset's rows come out in the same order whatever the
+#: timing. One by default: at 10 M rows 4 streams gave no speed and +119 MB of peak memory (the
+#: streams waiting their turn fill their gRPC buffers; bench/RESULTS.md), 1 stream stays flat.
+READ_STREAMS = 1
 _BUFFERED_BATCHES = 1  # record batches (~5 MB each) held per stream ahead of the consumer
 _BUCKET_COLUMN = BUCKET_COLUMN
 _PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{0,127}$")
