@@ -29,6 +29,7 @@ from typing import Any
 
 from conveyor import images
 from conveyor.errors import InputError
+from conveyor.push.kserve import custom_objects_api
 
 #: GCPC's launcher image (the version whose CustomJob contract this module follows).
 GCPC_VERSION = "2.22.0"
@@ -307,21 +308,10 @@ def tfjob(name: str, executor_input: Mapping[str, Any], train_replicas: int, *,
     }
 
 
-def _api(api_client):
-    from kubernetes import client, config
-
-    if api_client is None:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-    return client.CustomObjectsApi(api_client)
-
-
 def submit_tfjob(body: Mapping[str, Any], api_client=None) -> dict:
     """Create the TFJob in its namespace (in-cluster credentials, else the kubeconfig)."""
     namespace = body["metadata"]["namespace"]
-    return _api(api_client).create_namespaced_custom_object(
+    return custom_objects_api(api_client).create_namespaced_custom_object(
         TFJOB_GROUP, TFJOB_VERSION, namespace, TFJOB_PLURAL, dict(body))
 
 
@@ -338,7 +328,7 @@ def wait_tfjob(namespace: str, name: str, api_client=None, *, poll_seconds: floa
                clock: Callable[[], float] = time.monotonic) -> dict:
     """Poll the TFJob until it succeeds (returns it) or fails (RuntimeError with the
     operator's message); TimeoutError after `timeout_seconds`."""
-    api = _api(api_client)
+    api = custom_objects_api(api_client)
     start = clock()
     while True:
         job = api.get_namespaced_custom_object(TFJOB_GROUP, TFJOB_VERSION, namespace,

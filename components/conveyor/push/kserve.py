@@ -46,7 +46,9 @@ def parse_service(service: str) -> tuple[str, str]:
     return namespace, name
 
 
-def _api(api_client):
+def custom_objects_api(api_client=None):
+    """The kubernetes CustomObjectsApi over `api_client`, else the in-cluster config, else
+    the local kubeconfig (KServe services here, TFJobs in `conveyor.pipelines.distributed`)."""
     from kubernetes import client, config
 
     if api_client is None:
@@ -59,8 +61,8 @@ def _api(api_client):
 
 def patch_service(service: str, patch: dict, api_client=None) -> dict:
     namespace, name = parse_service(service)
-    return _api(api_client).patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                                           name, patch)
+    return custom_objects_api(api_client).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name, patch)
 
 
 def push_to_kserve(uri: str, service: str, api_client=None,
