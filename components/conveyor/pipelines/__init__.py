@@ -10,4 +10,5 @@ PIPELINES: dict[str, str] = {
     "batch_prediction": "conveyor.pipelines.batch_prediction",
     "monitoring": "conveyor.pipelines.monitoring",
     "training_distributed": "conveyor.pipelines.training_distributed",
+    "training_kubeflow_distributed": "conveyor.pipelines.training_kubeflow_distributed",
 }

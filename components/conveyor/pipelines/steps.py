@@ -13,8 +13,10 @@ first, so its tasks keep the plain names (train, evaluate, push) and the GPU bra
 `-2` suffix.
 
 `train_replicas` (compile time, default 1) picks the train op (`train_ops`): 1 is today's single
-train task; above 1, train runs as a Vertex AI custom job of that many machines, 1 chief and
-the rest workers (`conveyor.pipelines.distributed`, docs/distributed-training-pipelines.md).
+train task; above 1, train runs on that many machines, 1 chief and the rest workers, as a
+Vertex AI custom job (`cluster="vertex"`, `conveyor.pipelines.distributed`) or as a Kubeflow
+TFJob launched by a task (`cluster="kubeflow"`, `conveyor.train.tfjob_component`); see
+docs/distributed-training-pipelines.md.
 """
 
 from __future__ import annotations
@@ -22,24 +24,41 @@ from __future__ import annotations
 from kfp import dsl
 from kfp.dsl import pipeline_channel
 
+from conveyor import images
+from conveyor.errors import InputError
 from conveyor.evaluate.component import evaluate
 from conveyor.pipelines import distributed
 from conveyor.push.component import push
 from conveyor.train.component import train, train_gpu
+from conveyor.train.tfjob_component import train_tfjob
 
 #: Accelerator used when a pipeline is given GPUs and no type (Vertex AI's name for it; on
 #: Kubeflow on GKE use the node's resource name, e.g. nvidia.com/gpu).
 DEFAULT_ACCELERATOR = "NVIDIA_TESLA_T4"
+#: Where training on several machines runs: Vertex AI custom jobs, or Kubeflow TFJobs.
+CLUSTERS = ("vertex", "kubeflow")
+
+
+def check_cluster(cluster) -> str:
+    if cluster not in CLUSTERS:
+        raise InputError(f"cluster: {cluster!r} is not one of {', '.join(CLUSTERS)} (vertex: a "
+                         "Vertex AI custom job; kubeflow: a TFJob on Kubeflow on GKE)")
+    return cluster
 
 
 def train_ops(train_replicas: int = 1,
-              machine_type: str = distributed.DEFAULT_MACHINE_TYPE) -> tuple:
+              machine_type: str = distributed.DEFAULT_MACHINE_TYPE,
+              cluster: str = "vertex") -> tuple:
     """The (CPU, GPU) train components for `train_replicas` machines: conveyor's `train` and
-    `train_gpu` for 1, their Vertex AI custom-job forms for more (an InputError for anything
-    but an int >= 1)."""
+    `train_gpu` for 1; for more, their Vertex AI custom-job forms (`cluster="vertex"`), or
+    `train_tfjob` for both (`cluster="kubeflow"`: the GPU branch gives it GPUs per replica).
+    An InputError for anything but an int >= 1, or another cluster."""
     distributed.check_replicas(train_replicas)
+    check_cluster(cluster)
     if train_replicas == 1:
         return train, train_gpu
+    if cluster == "kubeflow":
+        return train_tfjob, train_tfjob
     return (distributed.custom_job_train(train_replicas, machine_type=machine_type),
             distributed.custom_job_train(train_replicas, gpu=True, machine_type=machine_type))
 
@@ -75,16 +94,22 @@ def train_evaluate_push(
     allow_breaking_signature=False,
     train_replicas: int = 1,
     machine_type: str = distributed.DEFAULT_MACHINE_TYPE,
+    cluster: str = "vertex",
 ) -> None:
     """Train (on `gpus` accelerators of type `accelerator` when `gpus` > 0; on
-    `train_replicas` machines of `machine_type` when above 1), evaluate, push."""
-    on_cpu, on_gpu = train_ops(train_replicas, machine_type)
+    `train_replicas` machines of `machine_type` (Vertex AI) or pods (Kubeflow) when above 1),
+    evaluate, push."""
+    on_cpu, on_gpu = train_ops(train_replicas, machine_type, cluster)
     many = train_replicas > 1
     arguments = dict(dataset=dataset, preprocessing=preprocessing,
                      hyperparameters=hyperparameters, module_file=module_file)
     after = dict(dataset=dataset, statistics=statistics, model_base_path=model_base_path,
                  slices=slices, thresholds=thresholds,
                  allow_breaking_signature=allow_breaking_signature)
+    if many and cluster == "kubeflow":
+        _train_tfjob_evaluate_push(on_cpu, train_replicas, gpus, accelerator,
+                                   arguments=arguments, after=after)
+        return
     with dsl.If(gpus == 0, name="on-cpu"):
         if many:  # the task is the custom job's launcher; the machines are in the job
             trained = on_cpu(**arguments).set_display_name(f"Train ({train_replicas} machines)")
@@ -102,5 +127,27 @@ def train_evaluate_push(
             trained = on_gpu(**arguments).set_display_name("Train (GPU)")
             trained.set_cpu_request("4").set_memory_request("12G")
             trained.set_accelerator_type(accelerator).set_accelerator_limit(gpus)
+        trained.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
+        _evaluate_and_push(trained.outputs["model"], **after)
+
+
+def _train_tfjob_evaluate_push(launcher, train_replicas: int, gpus, accelerator, *,
+                               arguments: dict, after: dict) -> None:
+    """The Kubeflow form: the train task launches a TFJob of `train_replicas` pods (on CPU, or
+    with `gpus` GPUs of resource `accelerator` each) and waits; it asks for little itself.
+    The replicas' images are arguments, so `conveyor compile --registry` moves them too."""
+    with dsl.If(gpus == 0, name="on-cpu"):
+        trained = launcher(**arguments, train_replicas=train_replicas,
+                           image=images.image(variant="cpu")).set_display_name(
+            f"Train ({train_replicas} pods, TFJob)")
+        trained.set_cpu_request("0.5").set_memory_request("1G")
+        trained.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
+        _evaluate_and_push(trained.outputs["model"], **after)
+    with dsl.Else(name="on-gpu"):
+        trained = launcher(**arguments, train_replicas=train_replicas,
+                           image=images.image(variant="gpu"), cpu="4", memory="12G",
+                           gpus=gpus, gpu_resource=accelerator).set_display_name(
+            f"Train (GPU, {train_replicas} pods, TFJob)")
+        trained.set_cpu_request("0.5").set_memory_request("1G")
         trained.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
         _evaluate_and_push(trained.outputs["model"], **after)

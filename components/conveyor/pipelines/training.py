@@ -6,8 +6,10 @@ pushes a new version only when the new model is better. Training runs on GPUs wh
 `train_gpus` > 0 (see `conveyor.pipelines.steps`).
 
 `make_pipeline(train_replicas=N)` builds the same pipeline with training on N machines (a
-Vertex AI custom job with worker pools, `conveyor.pipelines.distributed`); `pipeline` is
-`make_pipeline()`, one machine, and `conveyor.pipelines.training_distributed` is N = 2.
+Vertex AI custom job with worker pools, `conveyor.pipelines.distributed`; with
+`cluster="kubeflow"`, a TFJob on Kubeflow on GKE); `pipeline` is `make_pipeline()`, one
+machine, `conveyor.pipelines.training_distributed` is N = 2 on Vertex AI and
+`conveyor.pipelines.training_kubeflow_distributed` N = 2 on Kubeflow.
 """
 
 from kfp import dsl
@@ -15,7 +17,7 @@ from kfp import dsl
 from conveyor.ingest.component import bigquery_ingest
 from conveyor.preflight.component import preflight
 from conveyor.pipelines import distributed
-from conveyor.pipelines.steps import DEFAULT_ACCELERATOR, train_evaluate_push
+from conveyor.pipelines.steps import DEFAULT_ACCELERATOR, check_cluster, train_evaluate_push
 from conveyor.transform.component import transform
 from conveyor.validate.component import validate
 
@@ -25,13 +27,21 @@ DESCRIPTION = ("Ingest from BigQuery, validate, transform, train, evaluate again
 
 
 def make_pipeline(train_replicas: int = 1,
-                  train_machine_type: str = distributed.DEFAULT_MACHINE_TYPE):
+                  train_machine_type: str = distributed.DEFAULT_MACHINE_TYPE,
+                  cluster: str = "vertex"):
     """The training pipeline, training on `train_replicas` machines of `train_machine_type`
-    (Vertex AI machine type, used only above 1). Both are compile-time choices: 1 gives
-    exactly the `pipeline` spec; InputError for anything but an int >= 1."""
+    (Vertex AI machine type, used only above 1) on `cluster` ("vertex": a Vertex AI custom job;
+    "kubeflow": a TFJob of that many pods). All are compile-time choices: 1 gives exactly the
+    `pipeline` spec on either cluster; InputError for anything but an int >= 1 or a known
+    cluster."""
     distributed.check_replicas(train_replicas)
+    check_cluster(cluster)
     if train_replicas == 1:
         name, description = NAME, DESCRIPTION
+    elif cluster == "kubeflow":
+        name = f"{NAME}-kubeflow-distributed"
+        description = (DESCRIPTION[:-1] + f"; training runs as a Kubeflow TFJob of "
+                       f"{train_replicas} pods (1 chief, {train_replicas - 1} worker(s)).")
     else:
         distributed._check_text("train_machine_type", train_machine_type)
         name = f"{NAME}-distributed"
@@ -110,7 +120,7 @@ def make_pipeline(train_replicas: int = 1,
             module_file=module_file, model_base_path=model_base_path, slices=slices,
             thresholds=thresholds, gpus=train_gpus, accelerator=train_accelerator,
             allow_breaking_signature=allow_breaking_signature,
-            train_replicas=train_replicas, machine_type=train_machine_type,
+            train_replicas=train_replicas, machine_type=train_machine_type, cluster=cluster,
         )
 
     return pipeline

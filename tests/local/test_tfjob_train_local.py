@@ -1,0 +1,94 @@
+"""`train_tfjob` run by kfp.local as a pipeline task, against the stand-in Training Operator
+(tests/tfjob_operator.py) on 127.0.0.1: the TFJob the task submits really trains. Its
+Chief and Worker run train's own compiled command (`sh -ec ... python3 -m kfp.dsl.executor_main
+--executor_input <the replica's> --function_to_execute train`) as two local processes with the
+TF_CONFIG the operator sets, through TensorFlow's collective runtime; then the task's own
+outputs (model, metrics, TensorBoard logs, in kfp.local's executor output) are the chief's."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import write_dataset
+from tfjob_operator import TrainingOperator
+
+pytestmark = [pytest.mark.local, pytest.mark.slow]
+
+HPARAMS = {"batch_size": 16, "learning_rate": 0.01, "epochs": 3}
+
+
+@pytest.fixture()
+def penguin_inputs(tmp_path):
+    from conveyor.io import Dataset
+    from conveyor.local.seed import penguins
+    from conveyor.transform.fit import fit
+    from conveyor.transform.spec import propose_spec
+
+    ds = write_dataset(tmp_path / "inputs" / "ds", penguins())
+    types = {c.name: c.type for c in Dataset(ds).info.columns}
+    fit(Dataset(ds), propose_spec(types, "species", {"a": 1, "b": 1, "c": 1})).write(
+        tmp_path / "inputs" / "t")
+    return ds, tmp_path / "inputs" / "t"
+
+
+def test_the_tasks_tfjob_trains_on_two_workers_and_its_outputs_are_the_chiefs(
+        penguin_inputs, kfp_local, tmp_path, monkeypatch):
+    from kfp import dsl
+
+    from conveyor.train.tfjob_component import train_tfjob
+
+    ds, t = penguin_inputs
+    for name in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):  # never in-cluster
+        monkeypatch.delenv(name, raising=False)
+
+    @dsl.pipeline(name="tfjob-train")
+    def pipeline():
+        dataset = dsl.importer(artifact_uri=str(ds), artifact_class=dsl.Dataset,
+                               metadata={"rows": 344}).set_display_name("dataset")
+        preprocessing = dsl.importer(artifact_uri=str(t), artifact_class=dsl.Artifact)
+        train_tfjob(dataset=dataset.output, preprocessing=preprocessing.output,
+                    hyperparameters=HPARAMS, train_replicas=2)
+
+    with TrainingOperator(tmp_path / "pods") as operator:
+        # the task's kubernetes client reads this kubeconfig (namespace ml): 127.0.0.1 only
+        monkeypatch.setenv("KUBECONFIG", str(operator.kubeconfig(tmp_path / "kubeconfig")))
+        pipeline()
+        assert operator.jobs == {} and operator.running() == 0  # deleted when done
+
+    (post,) = [p for m, p in operator.requests if m == "POST"]
+    assert post == "/apis/kubeflow.org/v1/namespaces/ml/tfjobs"
+    assert sum(m == "DELETE" for m, _ in operator.requests) == 1
+
+    # the two pods ran train's executor with the task's inputs; only the chief published
+    pods = sorted(p.name for p in (tmp_path / "pods").iterdir())
+    assert [p.rsplit("-", 2)[1:] for p in pods] == [["chief", "0"], ["worker", "0"]]
+    chief_log, worker_log = [(tmp_path / "pods" / p / "log").read_text() for p in pods]
+    assert "train: worker 0 of 2 (chief:0, chief, from TF_CONFIG)" in chief_log, \
+        chief_log[-3000:]
+    assert "global batch 32" in chief_log  # 16 per replica x 2 replicas
+    assert "the chief publishes the outputs" in worker_log, worker_log[-3000:]
+    epochs = [x for x in chief_log.splitlines() if x.startswith("epoch ")]
+    assert epochs and epochs == [x for x in worker_log.splitlines()
+                                 if x.startswith("epoch ")]  # lock-step, all-reduced
+
+    # the task's outputs: under its own folder, the staging folder gone
+    (task,) = [p for p in kfp_local.glob("tfjob-train-*/train-tfjob")]
+    assert (task / "model" / "saved_model.pb").exists()
+    assert (task / "model" / "assets.extra" / "labels.txt").exists()
+    assert list((task / "tensorboard" / "train").glob("events.out.tfevents.*"))
+    assert not (task / "tfjob-staging").exists()
+    output = json.loads((task / "executor_output.json").read_text())["artifacts"]
+    metrics = output["metrics"]["artifacts"][0]["metadata"]
+    assert metrics["workers"] == 2 and metrics["epochs_run"] == len(epochs)
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0
+    assert output["model"]["artifacts"][0]["metadata"]["format"] == "saved_model"
+    assert output["tensorboard"]["artifacts"][0]["metadata"]["log_dir"] == \
+        str(task / "tensorboard")
+
+    # and the model serves
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(task / "model")).signatures["serving_default"]
+    assert "class_label" in serve.structured_outputs
+    assert Path(ds).exists()
