@@ -265,3 +265,22 @@ def test_all_null_label_is_an_error(tmp_path):
     with pytest.raises(InputError, match="'label' is NULL in all .* rows of split 'train'"):
         validate_dataset(ds, report_path=tmp_path / "r.html", statistics_path=tmp_path / "s",
                          suite_path=tmp_path / "suite", label_column="label")
+
+
+def test_chunks_are_sized_by_bytes_not_rows(tmp_path, clean):
+    """The default chunk holds about CHUNK_BYTES of uncompressed data: a wide table gets fewer
+    rows per chunk than a narrow one, within the bounds."""
+    from conveyor.io.dataset import Dataset
+    from conveyor.validate import checks
+
+    narrow = Dataset(clean)
+    per_row = checks.CHUNK_BYTES / checks.chunk_rows_for(narrow, "train")
+    assert 20 < per_row < 400  # the reference workload: about 70 bytes a row uncompressed
+    assert checks.chunk_rows_for(narrow, "train", chunk_bytes=1) == checks.MIN_CHUNK_ROWS
+    assert checks.chunk_rows_for(narrow, "train", chunk_bytes=2**40) == checks.MAX_CHUNK_ROWS
+    rows = 3000
+    wide = write_dataset(tmp_path / "wide", pa.table(
+        {f"text_{i}": pa.array([f"{i}-{j}-" + "x" * 200 for j in range(rows)]) for i in range(20)}))
+    wide_rows = checks.chunk_rows_for(Dataset(wide), "train", chunk_bytes=2**26)
+    assert wide_rows < checks.chunk_rows_for(narrow, "train", chunk_bytes=2**26)
+    assert wide_rows * 20 * 200 == pytest.approx(2**26, rel=0.5)

@@ -1,7 +1,9 @@
 """Run a suite over a Dataset split in bounded memory, with Great Expectations doing the checking.
 
-Great Expectations evaluates a pandas batch. A split is fed to it in chunks of `chunk_rows` rows,
-and each expectation's results are combined across chunks according to what it measures:
+Great Expectations evaluates a pandas batch. A split is fed to it in chunks of `chunk_rows` rows
+(by default as many rows as fill `CHUNK_BYTES` of uncompressed data, by the Parquet metadata:
+173 k rows of the reference workload's 72 bytes), and each expectation's results are combined
+across chunks according to what it measures:
 
 - row-wise (column map) expectations, e.g. not-null, between, in-set: counts of elements, missing
   and unexpected values are summed, `mostly` is applied to the totals, examples are pooled;
@@ -28,7 +30,13 @@ import pyarrow.compute as pc
 
 from conveyor.io.dataset import Dataset
 
-CHUNK_ROWS = 512 * 1024
+#: Uncompressed bytes of one chunk. Great Expectations' temporaries are a multiple of the chunk,
+#: and what the allocators keep between chunks grows with it: at 512 k rows of the reference
+#: workload (36 MB) validate's peak RSS went 589 -> 771 MB from 1 M to 10 M rows; at this size
+#: (173 k rows) 541 -> 577 MB, for about twice the time (0.13 s per Great Expectations call).
+#: bench/RESULTS.md, "Validate".
+CHUNK_BYTES = 12 * 2**20
+MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 4096, 512 * 1024
 MAX_EXAMPLES = 10
 MAX_EXAMPLE_CHARS = 80
 _SCHEMA_TYPES = {"expect_table_columns_to_match_set", "expect_table_columns_to_match_ordered_list",
@@ -251,12 +259,30 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def chunk_rows_for(dataset: Dataset, split: str, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """Rows per chunk for `split`: as many as fill `chunk_bytes` at the split's mean uncompressed
+    row size (the Parquet footers' row-group sizes), within [MIN_CHUNK_ROWS, MAX_CHUNK_ROWS]."""
+    import pyarrow.parquet as pq
+
+    rows = size = 0
+    for file in dataset.files(split):
+        meta = pq.read_metadata(file)
+        rows += meta.num_rows
+        size += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if not rows or not size:
+        return MAX_CHUNK_ROWS
+    return int(min(MAX_CHUNK_ROWS, max(MIN_CHUNK_ROWS, chunk_bytes * rows // size)))
+
+
 def run_expectations(dataset: Dataset, split: str, configs: Sequence, *,
-                     chunk_rows: int = CHUNK_ROWS,
+                     chunk_rows: int | None = None,
                      on_batch=None) -> list[CheckResult]:
-    """Check `configs` on one split, streaming it in chunks; `on_batch(batch)` sees every chunk
-    (validate computes its statistics in the same pass)."""
+    """Check `configs` on one split, streaming it in chunks of `chunk_rows` rows (default:
+    `chunk_rows_for`); `on_batch(batch)` sees every chunk (validate computes its statistics in
+    the same pass)."""
     rows = dataset.split(split).rows
+    if chunk_rows is None:
+        chunk_rows = chunk_rows_for(dataset, split)
     single = rows <= chunk_rows
     chunked, counted, whole = [], [], []  # (index, config) by how each is evaluated
     for i, config in enumerate(configs):

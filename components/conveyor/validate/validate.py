@@ -222,7 +222,7 @@ def validate_dataset(
     skew_threshold: float = 0.2,
     label_column: str | None = None,
     infer_margin: float = 0.1,
-    chunk_rows: int = checks.CHUNK_ROWS,
+    chunk_rows: int | None = None,
     baseline_name: str | None = None,
     statistics_source: str = "auto",
 ) -> ValidationResult:
