@@ -32,14 +32,14 @@ def client(url):
     return k8s.ApiClient(k8s.Configuration(host=url))
 
 
-def test_the_rbac_grants_only_creating_and_following_tfjobs():
+def test_the_rbac_grants_only_creating_following_and_deleting_tfjobs():
     docs = render("distributed-training")
     for doc in docs:
         kubernetes_validate.validate(doc, KUBERNETES, strict=True)
     assert rbac_problems(docs) == []
     (role,) = [d for d in docs if d["kind"] == "Role"]
     assert role["rules"] == [{"apiGroups": ["kubeflow.org"], "resources": ["tfjobs"],
-                              "verbs": ["create", "get", "list", "watch"]}]
+                              "verbs": ["create", "get", "list", "watch", "delete"]}]
     (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": role["metadata"]["name"]}
