@@ -268,7 +268,7 @@ def _checks(rules: dict[str, dict], metrics: dict[str, float],
 
 
 def _encode(fitted: Fitted, column, split: str) -> np.ndarray:
-    from conveyor.train.data import LabelEncoder
+    from conveyor.transform.inputs import LabelEncoder
 
     return LabelEncoder(fitted)(column, split)
 

@@ -12,7 +12,7 @@ Logged features are named by model input (`Street_Name`, `from_`); the served ve
 transform (`assets.extra/transform.json`, `Fitted.input_of`) maps each back to its column, and
 each value back to the column's training type (the serving contract's "missing" values, NaN,
 "" and the integer sentinel, become NULL). Conveyor's statistics of that traffic
-(`conveyor.validate.stats`) are compared feature by feature with the served version's training
+(`conveyor.stats.columns`) are compared feature by feature with the served version's training
 statistics (`assets.extra/statistics.json`, pushed with each version) by validate's measures and
 sample-size-aware noise floors (`conveyor.validate.drift.compare`): a feature drifts when its
 Jensen-Shannon / L-infinity distance passes its threshold and what sampling alone reaches at
@@ -48,7 +48,7 @@ from conveyor.errors import EmptyDataError, InputError, SourceNotFoundError
 from conveyor.transform.fit import TRANSFORM_FILE, Fitted
 from conveyor.transform.inputs import MISSING_INT
 from conveyor.validate import drift
-from conveyor.validate.stats import (CATEGORICAL, KIND_OF_TYPE, ColumnStatistics,
+from conveyor.stats.columns import (CATEGORICAL, KIND_OF_TYPE, ColumnStatistics,
                                      DatasetStatistics, SplitStatistics)
 
 FORMAT = "conveyor.monitoring/v1"

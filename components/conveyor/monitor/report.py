@@ -11,7 +11,7 @@ from typing import Any
 from conveyor.reports.html import esc, page, short, table
 from conveyor.validate.drift import _as_categories
 from conveyor.validate.report import series_of
-from conveyor.validate.stats import NUMERIC, TEMPORAL, ColumnStatistics
+from conveyor.stats.columns import NUMERIC, TEMPORAL, ColumnStatistics
 
 MAX_CHARTS = 24
 

@@ -17,51 +17,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import tensorflow as tf
 
-from conveyor.errors import EmptyDataError, InputError, SchemaError
+from conveyor.errors import EmptyDataError, InputError
 from conveyor.io.dataset import Dataset
 from conveyor.train.preprocess import input_dtype
-from conveyor.transform.inputs import feature_array, model_inputs  # noqa: F401  (re-exported)
+from conveyor.transform.inputs import LabelEncoder, feature_array, model_inputs  # noqa: F401  (re-exported)
 from conveyor.transform.fit import Fitted
-
-
-class LabelEncoder:
-    """Label values -> what the loss expects; refuses classes the transform never saw."""
-
-    def __init__(self, fitted: Fitted, scaled: bool = False):
-        self.task = fitted.spec.task
-        self.column = fitted.spec.label
-        self.classes = fitted.label_classes
-        if self.classes is not None:
-            self.lookup = pa.array(self.classes)
-        # training: a regression label as the model learns it, (T(y) - mean) / std
-        self.scale = fitted.label_stats if scaled and self.task == "regression" else None
-
-    def __call__(self, column, split: str) -> np.ndarray:
-        if self.task == "regression":
-            values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
-            if not np.isfinite(values).all():
-                raise SchemaError(f"split {split!r}: the regression label {self.column!r} is NaN "
-                                  f"or infinite in {int((~np.isfinite(values)).sum())} rows")
-            if self.scale:
-                if self.scale.get("transform") == "log":
-                    values = np.log1p(np.maximum(values, 0.0))
-                values = (values - self.scale["mean"]) / (self.scale["std"] or 1.0)
-            return values.astype(np.float32)
-        index = pc.index_in(column, value_set=self.lookup)
-        if index.null_count:
-            unseen = pc.unique(pc.filter(column, pc.is_null(index))).to_pylist()
-            raise SchemaError(f"train: split {split!r} has label class(es) {unseen[:10]} of "
-                              f"{self.column!r} not seen when fitting the transform "
-                              f"(classes: {self.classes[:20]})")
-        out = index.to_numpy(zero_copy_only=False).astype(np.int64)
-        return out.astype(np.float32) if self.task == "binary" else out
 
 
 @dataclasses.dataclass(frozen=True)
