@@ -187,7 +187,7 @@ class TrainingOperator:
                 failed[job["kinds"][pod]] = failed.get(job["kinds"][pod], 0) + 1
         chief = [c for pod, c in codes.items() if job["kinds"][pod] == "Chief"]
         if failed:
-            kind, count = sorted(failed.items())[0]
+            kind, count = min(failed.items())
             out += [{"type": "Running", "status": "False"},
                     {"type": "Failed", "status": "True", "reason": "TFJobFailed",
                      "message": f"TFJob {namespace}/{name} has failed because {count} {kind} "

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import write_dataset
 from tfjob_operator import TrainingOperator
 
@@ -92,3 +91,49 @@ def test_the_tasks_tfjob_trains_on_two_workers_and_its_outputs_are_the_chiefs(
     serve = tf.saved_model.load(str(task / "model")).signatures["serving_default"]
     assert "class_label" in serve.structured_outputs
     assert Path(ds).exists()
+
+
+def test_outputs_staged_on_cloud_storage_are_collected_and_the_staging_removed(
+        bucket, tmp_path):
+    """On GKE the staging folder is gs:// (the replicas write it through /gcs); the task reads
+    it with the storage client (the GCS emulator here)."""
+    from kfp import dsl
+
+    from conveyor import errors, gcp
+    from conveyor.train import tfjob_launch
+
+    name = bucket("tfjob-staging")
+    task = f"gs://{name}/{tmp_path.name}/run-1/train-tfjob"
+    staging = tfjob_launch.staging_uri(f"{task}/model")
+    assert staging == f"{task}/tfjob-staging"
+    prefix = staging[len(f"gs://{name}/"):]
+    store = gcp.storage_client().bucket(name)
+    files = {"model/saved_model.pb": "graph", "model/variables/variables.index": "index",
+             "model/Ünïcode ².txt": "note", "tensorboard/train/events.out.tfevents.1": "ev"}
+    for path, text in files.items():
+        store.blob(f"{prefix}/{path}").upload_from_string(text)
+    store.blob(f"{prefix}/model/").upload_from_string("")  # a folder placeholder
+    assert tfjob_launch.read_text(f"{staging}/executor_output.json") is None
+    assert tfjob_launch.recorded_failure(staging) is None
+    store.blob(f"{prefix}/executor_output.json").upload_from_string(json.dumps({"artifacts": {
+        "metrics": {"artifacts": [{"metadata": {"workers": 2}}]},
+        "tensorboard": {"artifacts": [{"metadata": {
+            "log_dir": f"/gcs/{name}/{prefix}/tensorboard"}}]}}}))
+
+    out = tmp_path / "out"
+    outputs = {"model": dsl.Model(uri=str(out / "model")),
+               "metrics": dsl.Metrics(uri=str(out / "metrics")),
+               "tensorboard": dsl.Artifact(uri=str(out / "tensorboard"))}
+    copied = tfjob_launch.collect(staging, outputs)
+    assert copied == {"model": 3, "metrics": 0, "tensorboard": 1}
+    for path, text in files.items():
+        assert (out / path).read_text() == text
+    assert outputs["metrics"].metadata == {"workers": 2}
+    assert outputs["tensorboard"].metadata == {"log_dir": str(out / "tensorboard")}
+    assert list(store.client.list_blobs(name, prefix=prefix)) == []  # staging removed
+
+    # a replica's fail-fast marker, read from the bucket: the same error class and message
+    store.blob(f"{prefix}/model.conveyor-failed.json").upload_from_string(json.dumps(
+        {"type": "EmptyDataError", "message": "split 'train' has no rows", "task": "train"}))
+    failure = tfjob_launch.recorded_failure(staging)
+    assert type(failure) is errors.EmptyDataError and str(failure) == "split 'train' has no rows"

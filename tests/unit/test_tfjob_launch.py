@@ -11,18 +11,21 @@ runs train's own command in them.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 import yaml
+from tfjob_operator import TrainingOperator
 
 from conveyor import errors, images
 from conveyor.errors import InputError
 from conveyor.pipelines import distributed
 from conveyor.train import tfjob_launch
-from tfjob_operator import TrainingOperator
 
 # -- what the stand-in's pods run in these fast tests: Python that reads the replica's real
 # executor input (the --executor_input argument train's command is given)
@@ -67,8 +70,8 @@ def artifacts(root: Path, prefix: str = ""):
 
 
 def launch(operator, arts, behaviour="succeed", **kwargs):
-    settings = dict(hyperparameters={"behaviour": behaviour, "epochs": 2}, train_replicas=2,
-                    namespace="ml", poll_seconds=0.05, api_client=operator.client())
+    settings = {"hyperparameters": {"behaviour": behaviour, "epochs": 2}, "train_replicas": 2,
+                "namespace": "ml", "poll_seconds": 0.05, "api_client": operator.client()}
     settings.update(kwargs)
     return tfjob_launch.launch(*arts, **settings)
 
@@ -107,8 +110,8 @@ def test_the_replicas_get_the_tasks_inputs_and_write_to_staging_beside_its_outpu
 
 
 @pytest.mark.parametrize("uri, message", [
-    ("minio://mlpipeline/run-1/train/model", "model: artifact URI 'minio://.*pipeline root "
-                                             "must be a gs:// bucket"),
+    ("minio://mlpipeline/run-1/train/model",
+     "model: artifact URI 'minio://.*pipeline root must be a gs:// bucket"),
     ("gs://bucket/model", "not inside a task's folder"),
 ])
 def test_a_pipeline_root_the_pods_cannot_reach_is_named(uri, message):
@@ -240,10 +243,10 @@ def test_the_namespace_defaults_to_the_kubeconfigs_and_a_missing_one_is_named(
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(train_replicas=0), "train_replicas: 0 is below 1"),
-    (dict(gpus=1, gpu_resource="NVIDIA_TESLA_T4"), "gpu_resource: 'NVIDIA_TESLA_T4' is not a "
-                                                   "Kubernetes extended resource name"),
-    (dict(gpus=-1), "gpus: -1"),
+    ({"train_replicas": 0}, "train_replicas: 0 is below 1"),
+    ({"gpus": 1, "gpu_resource": "NVIDIA_TESLA_T4"},
+     "gpu_resource: 'NVIDIA_TESLA_T4' is not a Kubernetes extended resource name"),
+    ({"gpus": -1}, "gpus: -1"),
 ])
 def test_bad_settings_are_named_before_anything_is_sent(tmp_path, kwargs, message):
     with TrainingOperator(tmp_path / "pods") as operator:
@@ -302,3 +305,43 @@ def test_the_kubeflow_spec_launches_tfjobs_with_conveyors_images(tmp_path):
         assert executor["container"]["image"] == images.image()  # the launcher: CPU, no GPU
     moved = yaml.safe_dump(images.retarget(spec, "eu.gcr.io/acme"))
     assert images.DEFAULT_REGISTRY not in moved  # --registry moves the replicas' images too
+
+
+LAUNCHER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from kubernetes import client as k8s
+    from kfp import dsl
+    from conveyor.train import tfjob_launch
+    url, root = sys.argv[1], Path(sys.argv[2])
+    task = root / "run-1" / "train-tfjob"
+    tfjob_launch.launch(dsl.Dataset(uri=str(root / "ds")), dsl.Artifact(uri=str(root / "t")),
+                        dsl.Model(uri=str(task / "model")), dsl.Metrics(uri=str(task / "m")),
+                        dsl.Artifact(uri=str(task / "tb")), hyperparameters={}, namespace="ml",
+                        poll_seconds=0.05, api_client=k8s.ApiClient(k8s.Configuration(host=url)))
+""")
+
+
+def test_a_cancelled_task_deletes_its_job(tmp_path):
+    """KFP stops a cancelled run's task pods with SIGTERM: the job goes with the task."""
+    with TrainingOperator(tmp_path / "pods", lambda kind, index, container: [
+            sys.executable, "-c", "import time; time.sleep(120)"]) as operator:
+        task = subprocess.Popen([sys.executable, "-c", LAUNCHER, operator.url,
+                                 str(tmp_path / "root")], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not operator.running() and time.monotonic() < deadline:
+                assert task.poll() is None, task.stdout.read()
+                time.sleep(0.05)
+            assert operator.running() == 2  # the chief and the worker
+            task.send_signal(signal.SIGTERM)
+            output, _ = task.communicate(timeout=30)
+        finally:
+            if task.poll() is None:
+                task.kill()
+                task.wait()
+        assert task.returncode == 128 + signal.SIGTERM, output
+        assert operator.jobs == {} and operator.running() == 0
+    assert deletes(operator) == 1
+    assert "deleted" in output
