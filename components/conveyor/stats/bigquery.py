@@ -26,7 +26,8 @@ What each figure is, against the Parquet path:
   `MAX_TRACKED_VALUES` most frequent kept; equal when a column has at most that many distinct
   values. Beyond, both paths mark the column `truncated`, but this one keeps the most frequent
   values (the Parquet path keeps the first seen);
-- temporal min/max from `UNIX_DATE`/`UNIX_MICROS` (exact), the sample in days since 1970.
+- temporal min/max from `UNIX_DATE`/`UNIX_MICROS` (exact), the sample in days since 1970, and
+  the mean and standard deviation of those day numbers (`AVG`/`VAR_POP` in FLOAT64, as numbers).
 
 Every column name is quoted once with backticks in the innermost SELECT and given a positional
 alias (`k0`, `k1`, ...), so mixed-case, keyword and unicode names need nothing more (and the
@@ -144,7 +145,10 @@ def build_query(columns: Sequence[tuple[str, str]], spec, source_sql: str,
                      f"LIMIT {sample_size}) AS {k}_sample"]
         elif ctype in ("date", "timestamp"):
             unix = f"UNIX_DATE({k})" if ctype == "date" else f"UNIX_MICROS({k})"
+            days = (f"CAST({unix} AS FLOAT64)" if ctype == "date"
+                    else f"CAST({unix} AS FLOAT64) / 86400000000.0")
             aggs += [f"MIN({unix}) AS {k}_min", f"MAX({unix}) AS {k}_max",
+                     f"AVG({days}) AS {k}_dmean", f"VAR_POP({days}) AS {k}_dvar",
                      f"ARRAY_AGG(IFNULL({unix}, 0) ORDER BY IF({k} IS NULL, 1, 0), p "
                      f"LIMIT {sample_size}) AS {k}_sample"]
         if ctype in ("string", "bool", "int64"):
@@ -219,9 +223,12 @@ def _columns(row: Mapping[str, Any], columns: Sequence[tuple[str, str]]
             per_day = 1 if ctype == "date" else 86_400_000_000
             values = np.asarray(row[f"{k}_sample"] or [], dtype=np.float64)[: stats.count]
             stats.sample = Sample(values=values / per_day)
+            stats.finite = stats.count  # day numbers: every non-NULL value has one
             if stats.count:
                 stats.min = pa.scalar(int(row[f"{k}_min"]), unit).as_py()
                 stats.max = pa.scalar(int(row[f"{k}_max"]), unit).as_py()
+                stats.mean = float(row[f"{k}_dmean"])
+                stats.m2 = float(row[f"{k}_dvar"] or 0.0) * stats.count
         out[name] = stats
     return out
 

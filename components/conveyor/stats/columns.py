@@ -8,8 +8,14 @@ For each split and column:
   are kept, so the same Dataset always gives the same statistics, however it is chunked;
 - categorical (string, bool): count, nulls, exact value frequencies up to `MAX_TRACKED_VALUES`
   distinct values (beyond that the column is marked `truncated` and new values are not tracked);
-- temporal (timestamp, date): count, nulls, min, max, and a sample as for numbers of the values
-  as days since 1970 (fractional for timestamps), for the report's histograms.
+- temporal (timestamp, date): count, nulls, min, max, the count, mean and standard deviation of
+  the values as days since 1970 (fractional for timestamps; `finite`, `mean`, `std`: what
+  transform z-scores a datetime feature's day number with), and a sample of those day numbers
+  as for numbers, for the report's histograms.
+
+Everything tracked is written: an int64 column's value frequencies too (up to
+`MAX_TRACKED_VALUES`), so statistics read back from JSON describe the split exactly as the pass
+did, and transform can fit on them without reading the rows (`conveyor.transform.fit`).
 
 Memory does not grow with the row count: a batch at a time, fixed-size samples, capped counters.
 The result serializes to JSON (`DatasetStatistics.to_dict`), samples included (base64), so a later
@@ -109,7 +115,7 @@ class ColumnStatistics:
     type: str
     count: int = 0  # non-null values (NaN and inf included)
     nulls: int = 0
-    # numeric
+    # numeric (temporal: `finite`, `mean` and `m2` are those of the day numbers)
     nan: int = 0
     inf: int = 0
     mean: float | None = None
@@ -184,6 +190,13 @@ class ColumnStatistics:
             self._update_categorical(column)
         if not len(x):
             return
+        self._merge_moments(x)
+        lo, hi = float(x.min()), float(x.max())
+        self.min = lo if self.min is None else min(self.min, lo)
+        self.max = hi if self.max is None else max(self.max, hi)
+
+    def _merge_moments(self, x: np.ndarray) -> None:
+        """Merge a batch of finite values into count, mean and m2 (Chan et al.)."""
         n_b, mean_b = len(x), float(x.mean())
         m2_b = float(((x - mean_b) ** 2).sum())
         if self.mean is None:
@@ -194,9 +207,6 @@ class ColumnStatistics:
             self.mean += delta * n_b / n
             self.m2 += m2_b + delta * delta * self.finite * n_b / n
             self.finite = n
-        lo, hi = float(x.min()), float(x.max())
-        self.min = lo if self.min is None else min(self.min, lo)
-        self.max = hi if self.max is None else max(self.max, hi)
 
     def _update_categorical(self, column) -> None:
         if self.values is None:
@@ -221,7 +231,10 @@ class ColumnStatistics:
         if days is not None:
             if self.sample is None:
                 self.sample = Sample()
-            self.sample.update(days, ~np.isnan(days))
+            present = ~np.isnan(days)
+            self.sample.update(days, present)
+            if present.any():
+                self._merge_moments(days[present])
         if len(column) == self.nulls and not self.count:
             return
         bounds = pc.min_max(column).as_py()
@@ -242,13 +255,15 @@ class ColumnStatistics:
                        sample=self.sample.encode() if self.sample is not None else None)
         if self.kind == TEMPORAL:
             out.update(min=None if self.min is None else str(self.min),
-                       max=None if self.max is None else str(self.max))
+                       max=None if self.max is None else str(self.max),
+                       finite=self.finite, days_mean=self.mean, days_m2=self.m2,
+                       days_std=self.std)
             if self.sample is not None:  # days since 1970 (statistics before it have none)
                 out["sample"] = self.sample.encode()
         if self.values is not None:
-            tracked = self.values if self.kind == CATEGORICAL or len(self.values) <= 1000 else {}
             out.update(distinct=self.distinct, truncated=self.truncated,
-                       values=[[k, v] for k, v in sorted(tracked.items(), key=lambda kv: str(kv[0]))])
+                       values=[[k, v] for k, v in sorted(self.values.items(),
+                                                         key=lambda kv: str(kv[0]))])
         return out
 
     @classmethod
@@ -262,9 +277,16 @@ class ColumnStatistics:
                 stats.sample = Sample.decode(data["sample"])
         elif stats.kind == TEMPORAL:
             stats.min, stats.max = data.get("min"), data.get("max")
+            # day-number moments (statistics written before them have none: finite stays 0)
+            if data.get("days_mean") is not None:
+                stats.finite, stats.mean = data["finite"], data["days_mean"]
+                stats.m2 = data["days_m2"]
             if data.get("sample"):
                 stats.sample = Sample.decode(data["sample"])
-        if "values" in data and (data["values"] or stats.kind == CATEGORICAL):
+        # (statistics written before every tracked int64 value was kept wrote `values: []` for
+        # an int64 column of more than 1,000 values: those stay unknown, None)
+        if "values" in data and (data["values"] or stats.kind == CATEGORICAL
+                                 or not data.get("distinct")):
             stats.values = {k: v for k, v in data["values"]}
             stats.truncated = data.get("truncated", False)
         return stats

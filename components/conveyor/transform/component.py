@@ -9,6 +9,7 @@ from conveyor import images
 def transform(
     dataset: dsl.Input[dsl.Dataset],
     preprocessing: dsl.Output[dsl.Artifact],
+    statistics: dsl.Input[dsl.Artifact] = None,
     label: str = "",
     task: str = "",
     feature_spec_uri: str = "",
@@ -20,6 +21,7 @@ def transform(
     Args:
         dataset: The Dataset to fit on.
         preprocessing: transform.json (fitted, readable) and feature_spec.yaml.
+        statistics: Validate's statistics artifact of this dataset: the fit takes its figures instead of reading the rows (what they cannot serve, e.g. statistics of another dataset, is read, with a line saying why).
         label: Label column, to propose a feature spec when feature_spec_uri is not given.
         task: binary, multiclass or regression (with label; default: from the label's values).
         feature_spec_uri: Path or gs:// URI of a feature spec (YAML or JSON).
@@ -30,4 +32,4 @@ def transform(
 
     tasks.transform(dataset, preprocessing, label=label, task=task,
                     feature_spec_uri=feature_spec_uri, train_split=train_split,
-                    spec_model_base_path=spec_model_base_path)
+                    spec_model_base_path=spec_model_base_path, statistics=statistics)

@@ -4,6 +4,18 @@ The result (`Fitted`) is plain data, written as `transform.json` (readable: mean
 bucket boundaries, vocabularies, label classes) beside `feature_spec.yaml`. `conveyor.train`
 builds the Keras preprocessing layers from it, inside the exported model, so serving computes
 features exactly as training did. Fitting needs no TensorFlow.
+
+**From validate's statistics, no pass at all.** Given the statistics validate wrote for the same
+Dataset (`DatasetStatistics`, `statistics.json`: every split, every column), `fit` reads no row:
+the train split's column statistics serve the fit (a date or timestamp column's day-number mean
+and deviation included), the other splits' label value counts the unseen-class check, their NaN
+and +-inf counts and range the finite-label check. They are the same figures a pass over the
+rows computes (the same streaming code; the same value sample when validate read the rows, so
+bucket boundaries are identical; another uniform sample when its statistics came from BigQuery).
+Where they cannot serve, that part is read from the rows, with a line saying why: statistics of
+another Dataset (the fingerprint, over the schema and every split's rows, differs), a split or
+column they lack, a label whose value counts were truncated, statistics written by an older
+conveyor without day-number moments or int64 value counts.
 """
 
 from __future__ import annotations
@@ -19,8 +31,9 @@ import pyarrow.compute as pc
 
 from conveyor.errors import EmptyDataError, InputError, SchemaError
 from conveyor.io.dataset import Dataset
+from conveyor.stats.columns import (MAX_TRACKED_VALUES, NUMERIC, TEMPORAL, ColumnStatistics,
+                                    DatasetStatistics, SplitStatistics)
 from conveyor.transform.spec import DATETIME_TYPES, FLOAT32_MAX, MAX_CLASSES, FeatureSpec
-from conveyor.stats.columns import ColumnStatistics
 
 FORMAT = "conveyor.transform/v1"
 TRANSFORM_FILE, SPEC_FILE = "transform.json", "feature_spec.yaml"
@@ -98,6 +111,90 @@ def column_statistics(dataset: Dataset, split: str, columns: list[str]
     return rows, stats
 
 
+def matching_statistics(dataset: Dataset, statistics: DatasetStatistics | None
+                        ) -> DatasetStatistics | None:
+    """`statistics` if they describe this Dataset (their fingerprint is the Dataset's: same schema,
+    same rows in every split), else None with a line saying why the rows will be read."""
+    if statistics is None:
+        return None
+    mine = dataset.info.fingerprint
+    if not statistics.fingerprint or statistics.fingerprint != mine:
+        _reading("every split", f"the statistics given are not of this Dataset "
+                 f"({dataset.path}): their dataset fingerprint is "
+                 f"{statistics.fingerprint or 'missing'!r}, the Dataset's {mine!r}")
+        return None
+    return statistics
+
+
+def _reading(split: str, why: str) -> None:
+    print(f"transform: reading the rows of {split if split == 'every split' else repr(split)}"
+          f" instead of the statistics: {why}", flush=True)
+
+
+def _split_of(dataset: Dataset, statistics: DatasetStatistics, split: str
+              ) -> tuple[SplitStatistics | None, str]:
+    """The statistics of `split`, or None and why they cannot serve."""
+    if split not in statistics.splits:
+        return None, (f"they have no split {split!r} (they have: "
+                      f"{', '.join(statistics.splits) or 'none'})")
+    s = statistics.splits[split]
+    rows = dataset.split(split).rows
+    if s.rows != rows:
+        return None, f"they count {s.rows} rows in split {split!r}, the Dataset {rows}"
+    return s, ""
+
+
+def _unusable(c: ColumnStatistics | None, name: str, ctype: str, fit: bool = True,
+              exact_values: bool = False) -> str:
+    """Why a column's statistics cannot stand in for a pass over it, or ''. `fit`: all the
+    figures fitting takes; `exact_values`: every value counted (a label's classes)."""
+    if c is None:
+        return f"they have no column {name!r}"
+    if c.type != ctype:
+        return f"column {name!r} is {c.type} in them, {ctype} in the Dataset"
+    if fit and c.kind == TEMPORAL and c.count and c.finite != c.count:
+        return (f"they have no day-number mean and deviation of {ctype} column {name!r} "
+                "(written by an older conveyor)")
+    if fit and c.kind == NUMERIC and c.finite and c.sample is None:
+        return f"they have no value sample of column {name!r}"
+    if ((fit and ctype == "int64") or exact_values) and c.values is None:
+        return (f"they have no value counts of {ctype} column {name!r} (written by an older "
+                "conveyor, which kept them only up to 1,000 values)")
+    if exact_values and c.truncated:
+        return (f"the value counts of label {name!r} are truncated (more than "
+                f"{MAX_TRACKED_VALUES:,} distinct values), so they may miss classes")
+    return ""
+
+
+def statistics_of_split(dataset: Dataset, statistics: DatasetStatistics | None, split: str,
+                        columns: list[str], exact_values: tuple[str, ...] = ()
+                        ) -> tuple[int, dict[str, ColumnStatistics]] | None:
+    """What `column_statistics(dataset, split, columns)` computes (the `<name>::days` entries of
+    date and timestamp columns included: count, mean and deviation of the day numbers, and
+    their sample), taken from `statistics` (validate's, already checked by
+    `matching_statistics`) without reading a row; None, with a line saying why, when they
+    cannot serve. `exact_values` names columns whose value counts must be complete."""
+    if statistics is None:
+        return None
+    types = {c.name: c.type for c in dataset.info.columns}
+    s, why = _split_of(dataset, statistics, split)
+    for n in columns if s is not None else ():
+        why = _unusable(s.columns.get(n), n, types[n], exact_values=n in exact_values)
+        if why:
+            break
+    if why:
+        _reading(split, why)
+        return None
+    out = {n: s.columns[n] for n in columns}
+    for n in columns:
+        if types[n] in DATETIME_TYPES:
+            c = s.columns[n]
+            out[n + DAYS] = ColumnStatistics(n + DAYS, "float64", count=c.count, nulls=c.nulls,
+                                             mean=c.mean, m2=c.m2, finite=c.finite,
+                                             sample=c.sample)
+    return s.rows, out
+
+
 def day_numbers(column) -> pa.Array:
     """Days since 1970-01-01 (fractional for timestamps) of a date or timestamp column."""
     if pa.types.is_date(column.type):
@@ -107,17 +204,28 @@ def day_numbers(column) -> pa.Array:
 
 
 def fit(dataset: Dataset, spec: FeatureSpec, train_split: str = "train",
-        stats: tuple[int, dict[str, ColumnStatistics]] | None = None) -> Fitted:
-    """Fit `spec`'s preprocessing on `train_split`; check the other splits' label classes.
-    `stats` (from `column_statistics` of the same split) saves the pass over the train rows."""
+        stats: tuple[int, dict[str, ColumnStatistics]] | None = None,
+        statistics: DatasetStatistics | None = None) -> Fitted:
+    """Fit `spec`'s preprocessing on `train_split`; check the other splits' label classes (a
+    regression label: that it is finite in every split).
+    `stats` (from `column_statistics` of the same split) saves the pass over the train rows;
+    `statistics` (validate's, of this Dataset: see the module docstring) save every pass, and
+    what they cannot serve is read from the rows, with a line saying why."""
     types = {c.name: c.type for c in dataset.info.columns}
     spec.check_columns(types)
     if train_split not in dataset.splits:
         raise InputError(f"transform: the dataset has no {train_split!r} split "
                          f"(splits: {', '.join(dataset.splits)})")
+    statistics = matching_statistics(dataset, statistics)
     columns = [*spec.features, spec.label]
-    if stats is None or any(n not in stats[1] for n in columns):
-        stats = column_statistics(dataset, train_split, columns)
+    read: list[str] = []  # splits whose rows were read here
+    given = stats is not None and all(n in stats[1] for n in columns)
+    if not given:
+        exact = (spec.label,) if spec.task != "regression" else ()
+        stats = statistics_of_split(dataset, statistics, train_split, columns, exact)
+        if stats is None:
+            stats = column_statistics(dataset, train_split, columns)
+            read.append(train_split)
     rows, stats_ = stats
     label = stats_[spec.label]
     if label.count == 0:
@@ -125,9 +233,9 @@ def fit(dataset: Dataset, spec: FeatureSpec, train_split: str = "train",
                              f"({rows} rows, label {spec.label!r} NULL in all)")
     classes = _label_classes(spec, label)
     if classes is not None:
-        _check_other_splits(dataset, spec, classes, train_split)
+        read += _check_other_splits(dataset, spec, classes, train_split, statistics)
     else:
-        _check_finite_labels(dataset, spec)
+        read += _check_finite_labels(dataset, spec, statistics)
     features = {}
     for name, f in spec.features.items():
         if f.kind == "numeric":
@@ -142,6 +250,11 @@ def fit(dataset: Dataset, spec: FeatureSpec, train_split: str = "train",
         label_stats = _label_scale(spec, label)
     else:
         counts = [int((label.values or {}).get(c, 0)) for c in classes]
+    if statistics is not None:
+        print("transform: fitted on the statistics given" + (
+            f"; read the rows of split(s) {', '.join(dict.fromkeys(read))}" if read
+            else ", with the train statistics passed in" if given
+            else f": no row read ({len(dataset.splits)} splits)"), flush=True)
     return Fitted(spec, features, classes, rows, dataset.info.fingerprint, label_stats, counts)
 
 
@@ -174,26 +287,63 @@ def _label_classes(spec: FeatureSpec, label: ColumnStatistics) -> list | None:
     return classes
 
 
-def _check_other_splits(dataset: Dataset, spec: FeatureSpec, classes: list, train: str) -> None:
+def _served(dataset: Dataset, statistics: DatasetStatistics | None, split: str, column: str,
+            exact_values: bool = False) -> ColumnStatistics | None:
+    """The statistics of `column` in `split` when they can stand in for reading it, else None
+    (with a line saying why, when statistics were given)."""
+    if statistics is None:
+        return None
+    s, why = _split_of(dataset, statistics, split)
+    if s is not None:
+        ctype = next(c.type for c in dataset.info.columns if c.name == column)
+        why = _unusable(s.columns.get(column), column, ctype, fit=False,
+                        exact_values=exact_values)
+    if why:
+        _reading(split, why)
+        return None
+    return s.columns[column]
+
+
+def _check_other_splits(dataset: Dataset, spec: FeatureSpec, classes: list, train: str,
+                        statistics: DatasetStatistics | None = None) -> list[str]:
+    """Refuse a class of another split that train lacks; the splits read (the others came
+    from their label's value counts in `statistics`)."""
     known = set(classes)
+    read = []
     for split in dataset.splits:
         if split == train:
             continue
         unseen: set = set()
-        for batch in dataset.iter_batches(split, columns=[spec.label]):
-            values = pc.unique(pc.drop_null(batch.column(0))).to_pylist()
-            unseen.update(v for v in values if v not in known)
+        served = _served(dataset, statistics, split, spec.label, exact_values=True)
+        if served is not None:
+            unseen.update(v for v in served.values if v not in known)
+        else:
+            read.append(split)
+            for batch in dataset.iter_batches(split, columns=[spec.label]):
+                values = pc.unique(pc.drop_null(batch.column(0))).to_pylist()
+                unseen.update(v for v in values if v not in known)
         if unseen:
             raise SchemaError(
                 f"transform: split {split!r} has label class(es) {sorted(unseen, key=str)[:10]} of "
                 f"{spec.label!r} not seen in {train!r} (classes: {classes[:20]}); the model could "
                 "never predict them: ingest more data or merge rare classes")
+    return read
 
 
-def _check_finite_labels(dataset: Dataset, spec: FeatureSpec) -> None:
+def _check_finite_labels(dataset: Dataset, spec: FeatureSpec,
+                         statistics: DatasetStatistics | None = None) -> list[str]:
     """A regression label of NaN or +-inf would make the loss NaN and training learn nothing,
-    silently: refuse it in every split (NULL labels are skipped, as rows without a label)."""
+    silently: refuse it in every split (NULL labels are skipped, as rows without a label).
+    A split whose statistics count no NaN, no inf and a range within float32 is not read
+    (one whose statistics do is read, for the count and examples); the splits read."""
+    read = []
     for split in dataset.splits:
+        served = _served(dataset, statistics, split, spec.label)
+        if served is not None and not (
+                served.nan or served.inf or (served.finite and max(
+                    abs(served.min), abs(served.max)) > FLOAT32_MAX)):
+            continue
+        read.append(split)
         bad, rows, examples = 0, 0, set()
         for batch in dataset.iter_batches(split, columns=[spec.label]):
             column = pc.drop_null(batch.column(0))
@@ -208,6 +358,7 @@ def _check_finite_labels(dataset: Dataset, spec: FeatureSpec) -> None:
                 f"range (|y| > {FLOAT32_MAX:.3g}) in {bad} of {rows} rows of split {split!r} "
                 f"(e.g. {sorted(map(str, examples))}); a label must be a finite number a model "
                 "can hold, or NULL: filter, fix or rescale those rows in the query")
+    return read
 
 
 def _numeric(f, s: ColumnStatistics) -> dict[str, Any]:

@@ -4,23 +4,29 @@ from __future__ import annotations
 
 from conveyor.gcp.files import local_copy
 from conveyor.io.dataset import Dataset
-from conveyor.transform.fit import Fitted, column_statistics, describe, fit
+from conveyor.transform.fit import (Fitted, column_statistics, describe, fit,
+                                    matching_statistics, statistics_of_split)
 from conveyor.transform.spec import FeatureSpec, propose_spec
 
 
 def transform(dataset, preprocessing, *, label: str = "", task: str = "",
               feature_spec_uri: str = "", train_split: str = "train",
-              spec_model_base_path: str = "") -> Fitted:
+              spec_model_base_path: str = "", statistics=None) -> Fitted:
     """Fit the spec and write the artifact. The spec is `feature_spec_uri`'s; else the one the
     newest version under `spec_model_base_path` was trained with (continuous training keeps
     its features), when it fits this data and `label`; else proposed from the train split's
-    statistics and `label` (a proposal and its fit share one pass over the train rows)."""
+    statistics and `label` (a proposal and its fit share one pass over the train rows).
+    `statistics` (validate's statistics artifact of this Dataset, or a path to it: a folder
+    holding statistics.json, or the file) replace every pass over the rows where they can
+    (`conveyor.transform.fit`); where they cannot, the rows are read, with a line saying why."""
     from conveyor.errors import InputError
 
     data = Dataset(dataset.path)
     if train_split not in data.splits:
         raise InputError(f"transform: the dataset has no {train_split!r} split "
                          f"(splits: {', '.join(data.splits)})")
+    given = read_statistics(statistics) if statistics is not None else None
+    given = matching_statistics(data, given)
     stats, spec = None, None
     types = {c.name: c.type for c in data.info.columns}
     if feature_spec_uri:
@@ -31,11 +37,14 @@ def transform(dataset, preprocessing, *, label: str = "", task: str = "",
         if label not in types:
             raise InputError(f"label: {label!r} is not a column of the dataset "
                              f"(columns: {', '.join(types)})")
-        stats = column_statistics(data, train_split, list(types))
+        served = statistics_of_split(data, given, train_split, list(types))
+        stats = served or column_statistics(data, train_split, list(types))
         spec = propose_spec(types, label, task=task or None, stats=stats[1])
+        if served:
+            stats = None  # fit takes them from `given` again (no row read) and says so
     elif spec is None:
         raise InputError("transform: give feature_spec_uri, or label to propose a spec")
-    fitted = fit(data, spec, train_split, stats=stats)
+    fitted = fit(data, spec, train_split, stats=stats, statistics=given)
     fitted.write(preprocessing.path)
     preprocessing.metadata.update({"label": spec.label, "task": spec.task,
                                    "features": list(spec.features),
@@ -43,6 +52,34 @@ def transform(dataset, preprocessing, *, label: str = "", task: str = "",
                                    "label_classes": [str(c) for c in fitted.label_classes or []]})
     print(describe(fitted), flush=True)
     return fitted
+
+
+def read_statistics(statistics):
+    """validate's statistics (`DatasetStatistics`) from its artifact (or a path: a folder
+    holding statistics.json, or the file); None, with a line saying why, when they cannot be
+    read (the rows are read instead: the statistics only save time)."""
+    import json
+    from pathlib import Path
+
+    from conveyor.errors import ConveyorError
+    from conveyor.stats.columns import DatasetStatistics
+    from conveyor.validate.validate import STATISTICS_FILE
+
+    path = Path(getattr(statistics, "path", statistics))
+    if path.is_dir():
+        path = path / STATISTICS_FILE
+    try:
+        return DatasetStatistics.from_dict(json.loads(path.read_text()), f"statistics {path}")
+    except OSError as exc:
+        why = f"cannot read {path}: {exc.strerror or exc}"
+    except ConveyorError as exc:  # (an InputError is a ValueError too: first)
+        why = str(exc)
+    except ValueError as exc:
+        why = f"{path} is not JSON: {exc}"
+    except (KeyError, TypeError, AttributeError) as exc:
+        why = f"{path} is incomplete or malformed ({exc!r})"
+    print(f"transform: reading the rows instead of the statistics given: {why}", flush=True)
+    return None
 
 
 def served_spec(model_base_path: str, label: str, types: dict[str, str]) -> FeatureSpec | None:
