@@ -1,63 +1,104 @@
-"""`conveyor.ingest.bigquery.in_order`: Storage Read streams read at once, consumed in order."""
+"""Storage Read streams at once: `conveyor.ingest.bigquery.in_parallel` runs one reader thread
+per stream, and `DatasetWriter(parts=...)` gives each its own shards, listed stream after stream."""
 
 import threading
 import time
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
-from conveyor.ingest.bigquery import in_order
+from conveyor.ingest.bigquery import in_parallel
+from conveyor.io import DatasetWriter
+from conveyor.io.dataset import Dataset
 
 
-def slow(items, delay=0.0, fail_at=None):
+def items(values, delay=0.0, fail_at=None):
     def source():
-        for i, item in enumerate(items):
+        for i, value in enumerate(values):
             if i == fail_at:
-                raise ConnectionError(f"stream broke at {item}")
+                raise ConnectionError(f"stream broke at {value}")
             time.sleep(delay)
-            yield item
+            yield value
     return source
 
 
-def test_items_come_in_source_order_whatever_finishes_first():
-    # The first source is the slowest: the others are read meanwhile, and wait their turn.
-    sources = [slow(range(0, 5), delay=0.02), slow(range(5, 10)), slow(range(10, 15))]
-    assert list(in_order(sources, buffered=2)) == list(range(15))
+def test_results_come_in_source_order_whatever_finishes_first():
+    sources = [items(range(0, 5), delay=0.02), items(range(5, 10)), items(range(10, 12))]
+    assert in_parallel(sources, lambda i, it: (i, list(it))) == [
+        (0, [0, 1, 2, 3, 4]), (1, [5, 6, 7, 8, 9]), (2, [10, 11])]
 
 
 def test_sources_are_read_at_the_same_time():
-    started = []
     barrier = threading.Barrier(3, timeout=5)
 
-    def source(n):
-        def read():
-            started.append(n)
-            barrier.wait()  # deadlocks (BrokenBarrierError) unless all three run at once
-            yield n
-        return read
+    def source():
+        barrier.wait()  # BrokenBarrierError unless all three run at once
+        yield 1
 
-    assert list(in_order([source(0), source(1), source(2)], buffered=1)) == [0, 1, 2]
+    assert in_parallel([source] * 3, lambda i, it: sum(it)) == [1, 1, 1]
 
 
-def test_an_error_in_a_stream_reaches_the_consumer_after_the_rows_before_it():
-    got = []
-    with pytest.raises(ConnectionError, match="stream broke at 7"):
-        for item in in_order([slow(range(5)), slow(range(5, 10), fail_at=2)], buffered=2):
-            got.append(item)
-    assert got == [0, 1, 2, 3, 4, 5, 6]
+def test_an_error_stops_the_other_streams_and_is_raised():
+    seen = []
 
-
-def test_closing_early_stops_every_reader():
     def endless():
         i = 0
         while True:
+            time.sleep(0.001)
             yield i
             i += 1
 
-    before = threading.active_count()
-    items = in_order([endless, endless, endless], buffered=3)
-    assert [next(items) for _ in range(4)] == [0, 1, 2, 3]
-    items.close()
-    deadline = time.monotonic() + 5
-    while threading.active_count() > before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert threading.active_count() == before
+    def consume(i, it):
+        for n, _ in enumerate(it):
+            seen.append(i)
+        return n
+
+    with pytest.raises(ConnectionError, match="stream broke at 3"):
+        in_parallel([endless, items(range(10), fail_at=3), endless], consume)
+    assert not [t for t in threading.enumerate() if t.name.startswith("read-stream-")]
+    assert set(seen) == {0, 1, 2}  # all ran, and the endless ones were stopped
+
+
+def _table(start, n):
+    return pa.table({"id": pa.array(np.arange(start, start + n), pa.int64()),
+                     "x": pa.array(np.arange(start, start + n) * 0.5)})
+
+
+def test_parts_hold_the_same_dataset_as_one_writer(tmp_path):
+    """Three parts written at once, out of order, give the rows of part 0, then 1, then 2: the
+    same rows, order and fingerprint as writing them in that order through one part."""
+    chunks = [[_table(p * 1000 + k * 100, 100) for k in range(10)] for p in range(3)]
+    with DatasetWriter(tmp_path / "one", chunks[0][0].schema, ["train"], {"type": "test"},
+                       shard_rows=250, row_group_rows=100) as one:
+        for part in chunks:
+            for t in part:
+                one.write("train", t)
+
+    def consume(p, tables):
+        for t in tables:
+            many.write("train", t, part=p)
+
+    with DatasetWriter(tmp_path / "many", chunks[0][0].schema, ["train"], {"type": "test"},
+                       shard_rows=250, row_group_rows=100, parts=3) as many:
+        in_parallel([items(c, delay=0.001 * (3 - p)) for p, c in enumerate(chunks)], consume)
+    a, b = Dataset(tmp_path / "one"), Dataset(tmp_path / "many")
+    assert a.info.fingerprint == b.info.fingerprint
+    assert a.read_table("train").equals(b.read_table("train"))
+    assert b.split("train").rows == 3000
+    assert [f.split("/")[-1] for f in b.split("train").files][:5] == [
+        "part-00-00000.parquet", "part-00-00001.parquet", "part-00-00002.parquet",
+        "part-00-00003.parquet", "part-01-00000.parquet"]
+
+
+def test_an_error_in_one_part_leaves_nothing(tmp_path):
+    def consume(p, tables):
+        for t in tables:
+            writer.write("train", t, part=p)
+
+    good = [_table(k * 100, 100) for k in range(5)]
+    with pytest.raises(ConnectionError):
+        with DatasetWriter(tmp_path / "ds", good[0].schema, ["train"], {"type": "test"},
+                           parts=2) as writer:
+            in_parallel([items(good), items(good, fail_at=2)], consume)
+    assert not (tmp_path / "ds").exists()

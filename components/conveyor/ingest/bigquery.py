@@ -3,9 +3,9 @@
 The split is computed inside BigQuery (see `conveyor.ingest.split`) and the result materialized
 server-side in one staging table (`<project>.<staging_dataset>.ingest_<id>`, deleted afterwards,
 with a one-day expiration in case this process dies first). Rows then stream back through the
-BigQuery Storage Read API as Arrow record batches (optionally several streams read at once
-and written in stream order; or, with `read_method="rest"`, through `tabledata.list` pages)
-into Parquet shards, so memory stays bounded whatever the table's size.
+BigQuery Storage Read API as Arrow record batches (optionally several streams at once, each
+by its own thread into its own Parquet shards; or, with `read_method="rest"`, through
+`tabledata.list` pages) into Parquet shards, so memory stays bounded whatever the table's size.
 
 Everything that can be checked is checked before a byte is written: the table exists, the query
 parses (a dry run), every column has a contract type, the split key is usable, and neither the
@@ -43,12 +43,13 @@ from conveyor.io.dataset import DatasetWriter
 
 READ_METHODS = ("storage", "rest")
 #: Storage Read streams asked for by default (BigQuery may give fewer: one for a small table).
-#: Several (`read_streams`) are read at once, each by its own thread into a bounded buffer, and
-#: consumed in stream order, so the Dataset's rows come out in the same order whatever the
-#: timing. One by default: at 10 M rows 4 streams gave no speed and +119 MB of peak memory (the
-#: streams waiting their turn fill their gRPC buffers; bench/RESULTS.md), 1 stream stays flat.
+#: Several (`read_streams`) are read at once, each by its own thread that splits and writes its
+#: rows into shards of its own (`DatasetWriter(parts=...)`): the Dataset lists them stream after
+#: stream, so it holds the same rows in the same order as one stream's, whatever the timing, and
+#: no stream waits for another (waiting streams fill their gRPC buffers: consumed one after
+#: another, 4 streams cost +119 MB at 10 M rows; bench/RESULTS.md). One by default: on the
+#: emulator the time is its computing the table, not the read.
 READ_STREAMS = 1
-_BUFFERED_BATCHES = 1  # record batches (~5 MB each) held per stream ahead of the consumer
 _BUCKET_COLUMN = BUCKET_COLUMN
 _PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{0,127}$")
 _DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
@@ -245,19 +246,29 @@ def ingest_bigquery(
         phases["materialize"] = time.monotonic() - mark
         expected = [*arrow_schema.names, SPLIT_COLUMN]
 
-        mark, bytes_read = time.monotonic(), 0
-        with DatasetWriter(output_path, arrow_schema, spec.names, source, where=where) as writer:
-            batches = (_read_storage(tmp, read_streams) if read_method == "storage"
-                       else _read_rest(client, tmp))
-            names: dict[tuple[str, ...], list[str]] = {}
+        mark = time.monotonic()
+        streams = (_storage_streams(tmp, read_streams) if read_method == "storage"
+                   else [lambda: _read_rest(client, tmp)])
+
+        def write(part: int, batches) -> int:
+            """Split and write one stream's rows into its own part; its serialized bytes."""
+            size_read, names = 0, {}
             for batch, size in batches:
-                bytes_read += size
+                size_read += size
                 found = tuple(batch.schema.names)
                 if found not in names:
                     names[found] = restore_names(found, expected, where)
                 if list(found) != names[found]:
                     batch = batch.rename_columns(names[found])
-                route(batch, spec, writer)
+                route(batch, spec, writer, part)
+            return size_read
+
+        with DatasetWriter(output_path, arrow_schema, spec.names, source, where=where,
+                           parts=max(1, len(streams))) as writer:
+            if len(streams) <= 1:
+                bytes_read = sum(write(0, s()) for s in streams)
+            else:
+                bytes_read = sum(in_parallel(streams, write))
         phases["read"] = time.monotonic() - mark
         return IngestResult(writer.info, bytes_read, time.monotonic() - start, phases)
     finally:
@@ -383,9 +394,9 @@ def _check_counts(counts: Mapping[str, int], spec: SplitSpec, where: str) -> Non
         )
 
 
-def _read_storage(ref: TableRef, streams: int = READ_STREAMS
-                  ) -> Iterator[tuple[pa.RecordBatch, int]]:
-    """Stream a table through the Storage Read API: (batch, serialized bytes) pairs."""
+def _storage_streams(ref: TableRef, streams: int = READ_STREAMS) -> list:
+    """The table's Storage Read streams (BigQuery may give fewer than `streams`), each as a
+    callable returning an iterator of (batch, serialized bytes) pairs."""
     from google.cloud.bigquery_storage_v1 import types
 
     client = gcp.bigquery_read_client()
@@ -399,7 +410,7 @@ def _read_storage(ref: TableRef, streams: int = READ_STREAMS
         retry=retry.policy(),
     )
     if not session.streams:
-        return
+        return []
     schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
 
     def read(stream) -> Iterator[tuple[pa.RecordBatch, int]]:
@@ -407,53 +418,41 @@ def _read_storage(ref: TableRef, streams: int = READ_STREAMS
             data = response.arrow_record_batch.serialized_record_batch
             yield pa.ipc.read_record_batch(pa.py_buffer(data), schema), len(data)
 
-    readers = [lambda s=s: read(s) for s in session.streams]
-    yield from (readers[0]() if len(readers) == 1 else in_order(readers, _BUFFERED_BATCHES))
+    return [lambda s=s: read(s) for s in session.streams]
 
 
-def in_order(sources: list, buffered: int) -> Iterator:
-    """The items of every source (a callable returning an iterator), source after source, while
-    all sources are read at once, each by a thread into a queue of at most `buffered` items. A
-    source's error is raised when the consumer reaches it; closing the generator stops every
-    thread at its next item."""
-    import queue
+def in_parallel(sources: list, consume) -> list:
+    """Run `consume(i, source())` for every source at once, each in its own thread; their
+    results in source order. The first error stops the others at their next item (`consume`
+    gets an iterator that ends early once another thread failed) and is raised here."""
     import threading
 
-    done, stop = object(), threading.Event()
-    queues = [queue.Queue(maxsize=buffered) for _ in sources]
+    failed = threading.Event()
+    results: list = [None] * len(sources)
+    errors: list[BaseException] = []
 
-    def pump(source, out: queue.Queue) -> None:
-        def put(item) -> bool:
-            while not stop.is_set():
-                try:
-                    out.put(item, timeout=0.2)
-                    return True
-                except queue.Full:
-                    continue
-            return False
+    def guarded(items):
+        for item in items:
+            if failed.is_set():
+                return
+            yield item
 
+    def run(i: int, source) -> None:
         try:
-            for item in source():
-                if not put(item):
-                    return
-            put(done)
-        except BaseException as exc:  # noqa: BLE001 (handed to the consumer)
-            put(exc)
+            results[i] = consume(i, guarded(source()))
+        except BaseException as exc:  # noqa: BLE001 (raised in the caller's thread)
+            errors.append(exc)
+            failed.set()
 
-    threads = [threading.Thread(target=pump, args=(s, q), daemon=True, name=f"read-stream-{i}")
-               for i, (s, q) in enumerate(zip(sources, queues))]
+    threads = [threading.Thread(target=run, args=(i, s), daemon=True, name=f"read-stream-{i}")
+               for i, s in enumerate(sources)]
     for thread in threads:
         thread.start()
-    try:
-        for q in queues:
-            while (item := q.get()) is not done:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=5)
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 def _read_rest(client, ref: TableRef) -> Iterator[tuple[pa.RecordBatch, int]]:

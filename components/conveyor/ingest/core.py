@@ -32,17 +32,18 @@ class IngestResult:
         return out
 
 
-def route(batch: pa.RecordBatch, spec: SplitSpec, writer: DatasetWriter) -> None:
-    """Write each row of `batch` to the split its `SPLIT_COLUMN` names, without that column."""
+def route(batch: pa.RecordBatch, spec: SplitSpec, writer: DatasetWriter, part: int = 0) -> None:
+    """Write each row of `batch` to the split its `SPLIT_COLUMN` names, without that column
+    (into the writer's `part`)."""
     split = batch.column(SPLIT_COLUMN)
     data = batch.drop_columns([SPLIT_COLUMN])
     if len(spec.names) == 1:
-        writer.write(spec.names[0], data)
+        writer.write(spec.names[0], data, part)
         return
     for name in spec.names:
-        part = data.filter(pc.equal(split, name))
-        if part.num_rows:
-            writer.write(name, part)
+        rows = data.filter(pc.equal(split, name))
+        if rows.num_rows:
+            writer.write(name, rows, part)
 
 
 def check_column_names(names: Sequence[str], where: str) -> None:

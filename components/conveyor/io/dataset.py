@@ -266,8 +266,8 @@ class _RowMultisetHash:
 
 class _SplitWriter:
     def __init__(self, folder: Path, root: Path, schema: pa.Schema, shard_rows: int,
-                 row_group_rows: int):
-        self.folder, self.root, self.schema = folder, root, schema
+                 row_group_rows: int, prefix: str = "part-"):
+        self.folder, self.root, self.schema, self.prefix = folder, root, schema, prefix
         self.shard_rows, self.row_group_rows = shard_rows, row_group_rows
         self.buffer: list[pa.RecordBatch] = []
         self.buffered = 0
@@ -296,7 +296,7 @@ class _SplitWriter:
         while offset < table.num_rows:
             if self.writer is None:
                 self.folder.mkdir(parents=True, exist_ok=True)
-                path = self.folder / f"part-{len(self.files):05d}.parquet"
+                path = self.folder / f"{self.prefix}{len(self.files):05d}.parquet"
                 self.files.append(path)
                 self.writer = pq.ParquetWriter(path, self.schema, compression="snappy")
                 self.shard_rows_written = 0
@@ -332,6 +332,11 @@ class DatasetWriter:
         with DatasetWriter(path, schema, ["train", "eval"], source={...}) as w:
             w.write("train", batch)
         info = w.info
+
+    With `parts` > 1, `write(split, batch, part=p)` may be called from one thread per part at
+    once: each part has its own shards (`part-<p>-<k>.parquet`), and a split's files are listed
+    part after part, so the Dataset's rows are part 0's rows, then part 1's, ...: the same rows
+    in the same order as writing part 0, then part 1, ... through one part.
     """
 
     def __init__(
@@ -344,6 +349,7 @@ class DatasetWriter:
         shard_rows: int = SHARD_ROWS,
         row_group_rows: int = ROW_GROUP_ROWS,
         where: str = "dataset",
+        parts: int = 1,
     ):
         self.path = Path(path)
         self.schema = contract_schema(schema, where)
@@ -362,13 +368,15 @@ class DatasetWriter:
         self._created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         self._splits = {
-            name: _SplitWriter(self.path / name, self.path, self.schema, shard_rows, row_group_rows)
+            name: [_SplitWriter(self.path / name, self.path, self.schema, shard_rows,
+                                row_group_rows, "part-" if parts == 1 else f"part-{p:02d}-")
+                   for p in range(parts)]
             for name in names
         }
         self.info: DatasetInfo | None = None
 
-    def write(self, split: str, batch: pa.RecordBatch | pa.Table) -> None:
-        """Append rows to a split; the batch is cast to the contract schema."""
+    def write(self, split: str, batch: pa.RecordBatch | pa.Table, part: int = 0) -> None:
+        """Append rows to a split (to `part` of it); the batch is cast to the contract schema."""
         if batch.schema != self.schema:
             try:
                 batch = batch.select(self.schema.names).cast(self.schema)
@@ -376,12 +384,19 @@ class DatasetWriter:
                 raise SchemaError(
                     f"{self.where}: rows do not fit the dataset schema ({exc})"
                 ) from exc
-        writer = self._splits[split]
+        writer = self._splits[split][part]
         for b in batch.to_batches() if isinstance(batch, pa.Table) else [batch]:
             writer.write(b)
 
     def commit(self) -> DatasetInfo:
-        splits = {name: w.finish() for name, w in self._splits.items()}
+        splits, hashes = {}, {}
+        for name, parts in self._splits.items():
+            done = [w.finish() for w in parts]
+            splits[name] = SplitInfo(rows=sum(d.rows for d in done),
+                                     files=tuple(f for d in done for f in d.files),
+                                     bytes=sum(d.bytes for d in done))
+            with np.errstate(over="ignore"):
+                hashes[name] = int(sum((w.hash.total for w in parts), np.uint64(0)))
         total = sum(s.rows for s in splits.values())
         if total == 0:
             raise EmptyDataError(f"{self.where}: no rows")
@@ -393,7 +408,7 @@ class DatasetWriter:
                 "use more rows, other split ratios, or a split key with more distinct values"
             )
         fingerprint = _fingerprint(
-            self.schema, {n: (s.rows, int(self._splits[n].hash.total)) for n, s in splits.items()}
+            self.schema, {n: (s.rows, hashes[n]) for n, s in splits.items()}
         )
         info = DatasetInfo(
             columns=tuple(Column(f.name, contract_type(f.type), f.nullable) for f in self.schema),
@@ -409,7 +424,7 @@ class DatasetWriter:
 
     def abort(self) -> None:
         """Remove every file this writer created (the folder too, if it created it)."""
-        for w in self._splits.values():
+        for w in (w for parts in self._splits.values() for w in parts):
             try:
                 w.close()
             except Exception:  # noqa: BLE001  (closing a broken writer must not mask the cause)
