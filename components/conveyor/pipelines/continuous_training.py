@@ -24,7 +24,8 @@ def retrain(dataset: dsl.Input[dsl.Dataset], statistics: dsl.Input[dsl.Artifact]
             train_accelerator: str, allow_breaking_signature: bool):
     """Transform (with the served version's feature spec unless one is given), train, evaluate
     against the serving model, push if blessed."""
-    fitted = transform(dataset=dataset, label=label, task=task, feature_spec_uri=feature_spec_uri,
+    fitted = transform(dataset=dataset, statistics=statistics, label=label, task=task,
+                       feature_spec_uri=feature_spec_uri,
                        spec_model_base_path=model_base_path).set_display_name("Transform")
     train_evaluate_push(
         dataset=dataset, preprocessing=fitted.outputs["preprocessing"], statistics=statistics,

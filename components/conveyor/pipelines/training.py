@@ -110,10 +110,10 @@ def make_pipeline(train_replicas: int = 1,
             dataset=ingest.outputs["dataset"], suite_uri=suite_uri, policy=policy,
             label_column=label,
         ).set_display_name("Validate")
-        fitted = transform(
-            dataset=ingest.outputs["dataset"], label=label, task=task,
-            feature_spec_uri=feature_spec_uri,
-        ).set_display_name("Transform").after(checked)
+        fitted = transform(  # fits on validate's statistics: no second pass over the rows
+            dataset=ingest.outputs["dataset"], statistics=checked.outputs["statistics"],
+            label=label, task=task, feature_spec_uri=feature_spec_uri,
+        ).set_display_name("Transform")
         train_evaluate_push(
             dataset=ingest.outputs["dataset"], preprocessing=fitted.outputs["preprocessing"],
             statistics=checked.outputs["statistics"], hyperparameters=hyperparameters,
