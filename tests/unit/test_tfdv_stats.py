@@ -134,6 +134,7 @@ def test_values_are_conveyors_figures(statistics):
         assert opened.min == (s.min - datetime.date(1970, 1, 1)).days
         assert opened.max == (s.max - datetime.date(1970, 1, 1)).days
         assert custom(got[("Opened",)], "conveyor_unit").str == tfdv.DAYS
+        assert opened.mean == s.mean and opened.std_dev == pytest.approx(s.std)  # exact moments
         seen, s = got[("seen at",)].num_stats, split.columns["seen at"]
         epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
         assert seen.min == pytest.approx((s.min - epoch).total_seconds() / 86400, abs=1e-9)

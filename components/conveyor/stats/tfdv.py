@@ -103,7 +103,10 @@ def _numeric(feature, stats: ColumnStatistics) -> None:
     if lo is None or not len(sample):
         return
     num.min, num.max = lo, hi
-    num.mean, num.std_dev = float(sample.mean()), float(sample.std())
+    if stats.mean is not None and stats.std is not None:  # exact moments of the day numbers
+        num.mean, num.std_dev = float(stats.mean), float(stats.std)
+    else:  # statistics written before conveyor kept them
+        num.mean, num.std_dev = float(sample.mean()), float(sample.std())
     num.median = float(np.quantile(sample, 0.5))
     _histograms(num, sample, lo, hi, float(stats.count), 0)
 
