@@ -432,10 +432,15 @@ def in_parallel(sources: list, consume) -> list:
     errors: list[BaseException] = []
 
     def guarded(items):
-        for item in items:
-            if failed.is_set():
-                return
-            yield item
+        try:
+            for item in items:
+                if failed.is_set():
+                    return
+                yield item
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:  # a generator over a read_rows stream: cancels the RPC
+                close()
 
     def run(i: int, source) -> None:
         try:

@@ -22,6 +22,7 @@ def bigquery_ingest(
     split_ratios: dict = {"train": 0.8, "eval": 0.2},
     staging_dataset: str = "conveyor_staging",
     read_method: str = "storage",
+    read_streams: int = 1,
 ):
     """Ingest a BigQuery table or query result into a split Dataset artifact.
 
@@ -40,13 +41,14 @@ def bigquery_ingest(
         split_ratios: Split names and their shares of rows, summing to 1.
         staging_dataset: Dataset for the temporary split table, created if missing.
         read_method: storage (BigQuery Storage Read API, fast) or rest (tabledata.list).
+        read_streams: Storage Read streams read at once, each into its own shards (BigQuery may give fewer); the Dataset is the same whatever the number.
     """
     from conveyor.ingest import tasks
 
     tasks.bigquery_ingest(
         dataset, metrics, table=table, query=query, query_params=query_parameters,
         project=project, location=location, split_key=split_key, split_ratios=split_ratios,
-        staging_dataset=staging_dataset, read_method=read_method,
+        staging_dataset=staging_dataset, read_method=read_method, read_streams=read_streams,
     )
 
 

@@ -47,6 +47,7 @@ def pipeline(
     split_ratios: dict = {"train": 0.8, "eval": 0.2},
     project: str = "",
     location: str = "",
+    read_streams: int = 1,
     suite_uri: str = "",
     policy: str = "fail",
     drift_threshold: float = 0.1,
@@ -72,6 +73,7 @@ def pipeline(
         split_ratios: Split names and their shares of rows, summing to 1.
         project: Project that runs the BigQuery jobs; default from the environment.
         location: BigQuery location, e.g. US or EU.
+        read_streams: BigQuery Storage Read streams ingest reads at once (more for big tables; the Dataset is the same whatever the number).
         suite_uri: Suite to validate with (path or gs://); default: inferred from the served version's statistics.
         policy: fail (stop on broken data) or warn (report and go on).
         drift_threshold: Drift (Jensen-Shannon or L-infinity) above which the model is retrained.
@@ -93,6 +95,7 @@ def pipeline(
     checked_first.set_caching_options(False)  # the bucket and the table may change
     data = bigquery_ingest(table=table, query=query, split_key=split_key,
                            split_ratios=split_ratios, project=project, location=location,
+                           read_streams=read_streams,
                            ).set_display_name("Ingest from BigQuery").after(checked_first)
     data.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
     data.set_caching_options(False)  # the table changes under the same parameters

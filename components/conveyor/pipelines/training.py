@@ -60,6 +60,7 @@ def make_pipeline(train_replicas: int = 1,
         split_ratios: dict = {"train": 0.8, "eval": 0.2},
         project: str = "",
         location: str = "",
+        read_streams: int = 1,
         suite_uri: str = "",
         policy: str = "fail",
         feature_spec_uri: str = "",
@@ -83,6 +84,7 @@ def make_pipeline(train_replicas: int = 1,
             split_ratios: Split names and their shares of rows, summing to 1.
             project: Project that runs the BigQuery jobs; default from the environment.
             location: BigQuery location, e.g. US or EU.
+            read_streams: BigQuery Storage Read streams ingest reads at once (more for big tables; the Dataset is the same whatever the number).
             suite_uri: Suite to validate with (path or gs://); default: inferred from the data.
             policy: fail (stop on any data problem) or warn (report and go on).
             feature_spec_uri: Feature spec (path or gs://); default: proposed from the schema.
@@ -102,7 +104,7 @@ def make_pipeline(train_replicas: int = 1,
         checked_first.set_caching_options(False)  # the bucket and the table may change
         ingest = bigquery_ingest(
             table=table, query=query, split_key=split_key, split_ratios=split_ratios,
-            project=project, location=location,
+            project=project, location=location, read_streams=read_streams,
         ).set_display_name("Ingest from BigQuery").after(checked_first)
         ingest.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
         ingest.set_caching_options(False)  # the table changes under the same parameters
