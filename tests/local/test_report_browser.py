@@ -32,13 +32,15 @@ from conftest import write_dataset
 pytestmark = pytest.mark.local
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# Chromium 150 calls its own services on *.google.com for a blank page too, despite the flags
-# below (seen: accounts., www., clients2. (time), android.clients. (GCM)); they reach only the
-# recording proxy and are not counted. A page's own reference to any host, those included, is
-# caught by `test_the_pages_name_no_url`; any other host here (fonts.googleapis.com, a CDN...)
-# fails the test.
-BROWSER_OWN = re.compile(r"^(CONNECT [a-z0-9.-]+\.google\.com:443 |GET http://[a-z0-9.-]+"
-                         r"\.google\.com/)")
+# Chromium calls its own services for a blank page too, despite the flags below: on *.google.com
+# (150 on: accounts., www., clients2. (time), android.clients. (GCM)) and, from 156 on, its
+# update client's update.googleapis.com/service/update2 (component updates; no flag stops it).
+# They reach only the recording proxy and are not counted. A page's own reference to any host,
+# those included, is caught by `test_the_pages_name_no_url`; any other host here
+# (fonts.googleapis.com, a CDN...) fails the test.
+BROWSER_OWN = re.compile(r"^(CONNECT ([a-z0-9.-]+\.google\.com|update\.googleapis\.com):443 "
+                         r"|GET http://[a-z0-9.-]+\.google\.com/"
+                         r"|POST http://update\.googleapis\.com/service/update2/)")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--no-first-run", "--no-default-browser-check", "--disable-default-apps",
