@@ -29,10 +29,8 @@ HERE = Path(__file__).resolve().parent
 
 def one(rows: int, method: str, out: str) -> None:
     """Child process: ingest once and print a JSON line of figures."""
-    from conveyor.ingest.bigquery import ingest_bigquery
+    from conveyor.ingest.bigquery import READ_STREAMS, ingest_bigquery
     from conveyor.local.seed import reference_table
-
-    from conveyor.ingest.bigquery import READ_STREAMS
 
     read_method, _, streams = method.partition(":")  # storage:N reads N streams at once
     start = time.monotonic()

@@ -16,6 +16,7 @@ wall is the whole `python` process (imports included); TFX's is its run minus ge
 
     python bench/pipeline.py                              # 20k, 200k, 1M rows, 3 repeats
     python bench/pipeline.py --rows 200000 --repeat 1 --no-tfx
+    python bench/pipeline.py --rows 1000000 --rows 10000000 --repeat 1 --no-tfx --read-streams 4
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ HPARAMS = {"hidden_units": [16], "embedding_dim": 4, "learning_rate": 0.01, "bat
 _TASK_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) - INFO - (Executing task|Task) .*?'(.+?)'")
 
 
-def one_conveyor(rows: int, out: str) -> None:
+def one_conveyor(rows: int, out: str, read_streams: int = 1) -> None:
     """Child: run the training pipeline once (the stack's environment is inherited)."""
     from kfp import local
 
@@ -53,7 +54,7 @@ def one_conveyor(rows: int, out: str) -> None:
         split_ratios={"train": 2 / 3, "eval": 1 / 3}, policy="warn",
         feature_spec_uri=str(HERE / "reference_spec.yaml"), hyperparameters=HPARAMS,
         model_base_path=out + "/serving", slices=["c0"],
-        thresholds={"accuracy": {"min": 0.6}})
+        thresholds={"accuracy": {"min": 0.6}}, read_streams=read_streams)
 
 
 def timed(cmd: list[str], env=None, cwd=None) -> tuple[dict, str]:
@@ -84,7 +85,7 @@ def task_seconds(log: str) -> dict[str, float]:
     return out
 
 
-def run_conveyor(rows: int, work: Path) -> dict:
+def run_conveyor(rows: int, work: Path, read_streams: int = 1) -> dict:
     import os
 
     shutil.rmtree(work, ignore_errors=True)
@@ -93,14 +94,15 @@ def run_conveyor(rows: int, work: Path) -> dict:
     env = {**os.environ, "CONVEYOR_BENCH_TASK_RSS": str(probe),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE / "taskrss"),
                                                        os.environ.get("PYTHONPATH")]))}
-    figures, log = timed([sys.executable, __file__, "--one-conveyor", str(rows), str(work)],
-                         env=env)
+    figures, log = timed([sys.executable, __file__, "--one-conveyor", str(rows), str(work),
+                          str(read_streams)], env=env)
     pushed = sorted(p.name for p in (work / "serving").iterdir()) if (work / "serving").exists() else []
     task_rss: dict[str, int] = {}
     for line in probe.read_text().splitlines() if probe.exists() else []:
         record = json.loads(line)
         task_rss[record["task"]] = max(task_rss.get(record["task"], 0), record["peak_rss_mb"])
-    return {"system": "conveyor", "rows": rows, **figures, "pushed": pushed,
+    return {"system": "conveyor", "rows": rows, "read_streams": read_streams, **figures,
+            "pushed": pushed,
             "components": task_seconds(log), "task_rss_mb": task_rss}
 
 
@@ -121,11 +123,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tfx-venv", type=Path, default=DEFAULT_VENV)
     parser.add_argument("--no-tfx", action="store_true")
+    parser.add_argument("--read-streams", type=int, default=1,
+                        help="conveyor's BigQuery Storage Read streams (default 1)")
     parser.add_argument("--out", default=str(HERE / "out" / "pipeline"))
-    parser.add_argument("--one-conveyor", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--one-conveyor", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one_conveyor:
-        return one_conveyor(int(args.one_conveyor[0]), args.one_conveyor[1])
+        rows, work, streams = args.one_conveyor
+        return one_conveyor(int(rows), work, int(streams))
     tfx = not args.no_tfx
     if tfx and not (args.tfx_venv / "bin" / "python").exists():
         raise SystemExit(f"no TFX venv at {args.tfx_venv}: create it with\n  bash "
@@ -145,7 +150,7 @@ def main() -> None:
                 seed.seed_reference(rows)
         for _ in range(args.repeat):
             for rows in row_counts:
-                results.append(run_conveyor(rows, out / "conveyor"))
+                results.append(run_conveyor(rows, out / "conveyor", args.read_streams))
                 print(json.dumps(results[-1]), flush=True)
                 if tfx:
                     results.append(run_tfx(rows, out / "tfx", args.tfx_venv))

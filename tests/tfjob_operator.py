@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -16,19 +15,10 @@ from pathlib import Path
 
 import yaml
 
+from conftest import free_ports
+
 TFJOBS = re.compile(r"^/apis/kubeflow\.org/v1/namespaces/([^/]+)/tfjobs(?:/([^/?]+))?(?:\?.*)?$")
 PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/?]+)(?:\?.*)?$")
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 class TrainingOperator:

@@ -8,7 +8,6 @@ Dataset is one Parquet file of one row group, so the two workers read striped ro
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_dataset
+from conftest import free_ports, write_dataset
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 
@@ -53,17 +52,6 @@ def penguin_data(tmp_path_factory):
     types = {c.name: c.type for c in Dataset(ds).info.columns}
     fit(Dataset(ds), propose_spec(types, "species", {"a": 1, "b": 1, "c": 1})).write(root / "t")
     return root / "ds", root / "t"
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def launch(code: str, args: dict, log: Path, tf_config: dict | None,

@@ -25,9 +25,7 @@ columns of the split query, so the columns read back are matched to the dry run'
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import re
 import time
 import uuid
@@ -47,10 +45,10 @@ READ_METHODS = ("storage", "rest")
 #: Storage Read streams asked for by default (BigQuery may give fewer: one for a small table).
 #: Several (`read_streams`) are read at once, each by its own thread that splits and writes its
 #: rows into shards of its own (`DatasetWriter(parts=...)`): the Dataset lists them stream after
-#: stream, so it holds the same rows in the same order as one stream's, whatever the timing, and
-#: no stream waits for another (waiting streams fill their gRPC buffers: consumed one after
-#: another, 4 streams cost +119 MB at 10 M rows; bench/RESULTS.md). One by default: on the
-#: emulator the time is its computing the table, not the read.
+#: stream, so it holds the same rows in the same order as one stream's, whatever the timing.
+#: One by default: 4 streams read 1.5x faster here, but their threads' malloc arenas keep memory
+#: that grows with the rows (10 M rows: 1 stream 351 MB, 4 streams 600-1,000 MB; 1 M: 319 and
+#: 480 MB; bench/RESULTS.md, "Parallel Storage Read streams").
 READ_STREAMS = 1
 _BUCKET_COLUMN = BUCKET_COLUMN
 _PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{0,127}$")
@@ -265,8 +263,8 @@ def ingest_bigquery(
                 route(batch, spec, writer, part)
             return size_read
 
-        with _arrow_pool(), DatasetWriter(output_path, arrow_schema, spec.names, source,
-                                          where=where, parts=max(1, len(streams))) as writer:
+        with DatasetWriter(output_path, arrow_schema, spec.names, source, where=where,
+                           parts=max(1, len(streams))) as writer:
             if len(streams) <= 1:
                 bytes_read = sum(write(0, s()) for s in streams)
             else:
@@ -421,29 +419,6 @@ def _storage_streams(ref: TableRef, streams: int = READ_STREAMS) -> list:
             yield pa.ipc.read_record_batch(pa.py_buffer(data), schema), len(data)
 
     return [lambda s=s: read(s) for s in session.streams]
-
-
-@contextlib.contextmanager
-def _arrow_pool() -> Iterator[None]:
-    """Arrow's jemalloc pool while the rows are read and written (unless the user chose one
-    with ARROW_DEFAULT_MEMORY_POOL). Under 4 stream threads pyarrow's default, mimalloc, kept
-    memory that grew with the rows: 10 M rows peaked at 1,228 MB against 533 MB with jemalloc
-    (1 M: 544 MB); one stream 336 -> 292 MB (bench/RESULTS.md, "Parallel Storage Read streams").
-    Every Arrow buffer remembers its pool, so switching back afterwards is safe."""
-    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        yield
-        return
-    try:
-        pool = pa.jemalloc_memory_pool()
-    except NotImplementedError:  # a pyarrow built without jemalloc
-        yield
-        return
-    before = pa.default_memory_pool()
-    pa.set_memory_pool(pool)
-    try:
-        yield
-    finally:
-        pa.set_memory_pool(before)
 
 
 def in_parallel(sources: list, consume) -> list:
