@@ -170,6 +170,7 @@ def test_bad_module_files_are_named(tmp_path, source, words):
     ({"layers": 3}, "unknown name(s) ['layers']"),
     ({"model": "transformer"}, "model 'transformer'"),
     ({"epochs": 2.5}, "epochs=2.5"),
+    ({"validation_rows": -5}, "validation_rows must be >= 0"),
 ])
 def test_bad_hyperparameters_are_named(tmp_path, hparams, words):
     ds, transform = prepared(tmp_path, reference_rows(300), "label", spec={
@@ -177,6 +178,22 @@ def test_bad_hyperparameters_are_named(tmp_path, hparams, words):
     with pytest.raises(InputError) as err:
         run_train(tmp_path, ds, transform, hparams=hparams)
     assert words in str(err.value)
+
+
+def test_validation_reads_a_sample_of_an_eval_split_above_validation_rows(tmp_path, capsys):
+    from conveyor.train.data import labelled_rows, sample_every, sample_parts
+
+    ds, transform = prepared(tmp_path, reference_rows(3000), "label", spec={
+        "label": "label", "task": "binary", "features": {"f0": {"kind": "numeric"}}})
+    eval_rows = Dataset(ds).split("eval").rows
+    result = run_train(tmp_path, ds, transform, hparams={"epochs": 2, "batch_size": 64,
+                                                         "validation_rows": eval_rows // 4})
+    every = sample_every(eval_rows, eval_rows // 4)
+    sample = labelled_rows(sample_parts(list(Dataset(ds).files("eval")), every), "label")
+    assert every in (4, 5) and 0 < sample <= eval_rows // 4
+    assert (f"validating each epoch on 1 row group (or row) in {every} of split 'eval' "
+            f"({sample:,} labelled of its {eval_rows:,} rows") in capsys.readouterr().out
+    assert np.isfinite(result.metrics["val_loss"])
 
 
 def test_killed_training_resumes_from_its_checkpoint(tmp_path):

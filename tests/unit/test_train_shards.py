@@ -105,6 +105,41 @@ def test_single_worker_reads_every_row_in_file_order(tmp_path):
     assert ids_read(ds, fitted, 0, 1) == list(range(500))
 
 
+@pytest.mark.parametrize("validation_rows, rows, every", [
+    (0, 10_000, 1), (1_000_000, 10_000, 1), (10_000, 10_000, 1), (2_500, 10_000, 4),
+    (3_000, 10_000, 4), (1_000_000, 3_335_275, 4)])
+def test_validation_samples_only_a_split_bigger_than_validation_rows(validation_rows, rows,
+                                                                    every):
+    from conveyor.train.data import sample_every
+
+    assert sample_every(rows, validation_rows) == every
+
+
+def test_the_validation_sample_is_spread_over_the_whole_split(tmp_path):
+    """1 row group in 4, from the first file to the last (not the split's first rows), each
+    row once; workers share it out without overlap."""
+    from conveyor.train.data import sample_parts
+
+    ds, fitted = dataset(tmp_path, 4096, 1024, 64)  # 4 files of 16 row groups of 64 rows
+    files = list(ds.files("train"))
+    sample = ids_read(ds, fitted, 0, 1, every=4)
+    assert len(sample) == len(set(sample)) == 1024
+    groups = sorted({i // 64 for i in sample})
+    assert groups == list(range(2, 64, 4))  # evenly spaced, in all 4 files
+    assert {p.file for p in sample_parts(files, 4)} == set(files)
+    by_worker = [ids_read(ds, fitted, i, 3, every=4) for i in range(3)]
+    flat = [i for w in by_worker for i in w]
+    assert all(by_worker) and sorted(flat) == sorted(sample)
+
+
+def test_a_split_with_few_row_groups_is_sampled_by_rows(tmp_path):
+    ds, fitted = dataset(tmp_path, 100, 1000, 1000)  # one row group
+    assert ids_read(ds, fitted, 0, 1, every=5) == list(range(0, 100, 5))
+    # two workers: 1 row in 10 each, side by side: disjoint, 1 row in 5 together
+    assert [ids_read(ds, fitted, i, 2, every=5) for i in range(2)] == [
+        list(range(0, 100, 10)), list(range(1, 100, 10))]
+
+
 def plateau(patience=4, lr=0.01):
     from conveyor.train.train import Plateau
 

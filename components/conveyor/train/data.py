@@ -11,11 +11,17 @@ With several workers (`shard=(index, count)`), each reads a disjoint part of the
 every `count`-th row group, else (fewer row groups than workers) every `count`-th row. No row is
 read by two workers, and together they read every row. The assignment follows the Dataset's file
 order, the same on every worker, before any shuffling.
+
+Validation reads a sample of a big eval split (`every` > 1, from `Hyperparameters.
+validation_rows`): every `every`-th row group counted over the whole split, so the sample is
+spread from its first file to its last rather than its first rows, and shared out among the
+workers like a split; with fewer row groups than that, every `every`-th row.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -43,8 +49,6 @@ class Part:
 
 def shard_parts(files: Sequence[str], index: int = 0, count: int = 1) -> list[Part]:
     """The parts of a split's `files` that worker `index` of `count` reads (see the module)."""
-    import pyarrow.parquet as pq
-
     if count < 1 or not 0 <= index < count:
         raise InputError(f"train: worker index {index} is not in 0..{count - 1}")
     files = list(files)
@@ -52,16 +56,54 @@ def shard_parts(files: Sequence[str], index: int = 0, count: int = 1) -> list[Pa
         return [Part(f) for f in files]
     if len(files) >= count:
         return [Part(f) for f in files[index::count]]
+    groups = _row_groups(files)
+    if len(groups) >= count:
+        return _group_parts(groups[index::count])
+    return [Part(f, None, count, index) for f in files]
+
+
+def _row_groups(files: Sequence[str]) -> list[tuple[str, int]]:
+    """(file, row group) of every row group of `files`, in order, from the Parquet footers."""
+    import pyarrow.parquet as pq
+
     groups = []
     for f in files:
         with pq.ParquetFile(f) as pf:
             groups += [(f, g) for g in range(pf.num_row_groups)]
-    if len(groups) >= count:
-        mine: dict[str, list[int]] = {}
-        for f, g in groups[index::count]:
-            mine.setdefault(f, []).append(g)
-        return [Part(f, tuple(g)) for f, g in mine.items()]
-    return [Part(f, None, count, index) for f in files]
+    return groups
+
+
+def _group_parts(groups: Sequence[tuple[str, int]]) -> list[Part]:
+    mine: dict[str, list[int]] = {}
+    for f, g in groups:
+        mine.setdefault(f, []).append(g)
+    return [Part(f, tuple(g)) for f, g in mine.items()]
+
+
+def sample_every(rows: int, validation_rows: int) -> int:
+    """Read every how-manyth row group of a `rows`-row split to validate on about
+    `validation_rows` rows (0: all)."""
+    if not validation_rows or rows <= validation_rows:
+        return 1
+    return math.ceil(rows / validation_rows)
+
+
+def sample_parts(files: Sequence[str], every: int = 1, index: int = 0, count: int = 1
+                 ) -> list[Part]:
+    """Worker `index` of `count`'s share of every `every`-th row group of a split (see the
+    module); `every` = 1 is `shard_parts`."""
+    if every <= 1 or count < 1 or not 0 <= index < count:
+        return shard_parts(files, index, count)  # (which refuses a bad index)
+    chosen = _row_groups(files)[every // 2::every]
+    if len(chosen) >= count:
+        return _group_parts(chosen[index::count])
+    return [Part(f, None, every * count, index) for f in files]
+
+
+def labelled_rows(parts: Sequence[Part], label: str) -> int:
+    """Rows of `parts` with a `label`."""
+    return sum(b.num_rows - b.column(0).null_count
+               for b in _part_batches(parts, [label], 1 << 20))
 
 
 def shard_rows(files: Sequence[str], index: int = 0, count: int = 1) -> int:
@@ -99,15 +141,16 @@ def _part_batches(parts: Sequence[Part], columns: list[str], chunk_rows: int
 
 def chunks(dataset: Dataset, split: str, fitted: Fitted, chunk_rows: int, *,
            shuffle: bool = False, seed: int = 0, repeat: bool = False,
-           shard: tuple[int, int] = (0, 1)
+           shard: tuple[int, int] = (0, 1), every: int = 1
            ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
     """(features, label) arrays of up to `chunk_rows` rows each, shard after shard; with
     `shuffle`, shards in a new order each pass and rows shuffled within each chunk; with
-    `shard=(index, count)`, only worker `index`'s part of the split (`shard_parts`)."""
+    `shard=(index, count)`, only worker `index`'s part of the split (`shard_parts`); with
+    `every` > 1, of every `every`-th row group (`sample_parts`)."""
     names = list(fitted.features)
     encode = LabelEncoder(fitted, scaled=True)
     rng = np.random.default_rng(seed)
-    parts = shard_parts(list(dataset.files(split)), *shard)
+    parts = sample_parts(list(dataset.files(split)), every, *shard)
     while True:
         order = list(parts)
         if shuffle and all(p.stride == 1 for p in order):  # striding counts rows in file order
@@ -137,7 +180,7 @@ def chunks(dataset: Dataset, split: str, fitted: Fitted, chunk_rows: int, *,
 
 def tf_dataset(dataset: Dataset, split: str, fitted: Fitted, batch_size: int, *,
                shuffle_buffer: int = 0, seed: int = 0, repeat: bool = False,
-               shard: tuple[int, int] = (0, 1)) -> tf.data.Dataset:
+               shard: tuple[int, int] = (0, 1), every: int = 1) -> tf.data.Dataset:
     """Batches of `batch_size` rows: Python hands tf.data large chunks (`shuffle_buffer` rows,
     or 32 batches), the next one prepared while the current one is consumed, which tf.data cuts
     into batches (`rebatch`) and prefetches in C++."""
@@ -150,6 +193,6 @@ def tf_dataset(dataset: Dataset, split: str, fitted: Fitted, batch_size: int, *,
     chunk_rows = max(shuffle_buffer, batch_size * 32)
     return tf.data.Dataset.from_generator(
         lambda: chunks(dataset, split, fitted, chunk_rows, shuffle=bool(shuffle_buffer),
-                       seed=seed, repeat=repeat, shard=shard),
+                       seed=seed, repeat=repeat, shard=shard, every=every),
         output_signature=signature,
     ).prefetch(2).rebatch(batch_size).prefetch(tf.data.AUTOTUNE)  # next chunk while this one trains

@@ -36,6 +36,10 @@ class Hyperparameters:
     early_stopping_patience: int = -1
     shuffle_buffer: int = 65536
     seed: int = 0
+    #: eval rows validated on after each epoch; a bigger eval split gives an evenly spread
+    #: sample of its row groups (`data.sample_every`); 0: every row. The evaluate step always
+    #: scores the whole split.
+    validation_rows: int = 1_000_000
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "Hyperparameters":
@@ -67,6 +71,9 @@ class Hyperparameters:
         for name in ("batch_size", "epochs", "steps"):
             if getattr(hp, name) < 0:
                 raise InputError(f"hyperparameters: {name} must be at least 1 (0: automatic)")
+        if hp.validation_rows < 0:
+            raise InputError("hyperparameters: validation_rows must be >= 0 (0: the whole eval "
+                             f"split), not {hp.validation_rows}")
         if hp.early_stopping_patience < -1:
             raise InputError("hyperparameters: early_stopping_patience must be >= 0 (0: off) "
                              "or -1 (automatic)")

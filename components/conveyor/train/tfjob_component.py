@@ -41,7 +41,7 @@ def train_tfjob(
         model: SavedModel; serving_default takes raw features of shape [None].
         metrics: Final training and eval metrics, examples per second, resumed epoch.
         tensorboard: TensorBoard logs.
-        hyperparameters: model (dnn, wide_deep), hidden_units, embedding_dim, learning_rate, batch_size, epochs, steps, early_stopping_patience, dropout, seed.
+        hyperparameters: model (dnn, wide_deep), hidden_units, embedding_dim, learning_rate, batch_size, epochs, steps, early_stopping_patience, dropout, seed, shuffle_buffer, validation_rows (eval rows validated on after each epoch, a spread sample of a bigger eval split; default 1000000, 0: all).
         module_file: Path or gs:// URI of a module defining build_model(hparams, feature_spec).
         log_dir_uri: Extra TensorBoard log dir, e.g. gs:// for Vertex AI TensorBoard.
         train_split: Split to train on.

@@ -48,7 +48,8 @@ import tensorflow as tf  # noqa: E402
 from conveyor.errors import EmptyDataError, InputError, TrainingError  # noqa: E402
 from conveyor.io.dataset import Dataset  # noqa: E402
 from conveyor.train import cluster as clusters  # noqa: E402
-from conveyor.train.data import shard_rows, tf_dataset  # noqa: E402
+from conveyor.train.data import (  # noqa: E402
+    labelled_rows, sample_every, sample_parts, shard_rows, tf_dataset)
 from conveyor.train.model import Hyperparameters, build_model  # noqa: E402
 from conveyor.train.preprocess import input_dtype  # noqa: E402
 from conveyor.transform.fit import SPEC_FILE, Fitted  # noqa: E402
@@ -163,6 +164,23 @@ def _compile(model: keras.Model, fitted: Fitted, hp: Hyperparameters) -> None:
     model.compile(optimizer=keras.optimizers.Adam(hp.learning_rate), loss=loss, metrics=metrics)
 
 
+def _validation_sample(dataset: Dataset, split: str, fitted: Fitted, hp: Hyperparameters
+                       ) -> tuple[int, int]:
+    """(every, labelled): validation reads 1 row group in `every` of `split` (1: all of it),
+    which hold `labelled` rows with a label; said when `every` > 1. A sample without a label
+    falls back to the whole split."""
+    rows, files = dataset.split(split).rows, list(dataset.files(split))
+    every = sample_every(rows, hp.validation_rows)
+    labelled = labelled_rows(sample_parts(files, every), fitted.spec.label)
+    if every > 1 and not labelled:
+        every, labelled = 1, labelled_rows(sample_parts(files), fitted.spec.label)
+    if every > 1:
+        print(f"train: validating each epoch on 1 row group (or row) in {every} of split {split!r} "
+              f"({labelled:,} labelled of its {rows:,} rows; hyperparameter validation_rows="
+              f"{hp.validation_rows:,}); the evaluate step scores them all")
+    return every, labelled
+
+
 def train(dataset_path: str | Path, transform_path: str | Path, model_path: str | Path, *,
           hparams: dict[str, Any] | None = None, tensorboard_path: str | Path | None = None,
           log_dir_uri: str | None = None, checkpoint_dir: str | Path | None = None,
@@ -202,11 +220,10 @@ def train(dataset_path: str | Path, transform_path: str | Path, model_path: str 
                           shuffle_buffer=hp.shuffle_buffer, seed=hp.seed, repeat=True)
     eval_ds, eval_steps = None, None
     if eval_split in dataset.splits:
-        eval_ds = tf_dataset(dataset, eval_split, fitted, hp.batch_size)
-        labelled = sum(b.num_rows - b.column(0).null_count for b in dataset.iter_batches(
-            eval_split, columns=[fitted.spec.label]))
+        every, labelled = _validation_sample(dataset, eval_split, fitted, hp)
         eval_steps = math.ceil(labelled / hp.batch_size) if labelled else None
-        eval_ds = eval_ds if labelled else None
+        eval_ds = (tf_dataset(dataset, eval_split, fitted, hp.batch_size, every=every)
+                   if labelled else None)
 
     progress = _Progress()
     callbacks: list = [progress, keras.callbacks.TerminateOnNaN()]
@@ -416,10 +433,10 @@ def _train_distributed(strategy: tf.distribute.Strategy, cluster: clusters.Clust
     train_data = strategy.distribute_datasets_from_function(train_input)
     eval_ds = None
     if eval_split in dataset.splits:
-        labelled = sum(b.num_rows - b.column(0).null_count for b in dataset.iter_batches(
-            eval_split, columns=[fitted.spec.label]))
-        if labelled:  # the whole split's count, alike on every worker
-            eval_ds = tf_dataset(dataset, eval_split, fitted, hp.batch_size, shard=shard)
+        every, labelled = _validation_sample(dataset, eval_split, fitted, hp)
+        if labelled:  # all workers' count, alike on every worker
+            eval_ds = tf_dataset(dataset, eval_split, fitted, hp.batch_size, shard=shard,
+                                 every=every)
 
     with strategy.scope():
         model = build_model(fitted, hp, module_file)
