@@ -47,8 +47,8 @@ READ_METHODS = ("storage", "rest")
 #: rows into shards of its own (`DatasetWriter(parts=...)`): the Dataset lists them stream after
 #: stream, so it holds the same rows in the same order as one stream's, whatever the timing.
 #: One by default: 4 streams read 1.5x faster here, but their threads' malloc arenas keep memory
-#: that grows with the rows (10 M rows: 1 stream 351 MB, 4 streams 600-1,000 MB; 1 M: 319 and
-#: 480 MB; bench/RESULTS.md, "Parallel Storage Read streams").
+#: that grows with the rows (10 M rows: 1 stream 351 MB, 4 streams 590-1,140 MB by allocator
+#: setting; 1 M: 319 and 480 MB; bench/RESULTS.md, "Parallel Storage Read streams").
 READ_STREAMS = 1
 _BUCKET_COLUMN = BUCKET_COLUMN
 _PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{0,127}$")
