@@ -140,6 +140,26 @@ def test_a_split_with_few_row_groups_is_sampled_by_rows(tmp_path):
         list(range(0, 100, 10)), list(range(1, 100, 10))]
 
 
+def test_a_validation_sample_without_labels_falls_back_to_the_whole_split(tmp_path):
+    """The labels are NULL in exactly the row groups a 1-in-4 sample picks: validation reads
+    the whole split rather than switching itself off."""
+    from conveyor.train.model import Hyperparameters
+    from conveyor.train.train import _validation_sample
+
+    t = table(4096)
+    label = [None if (i // 64) % 4 == 2 else v for i, v in enumerate(t.column(LABEL).to_pylist())]
+    t = t.set_column(2, LABEL, pa.array(label, pa.string()))
+    with DatasetWriter(tmp_path / "ds", t.schema, ["train"], {"type": "test"},
+                       shard_rows=1024, row_group_rows=64) as writer:
+        writer.write("train", t)
+    ds = Dataset(tmp_path / "ds")
+    fitted = fit(ds, FeatureSpec.from_dict({"label": LABEL, "task": "binary", "features": {
+        "select": {"kind": "numeric"}}}))
+    assert _validation_sample(ds, "train", fitted, Hyperparameters(validation_rows=1024)) == (
+        1, 3072)
+    assert _validation_sample(ds, "train", fitted, Hyperparameters(validation_rows=0)) == (1, 3072)
+
+
 def plateau(patience=4, lr=0.01):
     from conveyor.train.train import Plateau
 
