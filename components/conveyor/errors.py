@@ -37,3 +37,19 @@ class TrainingError(InputError):
 
 class StackError(ConveyorError):
     """The local emulator stack could not be started, found or stopped."""
+
+
+def one_line(exc: BaseException | None, limit: int = 300) -> str:
+    """An exception as one log or message line: `Type: first line of its text`, whitespace
+    collapsed and cut at `limit` characters. An OSError with a reason is `[Errno N] reason`
+    alone, since the message that quotes it already names the path. The one spelling of "an
+    exception as one line" in conveyor, so every message that quotes a cause reads the same."""
+    if exc is None:
+        return "none recorded"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"[Errno {exc.errno}] {exc.strerror}"
+    lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    if len(first) > limit:
+        first = first[:max(limit - 3, 0)] + "..."
+    return f"{type(exc).__name__}: {first}"

@@ -1,5 +1,9 @@
-"""Shared on-disk formats. `conveyor.io.dataset` is the Dataset artifact contract."""
+"""Shared on-disk formats and storage. `conveyor.io.dataset` is the Dataset artifact contract;
+`conveyor.io.location` a local-or-gs:// file; `conveyor.io.digest` file hashes of a folder."""
 
 from conveyor.io.dataset import Column, Dataset, DatasetInfo, DatasetWriter, SplitInfo
+from conveyor.io.digest import digest, manifest_hash
+from conveyor.io.location import Location, PreconditionError
 
-__all__ = ["Column", "Dataset", "DatasetInfo", "DatasetWriter", "SplitInfo"]
+__all__ = ["Column", "Dataset", "DatasetInfo", "DatasetWriter", "Location", "PreconditionError",
+           "SplitInfo", "digest", "manifest_hash"]
