@@ -151,7 +151,7 @@ def served_counts(port: int) -> dict[int, int]:
 
 def swap_load(folder: Path, seconds: float, swaps: int, clients: int = 8) -> dict:
     """`clients` keep-alive clients predicting for `seconds` while `swaps` versions are pushed."""
-    from conveyor.push.base_path import ModelBasePath
+    from conveyor.registry import ModelBasePath
 
     base = ModelBasePath(str(folder / "base-swap"))
     shutil.rmtree(base.uri, ignore_errors=True)
@@ -244,7 +244,7 @@ def logging_load(folder: Path, seconds: float, rounds: int, clients: int = 8) ->
 
     base = folder / "base-log"
     shutil.rmtree(base, ignore_errors=True)
-    from conveyor.push.base_path import ModelBasePath
+    from conveyor.registry import ModelBasePath
 
     ModelBasePath(str(base)).publish(folder / "model")
     servers, logs = {}, {}
@@ -327,7 +327,7 @@ def main() -> None:
         return print_logging(logging_load(folder, args.seconds, args.rounds))
     evaluation = [run_child(__file__, str(folder)) for _ in range(3)]
 
-    from conveyor.push.base_path import ModelBasePath
+    from conveyor.registry import ModelBasePath
 
     base = folder / "base"
     shutil.rmtree(base, ignore_errors=True)

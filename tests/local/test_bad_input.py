@@ -30,7 +30,7 @@ from conveyor import gcp
 from conveyor.errors import EmptyDataError, InputError, SchemaError, SourceNotFoundError
 from conveyor.ingest.split import fingerprint_buckets
 from conveyor.local import seed
-from conveyor.push.base_path import ModelBasePath
+from conveyor.registry import ModelBasePath
 from conveyor.push.infra import InfraCheckFailed
 from conveyor.validate.validate import ValidationFailed
 

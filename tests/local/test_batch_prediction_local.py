@@ -6,7 +6,7 @@ from kfp import local
 
 from conveyor import gcp
 from conveyor.pipelines import batch_prediction
-from conveyor.push.base_path import ModelBasePath
+from conveyor.registry import ModelBasePath
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ import pytest
 from kfp import local
 
 from conveyor.pipelines import continuous_training, training
-from conveyor.push.base_path import ModelBasePath
+from conveyor.registry import ModelBasePath
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.push.base_path import GRAPH, LOCK, MARKERS, ModelBasePath, digest
+from conveyor.io.digest import digest
+from conveyor.registry import GRAPH, LOCK, MARKERS, ModelBasePath
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 
@@ -39,7 +40,7 @@ SEED = 8
 
 PUBLISH = """
 import json, sys, time
-from conveyor.push.base_path import ModelBasePath
+from conveyor.registry import ModelBasePath
 base = ModelBasePath(sys.argv[1])
 base.versions()  # connect before the clock starts
 print("ready", flush=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.evaluate.evaluate import evaluate_model, markdown, write_outputs
-from conveyor.push.base_path import ModelBasePath
+from conveyor.registry import ModelBasePath
 from conveyor.reports.evaluate import render
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]

@@ -19,7 +19,7 @@ import pytest
 
 from conveyor.io import Dataset
 from conveyor.local.faults import FaultProxy, TcpFaultProxy
-from conveyor.push.base_path import ModelBasePath
+from conveyor.registry import ModelBasePath
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 
@@ -79,7 +79,7 @@ def outcome(run: Path, base: str) -> dict:
     return {"rows": {name: s.rows for name, s in info.splits.items()},
             "fingerprint": info.fingerprint, "blessed": evaluation["blessed"],
             # A push that failed after claiming a number leaves that number unused (see
-            # push/base_path.py), so the count of versions is compared, not their numbers.
+            # conveyor/registry/), so the count of versions is compared, not their numbers.
             "versions_pushed": len(ModelBasePath(base).versions())}
 
 

@@ -64,7 +64,7 @@ def iso(moment: float) -> str:
 
 def test_shifted_serving_traffic_is_reported_and_retrains_calm_traffic_does_not(
         penguins, bucket, tmp_path, monkeypatch):
-    from conveyor.push.base_path import ModelBasePath
+    from conveyor.registry import ModelBasePath
     from conveyor.serving import server
     from conveyor.serving.models import ModelManager
     from conveyor.serving.prediction_log import PredictionLog

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.pipelines import training
-from conveyor.push.base_path import ModelBasePath
+from conveyor.registry import ModelBasePath
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 

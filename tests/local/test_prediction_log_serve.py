@@ -24,7 +24,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from conveyor.push.base_path import ModelBasePath
+from conveyor.registry import ModelBasePath
 from conveyor.serving.prediction_log import sampled
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]

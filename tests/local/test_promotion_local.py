@@ -68,7 +68,7 @@ def newest_run(root: Path) -> Path:
 def v1(penguins, bucket, tmp_path_factory):
     """Penguins v1, trained and pushed by the training pipeline: its base path and a local
     copy of the version (for another base path to start from the same v1)."""
-    from conveyor.push.base_path import ModelBasePath
+    from conveyor.registry import ModelBasePath
 
     name = bucket("promotion-test")
     root = tmp_path_factory.mktemp("promotion-v1")
@@ -175,7 +175,7 @@ def run_promote(dataset: Path, base: str, tmp_path: Path) -> tuple[str, dict]:
 
 
 def test_a_better_challenger_is_promoted_and_served(v1, bucket, tmp_path, monkeypatch):
-    from conveyor.push.base_path import ModelBasePath
+    from conveyor.registry import ModelBasePath
 
     base, _ = v1
     table = f"{seed.DEMO_DATASET}.penguins_shifted"
@@ -207,7 +207,7 @@ def test_a_better_challenger_is_promoted_and_served(v1, bucket, tmp_path, monkey
 
 def test_a_worse_challenger_is_rolled_back_and_v1_stays_served(v1, bucket, tmp_path,
                                                                monkeypatch):
-    from conveyor.push.base_path import ModelBasePath
+    from conveyor.registry import ModelBasePath
 
     _, copy = v1
     base = f"gs://promotion-test/{tmp_path.name}/models/penguins"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.errors import InputError
-from conveyor.push.base_path import ModelBasePath
+from conveyor.registry import ModelBasePath
 from conveyor.push import infra
 from conveyor.push.infra import InfraCheckFailed, sample_rows
 from conveyor.push.push import NotBlessed, StaleBaseline, push

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from conveyor.push.base_path import ModelBasePath
+from conveyor.registry import ModelBasePath
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 ROWS = [

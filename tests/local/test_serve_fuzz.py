@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from conveyor.push.base_path import ModelBasePath
+from conveyor.registry import ModelBasePath
 from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES
 
 pytestmark = [pytest.mark.local]

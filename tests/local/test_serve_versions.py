@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 
-from conveyor.push.base_path import ModelBasePath
+from conveyor.registry import ModelBasePath
 from conveyor.serving.models import ModelManager
 
 pytestmark = [pytest.mark.local]

@@ -15,7 +15,7 @@ import pytest
 
 from conveyor.io import Dataset
 from conveyor.local import seed
-from conveyor.push.base_path import ModelBasePath
+from conveyor.registry import ModelBasePath
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ import pytest
 from conveyor.errors import InputError
 from conveyor.promote import rule
 from conveyor.push import push as pushing
-from conveyor.push.base_path import LABELS, LabelsError, ModelBasePath
+from conveyor.registry import LABELS, LabelsError, ModelBasePath
 
 
 def comparison(metric, candidate, baseline, p, rows=200, improvement=None):

@@ -161,7 +161,7 @@ class ClassMap:
 def foreign_folders(base, versions: list[int]) -> list[dict[str, str]]:
     """Numeric folders above the newest version that conveyor does not read as versions
     (`007`, or no saved_model.pb / commit marker): skipped, with why; TF Serving may serve them."""
-    from conveyor.push.base_path import canonical, number
+    from conveyor.registry import canonical, number
 
     top = max(versions, default=0)
     names: list[str] = []

@@ -76,7 +76,7 @@ from conveyor.evaluate.metrics import (HIGHER_IS_BETTER, MAX_CURVE_CLASSES, PRIM
                                        accumulator)
 from conveyor.io.dataset import Dataset  # noqa: E402
 from conveyor.push import infra  # noqa: E402
-from conveyor.push.base_path import digest  # noqa: E402
+from conveyor.io.digest import digest  # noqa: E402
 from conveyor.transform.fit import Fitted  # noqa: E402
 
 EVALUATION_FILE = "evaluation.json"
@@ -335,7 +335,7 @@ def _sources(baseline_path, baseline_uri, model_base_path, scratch: str,
         sources.append(bl.Source(baseline_uri or str(baseline_path), lambda: path))
     if not model_base_path:
         return sources, None, []
-    from conveyor.push.base_path import ModelBasePath
+    from conveyor.registry import ModelBasePath
 
     base = ModelBasePath(model_base_path)
     versions = base.versions()

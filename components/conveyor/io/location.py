@@ -36,7 +36,7 @@ class Location:
     uri: str
 
     @staticmethod
-    def parse(uri: str | Path) -> "Location":
+    def parse(uri: str | Path) -> Location:
         """A `GcsLocation` for `gs://bucket/name`, else a `LocalLocation` (a local path)."""
         text = str(uri)
         if text.startswith("gs://"):
@@ -57,10 +57,10 @@ class Location:
         """The last component of the location's name."""
         return self.uri.rstrip("/").rsplit("/", 1)[-1]
 
-    def child(self, name: str) -> "Location":
+    def child(self, name: str) -> Location:
         raise NotImplementedError
 
-    def __truediv__(self, name: str) -> "Location":
+    def __truediv__(self, name: str) -> Location:
         return self.child(name)
 
     def __str__(self) -> str:
@@ -110,7 +110,7 @@ class LocalLocation(Location):
         self.path = Path(os.path.normpath(path))
         self.uri = str(self.path)
 
-    def child(self, name: str) -> "LocalLocation":
+    def child(self, name: str) -> LocalLocation:
         return LocalLocation(self.path / name)
 
     def read_bytes(self) -> bytes:
@@ -171,7 +171,7 @@ class GcsLocation(Location):
         self.bucket_name, self.key = bucket, name
         self.uri = f"gs://{bucket}" + (f"/{name}" if name else "")
 
-    def child(self, name: str) -> "GcsLocation":
+    def child(self, name: str) -> GcsLocation:
         name = name.strip("/")
         return GcsLocation(self.bucket_name, f"{self.key}/{name}" if self.key else name)
 

@@ -187,15 +187,13 @@ class Served:
 def load_served(model_base_path: str, scratch: str | Path) -> Served:
     """The served version under the base path (what `conveyor serve` serves by default: the
     champion when versions are labelled, else the newest), fetched into `scratch` on gs://."""
-    from conveyor.push.base_path import ModelBasePath
+    from conveyor.registry import served_version
 
-    base = ModelBasePath(model_base_path)
-    latest = base.served()
-    if latest is None:
+    served = served_version(model_base_path)
+    if served is None:
         raise SourceNotFoundError(f"model_base_path: {model_base_path} has no published "
                                   "version to monitor")
-    folder = base.fetch(latest, scratch)
-    return Served.from_folder(folder, latest, base.version_uri(latest))
+    return Served.from_folder(served.folder(scratch), served.version, served.uri)
 
 
 class PredictionStatistics:

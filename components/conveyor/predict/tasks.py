@@ -15,13 +15,12 @@ def batch_predict(dataset, metrics, *, output_table: str, model=None, model_base
         if model is not None:
             model_dir, version = model.path, str(model.metadata.get("version", "artifact"))
         elif model_base_path:
-            from conveyor.push.base_path import ModelBasePath
+            from conveyor.registry import served_version
 
-            base = ModelBasePath(model_base_path)
-            latest = base.served()  # the champion when versions are labelled
-            if latest is None:
+            served = served_version(model_base_path)  # the champion when versions are labelled
+            if served is None:
                 raise InputError(f"model_base_path: no pushed version under {model_base_path}")
-            model_dir, version = base.fetch(latest, scratch), str(latest)
+            model_dir, version = served.folder(scratch), str(served.version)
         else:
             raise InputError("batch_predict: give model or model_base_path")
         result = predict_to_bigquery(model_dir, dataset.path, output_table,

@@ -37,7 +37,7 @@ def check(*, label: str, model_base_path: str, table: str = "", query: str = "",
     """Run every check; raise one error listing every problem, or return what was seen."""
     from conveyor.ingest.bigquery import source_schema
     from conveyor.ingest.split import SplitSpec
-    from conveyor.push.base_path import ModelBasePath
+    from conveyor.registry import ModelBasePath
 
     problems: list[str] = []
     missing: list[str] = []

@@ -28,7 +28,7 @@ from typing import Any
 
 from conveyor.errors import InputError
 from conveyor.promote import rule as rules
-from conveyor.push.base_path import ModelBasePath
+from conveyor.registry import ModelBasePath
 
 PROMOTION_FILE = "promotion.json"
 

@@ -26,7 +26,7 @@ def start_canary(model_base_path: str, enabled: bool = True) -> str:
     import json
 
     from conveyor.promote.promote import start_canary as work
-    from conveyor.push.base_path import ModelBasePath
+    from conveyor.registry import ModelBasePath
 
     labels = work(model_base_path) if enabled else ModelBasePath(model_base_path).labels()
     print(f"labels of {model_base_path}: {json.dumps(labels)}", flush=True)

@@ -65,7 +65,7 @@ def verdict(files: dict[str, str], rows: int, shapes: dict[str, list[int]]) -> d
 
 def reusable(recorded: dict | None, model_dir: str | Path) -> bool:
     """True when `recorded` (a verdict) is about exactly the files in `model_dir`."""
-    from conveyor.push.base_path import digest
+    from conveyor.io.digest import digest
 
     return bool(recorded and recorded.get("rows") and recorded.get("sha256")
                 and recorded["sha256"] == digest(model_dir))

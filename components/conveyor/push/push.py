@@ -40,7 +40,7 @@ from pathlib import Path
 from conveyor.errors import ConveyorError, InputError
 from conveyor.evaluate.evaluate import EVALUATION_FILE, PREDICTIONS_FILE
 from conveyor.push import infra
-from conveyor.push.base_path import ModelBasePath, StaleBaseline
+from conveyor.registry import ModelBasePath, StaleBaseline
 
 __all__ = ["MODES", "NotBlessed", "PushResult", "StaleBaseline", "blessing", "push"]
 

@@ -43,7 +43,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from conveyor.push.base_path import ModelBasePath
+from conveyor.registry import ModelBasePath
 from conveyor.serving import MAX_INSTANCES
 from conveyor.serving.prediction_log import Signature
 

@@ -89,18 +89,16 @@ def served_spec(model_base_path: str, label: str, types: dict[str, str]) -> Feat
     import tempfile
 
     from conveyor.errors import ConveyorError
-    from conveyor.push.base_path import ModelBasePath
+    from conveyor.registry import served_version
 
-    base = ModelBasePath(model_base_path)
-    latest = base.served()  # the champion when versions are labelled, else the newest
-    if latest is None:
+    served = served_version(model_base_path)  # the champion when labelled, else the newest
+    if served is None:
         print(f"transform: no version under {model_base_path} yet: proposing a spec", flush=True)
         return None
-    uri = base.version_uri(latest)
+    uri = served.uri
     with tempfile.TemporaryDirectory(prefix="conveyor-spec-") as scratch:
         try:
-            folder = base.fetch(latest, scratch)
-            spec = FeatureSpec.load(folder / "assets.extra" / "feature_spec.yaml")
+            spec = FeatureSpec.load(served.file("feature_spec.yaml", scratch))
             if label and spec.label != label:
                 raise ConveyorError(f"its label is {spec.label!r}, not {label!r}")
             spec.check_columns(types)

@@ -13,17 +13,16 @@ from conveyor.validate.validate import ValidationResult, validate_dataset
 def served_baseline(model_base_path: str, scratch: str) -> tuple[Path, str] | None:
     """The training statistics pushed with the served version under the base path: a local
     file (fetched into `scratch` from gs://) and the URI that names it, or None."""
-    from conveyor.push.base_path import ModelBasePath
     from conveyor.push.push import STATISTICS_FILE
+    from conveyor.registry import served_version
 
-    base = ModelBasePath(model_base_path)
-    latest = base.served()  # the champion when versions are labelled, else the newest
-    if latest is None:
+    served = served_version(model_base_path)  # the champion when labelled, else the newest
+    if served is None:
         return None
-    path = base.fetch(latest, scratch) / "assets.extra" / STATISTICS_FILE
+    path = served.file(STATISTICS_FILE, scratch)
     if not path.exists():
         return None
-    return path, f"{base.version_uri(latest)}/assets.extra/{STATISTICS_FILE}"
+    return path, served.file_uri(STATISTICS_FILE)
 
 
 def served_statistics(model_base_path: str, scratch: str):

@@ -1,6 +1,6 @@
 """The model base path on a local folder: its parameter checks, numbering around folders it did
 not write, concurrent identical pushes, the baseline check, failed copies. No emulator needed:
-the "models" are folders of real files (base_path copies and hashes them, it never loads them)."""
+the "models" are folders of real files (the registry copies and hashes them, it never loads them)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from conveyor.errors import InputError
-from conveyor.push import base_path
-from conveyor.push.base_path import (GRAPH, LOCK, ModelBasePath, PublishError, StaleBaseline,
-                                     digest)
+from conveyor.io.digest import digest
+from conveyor.registry import GRAPH, LOCK, ModelBasePath, PublishError, StaleBaseline
+from conveyor.registry import local as registry_local
 
 
 def model(root: Path, name: str, note: str = "") -> Path:
@@ -111,7 +111,7 @@ def test_identical_pushes_released_together_publish_one_version(tmp_path):
 
 RACE = """
 import json, sys
-from conveyor.push.base_path import ModelBasePath, StaleBaseline
+from conveyor.registry import ModelBasePath, StaleBaseline
 base = ModelBasePath(sys.argv[1])
 print("ready", flush=True)
 sys.stdin.readline()
@@ -178,7 +178,7 @@ def test_a_failed_copy_removes_its_staging_and_says_one_line(tmp_path, monkeypat
     source = model(tmp_path, "m", "x")
     root = tmp_path / "base"
     base = ModelBasePath(str(root))
-    real, calls = base_path._copy_file, []
+    real, calls = registry_local._copy_file, []
 
     def disk_full_on_the_third_file(src, dst):
         calls.append(dst)
@@ -186,7 +186,7 @@ def test_a_failed_copy_removes_its_staging_and_says_one_line(tmp_path, monkeypat
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
         return real(src, dst)
 
-    monkeypatch.setattr(base_path, "_copy_file", disk_full_on_the_third_file)
+    monkeypatch.setattr(registry_local, "_copy_file", disk_full_on_the_third_file)
     for attempt in range(3):
         with pytest.raises(PublishError) as raised:
             base.publish(source)
@@ -195,7 +195,7 @@ def test_a_failed_copy_removes_its_staging_and_says_one_line(tmp_path, monkeypat
         assert message.startswith(f"model_base_path: cannot write {root}/.staging-")
         assert "[Errno 28] No space left on device" in message
         assert sorted(p.name for p in root.iterdir()) == [], attempt  # no staging, no version
-    monkeypatch.setattr(base_path, "_copy_file", real)
+    monkeypatch.setattr(registry_local, "_copy_file", real)
     assert base.publish(source) == 1
     assert sorted(p.name for p in root.iterdir()) == sorted(["1", LOCK])
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from conveyor.errors import SourceNotFoundError
-from conveyor.push.base_path import GRAPH, MARKERS, ModelBasePath, StaleBaseline, digest
+from conveyor.io.digest import digest
+from conveyor.registry import GRAPH, MARKERS, ModelBasePath, StaleBaseline
 
 pytestmark = [pytest.mark.local]
 
@@ -95,7 +96,7 @@ def test_identical_pushes_released_together_publish_one_version(base, tmp_path):
 
 RACE = """
 import json, sys
-from conveyor.push.base_path import ModelBasePath, StaleBaseline
+from conveyor.registry import ModelBasePath, StaleBaseline
 base = ModelBasePath(sys.argv[1])
 base.versions()
 print("ready", flush=True)
@@ -152,7 +153,7 @@ def claim(base: ModelBasePath, version: int, **payload) -> None:
 def test_abandoned_lower_claims_do_not_block(base, tmp_path, monkeypatch):
     """A claim of another host whose heartbeat stopped is abandoned after the lease; one of
     this host whose process is gone, or one its writer released, at once."""
-    from conveyor.push.base_path import manifest_hash
+    from conveyor.io.digest import manifest_hash
 
     source = model(tmp_path, "m", "m")
     sha = manifest_hash(digest(source))
@@ -217,7 +218,7 @@ PUSH_AND_FETCH = """
 import json, os, sys, tempfile
 from pathlib import Path
 from conveyor.gcp.files import local_copy, local_file
-from conveyor.push.base_path import ModelBasePath
+from conveyor.registry import ModelBasePath
 from conveyor.push.push import push
 
 model, evaluation, uri, rows, object_uri = sys.argv[1:6]

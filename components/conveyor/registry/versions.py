@@ -1,0 +1,95 @@
+"""Version numbers, the files and markers of a model base path, and what a publish reports.
+
+Numbers. A version's folder name is ASCII digits in canonical form (`7`, not `07` or `²`).
+Every numeric folder counts when a number is chosen, published by conveyor or not: a publish
+takes the next number above every numeric folder, never writes into an existing one, and reports
+the numbers it skipped because of folders conveyor did not publish (`Publication.skipped`), such
+as a version copied by hand, which TensorFlow Serving would serve (it lists folders itself).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+from conveyor.errors import ConveyorError, InputError
+
+MARKERS = ".conveyor"
+GRAPH = "saved_model.pb"
+LOCK = ".conveyor-publish.lock"
+STAGING = ".staging-"
+ASSETS_EXTRA = "assets.extra"  # the SavedModel's own extra files (transform.json, statistics...)
+HEARTBEAT = 5.0  # seconds between rewrites of a live writer's claim
+LEASE_ENV = "CONVEYOR_PUBLISH_LEASE"
+DEFAULT_LEASE = 30.0  # seconds without a heartbeat after which a claim is abandoned
+
+_NUMERIC = re.compile(r"[0-9]+")
+
+
+class ConflictError(ConveyorError):
+    """Another writer committed a version this writer had claimed (markers tampered with)."""
+
+
+class PublishError(ConveyorError):
+    """The version could not be written (disk full, read-only folder); nothing was published."""
+
+
+class StaleBaseline(ConveyorError):
+    """Another run published a version after this model was evaluated against its baseline."""
+
+    def __init__(self, published: int | None, baseline: int):
+        self.published, self.baseline = published, baseline
+        against = f"against v{baseline}" if baseline else "without a baseline"
+        if published is not None and published > baseline:
+            message = (f"push: another run published v{published} after this model was "
+                       f"evaluated {against}; re-run evaluate")
+        else:  # the baseline is gone (or was never committed)
+            message = (f"push: the model was evaluated {against}, which is not the newest "
+                       f"published version (newest: {f'v{published}' if published else 'none'})"
+                       "; re-run evaluate")
+        super().__init__(message)
+
+
+
+@dataclasses.dataclass
+class Publication:
+    version: int
+    new: bool = True  # False: an identical model was (or was being) published as `version`
+    skipped: list[int] = dataclasses.field(default_factory=list)  # folders conveyor did not write
+
+
+def number(name: str) -> int | None:
+    """The number a folder name stands for in TensorFlow Serving's eyes (ASCII digits), else
+    None. `²` and `٣` are not numbers here (str.isdigit says they are; int() refuses `²`)."""
+    return int(name) if _NUMERIC.fullmatch(name) else None
+
+
+def canonical(name: str) -> int | None:
+    """The version a folder name is when conveyor publishes it: `7`, not `007`."""
+    n = number(name)
+    return n if n is not None and str(n) == name else None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lease() -> float:
+    try:
+        return float(os.environ.get(LEASE_ENV, DEFAULT_LEASE))
+    except ValueError:
+        raise InputError(f"{LEASE_ENV}: {os.environ[LEASE_ENV]!r} is not a number of seconds")
+
+
+
+def check_baseline(baseline: int | None, latest: int | None) -> None:
+    """StaleBaseline unless `baseline` (None: not checked) is still the newest version."""
+    if baseline is not None and (latest or 0) != baseline:
+        raise StaleBaseline(latest, baseline)
