@@ -34,6 +34,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from conveyor import errors
+
 MAX_BASELINES = 5
 
 
@@ -51,11 +53,10 @@ class Source:
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
-    text = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    first = text[0] if text else ""
-    if len(first) > limit:
-        first = first[:limit] + "..."
-    return f"{type(exc).__name__}: {first}" if not isinstance(exc, Unusable) else first
+    """`conveyor.errors.one_line`, except that an `Unusable` (our own verdict) goes without
+    its type name."""
+    text = errors.one_line(exc, limit)
+    return text.partition(": ")[2] if isinstance(exc, Unusable) else text
 
 
 def signature_of(serve) -> dict[str, dict[str, dict[str, Any]]]:

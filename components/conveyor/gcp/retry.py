@@ -23,6 +23,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from conveyor.errors import one_line
+
 DEADLINE_ENV = "CONVEYOR_RETRY_DEADLINE"
 #: Total seconds spent retrying one call before the error is raised.
 DEFAULT_DEADLINE = 120.0
@@ -117,14 +119,9 @@ def giving_up(what: str) -> Iterator[None]:
     except RetryError as exc:
         raise ServiceUnavailableError(
             f"{what}: still failing after {deadline():g} s of retries ({DEADLINE_ENV}); "
-            f"last error: {_first_line(exc.cause)}") from exc
+            f"last error: {one_line(exc.cause)}") from exc
     except Exception as exc:
         if not is_retryable(exc):
             raise
         raise ServiceUnavailableError(
-            f"{what}: transient error that was not retried: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException | None) -> str:
-    text = str(exc) if exc is not None else "none recorded"
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+            f"{what}: transient error that was not retried: {one_line(exc)}") from exc

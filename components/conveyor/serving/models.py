@@ -43,6 +43,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from conveyor.errors import one_line
 from conveyor.registry import ModelBasePath
 from conveyor.serving import MAX_INSTANCES
 from conveyor.serving.prediction_log import Signature
@@ -252,14 +253,9 @@ _VERSION_NAME = re.compile(r"[0-9]+")  # ASCII digits only, as TensorFlow Servin
 _POLL_ERROR_EVERY = 60.0  # seconds between repeats of the same "polling failed" line
 
 
-def _one_line(text: str, limit: int = 400) -> str:
-    """A reason as one log line: whitespace collapsed, cut short."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def _reason(exc: BaseException) -> str:
-    return _one_line(f"{type(exc).__name__}: {exc}")
+    """A failure's reason as one log line."""
+    return one_line(exc, 400)
 
 
 @dataclass

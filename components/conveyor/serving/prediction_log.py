@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from conveyor.errors import InputError, SourceNotFoundError
+from conveyor.errors import InputError, SourceNotFoundError, one_line
 
 log = logging.getLogger("conveyor.serve")
 
@@ -424,7 +424,7 @@ class GcsSink(Sink):
                                       "not found") from None
         except (Forbidden, GoogleAPIError) as exc:
             raise InputError(f"--log-predictions: {self.uri} is not writable: "
-                             f"{_one_line(exc)}") from None
+                             f"{one_line(exc)}") from None
 
 
 def sink_for(prefix: str) -> Sink:
@@ -437,11 +437,6 @@ def sink_for(prefix: str) -> Sink:
     if _SCHEME.match(prefix):
         raise InputError(f"--log-predictions: {prefix!r}: only a local folder or gs://bucket/path")
     return LocalSink(prefix)
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # -- BigQuery --------------------------------------------------------------------------------
@@ -487,7 +482,7 @@ class BigQueryTable:
             raise SourceNotFoundError(f"--log-bigquery-table: dataset {self.client.project}."
                                       f"{self.dataset} not found") from None
         except GoogleAPIError as exc:
-            raise InputError(f"--log-bigquery-table: {self.spec}: {_one_line(exc)}") from None
+            raise InputError(f"--log-bigquery-table: {self.spec}: {one_line(exc)}") from None
 
     def load(self, data: bytes, signature: Signature) -> None:
         from google.api_core.exceptions import Conflict, NotFound
@@ -717,7 +712,7 @@ class PredictionLog:
                 rows = rows_of(entry)[:entry.rows]  # the budget counted entry.rows
             except Exception as exc:  # noqa: BLE001
                 log.warning("prediction log: request %s could not be turned into rows: %s",
-                            entry.request_id, _one_line(exc))
+                            entry.request_id, one_line(exc))
                 self._release(entry.rows, entry.body_bytes, "write_failed")
                 continue
             if not oldest:
@@ -754,7 +749,7 @@ class PredictionLog:
                 self._last_failure_line = now
                 log.warning("prediction log: writing %d rows to %s/%s failed (%s); they "
                             "are dropped (counted), serving goes on", len(rows),
-                            self.sink.uri, name, _one_line(exc))
+                            self.sink.uri, name, one_line(exc))
             return
         self.files_written.inc()
         self.rows_written.inc(len(rows))
@@ -766,7 +761,7 @@ class PredictionLog:
             except Exception as exc:  # noqa: BLE001
                 self.bigquery_failures.inc()
                 log.warning("prediction log: loading %s/%s into BigQuery %s failed: %s",
-                            self.sink.uri, name, self.bigquery.spec, _one_line(exc))
+                            self.sink.uri, name, self.bigquery.spec, one_line(exc))
 
     def _release(self, rows: int, body_bytes: int | None, reason: str | None) -> None:
         with self._cond:
