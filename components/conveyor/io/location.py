@@ -277,5 +277,6 @@ class GcsLocation(Location):
         if not names and not missing_ok:
             raise FileNotFoundError(f"{self.uri} not found")
         for name in names:
-            with contextlib.suppress(NotFound), retry.giving_up(f"delete gs://{bucket.name}/{name}"):
+            with contextlib.suppress(NotFound), \
+                    retry.giving_up(f"delete gs://{self.bucket_name}/{name}"):
                 bucket.blob(name).delete(retry=retry.storage())

@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from conveyor.errors import EmptyDataError, InputError, SourceNotFoundError
+from conveyor.io.location import GcsLocation, LocalLocation, Location
 from conveyor.transform.fit import TRANSFORM_FILE, Fitted
 from conveyor.transform.inputs import MISSING_INT
 from conveyor.validate import drift
@@ -449,44 +450,26 @@ def _accumulate(traffic: Traffic, table: pa.Table, window: Window, time_column: 
 # -- reading logs --------------------------------------------------------------------------------
 
 def _log_files(prefix: str, window: Window) -> Iterator[tuple[str, bytes | str]]:
-    """(name, local path or bytes) of each log file in the window's date partitions."""
-    if prefix.startswith("gs://"):
-        yield from _gcs_files(prefix, window)
-        return
-    root = Path(prefix)
-    if not root.is_dir():
+    """(name, local path or bytes) of each log file in the window's date partitions: the
+    `*.parquet` files under `date=<day>/` that are not hidden (`.`/`_`), local or gs://."""
+    root = Location.parse(prefix)
+    if isinstance(root, LocalLocation) and not root.path.is_dir():
         raise SourceNotFoundError(f"traffic: the prediction log folder {prefix} does not exist")
     for day in window.dates():
         folder = root / f"date={day}"
-        if folder.is_dir():
-            for path in sorted(folder.glob("*.parquet")):
-                if not path.name.startswith((".", "_")):
-                    yield str(path), str(path)
-
-
-def _gcs_files(prefix: str, window: Window) -> Iterator[tuple[str, bytes]]:
-    from google.api_core.exceptions import NotFound
-
-    from conveyor import gcp
-    from conveyor.gcp import retry
-
-    bucket_name, _, path = prefix[5:].partition("/")
-    path = path.strip("/")
-    bucket = gcp.storage_client().bucket(bucket_name)
-    for day in window.dates():
-        folder = f"{path}/date={day}/" if path else f"date={day}/"
         try:
-            with retry.giving_up(f"traffic: list {prefix}/date={day}/"):
-                blobs = sorted(bucket.list_blobs(prefix=folder, retry=retry.storage()),
-                               key=lambda b: b.name)
-        except NotFound:
-            raise SourceNotFoundError(f"traffic: bucket gs://{bucket_name} not found") from None
-        for blob in blobs:
-            name = blob.name.rsplit("/", 1)[-1]
+            names = folder.list()
+        except SourceNotFoundError:  # only a gs:// listing raises it: the bucket is missing
+            bucket = root.bucket_name if isinstance(root, GcsLocation) else root.uri
+            raise SourceNotFoundError(f"traffic: bucket gs://{bucket} not found") from None
+        for rel in names:
+            name = rel.rsplit("/", 1)[-1]
             if name.endswith(".parquet") and not name.startswith((".", "_")):
-                with retry.giving_up(f"traffic: read gs://{bucket_name}/{blob.name}"):
-                    yield (f"gs://{bucket_name}/{blob.name}",
-                           blob.download_as_bytes(retry=retry.storage()))
+                file = folder / rel
+                if isinstance(file, LocalLocation):
+                    yield file.uri, file.uri  # read from disk by pyarrow, not into memory
+                else:
+                    yield file.uri, file.read_bytes()
 
 
 def read_log(prefix: str, window: Window, served: Served) -> Traffic:

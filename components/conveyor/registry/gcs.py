@@ -54,18 +54,8 @@ from pathlib import Path
 from conveyor.errors import InputError, SourceNotFoundError, one_line
 from conveyor.io.digest import manifest_hash
 from conveyor.registry import versions
-from conveyor.registry.versions import (
-    GRAPH,
-    MARKERS,
-    ConflictError,
-    Publication,
-    PublishError,
-    StaleBaseline,
-    alive,
-    canonical,
-    check_baseline,
-    number,
-)
+from conveyor.registry.versions import (GRAPH, MARKERS, ConflictError, Publication, PublishError,
+                                        StaleBaseline, alive, canonical, check_baseline, number)
 
 
 class GcsStore:
@@ -355,7 +345,7 @@ class _Heartbeat(threading.Thread):
 
     def stop(self):
         self.done.set()
-        if self.isalive():
+        if self.is_alive():
             self.join()
 
     def release(self):

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from conveyor.errors import InputError, SourceNotFoundError, one_line
+from conveyor.io.location import Location, PreconditionError
 
 log = logging.getLogger("conveyor.serve")
 
@@ -351,20 +352,10 @@ class LocalSink(Sink):
     def __init__(self, folder: str):
         self.uri = os.path.normpath(folder)
         self.root = Path(self.uri)
+        self.location = Location.parse(self.uri)
 
     def write(self, relative: str, data: bytes) -> None:
-        target = self.root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            with open(temp, "xb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, target)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
+        self.location.child(relative).write_bytes(data)  # whole: a temporary, then a rename
 
     def check(self) -> None:
         try:
@@ -388,23 +379,13 @@ class GcsSink(Sink):
             raise InputError(f"--log-predictions: {uri!r} has an empty, '.' or '..' folder name")
         self.bucket_name, self.prefix = bucket, prefix
         self.uri = f"gs://{bucket}" + (f"/{prefix}" if prefix else "")
-
-    def _blob(self, relative: str):
-        from conveyor import gcp
-
-        name = f"{self.prefix}/{relative}" if self.prefix else relative
-        return gcp.storage_client().bucket(self.bucket_name).blob(name)
+        self.location = Location.parse(self.uri)
 
     def write(self, relative: str, data: bytes) -> None:
-        from google.api_core.exceptions import PreconditionFailed
-
-        from conveyor.gcp import retry
-
         try:  # create-only, so a retry after a lost response cannot write the file twice
-            self._blob(relative).upload_from_string(
-                data, content_type="application/vnd.apache.parquet", if_generation_match=0,
-                retry=retry.storage())
-        except PreconditionFailed:
+            self.location.child(relative).write_bytes(
+                data, content_type="application/vnd.apache.parquet", if_generation_match=0)
+        except PreconditionError:
             pass  # the unique name exists: an earlier attempt of this very upload succeeded
 
     def check(self) -> None:
@@ -416,9 +397,9 @@ class GcsSink(Sink):
         try:
             with retry.giving_up(f"--log-predictions: check {self.uri}"):
                 gcp.storage_client().get_bucket(self.bucket_name, retry=retry.storage())
-                blob = self._blob(f".conveyor-probe-{uuid.uuid4().hex}")
-                blob.upload_from_string(b"", if_generation_match=0, retry=retry.storage())
-                blob.delete(retry=retry.storage())
+                probe = self.location.child(f".conveyor-probe-{uuid.uuid4().hex}")
+                probe.write_bytes(b"", if_generation_match=0)
+                probe.delete()
         except NotFound:
             raise SourceNotFoundError(f"--log-predictions: bucket gs://{self.bucket_name} "
                                       "not found") from None
