@@ -77,3 +77,22 @@ def test_a_missing_bucket_is_named(stack):
         where.read_bytes()
     with pytest.raises(SourceNotFoundError):
         where.list()
+
+
+def test_tfjob_staging_on_gcs_reads_copies_and_removes(root, tmp_path):
+    """train/tfjob_launch's staging helpers, built on Location, on a gs:// staging folder."""
+    from conveyor.train import tfjob_launch
+
+    staging = root / "tfjob-staging"
+    assert tfjob_launch.read_text(f"{staging.uri}/executor_output.json") is None
+    assert tfjob_launch.read_text("gs://no-such-bucket-conveyor/x") is None
+    assert tfjob_launch.copy_tree(f"{staging.uri}/model", str(tmp_path / "none")) == 0
+    (staging / "executor_output.json").write_text('{"a": 1}')
+    (staging / "model" / "saved_model.pb").write_bytes(b"graph")
+    (staging / "model" / "variables" / "variables.index").write_bytes(b"index")
+    assert tfjob_launch.read_text(f"{staging.uri}/executor_output.json") == '{"a": 1}'
+    assert tfjob_launch.copy_tree(f"{staging.uri}/model", str(tmp_path / "model")) == 2
+    assert (tmp_path / "model" / "variables" / "variables.index").read_bytes() == b"index"
+    tfjob_launch.remove_tree(staging.uri)
+    assert staging.list() == []
+    tfjob_launch.remove_tree(staging.uri)  # nothing left: no error

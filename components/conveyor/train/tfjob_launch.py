@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from conveyor import errors, failfast
-from conveyor.errors import InputError
+from conveyor.errors import InputError, SourceNotFoundError
+from conveyor.io.location import LocalLocation, Location
 
 #: The staging folder's name, beside the task's own outputs.
 STAGING = "tfjob-staging"
@@ -108,70 +109,42 @@ def replica_executor_input(inputs: Mapping[str, Any], outputs: Mapping[str, Any]
     }
 
 
-# -- the staging folder: a local path or gs://
-
-def _blob(uri: str):
-    from conveyor.gcp.clients import storage_client
-
-    bucket, _, name = uri[len("gs://"):].partition("/")
-    return storage_client().bucket(bucket), name
-
+# -- the staging folder: a local path or gs:// (conveyor.io.location)
 
 def read_text(uri: str) -> str | None:
     """The text of a file (local or gs://), None when it does not exist."""
-    if not uri.startswith("gs://"):
-        path = Path(uri)
-        return path.read_text() if path.is_file() else None
-    from google.api_core.exceptions import NotFound
-
-    from conveyor.gcp import retry
-
-    bucket, name = _blob(uri)
+    location = Location.parse(uri)
+    if isinstance(location, LocalLocation) and not location.path.is_file():
+        return None
     try:
-        with retry.giving_up(f"read {uri}"):
-            return bucket.blob(name).download_as_text(retry=retry.storage())
-    except NotFound:
+        return location.read_text()
+    except (FileNotFoundError, SourceNotFoundError):  # no such object, or no such bucket
         return None
 
 
 def copy_tree(uri: str, target: str) -> int:
     """Copy the folder `uri` (local or gs://) into the local folder `target`: the number of
     files copied (0 when there is no such folder)."""
-    if not uri.startswith("gs://"):
-        source = Path(uri)
-        if not source.is_dir():
+    source = Location.parse(uri)
+    if isinstance(source, LocalLocation):  # a tree copy: empty folders and metadata kept
+        if not source.path.is_dir():
             return 0
-        shutil.copytree(source, target, dirs_exist_ok=True)
-        return sum(1 for p in source.rglob("*") if p.is_file())
-    from conveyor.gcp import retry
-
-    bucket, prefix = _blob(uri.rstrip("/") + "/")
-    count = 0
-    with retry.giving_up(f"copy {uri}"):
-        for blob in bucket.client.list_blobs(bucket, prefix=prefix, retry=retry.storage()):
-            if blob.name.endswith("/"):  # a folder placeholder
-                continue
-            path = Path(target) / blob.name[len(prefix):]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            blob.download_to_filename(str(path), retry=retry.storage())
-            count += 1
-    return count
+        shutil.copytree(source.path, target, dirs_exist_ok=True)
+        return sum(1 for p in source.path.rglob("*") if p.is_file())
+    names = source.list()  # files only: folder placeholders are left out
+    for rel in names:
+        source.child(rel).download(Path(target) / rel)
+    return len(names)
 
 
 def remove_tree(uri: str) -> None:
-    """Remove the folder `uri` (local or gs://) and everything in it, if it exists."""
-    if not uri.startswith("gs://"):
-        shutil.rmtree(uri, ignore_errors=True)
+    """Remove the folder `uri` (local or gs://) and everything in it, if it exists. Locally a
+    folder that cannot be removed is left (the next attempt writes over it), as before."""
+    location = Location.parse(uri)
+    if isinstance(location, LocalLocation):
+        shutil.rmtree(location.path, ignore_errors=True)
         return
-    from google.api_core.exceptions import NotFound
-
-    from conveyor.gcp import retry
-
-    bucket, prefix = _blob(uri.rstrip("/") + "/")
-    with retry.giving_up(f"remove {uri}"):
-        for blob in list(bucket.client.list_blobs(bucket, prefix=prefix, retry=retry.storage())):
-            with contextlib.suppress(NotFound):
-                blob.delete(retry=retry.storage())
+    location.delete()
 
 
 # -- collecting the chief's outputs
