@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 from conveyor.errors import StackError
+from conveyor.io.location import Location
 from conveyor.gcp import (
     BIGQUERY_ENDPOINT_ENV,
     BIGQUERY_STORAGE_ENDPOINT_ENV,
@@ -175,9 +176,7 @@ class LocalStack:
         except BaseException:
             self._stop_recorded(info)
             raise
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(info), indent=2))
-        os.replace(tmp, self.state_file)
+        Location.parse(self.state_file).write_text(json.dumps(dataclasses.asdict(info), indent=2))
         return info
 
     def down(self) -> bool:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 from conveyor.errors import InputError
+from conveyor.io.location import Location, PreconditionError
 from conveyor.monitor import monitor as mon
 
 
@@ -20,27 +20,19 @@ def publish(payload: dict[str, Any], monitoring_uri: str) -> str:
     end = payload["window"]["end"].replace("-", "").replace(":", "").replace(".", "")
     name = f"monitoring-{end}-{uuid.uuid4().hex[:8]}.json"
     text = json.dumps(payload, indent=1, ensure_ascii=False) + "\n"
+    target = Location.parse(monitoring_uri).child(name)
     if monitoring_uri.startswith("gs://"):
-        from conveyor import gcp
-        from conveyor.gcp import retry
-
-        bucket, _, prefix = monitoring_uri[5:].partition("/")
-        key = f"{prefix.strip('/')}/{name}" if prefix.strip("/") else name
-        with retry.giving_up(f"monitoring_uri: write gs://{bucket}/{key}"):
-            gcp.storage_client().bucket(bucket).blob(key).upload_from_string(
-                text, content_type="application/json", if_generation_match=0,
-                retry=retry.storage())
-        return f"gs://{bucket}/{key}"
-    folder = Path(monitoring_uri)
+        try:  # create-only: a retry after a lost response cannot write it twice
+            target.write_text(text, content_type="application/json", if_generation_match=0)
+        except PreconditionError:
+            pass  # the unique name exists: an earlier attempt of this very upload succeeded
+        return target.uri
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        temp = folder / f".{name}.tmp"
-        temp.write_text(text)
-        os.replace(temp, folder / name)
+        target.write_text(text, content_type="application/json")
     except OSError as exc:
         raise InputError(f"monitoring_uri: cannot write into {monitoring_uri}: "
                          f"{exc.strerror or exc}") from None
-    return str(folder / name)
+    return str(Path(monitoring_uri) / name)
 
 
 def monitor(monitoring, metrics, report, *, traffic: str, model_base_path: str,
