@@ -143,8 +143,7 @@ def test_a_split_with_few_row_groups_is_sampled_by_rows(tmp_path):
 def test_a_validation_sample_without_labels_falls_back_to_the_whole_split(tmp_path):
     """The labels are NULL in exactly the row groups a 1-in-4 sample picks: validation reads
     the whole split rather than switching itself off."""
-    from conveyor.train.model import Hyperparameters
-    from conveyor.train.train import _validation_sample
+    from conveyor.train.data import validation_sample
 
     t = table(4096)
     label = [None if (i // 64) % 4 == 2 else v for i, v in enumerate(t.column(LABEL).to_pylist())]
@@ -155,13 +154,12 @@ def test_a_validation_sample_without_labels_falls_back_to_the_whole_split(tmp_pa
     ds = Dataset(tmp_path / "ds")
     fitted = fit(ds, FeatureSpec.from_dict({"label": LABEL, "task": "binary", "features": {
         "select": {"kind": "numeric"}}}))
-    assert _validation_sample(ds, "train", fitted, Hyperparameters(validation_rows=1024)) == (
-        1, 3072)
-    assert _validation_sample(ds, "train", fitted, Hyperparameters(validation_rows=0)) == (1, 3072)
+    assert validation_sample(ds, "train", fitted, 1024) == (1, 3072)
+    assert validation_sample(ds, "train", fitted, 0) == (1, 3072)
 
 
 def plateau(patience=4, lr=0.01):
-    from conveyor.train.train import Plateau
+    from conveyor.train.epochs import Plateau
 
     return Plateau(patience, lr, lr / 32)
 

@@ -248,46 +248,75 @@ class MonitoringGauges:
         return (newest.read_bytes, f"{newest}@{stamp}")
 
 
-def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
-               max_instances: int = MAX_INSTANCES,
-               prediction_log: PredictionLog | None = None,
-               monitoring_uri: str = "", canary_percent: float = 0.0) -> Starlette:
-    if not 0 <= canary_percent <= 100:
-        raise ValueError(f"canary_percent: {canary_percent!r}, expected 0 to 100")
-    manager.canary_percent = float(canary_percent)
-    registry = CollectorRegistry()
-    monitoring = (MonitoringGauges(monitoring_uri, manager.name, registry)
-                  if monitoring_uri else None)
-    requests = Counter("conveyor_serving_requests", "Requests served", ["model", "version",
-                                                                         "status"],
-                       registry=registry)
-    latency = Histogram("conveyor_serving_request_seconds", "Request latency", ["model", "version"],
-                        registry=registry,
-                        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
-    loaded_version = Gauge("conveyor_serving_loaded_version", "Newest loaded version", ["model"],
-                           registry=registry)
-    skipped = Gauge("conveyor_serving_skipped_versions",
-                    "Versions newer than the served one that are not served", ["model"],
-                    registry=registry)
-    failures = Gauge("conveyor_serving_load_failures",
-                     "Load attempts that failed since the server started", ["model"],
-                     registry=registry)
-    manager.on_load = lambda loaded: loaded_version.labels(manager.name).set(loaded.version)
+class ServingMetrics:
+    """The server's Prometheus registry: requests and their latency per version, the newest
+    loaded version, the versions skipped and the failed loads (kept current by the manager's
+    `on_load` and `on_poll` hooks), and the monitoring gauges when there are any."""
 
-    def polled(m: ModelManager) -> None:
-        skipped.labels(m.name).set(len(m.skipped()))
-        failures.labels(m.name).set(m.load_failures)
-        if monitoring is not None:
-            monitoring.maybe_refresh()
+    def __init__(self, manager: ModelManager, monitoring_uri: str = ""):
+        self.registry = registry = CollectorRegistry()
+        self.monitoring = (MonitoringGauges(monitoring_uri, manager.name, registry)
+                           if monitoring_uri else None)
+        self.requests = Counter("conveyor_serving_requests", "Requests served",
+                                ["model", "version", "status"], registry=registry)
+        self.latency = Histogram(
+            "conveyor_serving_request_seconds", "Request latency", ["model", "version"],
+            registry=registry, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                        1, 2.5))
+        per_model = ["model"]
+        self.loaded_version = Gauge("conveyor_serving_loaded_version", "Newest loaded version",
+                                    per_model, registry=registry)
+        self.skipped = Gauge("conveyor_serving_skipped_versions", "Versions newer than the "
+                             "served one that are not served", per_model, registry=registry)
+        self.failures = Gauge("conveyor_serving_load_failures", "Load attempts that failed "
+                              "since the server started", per_model, registry=registry)
+        self.model = manager.name
 
-    manager.on_poll = polled
-    polled(manager)
-    if manager.current is not None:
-        loaded_version.labels(manager.name).set(manager.current.version)
+    def loaded(self, loaded: Loaded) -> None:
+        """The manager's `on_load`: a version was loaded."""
+        self.loaded_version.labels(self.model).set(loaded.version)
 
-    def resolve(request: Request) -> tuple[Loaded, str, bool] | Response:
+    def polled(self, manager: ModelManager) -> None:
+        """The manager's `on_poll`: after each poll of the base path."""
+        self.skipped.labels(manager.name).set(len(manager.skipped()))
+        self.failures.labels(manager.name).set(manager.load_failures)
+        if self.monitoring is not None:
+            self.monitoring.maybe_refresh()
+
+    def observe(self, version: int, status: int, seconds: float) -> None:
+        """One predict request answered."""
+        self.requests.labels(self.model, str(version), str(status)).inc()
+        self.latency.labels(self.model, str(version)).observe(seconds)
+
+
+def predict(raw: bytes, model: Loaded, max_instances: int) -> tuple[int, Any, Any]:
+    """(status, answer, the parsed body for the prediction log: None if it did not parse,
+    or for a 413, whose rows are not logged)."""
+    body = None
+    try:
+        body = parse_body(raw)
+        return 200, model.predict(body, max_instances), body
+    except TooManyInstances as exc:
+        return 413, {"error": str(exc)}, None
+    except RequestError as exc:
+        return 400, {"error": str(exc)}, body
+    except Exception as exc:  # noqa: BLE001  (the model failed: the server's fault)
+        return 500, {"error": f"{type(exc).__name__}: {exc}"}, body
+
+
+class Endpoints:
+    """The server's routes, as methods: /v1/models (status, metadata, predict), /metrics,
+    /healthz, /readyz, and TensorFlow Serving's error shape for Starlette's own errors."""
+
+    def __init__(self, manager: ModelManager, metrics: ServingMetrics, max_body_bytes: int,
+                 max_instances: int, prediction_log: PredictionLog | None):
+        self.manager, self.serving_metrics, self.prediction_log = manager, metrics, prediction_log
+        self.max_body_bytes, self.max_instances = max_body_bytes, max_instances
+
+    def resolve(self, request: Request) -> tuple[Loaded, str, bool] | Response:
         """The model version a /v1/models path names, its suffix and whether the path named a
         version (or a label), or the error to answer."""
+        manager = self.manager
         match = _PATH.match(request.url.path)
         if not match:
             return error(404, f"no such path {request.url.path}; this server answers "
@@ -315,89 +344,97 @@ def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
             return error(405, "status and metadata take GET")
         return model, suffix, version is not None or label is not None
 
-    def describe(model: Loaded, suffix: str, specific: bool) -> Response:
+    def describe(self, model: Loaded, suffix: str, specific: bool) -> Response:
+        """A version's status (all loaded versions' without a version or label), or metadata."""
         if suffix == "/metadata":
-            return ServingJSON({"model_spec": {"name": manager.name, "signature_name": "",
+            return ServingJSON({"model_spec": {"name": self.manager.name, "signature_name": "",
                                                "version": str(model.version)},
                                 "metadata": model.metadata()})
-        versions = [model.version] if specific else sorted(manager.loaded, reverse=True)
+        versions = [model.version] if specific else sorted(self.manager.loaded, reverse=True)
         return ServingJSON({"model_version_status": [
             {"version": str(v), "state": "AVAILABLE",
              "status": {"error_code": "OK", "error_message": ""}} for v in versions]})
 
-    def predict(raw: bytes, model: Loaded) -> tuple[int, Any, Any]:
-        """(status, answer, the parsed body for the prediction log: None if it did not parse,
-        or for a 413, whose rows are not logged)."""
-        body = None
-        try:
-            body = parse_body(raw)
-            return 200, model.predict(body, max_instances), body
-        except TooManyInstances as exc:
-            return 413, {"error": str(exc)}, None
-        except RequestError as exc:
-            return 400, {"error": str(exc)}, body
-        except Exception as exc:  # noqa: BLE001  (the model failed: the server's fault)
-            return 500, {"error": f"{type(exc).__name__}: {exc}"}, body
-
-    async def models(request: Request) -> Response:
-        target = resolve(request)
-        if isinstance(target, Response):
+    async def models(self, request: Request) -> Response:
+        """GET status or metadata, POST :predict."""
+        if isinstance(target := self.resolve(request), Response):
             return target
         model, suffix, specific = target
-        if suffix != ":predict":
-            return describe(model, suffix, specific)
-        start = time.perf_counter()
-        received = time.time()
+        return (self.describe(model, suffix, specific) if suffix != ":predict"
+                else await self.predict(request, model, specific))
+
+    async def predict(self, request: Request, model: Loaded, specific: bool) -> Response:
+        """Answer a predict request (the challenger's share, if any, when it names no version),
+        count it and hand it to the prediction log."""
+        manager, limit = self.manager, self.max_body_bytes
+        start, received = time.perf_counter(), time.time()
         rid = request_id(request.headers.get("x-request-id"))
         if not specific and manager.canary_percent and canary(rid, manager.canary_percent):
             model = manager.get_label("challenger") or model
         raw, body = b"", None
         try:
-            raw = await read_body(request, max_body_bytes)
+            raw = await read_body(request, limit)
         except ClientDisconnect:  # the client left mid-body: nobody to answer
             return Response(status_code=400)
         except BodyTooLarge:
             status, answer = 413, {"error": f"the request body is larger than this server's "
-                                            f"limit of {max_body_bytes} bytes "
-                                            f"(--max-request-bytes)"}
+                                            f"limit of {limit} bytes (--max-request-bytes)"}
         else:
-            status, answer, body = await run_in_threadpool(predict, raw, model)
+            status, answer, body = await run_in_threadpool(predict, raw, model,
+                                                           self.max_instances)
         seconds = time.perf_counter() - start
-        requests.labels(manager.name, str(model.version), str(status)).inc()
-        latency.labels(manager.name, str(model.version)).observe(seconds)
-        if prediction_log is not None and prediction_log.sampled(rid):
-            prediction_log.submit(Entry(rid, received, manager.name, model.version,
-                                        model.log_signature, status, body, answer,
-                                        seconds * 1000, len(raw)))
+        self.serving_metrics.observe(model.version, status, seconds)
+        if self.prediction_log is not None and self.prediction_log.sampled(rid):
+            self.prediction_log.submit(Entry(rid, received, manager.name, model.version,
+                                             model.log_signature, status, body, answer,
+                                             seconds * 1000, len(raw)))
         return ServingJSON(answer, status_code=status,
                            headers={"X-Request-Id": rid, "X-Model-Version": str(model.version)})
 
-    def metrics(request: Request) -> Response:
-        text = generate_latest(registry)
-        if prediction_log is not None:
-            text += generate_latest(prediction_log.registry)
+    def metrics(self, request: Request) -> Response:
+        text = generate_latest(self.serving_metrics.registry)
+        if self.prediction_log is not None:
+            text += generate_latest(self.prediction_log.registry)
         return Response(text, media_type="text/plain; version=0.0.4")
 
-    def healthz(request: Request) -> Response:
+    def healthz(self, request: Request) -> Response:
         return PlainTextResponse("ok")
 
-    def readyz(request: Request) -> Response:
-        status = manager.status()
+    def readyz(self, request: Request) -> Response:
+        status = self.manager.status()
         if status["version"] is None:
             why = ("the first poll is running" if status["state"] == "LOADING"
                    else status["polling_error"] or
                    ("no version loads" if status["skipped"] else "the base path has no version"))
-            return ServingJSON({**status, "error": f"no version of {manager.name} is loaded: "
-                                                   f"{why}"}, status_code=503)
+            return ServingJSON({**status, "error": f"no version of {self.manager.name} is "
+                                                   f"loaded: {why}"}, status_code=503)
         return ServingJSON(status)
 
-    async def http_error(request: Request, exc: HTTPException) -> Response:
+    async def http_error(self, request: Request, exc: HTTPException) -> Response:
         return error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
 
+
+def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
+               max_instances: int = MAX_INSTANCES,
+               prediction_log: PredictionLog | None = None,
+               monitoring_uri: str = "", canary_percent: float = 0.0) -> Starlette:
+    """The Starlette app serving `manager`'s model (see the module). The manager learns the
+    canary share (its status reports it) and calls the metrics' hooks on each load and poll."""
+    if not 0 <= canary_percent <= 100:
+        raise ValueError(f"canary_percent: {canary_percent!r}, expected 0 to 100")
+    manager.canary_percent = float(canary_percent)
+    metrics = ServingMetrics(manager, monitoring_uri)
+    manager.on_load = metrics.loaded
+    manager.on_poll = metrics.polled
+    metrics.polled(manager)
+    if manager.current is not None:
+        metrics.loaded(manager.current)
+    endpoints = Endpoints(manager, metrics, max_body_bytes, max_instances, prediction_log)
     return Starlette(routes=[
-        Route("/metrics", metrics), Route("/healthz", healthz), Route("/readyz", readyz),
-        Route("/v1/models/{rest:path}", models, methods=["GET", "POST"]),
-    ], exception_handlers={HTTPException: http_error})
+        Route("/metrics", endpoints.metrics), Route("/healthz", endpoints.healthz),
+        Route("/readyz", endpoints.readyz),
+        Route("/v1/models/{rest:path}", endpoints.models, methods=["GET", "POST"]),
+    ], exception_handlers={HTTPException: endpoints.http_error})
 
 
 def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,

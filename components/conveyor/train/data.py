@@ -196,3 +196,20 @@ def tf_dataset(dataset: Dataset, split: str, fitted: Fitted, batch_size: int, *,
                        seed=seed, repeat=repeat, shard=shard, every=every),
         output_signature=signature,
     ).prefetch(2).rebatch(batch_size).prefetch(tf.data.AUTOTUNE)  # next chunk while this one trains
+
+
+def validation_sample(dataset: Dataset, split: str, fitted: Fitted, validation_rows: int
+                      ) -> tuple[int, int]:
+    """(every, labelled): validation reads 1 row group in `every` of `split` (1: all of it),
+    which hold `labelled` rows with a label; said when `every` > 1. A sample without a label
+    falls back to the whole split. (`validation_rows`: the hyperparameter.)"""
+    rows, files = dataset.split(split).rows, list(dataset.files(split))
+    every = sample_every(rows, validation_rows)
+    labelled = labelled_rows(sample_parts(files, every), fitted.spec.label)
+    if every > 1 and not labelled:
+        every, labelled = 1, labelled_rows(sample_parts(files), fitted.spec.label)
+    if every > 1:
+        print(f"train: validating each epoch on 1 row group (or row) in {every} of split {split!r} "
+              f"({labelled:,} labelled of its {rows:,} rows; hyperparameter validation_rows="
+              f"{validation_rows:,}); the evaluate step scores them all")
+    return every, labelled

@@ -239,6 +239,50 @@ def validate_dataset(
     statistics are written twice: `statistics.json` (conveyor's, for drift later) and
     `statistics.pb` (TFDV's `DatasetFeatureStatisticsList`)."""
     start = time.monotonic()
+    _check_options(statistics_source, policy, drift_policy, drift_threshold, skew_threshold)
+    dataset = Dataset(dataset_path)
+    chosen = list(splits) if splits else dataset.splits
+    _check_columns(dataset, chosen, label_column, feature_thresholds)
+    baseline_stats, baseline_name = _baseline(baseline_statistics, baseline_dataset,
+                                              baseline_name, statistics_source)
+    computed: stats.DatasetStatistics | None = None
+    used_source = "rows"
+    if _statistics_from_bigquery(dataset, statistics_source):
+        computed, used_source = dataset_statistics(dataset, chosen, statistics_source)
+        if used_source == "rows":
+            computed = None  # auto fell back: the rows are read below, with the expectations
+    used = _suite(suite, dataset, chosen, baseline_stats, baseline_name, computed, label_column,
+                  infer_margin)
+
+    results: list[checks.CheckResult] = []
+    split_stats: dict[str, stats.SplitStatistics] = {}
+    for name in chosen:
+        split_results, split_stats[name] = _check_split(dataset, name, used, computed,
+                                                         label_column, chunk_rows)
+        results += split_results
+    statistics = stats.DatasetStatistics(split_stats, dataset.info.fingerprint)
+    drifts, figures = _drift(split_stats, baseline_stats, drift_threshold, feature_thresholds)
+    skews, skew_figures = _skew(split_stats, skew_threshold, feature_thresholds)
+
+    result = ValidationResult(
+        passed=False, checks=results, drift=drifts, skew=skews, statistics=statistics,
+        suite=used, seconds=time.monotonic() - start, figures=figures,
+        skew_figures=skew_figures, baseline=baseline_name, drift_policy=drift_policy,
+        baseline_statistics=baseline_stats, statistics_source=used_source)
+    result.passed = not result.broken and not result.drifted
+    _write_outputs(result, dataset_path, report_path, statistics_path, suite_path, policy)
+
+    if policy == "fail" and result.failures:
+        listed = result.failures
+        raise ValidationFailed(
+            f"validation failed ({len(listed)} problem(s)); the report is at {report_path}:\n  "
+            + "\n  ".join(listed[:50]) + ("\n  ..." if len(listed) > 50 else ""))
+    return result
+
+
+def _check_options(statistics_source: str, policy: str, drift_policy: str,
+                   drift_threshold: float, skew_threshold: float) -> None:
+    """Refuse an unknown source or policy, or a threshold outside [0, 1], before any read."""
     if statistics_source not in STATISTICS_SOURCES:
         raise InputError(f"statistics_source: {statistics_source!r} is not one of "
                          f"{STATISTICS_SOURCES}")
@@ -249,8 +293,11 @@ def validate_dataset(
     for name, value in (("drift_threshold", drift_threshold), ("skew_threshold", skew_threshold)):
         if not 0 <= value <= 1:
             raise InputError(f"{name}: must be in [0, 1], got {value}")
-    dataset = Dataset(dataset_path)
-    chosen = list(splits) if splits else dataset.splits
+
+
+def _check_columns(dataset: Dataset, chosen: Sequence[str], label_column: str | None,
+                   feature_thresholds: Mapping[str, float] | None) -> None:
+    """The splits, label column and per-feature thresholds named must be in the dataset."""
     for name in chosen:
         dataset.split(name)  # InputError naming the split and the ones there are
     if label_column and label_column not in dataset.schema.names:
@@ -260,8 +307,13 @@ def validate_dataset(
     if unknown:
         raise InputError(f"feature_thresholds: no column(s) {unknown} in the dataset")
 
+
+def _baseline(baseline_statistics: str | Path | None, baseline_dataset: str | Path | None,
+              given_name: str | None, statistics_source: str
+              ) -> tuple[stats.DatasetStatistics | None, str | None]:
+    """(the baseline's statistics, how the verdict names it): read from `baseline_statistics`,
+    else computed from `baseline_dataset`, else (None, None)."""
     baseline_stats = _load_statistics(baseline_statistics) if baseline_statistics else None
-    given_name = baseline_name
     baseline_name = given_name or (str(baseline_statistics) if baseline_statistics else None)
     if baseline_dataset and baseline_stats is None:
         base = Dataset(baseline_dataset)
@@ -272,105 +324,112 @@ def validate_dataset(
                        else statistics_source)
         baseline_stats, _ = dataset_statistics(base, None, base_source)
         baseline_name = given_name or f"dataset {baseline_dataset}"
+    return baseline_stats, baseline_name
 
-    computed: stats.DatasetStatistics | None = None
-    used_source = "rows"
-    if _statistics_from_bigquery(dataset, statistics_source):
-        computed, used_source = dataset_statistics(dataset, chosen, statistics_source)
-        if used_source == "rows":
-            computed = None  # auto fell back: the rows are read below, with the expectations
 
-    # The suite: given, else inferred from the baseline, else from this dataset's train split.
-    # Inferred from the train split, the label's classes are breakage (a class eval has and
-    # train lacks cannot be learned); against a baseline a new class is drift (retrain).
+def _suite(suite: str | Path | None, dataset: Dataset, chosen: Sequence[str],
+           baseline_stats: stats.DatasetStatistics | None, baseline_name: str | None,
+           computed: stats.DatasetStatistics | None, label_column: str | None,
+           infer_margin: float) -> suites.Suite:
+    """The suite: given, else inferred from the baseline, else from this dataset's train split.
+    Inferred from the train split, the label's classes are breakage (a class eval has and
+    train lacks cannot be learned); against a baseline a new class is drift (retrain)."""
     if suite:
-        used = suites.load_suite(suite)
-    else:
-        source = baseline_stats
-        origin = f"inferred from {baseline_name}" if source else "inferred from this dataset"
-        strict = ()
-        if source is None:
-            source = computed or stats.compute_statistics(dataset, [_train(chosen)])
-            strict = (label_column,) if label_column else ()
-        spec = suites.infer_spec(source.split(_train(chosen)), margin=infer_margin,
-                                 strict_values=strict)
-        used = suites.Suite(suites.to_expectations(spec), spec, origin=origin)
+        return suites.load_suite(suite)
+    source = baseline_stats
+    origin = f"inferred from {baseline_name}" if source else "inferred from this dataset"
+    strict = ()
+    if source is None:
+        source = computed or stats.compute_statistics(dataset, [_train(chosen)])
+        strict = (label_column,) if label_column else ()
+    spec = suites.infer_spec(source.split(_train(chosen)), margin=infer_margin,
+                             strict_values=strict)
+    return suites.Suite(suites.to_expectations(spec), spec, origin=origin)
 
+
+def _check_split(dataset: Dataset, name: str, used: suites.Suite,
+                 computed: stats.DatasetStatistics | None, label_column: str | None,
+                 chunk_rows: int | None) -> tuple[list[checks.CheckResult], stats.SplitStatistics]:
+    """Split `name`'s checks and statistics, in one pass over its rows: the schema checks, the
+    suite's expectations and `finite` rules; the statistics are updated by the same chunks
+    (unless `computed`, from BigQuery, has them)."""
     present = set(dataset.schema.names)
     types = {c.name: c.type for c in dataset.info.columns}
-    results: list[checks.CheckResult] = []
-    split_stats: dict[str, stats.SplitStatistics] = {}
-    for name in chosen:
-        results += _schema_checks(used, name, types)
-        runnable = [c for c in used.expectations_for(dataset.split(name).rows)
-                    if all(n in present for n in checks.columns_named(c))]
-        if computed is not None:  # from BigQuery: the pass below runs the expectations only
-            column_stats = computed.splits[name].columns
-            counter = {"rows": computed.splits[name].rows}
-            update = None
-        else:
-            column_stats = {n: stats.ColumnStatistics(n, types[n])
-                            for n in dataset.schema.names}
-            counter = {"rows": 0}
+    results = _schema_checks(used, name, types)
+    runnable = [c for c in used.expectations_for(dataset.split(name).rows)
+                if all(n in present for n in checks.columns_named(c))]
+    if computed is not None:  # from BigQuery: the pass below runs the expectations only
+        column_stats = computed.splits[name].columns
+        counter = {"rows": computed.splits[name].rows}
+        update = None
+    else:
+        column_stats = {n: stats.ColumnStatistics(n, types[n]) for n in dataset.schema.names}
+        counter = {"rows": 0}
 
-            def update(batch, column_stats=column_stats, counter=counter) -> None:
-                counter["rows"] += batch.num_rows
-                for n, s in column_stats.items():
-                    s.update(batch.column(n))
+        def update(batch) -> None:
+            counter["rows"] += batch.num_rows
+            for n, s in column_stats.items():
+                s.update(batch.column(n))
 
-        results += checks.run_expectations(dataset, name, runnable, chunk_rows=chunk_rows,
-                                           on_batch=update)
-        results += _finite_checks(used, name, column_stats, types)
-        split_stats[name] = stats.SplitStatistics(counter["rows"], column_stats)
-        if label_column and column_stats[label_column].count == 0:
-            raise InputError(f"label_column: {label_column!r} is NULL in all "
-                             f"{counter['rows']} rows of split {name!r}; nothing to learn from")
-    statistics = stats.DatasetStatistics(split_stats, dataset.info.fingerprint)
+    results += checks.run_expectations(dataset, name, runnable, chunk_rows=chunk_rows,
+                                       on_batch=update)
+    results += _finite_checks(used, name, column_stats, types)
+    if label_column and column_stats[label_column].count == 0:
+        raise InputError(f"label_column: {label_column!r} is NULL in all "
+                         f"{counter['rows']} rows of split {name!r}; nothing to learn from")
+    return results, stats.SplitStatistics(counter["rows"], column_stats)
 
+
+def _drift(split_stats: Mapping[str, stats.SplitStatistics],
+           baseline_stats: stats.DatasetStatistics | None, drift_threshold: float,
+           feature_thresholds: Mapping[str, float] | None
+           ) -> tuple[list[tuple[str, drift.Distance]], dict[str, dict[str, dict]]]:
+    """(each split's distances to the baseline's same-named split, the figures of every column
+    of the same kind in both, per split); nothing without a baseline."""
     drifts: list[tuple[str, drift.Distance]] = []
     figures: dict[str, dict[str, dict]] = {}
-    if baseline_stats is not None:
-        for name, current in split_stats.items():
-            base_split = baseline_stats.split(name)
-            for d in drift.compare(base_split, current, drift_threshold, feature_thresholds):
-                drifts.append((name, d))
-            figures[name] = {c: drift.figures(base_split.columns[c], current.columns[c])
-                             for c in current.columns
-                             if c in base_split.columns
-                             and base_split.columns[c].kind == current.columns[c].kind}
-    skews, skew_figures = [], {}
-    if "train" in split_stats and "eval" in split_stats:
-        train, evaluation = split_stats["train"], split_stats["eval"]
-        skews = drift.compare(train, evaluation, skew_threshold, feature_thresholds)
-        skew_figures = {d.column: drift.figures(train.columns[d.column],
-                                                evaluation.columns[d.column]) for d in skews}
+    if baseline_stats is None:
+        return drifts, figures
+    for name, current in split_stats.items():
+        base_split = baseline_stats.split(name)
+        for d in drift.compare(base_split, current, drift_threshold, feature_thresholds):
+            drifts.append((name, d))
+        figures[name] = {c: drift.figures(base_split.columns[c], current.columns[c])
+                         for c in current.columns
+                         if c in base_split.columns
+                         and base_split.columns[c].kind == current.columns[c].kind}
+    return drifts, figures
 
-    result = ValidationResult(
-        passed=False, checks=results, drift=drifts, skew=skews, statistics=statistics,
-        suite=used, seconds=time.monotonic() - start, figures=figures,
-        skew_figures=skew_figures, baseline=baseline_name, drift_policy=drift_policy,
-        baseline_statistics=baseline_stats, statistics_source=used_source)
-    result.passed = not result.broken and not result.drifted
 
-    # Outputs: written completely (beside their final names, then renamed) before any verdict.
+def _skew(split_stats: Mapping[str, stats.SplitStatistics], skew_threshold: float,
+          feature_thresholds: Mapping[str, float] | None
+          ) -> tuple[list[drift.Distance], dict[str, dict]]:
+    """(train/eval distances, the figures of each column compared); nothing without both."""
+    if "train" not in split_stats or "eval" not in split_stats:
+        return [], {}
+    train, evaluation = split_stats["train"], split_stats["eval"]
+    skews = drift.compare(train, evaluation, skew_threshold, feature_thresholds)
+    return skews, {d.column: drift.figures(train.columns[d.column], evaluation.columns[d.column])
+                   for d in skews}
+
+
+def _write_outputs(result: ValidationResult, dataset_path: str | Path,
+                   report_path: str | Path, statistics_path: str | Path,
+                   suite_path: str | Path, policy: str) -> None:
+    """The statistics (JSON and TFDV's proto), the verdict, the suite and the report, each
+    written completely (beside its final name, then renamed) before any verdict is acted on."""
+    statistics = result.statistics
     statistics_dir = Path(statistics_path)
     statistics_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(statistics_dir / STATISTICS_FILE, json.dumps(statistics.to_dict()) + "\n")
     tfdv.write(statistics, statistics_dir / tfdv.STATISTICS_PB)
     _write_atomic(statistics_dir / VERDICT_FILE,
                   json.dumps(result.verdict(), indent=1, ensure_ascii=False, default=str) + "\n")
-    suites.write_suite(used, suite_path)
+    suites.write_suite(result.suite, suite_path)
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(Path(report_path), report.render(
         title=f"conveyor validate: {Path(dataset_path).name}", result=result, policy=policy,
         stats=statistics))
-
-    if policy == "fail" and result.failures:
-        listed = result.failures
-        raise ValidationFailed(
-            f"validation failed ({len(listed)} problem(s)); the report is at {report_path}:\n  "
-            + "\n  ".join(listed[:50]) + ("\n  ..." if len(listed) > 50 else ""))
-    return result
 
 
 def _write_atomic(path: Path, text: str) -> None:
