@@ -31,7 +31,7 @@ from conveyor.errors import EmptyDataError, InputError, SchemaError, SourceNotFo
 from conveyor.ingest.split import fingerprint_buckets
 from conveyor.local import seed
 from conveyor.push.base_path import ModelBasePath
-from conveyor.push.infra import InfraCheckFailed
+from conveyor.model.infra import InfraCheckFailed
 from conveyor.validate.validate import ValidationFailed
 
 pytestmark = pytest.mark.local

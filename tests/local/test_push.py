@@ -12,8 +12,8 @@ import pytest
 
 from conveyor.errors import InputError
 from conveyor.push.base_path import ModelBasePath
-from conveyor.push import infra
-from conveyor.push.infra import InfraCheckFailed, sample_rows
+from conveyor.model import infra
+from conveyor.model.infra import InfraCheckFailed, sample_rows
 from conveyor.push.push import NotBlessed, StaleBaseline, push
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]

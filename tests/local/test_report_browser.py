@@ -176,7 +176,7 @@ def reports(stack, bucket, tmp_path_factory) -> dict:
     from kfp import dsl
 
     from conveyor.push.base_path import ModelBasePath
-    from conveyor.push.push import STATISTICS_FILE
+    from conveyor.model.layout import STATISTICS_FILE
     from conveyor.validate import tasks as validate_tasks
     from conveyor.validate.validate import validate_dataset
 

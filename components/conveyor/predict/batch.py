@@ -51,13 +51,14 @@ def predict_to_bigquery(model_dir: str | Path, dataset_path: str | Path, output_
     import tensorflow as tf
     from google.cloud import bigquery
 
-    from conveyor.transform.inputs import model_inputs
+    from conveyor.model.inputs import model_inputs
+    from conveyor.model.layout import ASSETS_EXTRA
     from conveyor.transform.fit import Fitted
 
     start = time.monotonic()
     dataset = Dataset(dataset_path)
     dataset.split(split)
-    fitted = Fitted.load(Path(model_dir) / "assets.extra")
+    fitted = Fitted.load(Path(model_dir) / ASSETS_EXTRA)
     names = set(dataset.schema.names)
     missing = sorted(set(fitted.features) - names)
     if missing:

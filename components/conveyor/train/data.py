@@ -32,7 +32,7 @@ import tensorflow as tf
 from conveyor.errors import EmptyDataError, InputError
 from conveyor.io.dataset import Dataset
 from conveyor.train.preprocess import input_dtype
-from conveyor.transform.inputs import LabelEncoder, feature_array, model_inputs  # noqa: F401  (re-exported)
+from conveyor.model.inputs import LabelEncoder, feature_array, model_inputs  # noqa: F401  (re-exported)
 from conveyor.transform.fit import Fitted
 
 

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from conveyor.transform.fit import Fitted
 
-from conveyor.transform.inputs import MISSING_INT  # noqa: E402,F401  (re-exported)
+from conveyor.model.inputs import MISSING_INT  # noqa: E402,F401  (re-exported)
 
 
 def input_dtype(feature: dict[str, Any]) -> tf.DType:

@@ -52,9 +52,8 @@ from conveyor.train.data import (  # noqa: E402
     labelled_rows, sample_every, sample_parts, shard_rows, tf_dataset)
 from conveyor.train.model import Hyperparameters, build_model  # noqa: E402
 from conveyor.train.preprocess import input_dtype  # noqa: E402
-from conveyor.transform.fit import SPEC_FILE, Fitted  # noqa: E402
-
-EXTRA = "assets.extra"
+from conveyor.model.layout import ASSETS_EXTRA, LABELS_FILE, SPEC_FILE  # noqa: E402
+from conveyor.transform.fit import Fitted  # noqa: E402
 
 
 def choose_strategy(gpus: list | None = None) -> tf.distribute.Strategy:
@@ -666,12 +665,12 @@ def export(model: keras.Model, fitted: Fitted, model_path: str | Path,
     archive.track(model)
     archive.add_endpoint(name="serving_default", fn=serving_function(model, fitted))
     archive.write_out(str(staging), verbose=False)
-    extra = staging / EXTRA
+    extra = staging / ASSETS_EXTRA
     extra.mkdir(exist_ok=True)
     fitted.write(extra)  # transform.json as trained with (a log label's smearing factor added)
     shutil.copy(Path(transform_path) / SPEC_FILE, extra / SPEC_FILE)
     if fitted.label_classes:
-        (extra / "labels.txt").write_text("".join(f"{c}\n" for c in fitted.label_classes))
+        (extra / LABELS_FILE).write_text("".join(f"{c}\n" for c in fitted.label_classes))
     if model_path.exists():
         shutil.rmtree(model_path)
     staging.rename(model_path)

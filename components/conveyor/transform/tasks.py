@@ -62,8 +62,8 @@ def read_statistics(statistics):
     from pathlib import Path
 
     from conveyor.errors import ConveyorError
+    from conveyor.model.layout import STATISTICS_FILE
     from conveyor.stats.columns import DatasetStatistics
-    from conveyor.validate.validate import STATISTICS_FILE
 
     path = Path(getattr(statistics, "path", statistics))
     if path.is_dir():
@@ -89,6 +89,7 @@ def served_spec(model_base_path: str, label: str, types: dict[str, str]) -> Feat
     import tempfile
 
     from conveyor.errors import ConveyorError
+    from conveyor.model.layout import ASSETS_EXTRA, SPEC_FILE
     from conveyor.push.base_path import ModelBasePath
 
     base = ModelBasePath(model_base_path)
@@ -100,7 +101,7 @@ def served_spec(model_base_path: str, label: str, types: dict[str, str]) -> Feat
     with tempfile.TemporaryDirectory(prefix="conveyor-spec-") as scratch:
         try:
             folder = base.fetch(latest, scratch)
-            spec = FeatureSpec.load(folder / "assets.extra" / "feature_spec.yaml")
+            spec = FeatureSpec.load(folder / ASSETS_EXTRA / SPEC_FILE)
             if label and spec.label != label:
                 raise ConveyorError(f"its label is {spec.label!r}, not {label!r}")
             spec.check_columns(types)

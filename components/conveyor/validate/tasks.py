@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.gcp.files import local_copy
+from conveyor.model.layout import ASSETS_EXTRA, STATISTICS_FILE
 from conveyor.validate.validate import ValidationResult, validate_dataset
 
 
@@ -14,16 +15,15 @@ def served_baseline(model_base_path: str, scratch: str) -> tuple[Path, str] | No
     """The training statistics pushed with the served version under the base path: a local
     file (fetched into `scratch` from gs://) and the URI that names it, or None."""
     from conveyor.push.base_path import ModelBasePath
-    from conveyor.push.push import STATISTICS_FILE
 
     base = ModelBasePath(model_base_path)
     latest = base.served()  # the champion when versions are labelled, else the newest
     if latest is None:
         return None
-    path = base.fetch(latest, scratch) / "assets.extra" / STATISTICS_FILE
+    path = base.fetch(latest, scratch) / ASSETS_EXTRA / STATISTICS_FILE
     if not path.exists():
         return None
-    return path, f"{base.version_uri(latest)}/assets.extra/{STATISTICS_FILE}"
+    return path, f"{base.version_uri(latest)}/{ASSETS_EXTRA}/{STATISTICS_FILE}"
 
 
 def served_statistics(model_base_path: str, scratch: str):
