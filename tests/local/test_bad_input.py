@@ -28,7 +28,7 @@ import pytest
 from conftest import write_dataset
 from conveyor import gcp
 from conveyor.errors import EmptyDataError, InputError, SchemaError, SourceNotFoundError
-from conveyor.ingest.split import fingerprint_buckets
+from conveyor.io.split import fingerprint_buckets
 from conveyor.local import seed
 from conveyor.push.base_path import ModelBasePath
 from conveyor.model.infra import InfraCheckFailed

@@ -124,7 +124,7 @@ def load_table(path: str | os.PathLike[str], table_id: str, *, replace: bool = F
     from google.api_core import exceptions as gexc
     from google.cloud import bigquery
 
-    from conveyor.ingest.bigquery import parse_table_id
+    from conveyor.gcp.sql import parse_table_id
 
     path = Path(path)
     client = gcp.bigquery_client(project)

@@ -485,7 +485,7 @@ def read_bigquery(window: Window, served: Served, *, table: str = "", query: str
 
     from conveyor import gcp
     from conveyor.gcp import retry
-    from conveyor.ingest.bigquery import parse_table_id, single_statement
+    from conveyor.gcp.sql import parse_table_id, single_statement
 
     client = gcp.bigquery_client(project or None, location or None)
     if table:

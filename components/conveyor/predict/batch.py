@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 
 from conveyor import gcp
 from conveyor.gcp import retry
+from conveyor.gcp.sql import parse_table_id
 from conveyor.errors import InputError
 from conveyor.io.dataset import Dataset
-from conveyor.ingest.bigquery import parse_table_id
 
 CHUNK_ROWS = 65536
 
