@@ -81,6 +81,7 @@ from conveyor.model.layout import (ASSETS_EXTRA, EVALUATION_FILE, PREDICTIONS_FI
                                    TRANSFORM_FILE)
 from conveyor.model.predictions import PredictionStatistics  # noqa: E402
 from conveyor.push.base_path import digest  # noqa: E402
+from conveyor.reports.html import spec_text  # noqa: E402
 from conveyor.transform.fit import Fitted  # noqa: E402
 
 MAX_SLICE_VALUES = 100
@@ -733,8 +734,8 @@ def markdown(result: EvaluationResult) -> str:
                     lines.append(f"- {part} {kind}: "
                                  + ", ".join(f"`{n}`" for n in diff[part][kind]))
             for c in diff[part]["changed"]:
-                lines.append(f"- {part[:-1]} `{c['name']}` changed: {bl._spec(c['before'])} -> "
-                             f"{bl._spec(c['after'])}")
+                lines.append(f"- {part[:-1]} `{c['name']}` changed: {spec_text(c['before'])} -> "
+                             f"{spec_text(c['after'])}")
         lines += [f"- breaking: {r}" for r in diff["reasons"]]
     keys = sorted({k for m in result.metrics.values() for k in m} - {"examples"})
     lines += ["", "## Metrics by slice", "",
