@@ -367,14 +367,10 @@ def _why_not_loaded(exc: Exception) -> str:
 
 
 def _batches(dataset: Dataset, split: str, columns: Sequence[str], label: str, batch_rows: int):
-    import pyarrow.parquet as pq
-
-    for file in dataset.files(split):
-        with pq.ParquetFile(file) as pf:
-            for batch in pf.iter_batches(batch_size=batch_rows, columns=list(columns)):
-                batch = batch.filter(pc.is_valid(batch.column(label)))
-                if batch.num_rows:
-                    yield batch
+    for batch in dataset.iter_batches(split, list(columns), batch_rows):
+        batch = batch.filter(pc.is_valid(batch.column(label)))
+        if batch.num_rows:
+            yield batch
 
 
 def _fallback_prior(dataset: Dataset, split: str, fitted: Fitted):

@@ -146,16 +146,16 @@ def _name_column(exc: Exception, schema: pa.Schema | None) -> str:
 
 
 def _parquet_batches(blob, schema: pa.Schema | None) -> Iterator[pa.RecordBatch]:
-    import pyarrow.parquet as pq
+    from conveyor.io import parquet
 
     raw = blob.open("rb", retry=retry.storage())
     try:
         try:
-            pf = pq.ParquetFile(raw)
+            found, batches = parquet.open_batches(raw, batch_size=128 * 1024)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"{_uri(blob)}: not a readable Parquet file ({exc})") from None
-        _check_columns(blob, pf.schema_arrow, schema)
-        yield from pf.iter_batches(batch_size=128 * 1024)
+        _check_columns(blob, found, schema)
+        yield from batches
     finally:
         raw.close()
 

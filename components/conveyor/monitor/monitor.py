@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import io
 import json
 import math
 import re
@@ -459,13 +458,13 @@ def _gcs_files(prefix: str, window: Window) -> Iterator[tuple[str, bytes]]:
 
 def read_log(prefix: str, window: Window, served: Served) -> Traffic:
     """Statistics of the prediction log rows in the window, file by file."""
-    import pyarrow.parquet as pq
+    from conveyor.io import parquet
 
     source = prefix.rstrip("/") if prefix != "/" else prefix
     traffic = Traffic.start(served, source)
     for name, data in _log_files(source, window):
         try:
-            table = pq.read_table(io.BytesIO(data) if isinstance(data, bytes) else data)
+            table = parquet.read_table(data)
         except (OSError, pa.ArrowInvalid) as exc:
             raise InputError(f"traffic: {name} is not a readable Parquet file: {exc}") from None
         traffic.files += 1
