@@ -31,8 +31,8 @@ import tensorflow as tf
 
 from conveyor.errors import EmptyDataError, InputError
 from conveyor.io.dataset import Dataset, read_shard, shard_row_groups
+from conveyor.model.inputs import LabelEncoder, model_inputs
 from conveyor.train.preprocess import input_dtype
-from conveyor.model.inputs import LabelEncoder, feature_array, model_inputs  # noqa: F401  (re-exported)
 from conveyor.transform.fit import Fitted
 
 
