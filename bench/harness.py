@@ -52,7 +52,7 @@ def reference_dataset(rows: int, path) -> None:
 
     import pyarrow as pa
 
-    from conveyor.ingest.split import SplitSpec
+    from conveyor.io.split import SplitSpec
     from conveyor.io import DatasetWriter
     from conveyor.local.seed import reference_rows
 

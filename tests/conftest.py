@@ -51,7 +51,7 @@ def write_dataset(path, table, ratios=None, key=None):
     """A Dataset artifact of `table`'s rows, split as ingest would split them (no emulator)."""
     import pyarrow as pa
 
-    from conveyor.ingest.split import SplitSpec
+    from conveyor.io.split import SplitSpec
     from conveyor.io import DatasetWriter
 
     spec = SplitSpec.parse(ratios or {"train": 0.8, "eval": 0.2}, key)

@@ -28,10 +28,10 @@ import pytest
 from conftest import write_dataset
 from conveyor import gcp
 from conveyor.errors import EmptyDataError, InputError, SchemaError, SourceNotFoundError
-from conveyor.ingest.split import fingerprint_buckets
+from conveyor.io.split import fingerprint_buckets
 from conveyor.local import seed
+from conveyor.model.infra import InfraCheckFailed
 from conveyor.registry import ModelBasePath
-from conveyor.push.infra import InfraCheckFailed
 from conveyor.validate.validate import ValidationFailed
 
 pytestmark = pytest.mark.local

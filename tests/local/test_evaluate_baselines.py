@@ -265,7 +265,7 @@ def test_an_input_added_since_the_served_version_is_breaking(candidate, dataset,
                              allow_breaking_signature=True)
     assert allowed.blessed
     # Through push: the refused one publishes nothing, the allowed one becomes version 2.
-    from conveyor.push.infra import sample_rows
+    from conveyor.model.infra import sample_rows
     from conveyor.push.push import NotBlessed, push
     from conveyor.transform.fit import Fitted
 
@@ -426,9 +426,9 @@ def test_evaluate_records_the_predictions_it_scored_for_the_monitor(candidate, d
     import tensorflow as tf
 
     from conveyor.io import Dataset
-    from conveyor.monitor.monitor import PREDICTIONS_FORMAT
+    from conveyor.model.inputs import model_inputs
+    from conveyor.model.predictions import PREDICTIONS_FORMAT
     from conveyor.transform.fit import Fitted
-    from conveyor.transform.inputs import model_inputs
 
     result = evaluate_model(candidate, dataset)
     write_outputs(result, tmp_path / "evaluation", tmp_path / "report.md")
@@ -473,7 +473,7 @@ def test_the_champion_is_the_baseline_not_a_newer_rolled_back_challenger(candida
 def test_push_carries_the_scored_predictions_into_the_version(candidate, dataset, tmp_path):
     """evaluate's predictions.json reaches the pushed version's assets.extra, where the monitor
     reads the eval-time prediction distribution."""
-    from conveyor.push.infra import sample_rows
+    from conveyor.model.infra import sample_rows
     from conveyor.push.push import push
     from conveyor.transform.fit import Fitted
 

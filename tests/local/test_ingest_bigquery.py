@@ -11,7 +11,7 @@ from conveyor import gcp
 from conveyor.errors import (EmptyDataError, InputError, QueryError, SchemaError,
                              SourceNotFoundError)
 from conveyor.ingest.bigquery import ingest_bigquery
-from conveyor.ingest.split import fingerprint_buckets
+from conveyor.io.split import fingerprint_buckets
 from conveyor.io import Dataset
 
 pytestmark = pytest.mark.local

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from conveyor.errors import InputError
+from conveyor.model import infra
+from conveyor.model.infra import InfraCheckFailed, sample_rows
 from conveyor.registry import ModelBasePath
-from conveyor.push import infra
-from conveyor.push.infra import InfraCheckFailed, sample_rows
 from conveyor.push.push import NotBlessed, StaleBaseline, push
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]

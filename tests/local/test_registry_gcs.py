@@ -242,7 +242,7 @@ def test_push_and_fetch_leave_nothing_in_tmpdir_nor_beside_the_model(
     """push (with the infra check in a fresh process), a fetch, and both gs:// file helpers,
     in a process with its own TMPDIR: empty afterwards; nothing written beside the model."""
     from conveyor import gcp
-    from conveyor.push.infra import sample_rows
+    from conveyor.model.infra import sample_rows
     from conveyor.transform.fit import Fitted
 
     name = bucket("base-path")

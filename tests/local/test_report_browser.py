@@ -175,8 +175,8 @@ def _shifted(table: pa.Table, rng: np.random.Generator) -> pa.Table:
 def reports(stack, bucket, tmp_path_factory) -> dict:
     from kfp import dsl
 
+    from conveyor.model.layout import STATISTICS_FILE
     from conveyor.registry import ModelBasePath
-    from conveyor.push.push import STATISTICS_FILE
     from conveyor.validate import tasks as validate_tasks
     from conveyor.validate.validate import validate_dataset
 

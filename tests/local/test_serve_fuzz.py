@@ -422,7 +422,7 @@ TYPED = {"flag": 1, "small": 1, "x": 0.5, "s": "a"}
                       min_size=1, max_size=8),
        smalls=st.data(), rows_format=st.booleans())
 def test_booleans_reach_integer_inputs_as_1_and_0(typed_app, flags, smalls, rows_format):
-    from conveyor.transform.inputs import MISSING_INT
+    from conveyor.model.inputs import MISSING_INT
 
     small = smalls.draw(st.lists(st.booleans() | st.integers(-(2**31), 2**31 - 1),
                                  min_size=len(flags), max_size=len(flags)))

@@ -12,7 +12,7 @@ from google.protobuf import json_format
 from conftest import loopback_api
 from conveyor import images
 from conveyor.errors import InputError
-from conveyor.pipelines import distributed
+from conveyor.train import tfjob
 from conveyor.train.component import train, train_gpu
 from test_manifests import KUBERNETES, pod_security_problems, rbac_problems, render
 
@@ -48,8 +48,8 @@ def test_the_rbac_grants_only_creating_following_and_deleting_tfjobs():
 
 @pytest.mark.parametrize("replicas, gpu", [(2, False), (4, True)])
 def test_the_tfjob_runs_train_on_a_chief_and_workers(replicas, gpu):
-    body = distributed.tfjob("penguins-train-7f3a", EXECUTOR_INPUT, replicas, namespace="ml",
-                             gpu=gpu, gpus=2 if gpu else 0)
+    body = tfjob.tfjob("penguins-train-7f3a", EXECUTOR_INPUT, replicas, namespace="ml",
+                       gpu=gpu, gpus=2 if gpu else 0)
     assert (body["apiVersion"], body["kind"]) == ("kubeflow.org/v1", "TFJob")
     specs = body["spec"]["tfReplicaSpecs"]
     assert {k: v["replicas"] for k, v in specs.items()} == {"Chief": 1, "Worker": replicas - 1}
@@ -75,7 +75,7 @@ def test_the_tfjob_runs_train_on_a_chief_and_workers(replicas, gpu):
 
 
 def test_one_replica_is_a_chief_alone():
-    body = distributed.tfjob("t1", EXECUTOR_INPUT, 1, namespace="ml")
+    body = tfjob.tfjob("t1", EXECUTOR_INPUT, 1, namespace="ml")
     assert list(body["spec"]["tfReplicaSpecs"]) == ["Chief"]
 
 
@@ -92,11 +92,11 @@ def test_bad_tfjob_arguments_are_named(kwargs, message):
     args = {"name": "t", "executor_input": EXECUTOR_INPUT, "train_replicas": 2,
             "namespace": "ml", **kwargs}
     with pytest.raises(InputError, match=message):
-        distributed.tfjob(**args)
+        tfjob.tfjob(**args)
 
 
 def test_the_tfjob_is_created_and_followed_to_success():
-    body = distributed.tfjob("penguins-train", EXECUTOR_INPUT, 2, namespace="ml")
+    body = tfjob.tfjob("penguins-train", EXECUTOR_INPUT, 2, namespace="ml")
     states = iter([[], [{"type": "Created", "status": "True"}],
                    [{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}],
                    [{"type": "Created", "status": "True"}, {"type": "Running", "status": "False"},
@@ -109,9 +109,9 @@ def test_the_tfjob_is_created_and_followed_to_success():
 
     slept = []
     with loopback_api(answer) as (url, seen):
-        created = distributed.submit_tfjob(body, client(url))
-        done = distributed.wait_tfjob("ml", "penguins-train", client(url), sleep=slept.append,
-                                      poll_seconds=5)
+        created = tfjob.submit_tfjob(body, client(url))
+        done = tfjob.wait_tfjob("ml", "penguins-train", client(url), sleep=slept.append,
+                                poll_seconds=5)
     assert created["metadata"]["name"] == "penguins-train"
     method, path, sent, content_type = seen[0]
     assert (method, path) == ("POST", "/apis/kubeflow.org/v1/namespaces/ml/tfjobs")
@@ -119,7 +119,7 @@ def test_the_tfjob_is_created_and_followed_to_success():
     assert sent == body
     assert [(m, p) for m, p, _, _ in seen[1:]] == \
         [("GET", "/apis/kubeflow.org/v1/namespaces/ml/tfjobs/penguins-train")] * 4
-    assert distributed.tfjob_state(done) == "Succeeded"
+    assert tfjob.tfjob_state(done) == "Succeeded"
     assert slept == [5, 5, 5]
 
 
@@ -132,7 +132,7 @@ def test_a_failed_tfjob_fails_the_task_with_the_operators_message():
 
     with loopback_api(answer) as (url, _):
         with pytest.raises(RuntimeError, match="TFJob ml/t failed: .*1 Worker replica"):
-            distributed.wait_tfjob("ml", "t", client(url), sleep=lambda s: None)
+            tfjob.wait_tfjob("ml", "t", client(url), sleep=lambda s: None)
 
 
 def test_a_tfjob_that_never_ends_times_out():
@@ -143,5 +143,5 @@ def test_a_tfjob_that_never_ends_times_out():
 
     with loopback_api(answer) as (url, _):
         with pytest.raises(TimeoutError, match="still Running after 250 s"):
-            distributed.wait_tfjob("ml", "t", client(url), sleep=lambda s: None,
-                                   timeout_seconds=250, clock=lambda: next(ticks))
+            tfjob.wait_tfjob("ml", "t", client(url), sleep=lambda s: None,
+                             timeout_seconds=250, clock=lambda: next(ticks))

@@ -3,7 +3,8 @@
 import pytest
 
 from conveyor.errors import InputError
-from conveyor.ingest.bigquery import ingest_bigquery, parse_table_id, query_parameters
+from conveyor.gcp.sql import parse_table_id, query_parameters
+from conveyor.ingest.bigquery import ingest_bigquery
 
 
 def test_table_ids_with_and_without_project():

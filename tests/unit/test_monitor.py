@@ -16,6 +16,7 @@ from conftest import write_dataset
 from conveyor.errors import EmptyDataError, InputError
 from conveyor.io import Dataset
 from conveyor.local import seed
+from conveyor.model.predictions import prediction_record
 from conveyor.monitor import monitor as mon
 from conveyor.serving.prediction_log import Entry, PredictionLog, Signature
 from conveyor.transform.fit import column_statistics, fit
@@ -44,7 +45,7 @@ def version_folder(root, table, label, predictions=None):
 
 
 def signature(fitted, outputs=CLASSIFIER_OUTPUTS, extra_inputs=()) -> Signature:
-    """The serving signature's kinds, by the contract of conveyor.transform.inputs."""
+    """The serving signature's kinds, by the contract of conveyor.model.inputs."""
     kinds = {}
     for f in fitted.features.values():
         if f["kind"] == "numeric":
@@ -178,7 +179,7 @@ def test_200_calm_windows_of_100_rows_raise_at_most_a_few_false_alarms(
 
 def test_eval_time_predictions_count_towards_drift(tmp_path, penguins_table):
     species = penguins_table.column("species").to_pylist()
-    record = mon.prediction_record("multiclass", species)
+    record = prediction_record("multiclass", species)
     folder = version_folder(tmp_path / "v", penguins_table, "species", predictions=record)
     served = mon.Served.from_folder(folder, 1)
     rng = np.random.default_rng(3)

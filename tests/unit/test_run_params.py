@@ -249,7 +249,7 @@ def test_the_fail_fast_record_wins_over_the_log(tmp_path):
 @pytest.mark.parametrize("kind, expected", [
     ("conveyor.errors.SchemaError", True),
     ("conveyor.errors.TrainingError", True),
-    ("conveyor.push.infra.InfraCheckFailed", True),
+    ("conveyor.model.infra.InfraCheckFailed", True),
     ("conveyor.validate.validate.ValidationFailed", False),  # a ConveyorError, not bad input
     ("conveyor.errors.StackError", False),
     ("ValueError", False),

@@ -3,7 +3,7 @@ import pyarrow as pa
 import pytest
 
 from conveyor.errors import InputError, SchemaError
-from conveyor.ingest.split import BUCKETS, SplitSpec, fingerprint_buckets
+from conveyor.io.split import BUCKETS, SplitSpec, fingerprint_buckets
 
 
 def test_default_ratios_are_train_eval_80_20():

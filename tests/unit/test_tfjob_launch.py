@@ -24,8 +24,7 @@ from tfjob_operator import TrainingOperator
 
 from conveyor import errors, images
 from conveyor.errors import InputError
-from conveyor.pipelines import distributed
-from conveyor.train import tfjob_launch
+from conveyor.train import tfjob, tfjob_launch
 
 # -- what the stand-in's pods run in these fast tests: Python that reads the replica's real
 # executor input (the --executor_input argument train's command is given)
@@ -106,7 +105,7 @@ def test_the_replicas_get_the_tasks_inputs_and_write_to_staging_beside_its_outpu
     # the same job name on every attempt of one task, another for another task
     assert tfjob_launch.job_name(model.uri) == tfjob_launch.job_name(model.uri + "/")
     assert tfjob_launch.job_name(model.uri) != tfjob_launch.job_name("gs://bucket/run-2/t/model")
-    assert distributed._DNS_LABEL.match(tfjob_launch.job_name(model.uri))
+    assert tfjob._DNS_LABEL.match(tfjob_launch.job_name(model.uri))
 
 
 @pytest.mark.parametrize("uri, message", [
@@ -125,7 +124,7 @@ def test_a_successful_job_is_collected_into_the_tasks_outputs_and_deleted(tmp_pa
     with TrainingOperator(tmp_path / "pods", replica(SUCCEED)) as operator:
         job = launch(operator, arts)
         assert operator.jobs == {} and operator.running() == 0
-    assert distributed.tfjob_state(job) == "Succeeded"
+    assert tfjob.tfjob_state(job) == "Succeeded"
     assert (Path(model.path) / "saved_model.pb").read_text() == "a model"
     assert (Path(tensorboard.path) / "train" / "events.out.tfevents.1").exists()
     assert metrics.metadata == {"workers": 2, "val_accuracy": 0.97}
@@ -186,8 +185,8 @@ def test_a_job_left_by_an_earlier_attempt_is_followed_not_started_twice(tmp_path
             {"dataset": dataset, "preprocessing": preprocessing},
             {"model": model, "metrics": metrics, "tensorboard": tensorboard},
             {"hyperparameters": {"behaviour": "succeed"}}, staging)
-        distributed.submit_tfjob(distributed.tfjob(tfjob_launch.job_name(model.uri), given, 2,
-                                                   namespace="ml"), operator.client())
+        tfjob.submit_tfjob(tfjob.tfjob(tfjob_launch.job_name(model.uri), given, 2,
+                                       namespace="ml"), operator.client())
         launch(operator, arts)
         assert operator.jobs == {}
     assert posts(operator) == 2  # the second one answered 409 AlreadyExists
@@ -256,13 +255,13 @@ def test_bad_settings_are_named_before_anything_is_sent(tmp_path, kwargs, messag
 
 
 def test_the_replicas_run_the_image_given_and_restart_only_when_killed():
-    body = distributed.tfjob("t", {}, 3, namespace="ml", image="eu.gcr.io/acme/conveyor:9")
+    body = tfjob.tfjob("t", {}, 3, namespace="ml", image="eu.gcr.io/acme/conveyor:9")
     for replica_spec in body["spec"]["tfReplicaSpecs"].values():
         assert replica_spec["restartPolicy"] == "ExitCode"
         (container,) = replica_spec["template"]["spec"]["containers"]
         assert container["image"] == "eu.gcr.io/acme/conveyor:9"
         assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
-    assert distributed.replica_pod_names(body) == ["t-chief-0", "t-worker-0", "t-worker-1"]
+    assert tfjob.replica_pod_names(body) == ["t-chief-0", "t-worker-0", "t-worker-1"]
 
 
 # -- the pipelines: train_replicas > 1 on Kubeflow compiles to the launcher

@@ -19,7 +19,8 @@ from conveyor.stats.columns import SAMPLE_SIZE, DatasetStatistics, compute_stati
 from conveyor.transform import tasks
 from conveyor.transform.fit import fit
 from conveyor.transform.spec import FeatureSpec
-from conveyor.validate.validate import STATISTICS_FILE, validate_dataset
+from conveyor.model.layout import STATISTICS_FILE
+from conveyor.validate.validate import validate_dataset
 
 ROWS = 14_000  # train holds more finite values than the sample keeps (quantiles from a sample)
 RATIOS = {"train": 0.7, "eval": 0.2, "test": 0.1}

@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from conveyor import errors
+from conveyor.reports.html import spec_text
 
 MAX_BASELINES = 5
 
@@ -83,8 +84,8 @@ def signature_diff(served: dict, candidate: dict, against: str) -> dict[str, Any
         out[part] = {"added": added, "removed": removed, "changed": changed}
         noun = part[:-1]
         reasons += [f"{noun} {n!r} removed" for n in removed]
-        reasons += [f"{noun} {c['name']!r} changed from {_spec(c['before'])} to "
-                    f"{_spec(c['after'])}" for c in changed]
+        reasons += [f"{noun} {c['name']!r} changed from {spec_text(c['before'])} to "
+                    f"{spec_text(c['after'])}" for c in changed]
         if part == "inputs":
             reasons += [f"input {n!r} added (a request in TF Serving's row format without it "
                         "is refused)" for n in added]
@@ -94,12 +95,6 @@ def signature_diff(served: dict, candidate: dict, against: str) -> dict[str, Any
     out["breaking"] = bool(reasons)
     out["reasons"] = reasons
     return out
-
-
-def _spec(s: dict) -> str:
-    shape = "?" if s["shape"] is None else "[" + ", ".join(
-        "None" if d is None else str(d) for d in s["shape"]) + "]"
-    return f"{s['dtype']} {shape}"
 
 
 def check_compatible(baseline, candidate_fitted, columns: set[str], split: str) -> None:

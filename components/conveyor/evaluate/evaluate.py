@@ -75,14 +75,15 @@ from conveyor.evaluate import significance as sg  # noqa: E402
 from conveyor.evaluate.metrics import (HIGHER_IS_BETTER, MAX_CURVE_CLASSES, PRIMARY,  # noqa: E402
                                        accumulator)
 from conveyor.io.dataset import Dataset  # noqa: E402
-from conveyor.push import infra  # noqa: E402
 from conveyor.io.digest import digest  # noqa: E402
+from conveyor.model import infra  # noqa: E402
+from conveyor.model.inputs import LabelEncoder, model_inputs  # noqa: E402
+from conveyor.model.layout import (ASSETS_EXTRA, EVALUATION_FILE, PREDICTIONS_FILE,  # noqa: E402
+                                   TRANSFORM_FILE)
+from conveyor.model.predictions import PredictionStatistics  # noqa: E402
+from conveyor.reports.html import spec_text  # noqa: E402
 from conveyor.transform.fit import Fitted  # noqa: E402
 
-EVALUATION_FILE = "evaluation.json"
-#: Statistics of the scored predictions (`EvaluationResult.predictions`), copied by push into
-#: the version's assets.extra (= conveyor.monitor.monitor.PREDICTIONS_FILE).
-PREDICTIONS_FILE = "predictions.json"
 MAX_SLICE_VALUES = 100
 _BASELINE_KEYS = {"min", "max", "min_improvement", "min_improvement_relative", "significance"}
 _THRESHOLD_KEYS = _BASELINE_KEYS | {fl.OVER_NAIVE}
@@ -155,7 +156,7 @@ class _Model:
         import tensorflow as tf
 
         self.path = str(path)
-        extra = Path(path) / "assets.extra"
+        extra = Path(path) / ASSETS_EXTRA
         if not (Path(path) / "saved_model.pb").exists():
             raise InputError(f"model: {path} is not a SavedModel (no saved_model.pb)")
         self.fitted = Fitted.load(extra)
@@ -172,8 +173,6 @@ class _Model:
     def answer(self, batch: pa.RecordBatch) -> dict[str, np.ndarray]:
         """Every output of the serving signature for the batch's rows."""
         import tensorflow as tf
-
-        from conveyor.transform.inputs import model_inputs
 
         features = {n: tf.constant(a, dtype=self.inputs[n].dtype)
                     for n, a in model_inputs(batch, self.fitted).items()}
@@ -268,8 +267,6 @@ def _checks(rules: dict[str, dict], metrics: dict[str, float],
 
 
 def _encode(fitted: Fitted, column, split: str) -> np.ndarray:
-    from conveyor.transform.inputs import LabelEncoder
-
     return LabelEncoder(fitted)(column, split)
 
 
@@ -365,19 +362,15 @@ def _why_not_loaded(exc: Exception) -> str:
     text = bl.one_line(exc)
     if isinstance(exc, InputError) and "transform" in text:
         return ("it is not a conveyor model of this format (no readable "
-                f"assets.extra/transform.json): {text}")
+                f"{ASSETS_EXTRA}/{TRANSFORM_FILE}): {text}")
     return f"it does not load: {text}"
 
 
 def _batches(dataset: Dataset, split: str, columns: Sequence[str], label: str, batch_rows: int):
-    import pyarrow.parquet as pq
-
-    for file in dataset.files(split):
-        with pq.ParquetFile(file) as pf:
-            for batch in pf.iter_batches(batch_size=batch_rows, columns=list(columns)):
-                batch = batch.filter(pc.is_valid(batch.column(label)))
-                if batch.num_rows:
-                    yield batch
+    for batch in dataset.iter_batches(split, list(columns), batch_rows):
+        batch = batch.filter(pc.is_valid(batch.column(label)))
+        if batch.num_rows:
+            yield batch
 
 
 def _fallback_prior(dataset: Dataset, split: str, fitted: Fitted):
@@ -616,8 +609,6 @@ class _State:
         self.rows = self.positives = self.answered = 0
         self.shapes: dict = {}
         self.infra_note = ""
-        from conveyor.monitor.monitor import PredictionStatistics
-
         self.predictions = PredictionStatistics(task)
 
     def update(self, out, key, y, p, groups, rows) -> None:
@@ -739,8 +730,8 @@ def markdown(result: EvaluationResult) -> str:
                     lines.append(f"- {part} {kind}: "
                                  + ", ".join(f"`{n}`" for n in diff[part][kind]))
             for c in diff[part]["changed"]:
-                lines.append(f"- {part[:-1]} `{c['name']}` changed: {bl._spec(c['before'])} -> "
-                             f"{bl._spec(c['after'])}")
+                lines.append(f"- {part[:-1]} `{c['name']}` changed: {spec_text(c['before'])} -> "
+                             f"{spec_text(c['after'])}")
         lines += [f"- breaking: {r}" for r in diff["reasons"]]
     keys = sorted({k for m in result.metrics.values() for k in m} - {"examples"})
     lines += ["", "## Metrics by slice", "",

@@ -1,6 +1,6 @@
 """Ingest a BigQuery table or query result into a Dataset artifact.
 
-The split is computed inside BigQuery (see `conveyor.ingest.split`) and the result materialized
+The split is computed inside BigQuery (see `conveyor.io.split`) and the result materialized
 server-side in one staging table (`<project>.<staging_dataset>.ingest_<id>`, deleted afterwards,
 with a one-day expiration in case this process dies first). Rows then stream back through the
 BigQuery Storage Read API as Arrow record batches (optionally several streams at once, each
@@ -25,8 +25,6 @@ columns of the split query, so the columns read back are matched to the dry run'
 
 from __future__ import annotations
 
-import dataclasses
-import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -37,9 +35,11 @@ import pyarrow as pa
 from conveyor import gcp
 from conveyor.gcp import retry
 from conveyor.errors import EmptyDataError, InputError, QueryError, SchemaError, SourceNotFoundError
+from conveyor.gcp.sql import (DATASET_NAME, PROJECT_ID, TableRef, parse_table_id, query_parameters,
+                              single_statement)
 from conveyor.ingest.core import IngestResult, check_column_names, restore_names, route
-from conveyor.ingest.split import BUCKET_COLUMN, SPLIT_COLUMN, SplitSpec, check_identifier
 from conveyor.io.dataset import DatasetWriter
+from conveyor.io.split import BUCKET_COLUMN, SPLIT_COLUMN, SplitSpec
 
 READ_METHODS = ("storage", "rest")
 #: Storage Read streams asked for by default (BigQuery may give fewer: one for a small table).
@@ -51,9 +51,6 @@ READ_METHODS = ("storage", "rest")
 #: setting; 1 M: 319 and 480 MB; bench/RESULTS.md, "Parallel Storage Read streams").
 READ_STREAMS = 1
 _BUCKET_COLUMN = BUCKET_COLUMN
-_PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{0,127}$")
-_DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
-_TABLE = re.compile(r"^[\w\- ]{1,1024}$")
 #: BigQuery column types and the contract type each becomes.
 BIGQUERY_TYPES = {
     "INTEGER": "int64", "INT64": "int64",
@@ -63,105 +60,6 @@ BIGQUERY_TYPES = {
     "TIMESTAMP": "timestamp",
     "DATE": "date",
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class TableRef:
-    project: str
-    dataset: str
-    table: str
-
-    def __str__(self) -> str:
-        return f"{self.project}.{self.dataset}.{self.table}"
-
-    @property
-    def sql(self) -> str:
-        return f"`{self.project}.{self.dataset}.{self.table}`"
-
-
-def parse_table_id(table_id: str, default_project: str, parameter: str = "table") -> TableRef:
-    """`project.dataset.table` or `dataset.table`, each part validated (no SQL can hide in it)."""
-    parts = table_id.strip().strip("`").split(".")
-    if len(parts) < 2:
-        raise InputError(f"{parameter}: {table_id!r} is not a table id "
-                         "(expected project.dataset.table or dataset.table)")
-    table, dataset = parts[-1], parts[-2]
-    project = ".".join(parts[:-2]) or default_project
-    if not _PROJECT.match(project):
-        raise InputError(f"{parameter}: {project!r} in {table_id!r} is not a valid project id")
-    if not _DATASET.match(dataset):
-        raise InputError(f"{parameter}: {dataset!r} in {table_id!r} is not a valid dataset name "
-                         "(letters, digits and '_')")
-    if not _TABLE.match(table):
-        raise InputError(f"{parameter}: {table!r} in {table_id!r} is not a valid table name")
-    return TableRef(project, dataset, table)
-
-
-def single_statement(query: str) -> str:
-    """`query` without its final ';', or an InputError when a second statement follows.
-
-    A lexical scan of GoogleSQL: a ';' inside a string, a quoted identifier or a comment does not
-    end the statement; comments and whitespace may follow the final one."""
-    i, n, end = 0, len(query), None
-    while i < n:
-        c = query[i]
-        if c == "#" or query.startswith("--", i):
-            newline = query.find("\n", i)
-            i = n if newline < 0 else newline + 1
-        elif query.startswith("/*", i):
-            close = query.find("*/", i + 2)
-            i = n if close < 0 else close + 2
-        elif c in "'\"`":
-            quote = c * 3 if c != "`" and query.startswith(c * 3, i) else c
-            i += len(quote)
-            while i < n and not query.startswith(quote, i):
-                i += 2 if query[i] == "\\" else 1
-            i += len(quote)
-        else:
-            if c == ";" and end is None:
-                end = i
-            elif end is not None and not c.isspace() and c != ";":
-                raise InputError(
-                    f"query: a second statement follows the ';' at character {end} "
-                    f"({query[end:end + 40]!r}...); give a single SELECT query: conveyor reads "
-                    "its result and runs nothing else")
-            i += 1
-    return (query if end is None else query[:end]).strip()
-
-
-def query_parameters(params: Mapping[str, Any] | None) -> list:
-    """BigQuery query parameters from a mapping of name to value.
-
-    Types follow the value: bool -> BOOL, int -> INT64, float -> FLOAT64 (a float with an integral
-    value becomes INT64, because KFP's local runner turns ints inside dict parameters into
-    floats), str -> STRING. For another type, give `{"type": "DATE", "value": "2024-01-01"}`.
-    """
-    from google.cloud import bigquery
-
-    out = []
-    for name, value in (params or {}).items():
-        check_identifier(name, "query_parameters")
-        if isinstance(value, Mapping):
-            if set(value) != {"type", "value"}:
-                raise InputError(f"query_parameters: {name!r} must be a plain value or "
-                                 f"{{'type': ..., 'value': ...}}, got keys {sorted(value)}")
-            out.append(bigquery.ScalarQueryParameter(name, str(value["type"]).upper(),
-                                                     value["value"]))
-        elif isinstance(value, bool):
-            out.append(bigquery.ScalarQueryParameter(name, "BOOL", value))
-        elif isinstance(value, int):
-            out.append(bigquery.ScalarQueryParameter(name, "INT64", value))
-        elif isinstance(value, float):
-            kind = "INT64" if value.is_integer() else "FLOAT64"
-            out.append(bigquery.ScalarQueryParameter(name, kind, int(value) if kind == "INT64"
-                                                     else value))
-        elif isinstance(value, str):
-            out.append(bigquery.ScalarQueryParameter(name, "STRING", value))
-        else:
-            raise InputError(f"query_parameters: {name!r} has a value of type "
-                             f"{type(value).__name__}; use bool, int, float, str or "
-                             "{'type': ..., 'value': ...}")
-    return out
 
 
 @retry.giving_up("ingest from BigQuery")
@@ -193,9 +91,9 @@ def ingest_bigquery(
         raise InputError(f"read_method: {read_method!r} is not one of {READ_METHODS}")
     if not isinstance(read_streams, int) or isinstance(read_streams, bool) or read_streams < 1:
         raise InputError(f"read_streams: expected a whole number >= 1, got {read_streams!r}")
-    if not _DATASET.match(staging_dataset or ""):
+    if not DATASET_NAME.match(staging_dataset or ""):
         raise InputError(f"staging_dataset: {staging_dataset!r} is not a valid dataset name")
-    if project and not _PROJECT.match(project):
+    if project and not PROJECT_ID.match(project):
         raise InputError(f"project: {project!r} is not a valid project id")
     spec = SplitSpec.parse(split_ratios, split_key)
     params = query_parameters(query_params)

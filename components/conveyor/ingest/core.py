@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from conveyor.errors import SchemaError
-from conveyor.ingest.split import RESERVED_COLUMNS, SPLIT_COLUMN, SplitSpec
+from conveyor.io.split import RESERVED_COLUMNS, SPLIT_COLUMN, SplitSpec
 from conveyor.io.dataset import DatasetInfo, DatasetWriter
 
 

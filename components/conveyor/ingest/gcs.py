@@ -3,7 +3,7 @@
 Files are listed with google-cloud-storage, matched against the glob(s), and streamed one by one
 (`Blob.open`, chunked downloads) through pyarrow's incremental CSV reader or Parquet reader, so
 memory stays bounded whatever the files' size. The split uses the same rule as BigQuery ingest
-(`conveyor.ingest.split`): with the same `split_key`, a row lands in the same split either way.
+(`conveyor.io.split`): with the same `split_key`, a row lands in the same split either way.
 
 The schema is that of the first file (for CSV, the types pyarrow infers from its first block);
 every later file must have the same columns with values of those types, or the error names the
@@ -26,7 +26,7 @@ from conveyor import gcp
 from conveyor.gcp import retry
 from conveyor.errors import InputError, SchemaError, SourceNotFoundError
 from conveyor.ingest.core import IngestResult, check_column_names, route
-from conveyor.ingest.split import SPLIT_COLUMN, SplitSpec
+from conveyor.io.split import SPLIT_COLUMN, SplitSpec
 from conveyor.io.dataset import DatasetWriter, contract_schema, contract_type
 
 FORMATS = ("auto", "csv", "parquet")
@@ -146,16 +146,16 @@ def _name_column(exc: Exception, schema: pa.Schema | None) -> str:
 
 
 def _parquet_batches(blob, schema: pa.Schema | None) -> Iterator[pa.RecordBatch]:
-    import pyarrow.parquet as pq
+    from conveyor.io import parquet
 
     raw = blob.open("rb", retry=retry.storage())
     try:
         try:
-            pf = pq.ParquetFile(raw)
+            found, batches = parquet.open_batches(raw, batch_size=128 * 1024)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"{_uri(blob)}: not a readable Parquet file ({exc})") from None
-        _check_columns(blob, pf.schema_arrow, schema)
-        yield from pf.iter_batches(batch_size=128 * 1024)
+        _check_columns(blob, found, schema)
+        yield from batches
     finally:
         raw.close()
 

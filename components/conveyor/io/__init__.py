@@ -1,4 +1,5 @@
 """Shared on-disk formats and storage. `conveyor.io.dataset` is the Dataset artifact contract;
+`conveyor.io.parquet` other Parquet files; `conveyor.io.split` the hash split rule;
 `conveyor.io.location` a local-or-gs:// file; `conveyor.io.digest` file hashes of a folder."""
 
 from conveyor.io.dataset import Column, Dataset, DatasetInfo, DatasetWriter, SplitInfo

@@ -13,8 +13,11 @@ datasets with the same schema and the same rows in each split have the same fing
 Contract types and their Arrow types: int64, float64, string, bool, timestamp (microseconds, UTC)
 and date. Any other source type is refused with a `SchemaError` naming the column.
 
-Every component reads and writes datasets only through this module. Reading streams record
-batches (`Dataset.iter_batches`), so no component needs a whole split in memory. Writing is
+Every component reads and writes datasets only through this module (no module outside
+conveyor/io/ imports pyarrow.parquet: tests/architecture). Reading streams record batches
+(`Dataset.iter_batches`; one shard's columns and row groups with `read_shard`, its row groups'
+sizes from the footer with `Dataset.row_groups` / `shard_row_groups`), so no component needs a
+whole split in memory. Writing is
 all-or-nothing: `DatasetWriter` writes `dataset.json` only after every shard is closed, and on any
 error removes what it wrote, so a reader never sees a half-written dataset. A writer killed
 before its commit leaves shards without `dataset.json`: readers refuse that folder, and the next
@@ -193,6 +196,35 @@ class DatasetInfo:
         return "\n".join(lines)
 
 
+@dataclasses.dataclass(frozen=True)
+class RowGroup:
+    """One row group of a shard file: the unit a reader can skip to or hand to a worker."""
+
+    file: str | os.PathLike[str]
+    index: int
+    rows: int
+    bytes: int  # uncompressed
+
+
+def shard_row_groups(file: str | os.PathLike[str]) -> list[RowGroup]:
+    """The row groups of one shard file of a split (`Dataset.files`), from its Parquet footer."""
+    with pq.ParquetFile(file) as pf:
+        meta = pf.metadata
+        return [RowGroup(file, g, meta.row_group(g).num_rows, meta.row_group(g).total_byte_size)
+                for g in range(meta.num_row_groups)]
+
+
+def read_shard(file: str | os.PathLike[str], columns: Sequence[str] | None = None,
+               batch_size: int = 64 * 1024, row_groups: Sequence[int] | None = None
+               ) -> Iterator[pa.RecordBatch]:
+    """Stream one shard file of a split (`Dataset.files`) as record batches of at most
+    `batch_size` rows: only `columns` (None: all) and only `row_groups` (None: all), for
+    readers that share a split out by file or row group (train's workers)."""
+    with pq.ParquetFile(file) as pf:
+        yield from pf.iter_batches(batch_size=batch_size, columns=columns,
+                                   row_groups=row_groups)
+
+
 class Dataset:
     """A committed Dataset artifact folder, read in streamed record batches."""
 
@@ -240,8 +272,12 @@ class Dataset:
                     f"{self.path}: no column(s) {missing} (columns: {', '.join(self.schema.names)})"
                 )
         for file in self.files(split):
-            with pq.ParquetFile(file) as pf:
-                yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+            yield from read_shard(file, columns, batch_size)
+
+    def row_groups(self, split: str) -> list[RowGroup]:
+        """Every row group of a split, in the order its rows are read, from the shards'
+        Parquet footers alone (no rows read)."""
+        return [g for file in self.files(split) for g in shard_row_groups(file)]
 
     def read_table(self, split: str, columns: Sequence[str] | None = None) -> pa.Table:
         """A whole split in memory: for small data and tests; prefer `iter_batches`."""

@@ -20,7 +20,6 @@ file, table, object or option.
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 import shutil
 import tempfile
@@ -64,10 +63,9 @@ def _batches(path: Path) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
             reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=_CSV_BLOCK),
                                    convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
             return reader.schema, iter(reader)
-        import pyarrow.parquet as pq
+        from conveyor.io import parquet
 
-        pf = pq.ParquetFile(path)
-        return pf.schema_arrow, pf.iter_batches(batch_size=_CHUNK_ROWS)
+        return parquet.open_batches(path, batch_size=_CHUNK_ROWS)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"FILE: {path} is not readable as {file_format(path)}: {exc}") from None
 
@@ -120,11 +118,11 @@ def load_table(path: str | os.PathLike[str], table_id: str, *, replace: bool = F
     The dataset is created if missing. The rows are loaded as Parquet chunks into a staging
     table, then `CREATE TABLE` (or, with `replace`, `CREATE OR REPLACE TABLE`) makes the target
     from it in one statement, and the staging table is dropped."""
-    import pyarrow.parquet as pq
     from google.api_core import exceptions as gexc
     from google.cloud import bigquery
 
-    from conveyor.ingest.bigquery import parse_table_id
+    from conveyor.gcp.sql import parse_table_id
+    from conveyor.io import parquet
 
     path = Path(path)
     client = gcp.bigquery_client(project)
@@ -146,10 +144,7 @@ def load_table(path: str | os.PathLike[str], table_id: str, *, replace: bool = F
                                         schema=bq_schema,
                                         write_disposition=bigquery.WriteDisposition.WRITE_APPEND)
         for chunk in _chunks(batches, schema, str(path)):
-            buffer = io.BytesIO()
-            pq.write_table(chunk, buffer)
-            buffer.seek(0)
-            client.load_table_from_file(buffer, staging, job_config=config).result(
+            client.load_table_from_file(parquet.buffer(chunk), staging, job_config=config).result(
                 retry=retry.bigquery())
             rows += chunk.num_rows
         verb = "CREATE OR REPLACE TABLE" if replace else "CREATE TABLE"
@@ -282,7 +277,8 @@ def query_to_file(sql: str, out: str | os.PathLike[str], *, replace: bool = Fals
     """Every row of the query's result into `out` (.csv or .parquet); the row count. The file
     is written beside its name and renamed into place, so it is whole or absent."""
     import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
+
+    from conveyor.io import parquet
 
     out = Path(out)
     fmt = file_format(out, "--out")
@@ -298,13 +294,13 @@ def query_to_file(sql: str, out: str | os.PathLike[str], *, replace: bool = Fals
         for batch in rows.to_arrow_iterable(bqstorage_client=None):
             if writer is None:
                 writer = (pcsv.CSVWriter(tmp, batch.schema) if fmt == "csv"
-                          else pq.ParquetWriter(tmp, batch.schema))
+                          else parquet.writer(tmp, batch.schema))
             writer.write(pa.Table.from_batches([batch]))
             count += batch.num_rows
         if writer is None:  # no rows: the columns only
             empty = rows.to_arrow(create_bqstorage_client=False)
             writer = (pcsv.CSVWriter(tmp, empty.schema) if fmt == "csv"
-                      else pq.ParquetWriter(tmp, empty.schema))
+                      else parquet.writer(tmp, empty.schema))
             writer.write(empty)
         writer.close()
         os.replace(tmp, out)

@@ -22,9 +22,9 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from conveyor import gcp
+from conveyor.io import parquet
 
 DEMO_DATASET = "conveyor_demo"
 DEMO_TABLE = f"{DEMO_DATASET}.penguins"
@@ -131,9 +131,7 @@ def load_table(table: pa.Table, table_id: str, project: str | None = None) -> in
               for f in table.schema]
     disposition = bigquery.WriteDisposition.WRITE_TRUNCATE
     for chunk in _chunks(table, _LOAD_CHUNK_ROWS):
-        buffer = io.BytesIO()
-        pq.write_table(chunk, buffer)
-        buffer.seek(0)
+        buffer = parquet.buffer(chunk)
         config = bigquery.LoadJobConfig(source_format=bigquery.SourceFormat.PARQUET,
                                         schema=schema, write_disposition=disposition)
         client.load_table_from_file(buffer, table_id, job_config=config).result()

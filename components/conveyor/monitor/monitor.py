@@ -20,7 +20,7 @@ p = 0.001 for the two sample sizes.
 
 The predictions are compared too: class shares (`class_label`) or predicted values (`value`)
 of the rows the served version answered, against the eval-time prediction statistics when the
-version carries them (`assets.extra/predictions.json`, see `prediction_record`), which count
+version carries them (`assets.extra/predictions.json`, `conveyor.model.predictions`), which count
 towards `drifted`; without them, against the training label's distribution, reported but not
 counted (a model's predictions differ from the labels by its errors, not by drift).
 
@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import io
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +45,10 @@ import pyarrow.compute as pc
 
 from conveyor.errors import EmptyDataError, InputError, SourceNotFoundError
 from conveyor.io.location import GcsLocation, LocalLocation, Location
-from conveyor.transform.fit import TRANSFORM_FILE, Fitted
-from conveyor.transform.inputs import MISSING_INT
+from conveyor.model.inputs import MISSING_INT
+from conveyor.model.layout import ASSETS_EXTRA, PREDICTIONS_FILE, STATISTICS_FILE, TRANSFORM_FILE
+from conveyor.model.predictions import PREDICTIONS_FORMAT
+from conveyor.transform.fit import Fitted
 from conveyor.validate import drift
 from conveyor.stats.columns import (CATEGORICAL, KIND_OF_TYPE, ColumnStatistics,
                                      DatasetStatistics, SplitStatistics)
@@ -55,9 +56,6 @@ from conveyor.stats.columns import (CATEGORICAL, KIND_OF_TYPE, ColumnStatistics,
 FORMAT = "conveyor.monitoring/v1"
 MONITORING_FILE = "monitoring.json"
 REPORT_FILE = "report.html"
-STATISTICS_FILE = "statistics.json"  # = conveyor.push.push.STATISTICS_FILE (no TF import here)
-PREDICTIONS_FILE = "predictions.json"  # in assets.extra: eval-time prediction statistics
-PREDICTIONS_FORMAT = "conveyor.predictions/v1"
 #: The log's own columns: never features of a flat table.
 LOG_COLUMNS = ("request_id", "instance", "timestamp", "model_name", "model_version", "status",
                "latency_ms", "features", "unparsed", "outputs", "error")
@@ -138,31 +136,31 @@ class Served:
     def from_folder(cls, folder: str | Path, version: int | None = None,
                     uri: str = "") -> "Served":
         """From a SavedModel folder (its `assets.extra/`)."""
-        extra = Path(folder) / "assets.extra"
+        extra = Path(folder) / ASSETS_EXTRA
         name = uri or str(folder)
         if not (extra / TRANSFORM_FILE).exists():
             raise InputError(f"model_base_path: the served version {name} has no "
-                             f"assets.extra/{TRANSFORM_FILE}; it was not trained by conveyor")
+                             f"{ASSETS_EXTRA}/{TRANSFORM_FILE}; it was not trained by conveyor")
         fitted = Fitted.load(extra)
         path = extra / STATISTICS_FILE
         if not path.exists():
             raise InputError(
                 f"model_base_path: the served version {name} has no training statistics "
-                f"(assets.extra/{STATISTICS_FILE}); push it with the training data's statistics "
+                f"({ASSETS_EXTRA}/{STATISTICS_FILE}); push it with the training data's statistics "
                 "(push's `statistics` input, as the training pipeline does) to monitor it")
         try:
             statistics = DatasetStatistics.from_dict(json.loads(path.read_text()),
-                                                     f"{name}/assets.extra/{STATISTICS_FILE}")
+                                                     f"{name}/{ASSETS_EXTRA}/{STATISTICS_FILE}")
         except ValueError as exc:
             if isinstance(exc, InputError):
                 raise
-            raise InputError(f"model_base_path: {name}/assets.extra/{STATISTICS_FILE} is not "
+            raise InputError(f"model_base_path: {name}/{ASSETS_EXTRA}/{STATISTICS_FILE} is not "
                              f"JSON: {exc}") from None
         predictions = None
         if (extra / PREDICTIONS_FILE).exists():
             predictions = json.loads((extra / PREDICTIONS_FILE).read_text())
             if predictions.get("format") != PREDICTIONS_FORMAT:
-                raise InputError(f"model_base_path: {name}/assets.extra/{PREDICTIONS_FILE} is "
+                raise InputError(f"model_base_path: {name}/{ASSETS_EXTRA}/{PREDICTIONS_FILE} is "
                                  f"not {PREDICTIONS_FORMAT}")
         return cls(fitted, statistics, version, uri or str(folder), predictions)
 
@@ -195,39 +193,6 @@ def load_served(model_base_path: str, scratch: str | Path) -> Served:
         raise SourceNotFoundError(f"model_base_path: {model_base_path} has no published "
                                   "version to monitor")
     return Served.from_folder(served.folder(scratch), served.version, served.uri)
-
-
-class PredictionStatistics:
-    """The eval-time prediction statistics a version carries as `assets.extra/predictions.json`,
-    accumulated batch by batch: statistics of `class_label` (classification) or `value`
-    (regression). evaluate builds them over the rows it scores; push copies the file."""
-
-    def __init__(self, task: str, split: str = "eval"):
-        self.task, self.split = task, split
-        self.output = "value" if task == "regression" else "class_label"
-        self.kind = "float64" if task == "regression" else "string"
-        self.statistics = ColumnStatistics(self.output, self.kind)
-
-    def update(self, values: Iterable[Any] | pa.Array | np.ndarray) -> None:
-        target = pa.float64() if self.kind == "float64" else pa.string()
-        if isinstance(values, np.ndarray) and values.dtype == object:  # TF strings are bytes
-            values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v
-                      for v in values.tolist()]
-        array = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(
-            values if isinstance(values, np.ndarray) else list(values), target)
-        self.statistics.update(array.cast(target))
-
-    def record(self) -> dict[str, Any]:
-        return {"format": PREDICTIONS_FORMAT, "task": self.task, "output": self.output,
-                "split": self.split, "statistics": self.statistics.to_dict()}
-
-
-def prediction_record(task: str, values: Iterable[Any] | pa.Array,
-                      split: str = "eval") -> dict[str, Any]:
-    """`PredictionStatistics` of all `values` at once, as the record."""
-    stats = PredictionStatistics(task, split)
-    stats.update(values)
-    return stats.record()
 
 
 # -- from logged values to training columns ------------------------------------------------------
@@ -474,13 +439,13 @@ def _log_files(prefix: str, window: Window) -> Iterator[tuple[str, bytes | str]]
 
 def read_log(prefix: str, window: Window, served: Served) -> Traffic:
     """Statistics of the prediction log rows in the window, file by file."""
-    import pyarrow.parquet as pq
+    from conveyor.io import parquet
 
     source = prefix.rstrip("/") if prefix != "/" else prefix
     traffic = Traffic.start(served, source)
     for name, data in _log_files(source, window):
         try:
-            table = pq.read_table(io.BytesIO(data) if isinstance(data, bytes) else data)
+            table = parquet.read_table(data)
         except (OSError, pa.ArrowInvalid) as exc:
             raise InputError(f"traffic: {name} is not a readable Parquet file: {exc}") from None
         traffic.files += 1
@@ -500,7 +465,7 @@ def read_bigquery(window: Window, served: Served, *, table: str = "", query: str
 
     from conveyor import gcp
     from conveyor.gcp import retry
-    from conveyor.ingest.bigquery import parse_table_id, single_statement
+    from conveyor.gcp.sql import parse_table_id, single_statement
 
     client = gcp.bigquery_client(project or None, location or None)
     if table:

@@ -30,6 +30,7 @@ from conveyor.evaluate.component import evaluate
 from conveyor.pipelines import distributed
 from conveyor.push.component import push
 from conveyor.train.component import train, train_gpu
+from conveyor.train.tfjob import check_replicas
 from conveyor.train.tfjob_component import train_tfjob
 
 #: Accelerator used when a pipeline is given GPUs and no type (Vertex AI's name for it; on
@@ -53,7 +54,7 @@ def train_ops(train_replicas: int = 1,
     `train_gpu` for 1; for more, their Vertex AI custom-job forms (`cluster="vertex"`), or
     `train_tfjob` for both (`cluster="kubeflow"`: the GPU branch gives it GPUs per replica).
     An InputError for anything but an int >= 1, or another cluster."""
-    distributed.check_replicas(train_replicas)
+    check_replicas(train_replicas)
     check_cluster(cluster)
     if train_replicas == 1:
         return train, train_gpu

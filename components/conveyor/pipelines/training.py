@@ -18,6 +18,7 @@ from conveyor.ingest.component import bigquery_ingest
 from conveyor.preflight.component import preflight
 from conveyor.pipelines import distributed
 from conveyor.pipelines.steps import DEFAULT_ACCELERATOR, check_cluster, train_evaluate_push
+from conveyor.train.tfjob import check_replicas, check_text
 from conveyor.transform.component import transform
 from conveyor.validate.component import validate
 
@@ -34,7 +35,7 @@ def make_pipeline(train_replicas: int = 1,
     "kubeflow": a TFJob of that many pods). All are compile-time choices: 1 gives exactly the
     `pipeline` spec on either cluster; InputError for anything but an int >= 1 or a known
     cluster."""
-    distributed.check_replicas(train_replicas)
+    check_replicas(train_replicas)
     check_cluster(cluster)
     if train_replicas == 1:
         name, description = NAME, DESCRIPTION
@@ -43,7 +44,7 @@ def make_pipeline(train_replicas: int = 1,
         description = (DESCRIPTION[:-1] + f"; training runs as a Kubeflow TFJob of "
                        f"{train_replicas} pods (1 chief, {train_replicas - 1} worker(s)).")
     else:
-        distributed._check_text("train_machine_type", train_machine_type)
+        check_text("train_machine_type", train_machine_type)
         name = f"{NAME}-distributed"
         description = (DESCRIPTION[:-1] + f"; training runs as a Vertex AI custom job on "
                        f"{train_replicas} {train_machine_type} machines (1 chief, "

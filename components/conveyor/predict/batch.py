@@ -11,7 +11,6 @@ column per class; regression: value), then model_version.
 from __future__ import annotations
 
 import dataclasses
-import io
 import re
 import time
 import uuid
@@ -20,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from conveyor import gcp
 from conveyor.gcp import retry
+from conveyor.gcp.sql import parse_table_id
 from conveyor.errors import InputError
+from conveyor.io import parquet
 from conveyor.io.dataset import Dataset
-from conveyor.ingest.bigquery import parse_table_id
 
 CHUNK_ROWS = 65536
 
@@ -51,13 +50,14 @@ def predict_to_bigquery(model_dir: str | Path, dataset_path: str | Path, output_
     import tensorflow as tf
     from google.cloud import bigquery
 
-    from conveyor.transform.inputs import model_inputs
+    from conveyor.model.inputs import model_inputs
+    from conveyor.model.layout import ASSETS_EXTRA
     from conveyor.transform.fit import Fitted
 
     start = time.monotonic()
     dataset = Dataset(dataset_path)
     dataset.split(split)
-    fitted = Fitted.load(Path(model_dir) / "assets.extra")
+    fitted = Fitted.load(Path(model_dir) / ASSETS_EXTRA)
     names = set(dataset.schema.names)
     missing = sorted(set(fitted.features) - names)
     if missing:
@@ -82,10 +82,7 @@ def predict_to_bigquery(model_dir: str | Path, dataset_path: str | Path, output_
                            for n, a in model_inputs(batch, fitted).items()})
             table = _output_table(batch, passthrough, out, fitted.spec.task, classes,
                                   model_version)
-            buffer = io.BytesIO()
-            pq.write_table(table, buffer)
-            buffer.seek(0)
-            client.load_table_from_file(buffer, staging, job_config=bigquery.LoadJobConfig(
+            client.load_table_from_file(parquet.buffer(table), staging, job_config=bigquery.LoadJobConfig(
                 source_format=bigquery.SourceFormat.PARQUET, write_disposition=disposition,
                 schema=_bq_schema(table.schema))).result(retry=retry.bigquery())
             disposition = bigquery.WriteDisposition.WRITE_APPEND

@@ -36,7 +36,7 @@ def check(*, label: str, model_base_path: str, table: str = "", query: str = "",
           project: str = "", location: str = "") -> Preflight:
     """Run every check; raise one error listing every problem, or return what was seen."""
     from conveyor.ingest.bigquery import source_schema
-    from conveyor.ingest.split import SplitSpec
+    from conveyor.io.split import SplitSpec
     from conveyor.registry import ModelBasePath
 
     problems: list[str] = []

@@ -12,6 +12,7 @@ with the kubernetes client (in-cluster credentials, else the local kubeconfig) a
 from __future__ import annotations
 
 from conveyor.errors import InputError
+from conveyor.gcp.kubernetes import custom_objects_api
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 
@@ -44,19 +45,6 @@ def parse_service(service: str) -> tuple[str, str]:
     if not namespace or not name or "/" in name:
         raise InputError(f"kserve_service: {service!r} is not namespace/name")
     return namespace, name
-
-
-def custom_objects_api(api_client=None):
-    """The kubernetes CustomObjectsApi over `api_client`, else the in-cluster config, else
-    the local kubeconfig (KServe services here, TFJobs in `conveyor.pipelines.distributed`)."""
-    from kubernetes import client, config
-
-    if api_client is None:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-    return client.CustomObjectsApi(api_client)
 
 
 def patch_service(service: str, patch: dict, api_client=None) -> dict:

@@ -1,6 +1,6 @@
 """Push a blessed model: refuse an unblessed one, run the infra check, publish a new version.
 
-The infra check (`conveyor.push.infra`) loads the model in a fresh process and calls it on sample
+The infra check (`conveyor.model.infra`) loads the model in a fresh process and calls it on sample
 rows; when the evaluation recorded a verdict for exactly these files, made in a process that
 loaded TensorFlow only to evaluate them, that verdict stands and no other process is started.
 
@@ -38,8 +38,8 @@ import tempfile
 from pathlib import Path
 
 from conveyor.errors import ConveyorError, InputError
-from conveyor.evaluate.evaluate import EVALUATION_FILE, PREDICTIONS_FILE
-from conveyor.push import infra
+from conveyor.model import infra
+from conveyor.model.layout import ASSETS_EXTRA, EVALUATION_FILE, PREDICTIONS_FILE, STATISTICS_FILE
 from conveyor.registry import ModelBasePath, StaleBaseline
 
 __all__ = ["MODES", "NotBlessed", "PushResult", "StaleBaseline", "blessing", "push"]
@@ -100,9 +100,6 @@ def blessing(evaluation_dir: str | Path) -> tuple[bool, list[str]]:
     failed = [f"{c['metric']} = {c['value']:.6g}: {c['rule']}" for c in data.get("checks", [])
               if not c["passed"]]
     return bool(data.get("blessed")), failed
-
-
-STATISTICS_FILE = "statistics.json"  # in the version's assets.extra/: its training data's
 
 
 def _baseline(base: ModelBasePath, uri: str | None) -> tuple[int | None, str]:
@@ -170,7 +167,7 @@ def push(model_dir: str | Path, evaluation_dir: str | Path, model_base_path: str
             staged = Path(scratch) / "model"
             shutil.copytree(model_dir, staged)
             for name, source in extras.items():
-                shutil.copy(source, staged / "assets.extra" / name)
+                shutil.copy(source, staged / ASSETS_EXTRA / name)
             model_dir = staged
         published = base.publish_model(model_dir, dedupe=True, baseline=baseline)
     version = published.version

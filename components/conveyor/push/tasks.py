@@ -8,12 +8,13 @@ import json
 def push(model, evaluation, dataset, pushed_model, summary, *, model_base_path: str,
          split: str = "eval", statistics=None, **targets):
     from conveyor.failfast import fail_once
-    from conveyor.push.infra import sample_rows
+    from conveyor.model.layout import ASSETS_EXTRA
+    from conveyor.model.infra import sample_rows
     from conveyor.push.push import push as publish
     from conveyor.transform.fit import Fitted
 
     with fail_once(pushed_model.path, "push"):
-        fitted = Fitted.load(f"{model.path}/assets.extra")
+        fitted = Fitted.load(f"{model.path}/{ASSETS_EXTRA}")
         sample = sample_rows(dataset.path, split, fitted)
         result = publish(model.path, evaluation.path, model_base_path, sample=sample,
                          statistics_dir=statistics.path if statistics is not None else None,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from conveyor.reports import charts
-from conveyor.reports.html import esc, figure, num, page, short, table
+from conveyor.reports.html import esc, figure, num, page, short, spec_text, table
 
 MAX_MATRIX_CLASSES = 20
 KEY_METRICS = {"binary": ("auc", "auc_pr", "accuracy", "log_loss"),
@@ -113,13 +113,11 @@ def _signature(diff: dict | None) -> list[str]:
     changed = [(part, c) for part in ("inputs", "outputs") for c in diff[part]["changed"]]
     if not changes and not changed:
         return [f"<p>same inputs and outputs as the served {esc(diff['against'])}</p>"]
-    from conveyor.evaluate.baselines import _spec
-
     out = [f"<p>against the served {esc(diff['against'])}: "
            + ("<b>breaking</b>" if diff["breaking"] else "not breaking") + "</p>"]
     rows = [[esc(part), esc(kind), f"<code>{esc(name)}</code>", ""] for part, kind, name in changes]
     rows += [[esc(part), "changed", f"<code>{esc(c['name'])}</code>",
-              esc(f"{_spec(c['before'])} -> {_spec(c['after'])}")] for part, c in changed]
+              esc(f"{spec_text(c['before'])} -> {spec_text(c['after'])}")] for part, c in changed]
     out.append(table(["part", "change", "name", "before -> after"], rows))
     if diff.get("reasons"):
         out.append("<ul>" + "".join(f"<li>breaking: {esc(r)}</li>" for r in diff["reasons"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 CSS = """
@@ -80,3 +80,12 @@ def page(title: str, body: Iterable[str]) -> str:
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
         *body,
         "</body></html>"])
+
+
+def spec_text(spec: Mapping[str, Any]) -> str:
+    """A serving-signature tensor ({dtype, shape}, as evaluate records it) as one short text,
+    `float32 [None]` (`?` for an unknown rank); the Markdown and HTML reports and the reasons
+    a signature change breaks clients all name tensors this way."""
+    shape = "?" if spec["shape"] is None else "[" + ", ".join(
+        "None" if d is None else str(d) for d in spec["shape"]) + "]"
+    return f"{spec['dtype']} {shape}"

@@ -173,7 +173,7 @@ class Loaded:
         inputs), never to float or string inputs."""
         import tensorflow as tf
 
-        from conveyor.transform.inputs import MISSING_INT
+        from conveyor.model.inputs import MISSING_INT
 
         dtype = self.inputs[name].dtype
         if dtype.is_floating:

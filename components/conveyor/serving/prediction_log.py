@@ -324,13 +324,11 @@ def arrow_schema(signature: Signature):
 
 def parquet_bytes(rows: list[dict], signature: Signature) -> bytes:
     import pyarrow as pa
-    import pyarrow.parquet as pq
+    from conveyor.io import parquet
 
     schema = arrow_schema(signature)
     table = pa.Table.from_pylist(rows, schema=schema)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    return buffer.getvalue()
+    return parquet.buffer(table, compression="zstd").getvalue()
 
 
 # -- where files go ------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ def from_bigquery(dataset: Dataset) -> bool:
 
 def _split_spec(source: Mapping[str, Any], where: str):
     """Ingest's `SplitSpec` back from the `describe()` it recorded."""
-    from conveyor.ingest.split import SplitSpec
+    from conveyor.io.split import SplitSpec
 
     split = source.get("split") or {}
     buckets = split.get("buckets")
@@ -98,7 +98,7 @@ def _split_spec(source: Mapping[str, Any], where: str):
 
 def _source_sql(source: Mapping[str, Any], default_project: str) -> tuple[str, list, str]:
     """The source as a SELECT, its query parameters and how messages name it."""
-    from conveyor.ingest.bigquery import parse_table_id, query_parameters, single_statement
+    from conveyor.gcp.sql import parse_table_id, query_parameters, single_statement
 
     if source.get("table"):
         ref = parse_table_id(str(source["table"]), source.get("project") or default_project,
@@ -121,7 +121,7 @@ def build_query(columns: Sequence[tuple[str, str]], spec, source_sql: str,
     """The statistics query over `source_sql` for `columns` ((name, contract type) pairs), split
     by `spec` (a `SplitSpec`). One row per split and categorical column (one per split when there
     is none); `parse_rows` reads it back."""
-    from conveyor.ingest.split import quote_column
+    from conveyor.gcp.sql import quote_column
 
     names = [n for n, _ in columns]
     row = [f"IFNULL(CAST({quote_column(n, where)} AS STRING), '')" for n in names]

@@ -30,9 +30,9 @@ import pyarrow.compute as pc
 import tensorflow as tf
 
 from conveyor.errors import EmptyDataError, InputError
-from conveyor.io.dataset import Dataset
+from conveyor.io.dataset import Dataset, read_shard, shard_row_groups
+from conveyor.model.inputs import LabelEncoder, model_inputs
 from conveyor.train.preprocess import input_dtype
-from conveyor.transform.inputs import LabelEncoder, feature_array, model_inputs  # noqa: F401  (re-exported)
 from conveyor.transform.fit import Fitted
 
 
@@ -64,13 +64,7 @@ def shard_parts(files: Sequence[str], index: int = 0, count: int = 1) -> list[Pa
 
 def _row_groups(files: Sequence[str]) -> list[tuple[str, int]]:
     """(file, row group) of every row group of `files`, in order, from the Parquet footers."""
-    import pyarrow.parquet as pq
-
-    groups = []
-    for f in files:
-        with pq.ParquetFile(f) as pf:
-            groups += [(f, g) for g in range(pf.num_row_groups)]
-    return groups
+    return [(f, g.index) for f in files for g in shard_row_groups(f)]
 
 
 def _group_parts(groups: Sequence[tuple[str, int]]) -> list[Part]:
@@ -108,15 +102,12 @@ def labelled_rows(parts: Sequence[Part], label: str) -> int:
 
 def shard_rows(files: Sequence[str], index: int = 0, count: int = 1) -> int:
     """Rows (labelled or not) in worker `index`'s parts, from the Parquet footers alone."""
-    import pyarrow.parquet as pq
-
     total = 0
     parts = shard_parts(files, index, count)
     for part in parts:
-        with pq.ParquetFile(part.file) as pf:
-            meta = pf.metadata
-            groups = range(meta.num_row_groups) if part.row_groups is None else part.row_groups
-            total += sum(meta.row_group(g).num_rows for g in groups)
+        groups = shard_row_groups(part.file)
+        total += sum(g.rows for g in groups
+                     if part.row_groups is None or g.index in part.row_groups)
     if parts and parts[0].stride > 1:  # every count-th row of the whole split
         total = len(range(parts[0].offset, total, parts[0].stride))
     return total
@@ -124,19 +115,15 @@ def shard_rows(files: Sequence[str], index: int = 0, count: int = 1) -> int:
 
 def _part_batches(parts: Sequence[Part], columns: list[str], chunk_rows: int
                   ) -> Iterator[pa.RecordBatch]:
-    import pyarrow.parquet as pq
-
     position = 0  # row position in the split, for striped parts
     for part in parts:
-        with pq.ParquetFile(part.file) as pf:
-            for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns,
-                                         row_groups=part.row_groups):
-                if part.stride > 1:
-                    first = (part.offset - position) % part.stride
-                    keep = np.arange(first, batch.num_rows, part.stride)
-                    position += batch.num_rows
-                    batch = batch.take(pa.array(keep, pa.int64()))
-                yield batch
+        for batch in read_shard(part.file, columns, chunk_rows, part.row_groups):
+            if part.stride > 1:
+                first = (part.offset - position) % part.stride
+                keep = np.arange(first, batch.num_rows, part.stride)
+                position += batch.num_rows
+                batch = batch.take(pa.array(keep, pa.int64()))
+            yield batch
 
 
 def chunks(dataset: Dataset, split: str, fitted: Fitted, chunk_rows: int, *,

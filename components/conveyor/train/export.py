@@ -18,9 +18,9 @@ import tensorflow as tf
 from conveyor.io.dataset import Dataset
 from conveyor.train.data import chunks
 from conveyor.train.preprocess import input_dtype
-from conveyor.transform.fit import SPEC_FILE, Fitted
+from conveyor.model.layout import ASSETS_EXTRA, LABELS_FILE, SPEC_FILE
+from conveyor.transform.fit import Fitted
 
-EXTRA = "assets.extra"
 
 
 def smearing(model: keras.Model, dataset: Dataset, split: str, fitted: Fitted,
@@ -81,12 +81,12 @@ def export(model: keras.Model, fitted: Fitted, model_path: str | Path,
     archive.track(model)
     archive.add_endpoint(name="serving_default", fn=serving_function(model, fitted))
     archive.write_out(str(staging), verbose=False)
-    extra = staging / EXTRA
+    extra = staging / ASSETS_EXTRA
     extra.mkdir(exist_ok=True)
     fitted.write(extra)  # transform.json as trained with (a log label's smearing factor added)
     shutil.copy(Path(transform_path) / SPEC_FILE, extra / SPEC_FILE)
     if fitted.label_classes:
-        (extra / "labels.txt").write_text("".join(f"{c}\n" for c in fitted.label_classes))
+        (extra / LABELS_FILE).write_text("".join(f"{c}\n" for c in fitted.label_classes))
     if model_path.exists():
         shutil.rmtree(model_path)
     staging.rename(model_path)

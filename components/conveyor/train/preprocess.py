@@ -3,8 +3,9 @@
 Raw inputs are one tensor per feature of shape [None] (TensorFlow Serving's row format), named
 by the feature's model input (`Fitted.input_of`): float32 for numeric features (NaN means
 missing), string for string categorical features, int64 for integer and bool categorical
-features (bool: 1 / 0; missing: MISSING_INT), and ISO strings for datetime features
-("2024-05-01", "2024-05-01 12:34:56"; "" means missing), whose parts are computed in the graph.
+features (bool: 1 / 0; missing: `conveyor.model.inputs.MISSING_INT`), and ISO strings for
+datetime features ("2024-05-01", "2024-05-01 12:34:56"; "" means missing), whose parts are
+computed in the graph.
 Every layer's state (means, boundaries, vocabularies) comes from
 `transform.json`, and the layers are part of the trained and exported model, so training and
 serving compute features identically.
@@ -18,8 +19,6 @@ import keras
 import tensorflow as tf
 
 from conveyor.transform.fit import Fitted
-
-from conveyor.transform.inputs import MISSING_INT  # noqa: E402,F401  (re-exported)
 
 
 def input_dtype(feature: dict[str, Any]) -> tf.DType:

@@ -240,10 +240,10 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 def _problems(job: Mapping[str, Any], api_client) -> str:
-    from conveyor.pipelines import distributed
+    from conveyor.train import tfjob
 
     try:
-        lines = distributed.replica_problems(job, api_client)
+        lines = tfjob.replica_problems(job, api_client)
     except Exception as exc:  # noqa: BLE001  (the job's own error must still be raised)
         return f"\n(the replicas' pods could not be read: {exc})"
     return "".join(f"\n  {line}" for line in lines)
@@ -263,10 +263,10 @@ def launch(dataset, preprocessing, model, metrics, tensorboard, *, hyperparamete
     that failed on bad input raises its InputError (fail-fast: the task's retries end)."""
     from kubernetes.client.rest import ApiException
 
-    from conveyor.pipelines import distributed
-    from conveyor.push.kserve import custom_objects_api
+    from conveyor.gcp.kubernetes import custom_objects_api
+    from conveyor.train import tfjob
 
-    distributed.check_replicas(train_replicas)
+    tfjob.check_replicas(train_replicas)
     if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
         raise InputError(f"gpus: {gpus!r} is not a count >= 0")
     if gpus and "/" not in str(gpu_resource):
@@ -293,7 +293,7 @@ def launch(dataset, preprocessing, model, metrics, tensorboard, *, hyperparamete
                   "eval_split": eval_split}
     given = replica_executor_input({"dataset": dataset, "preprocessing": preprocessing},
                                    outputs, parameters, staging)
-    body = distributed.tfjob(name, given, train_replicas, namespace=namespace, gpu=gpus > 0,
+    body = tfjob.tfjob(name, given, train_replicas, namespace=namespace, gpu=gpus > 0,
                              gpus=gpus, gpu_resource=gpu_resource, cpu=cpu, memory=memory,
                              service_account=service_account, image=image or None)
     api = custom_objects_api(api_client)  # loads the in-cluster config or kubeconfig once
@@ -301,7 +301,7 @@ def launch(dataset, preprocessing, model, metrics, tensorboard, *, hyperparamete
     with _sigterm_raises():
         try:
             try:
-                distributed.submit_tfjob(body, client)
+                tfjob.submit_tfjob(body, client)
                 print(f"train_tfjob: TFJob {namespace}/{name} created: 1 chief, "
                       f"{train_replicas - 1} worker(s); staging {staging}", flush=True)
             except ApiException as exc:
@@ -311,7 +311,7 @@ def launch(dataset, preprocessing, model, metrics, tensorboard, *, hyperparamete
                 print(f"train_tfjob: TFJob {namespace}/{name} exists (an earlier attempt of "
                       "this task): following it", flush=True)
             try:
-                job = distributed.wait_tfjob(namespace, name, client, poll_seconds=poll_seconds,
+                job = tfjob.wait_tfjob(namespace, name, client, poll_seconds=poll_seconds,
                                              timeout_seconds=timeout_seconds, sleep=sleep)
             except (RuntimeError, TimeoutError) as exc:
                 details = _problems(body, client)
@@ -326,7 +326,7 @@ def launch(dataset, preprocessing, model, metrics, tensorboard, *, hyperparamete
             return job
         finally:
             with contextlib.suppress(Exception):  # the outcome above is what the task reports
-                if distributed.delete_tfjob(namespace, name, client):
+                if tfjob.delete_tfjob(namespace, name, client):
                     print(f"train_tfjob: TFJob {namespace}/{name} deleted", flush=True)
 
 

@@ -31,12 +31,12 @@ import pyarrow.compute as pc
 
 from conveyor.errors import EmptyDataError, InputError, SchemaError
 from conveyor.io.dataset import Dataset
+from conveyor.model.layout import SPEC_FILE, TRANSFORM_FILE
 from conveyor.stats.columns import (MAX_TRACKED_VALUES, NUMERIC, TEMPORAL, ColumnStatistics,
                                     DatasetStatistics, SplitStatistics)
 from conveyor.transform.spec import DATETIME_TYPES, FLOAT32_MAX, MAX_CLASSES, FeatureSpec
 
 FORMAT = "conveyor.transform/v1"
-TRANSFORM_FILE, SPEC_FILE = "transform.json", "feature_spec.yaml"
 DEFAULT_TOP_K = 10_000
 DAYS = "::days"  # suffix of a date column's day-number statistics in `column_statistics`
 

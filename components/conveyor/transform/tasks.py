@@ -62,8 +62,8 @@ def read_statistics(statistics):
     from pathlib import Path
 
     from conveyor.errors import ConveyorError
+    from conveyor.model.layout import STATISTICS_FILE
     from conveyor.stats.columns import DatasetStatistics
-    from conveyor.validate.validate import STATISTICS_FILE
 
     path = Path(getattr(statistics, "path", statistics))
     if path.is_dir():
@@ -89,6 +89,7 @@ def served_spec(model_base_path: str, label: str, types: dict[str, str]) -> Feat
     import tempfile
 
     from conveyor.errors import ConveyorError
+    from conveyor.model.layout import SPEC_FILE
     from conveyor.registry import served_version
 
     served = served_version(model_base_path)  # the champion when labelled, else the newest
@@ -98,7 +99,7 @@ def served_spec(model_base_path: str, label: str, types: dict[str, str]) -> Feat
     uri = served.uri
     with tempfile.TemporaryDirectory(prefix="conveyor-spec-") as scratch:
         try:
-            spec = FeatureSpec.load(served.file("feature_spec.yaml", scratch))
+            spec = FeatureSpec.load(served.file(SPEC_FILE, scratch))
             if label and spec.label != label:
                 raise ConveyorError(f"its label is {spec.label!r}, not {label!r}")
             spec.check_columns(types)

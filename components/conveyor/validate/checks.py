@@ -262,13 +262,8 @@ def _plain(value: Any) -> Any:
 def chunk_rows_for(dataset: Dataset, split: str, chunk_bytes: int = CHUNK_BYTES) -> int:
     """Rows per chunk for `split`: as many as fill `chunk_bytes` at the split's mean uncompressed
     row size (the Parquet footers' row-group sizes), within [MIN_CHUNK_ROWS, MAX_CHUNK_ROWS]."""
-    import pyarrow.parquet as pq
-
-    rows = size = 0
-    for file in dataset.files(split):
-        meta = pq.read_metadata(file)
-        rows += meta.num_rows
-        size += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    groups = dataset.row_groups(split)
+    rows, size = sum(g.rows for g in groups), sum(g.bytes for g in groups)
     if not rows or not size:
         return MAX_CHUNK_ROWS
     return int(min(MAX_CHUNK_ROWS, max(MIN_CHUNK_ROWS, chunk_bytes * rows // size)))

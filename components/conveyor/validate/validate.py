@@ -32,6 +32,7 @@ from typing import Any
 
 from conveyor.errors import ConveyorError, InputError
 from conveyor.io.dataset import Dataset
+from conveyor.model.layout import STATISTICS_FILE
 from conveyor.stats import columns as stats
 from conveyor.stats import tfdv
 from conveyor.validate import checks, drift, report, suite as suites
@@ -167,7 +168,6 @@ def _load_statistics(path: str | Path) -> stats.DatasetStatistics:
     return stats.DatasetStatistics.from_dict(data, str(path))
 
 
-STATISTICS_FILE = "statistics.json"
 
 
 def _statistics_from_bigquery(dataset: Dataset, statistics_source: str) -> bool:

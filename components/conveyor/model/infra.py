@@ -1,5 +1,5 @@
 """The infra check: load a SavedModel in a fresh process and call its serving signature on sample
-rows, as a server would. Run as `python -m conveyor.push.infra <model_dir> <rows.json | ->`
+rows, as a server would. Run as `python -m conveyor.model.infra <model_dir> <rows.json | ->`
 (`-`: the rows on stdin); exit 0 and a JSON line on success, else a non-zero exit and the error
 on stderr.
 
@@ -30,9 +30,9 @@ class InfraCheckFailed(InputError):
 
 def sample_rows(dataset_path: str | Path, split: str, fitted, rows: int = 8) -> dict:
     """Up to `rows` rows of the model's features, columnar and keyed by model input, as
-    JSON-ready lists of what the serving signature takes (`conveyor.transform.inputs`)."""
+    JSON-ready lists of what the serving signature takes (`conveyor.model.inputs`)."""
     from conveyor.io.dataset import Dataset
-    from conveyor.transform.inputs import model_inputs
+    from conveyor.model.inputs import model_inputs
 
     batch = next(Dataset(dataset_path).iter_batches(split, columns=list(fitted.features),
                                                     batch_size=rows))
@@ -75,7 +75,7 @@ def check(model_dir: str | Path, rows: dict) -> dict:
     """Run the check in a fresh interpreter; returns the outputs' shapes. The rows go through
     the child's stdin: nothing is written beside the model (which may be read-only) or in TMPDIR."""
     try:
-        run = subprocess.run([sys.executable, "-m", "conveyor.push.infra", str(model_dir), "-"],
+        run = subprocess.run([sys.executable, "-m", "conveyor.model.infra", str(model_dir), "-"],
                              input=json.dumps(rows), capture_output=True, text=True,
                              timeout=TIMEOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     except subprocess.TimeoutExpired:

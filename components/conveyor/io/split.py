@@ -4,7 +4,7 @@ Each row gets a bucket in [0, 10000): `ABS(MOD(FARM_FINGERPRINT(key), 10000))`, 
 `CAST(<split_key column> AS STRING)`. Splits take consecutive bucket ranges in the order given
 (train 0.8, eval 0.2: buckets 0-7999 are train, 8000-9999 eval), so a row keeps its split across
 runs and as the table grows, and BigQuery ingest and file ingest agree on every row with the same
-key. `conveyor.ingest.split.fingerprint_buckets` reproduces BigQuery's FARM_FINGERPRINT in Python
+key. `fingerprint_buckets` reproduces BigQuery's FARM_FINGERPRINT in Python
 (farmhash Fingerprint64, read as a signed 64-bit integer).
 
 Without a split key, the row's content is hashed: in BigQuery, its columns cast to STRING and
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from conveyor.errors import InputError, SchemaError
+from conveyor.gcp.sql import check_identifier, quote_column
 from conveyor.io.dataset import check_split_names
 
 BUCKETS = 10_000
@@ -34,32 +34,8 @@ RESERVED_COLUMNS = (SPLIT_COLUMN, BUCKET_COLUMN)
 DEFAULT_RATIOS: dict[str, float] = {"train": 0.8, "eval": 0.2}
 #: Split order when ratios come as an unordered mapping (KFP dict parameters).
 _CANONICAL_ORDER = ("train", "eval", "test")
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
-_UNQUOTABLE = re.compile(r"[`\\\x00-\x1f\x7f]")
 #: Contract types a split key may have: their CAST(... AS STRING) is the same in SQL and Python.
 KEY_TYPES = ("int64", "string")
-
-
-def check_identifier(name: str, parameter: str) -> str:
-    """A column name safe to put in SQL between backticks, or an InputError."""
-    if not isinstance(name, str) or not _IDENTIFIER.match(name):
-        raise InputError(
-            f"{parameter}: {name!r} is not a valid column name (letters, digits and '_', "
-            "not starting with a digit)"
-        )
-    return name
-
-
-def quote_column(name: str, where: str) -> str:
-    """A column name of a source between backticks. BigQuery's flexible column names may hold
-    spaces, quotes and other symbols, all inert between backticks; a backtick, a backslash or a
-    control character (which could end or escape the quoting) is refused."""
-    if not isinstance(name, str) or not name or _UNQUOTABLE.search(name):
-        raise InputError(
-            f"{where}: column {name!r} holds a backtick, backslash or control character, which "
-            "conveyor does not put in SQL; rename it in a query, or give a split_key"
-        )
-    return f"`{name}`"
 
 
 @dataclasses.dataclass(frozen=True)

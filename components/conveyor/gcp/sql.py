@@ -1,0 +1,145 @@
+"""BigQuery SQL that conveyor writes, safe by construction: table ids, column names between
+backticks, query parameters and the one-statement rule for a user's query.
+
+No parameter can smuggle SQL in: values travel as query parameters, names (project, dataset,
+table, column, parameter names) are validated before they are put between backticks, and a
+`query` must be one statement (a lexical scan, before anything is sent). Shared by ingest,
+statistics, preflight, batch prediction and monitor, so each reads a source the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from conveyor.errors import InputError
+
+#: A valid project id and dataset name (callers check staging datasets and projects too).
+PROJECT_ID = re.compile(r"^[a-z][a-z0-9.:-]{0,127}$")
+DATASET_NAME = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
+_TABLE = re.compile(r"^[\w\- ]{1,1024}$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
+_UNQUOTABLE = re.compile(r"[`\\\x00-\x1f\x7f]")
+
+
+def check_identifier(name: str, parameter: str) -> str:
+    """A column name safe to put in SQL between backticks, or an InputError."""
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise InputError(
+            f"{parameter}: {name!r} is not a valid column name (letters, digits and '_', "
+            "not starting with a digit)"
+        )
+    return name
+
+
+def quote_column(name: str, where: str) -> str:
+    """A column name of a source between backticks. BigQuery's flexible column names may hold
+    spaces, quotes and other symbols, all inert between backticks; a backtick, a backslash or a
+    control character (which could end or escape the quoting) is refused."""
+    if not isinstance(name, str) or not name or _UNQUOTABLE.search(name):
+        raise InputError(
+            f"{where}: column {name!r} holds a backtick, backslash or control character, which "
+            "conveyor does not put in SQL; rename it in a query, or give a split_key"
+        )
+    return f"`{name}`"
+
+
+@dataclasses.dataclass(frozen=True)
+class TableRef:
+    project: str
+    dataset: str
+    table: str
+
+    def __str__(self) -> str:
+        return f"{self.project}.{self.dataset}.{self.table}"
+
+    @property
+    def sql(self) -> str:
+        return f"`{self.project}.{self.dataset}.{self.table}`"
+
+
+def parse_table_id(table_id: str, default_project: str, parameter: str = "table") -> TableRef:
+    """`project.dataset.table` or `dataset.table`, each part validated (no SQL can hide in it)."""
+    parts = table_id.strip().strip("`").split(".")
+    if len(parts) < 2:
+        raise InputError(f"{parameter}: {table_id!r} is not a table id "
+                         "(expected project.dataset.table or dataset.table)")
+    table, dataset = parts[-1], parts[-2]
+    project = ".".join(parts[:-2]) or default_project
+    if not PROJECT_ID.match(project):
+        raise InputError(f"{parameter}: {project!r} in {table_id!r} is not a valid project id")
+    if not DATASET_NAME.match(dataset):
+        raise InputError(f"{parameter}: {dataset!r} in {table_id!r} is not a valid dataset name "
+                         "(letters, digits and '_')")
+    if not _TABLE.match(table):
+        raise InputError(f"{parameter}: {table!r} in {table_id!r} is not a valid table name")
+    return TableRef(project, dataset, table)
+
+
+def single_statement(query: str) -> str:
+    """`query` without its final ';', or an InputError when a second statement follows.
+
+    A lexical scan of GoogleSQL: a ';' inside a string, a quoted identifier or a comment does not
+    end the statement; comments and whitespace may follow the final one."""
+    i, n, end = 0, len(query), None
+    while i < n:
+        c = query[i]
+        if c == "#" or query.startswith("--", i):
+            newline = query.find("\n", i)
+            i = n if newline < 0 else newline + 1
+        elif query.startswith("/*", i):
+            close = query.find("*/", i + 2)
+            i = n if close < 0 else close + 2
+        elif c in "'\"`":
+            quote = c * 3 if c != "`" and query.startswith(c * 3, i) else c
+            i += len(quote)
+            while i < n and not query.startswith(quote, i):
+                i += 2 if query[i] == "\\" else 1
+            i += len(quote)
+        else:
+            if c == ";" and end is None:
+                end = i
+            elif end is not None and not c.isspace() and c != ";":
+                raise InputError(
+                    f"query: a second statement follows the ';' at character {end} "
+                    f"({query[end:end + 40]!r}...); give a single SELECT query: conveyor reads "
+                    "its result and runs nothing else")
+            i += 1
+    return (query if end is None else query[:end]).strip()
+
+
+def query_parameters(params: Mapping[str, Any] | None) -> list:
+    """BigQuery query parameters from a mapping of name to value.
+
+    Types follow the value: bool -> BOOL, int -> INT64, float -> FLOAT64 (a float with an integral
+    value becomes INT64, because KFP's local runner turns ints inside dict parameters into
+    floats), str -> STRING. For another type, give `{"type": "DATE", "value": "2024-01-01"}`.
+    """
+    from google.cloud import bigquery
+
+    out = []
+    for name, value in (params or {}).items():
+        check_identifier(name, "query_parameters")
+        if isinstance(value, Mapping):
+            if set(value) != {"type", "value"}:
+                raise InputError(f"query_parameters: {name!r} must be a plain value or "
+                                 f"{{'type': ..., 'value': ...}}, got keys {sorted(value)}")
+            out.append(bigquery.ScalarQueryParameter(name, str(value["type"]).upper(),
+                                                     value["value"]))
+        elif isinstance(value, bool):
+            out.append(bigquery.ScalarQueryParameter(name, "BOOL", value))
+        elif isinstance(value, int):
+            out.append(bigquery.ScalarQueryParameter(name, "INT64", value))
+        elif isinstance(value, float):
+            kind = "INT64" if value.is_integer() else "FLOAT64"
+            out.append(bigquery.ScalarQueryParameter(name, kind, int(value) if kind == "INT64"
+                                                     else value))
+        elif isinstance(value, str):
+            out.append(bigquery.ScalarQueryParameter(name, "STRING", value))
+        else:
+            raise InputError(f"query_parameters: {name!r} has a value of type "
+                             f"{type(value).__name__}; use bool, int, float, str or "
+                             "{'type': ..., 'value': ...}")
+    return out
