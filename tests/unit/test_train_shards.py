@@ -143,7 +143,7 @@ def test_a_split_with_few_row_groups_is_sampled_by_rows(tmp_path):
 def test_a_validation_sample_without_labels_falls_back_to_the_whole_split(tmp_path):
     """The labels are NULL in exactly the row groups a 1-in-4 sample picks: validation reads
     the whole split rather than switching itself off."""
-    from conveyor.train.model import Hyperparameters
+    from conveyor.train.hyperparameters import Hyperparameters
     from conveyor.train.train import _validation_sample
 
     t = table(4096)

@@ -50,7 +50,8 @@ from conveyor.io.dataset import Dataset  # noqa: E402
 from conveyor.train import cluster as clusters  # noqa: E402
 from conveyor.train.data import (  # noqa: E402
     labelled_rows, sample_every, sample_parts, shard_rows, tf_dataset)
-from conveyor.train.model import Hyperparameters, build_model  # noqa: E402
+from conveyor.train.hyperparameters import Hyperparameters  # noqa: E402
+from conveyor.train.model import build_model  # noqa: E402
 from conveyor.train.preprocess import input_dtype  # noqa: E402
 from conveyor.transform.fit import SPEC_FILE, Fitted  # noqa: E402
 
