@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from conveyor.errors import InputError
-from conveyor.params import one_of, unknown
+from conveyor.params import did_you_mean, unknown
 
 MODELS = ("dnn", "wide_deep")
 
@@ -53,9 +53,9 @@ class Hyperparameters:
         hyperparameters = cls()
         for name, value in data.items():
             setattr(hyperparameters, name, _coerced(name, value, getattr(hyperparameters, name)))
-        problem = one_of("hyperparameters: model", hyperparameters.model, MODELS)
-        if problem:
-            raise InputError(problem)
+        if hyperparameters.model not in MODELS:
+            raise InputError(f"hyperparameters: model {hyperparameters.model!r} is not one of "
+                             f"{MODELS}{did_you_mean([hyperparameters.model], MODELS)}")
         for name in ("batch_size", "epochs", "steps"):
             if getattr(hyperparameters, name) < 0:
                 raise InputError(f"hyperparameters: {name} must be at least 1 (0: automatic)")
