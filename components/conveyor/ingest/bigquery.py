@@ -129,7 +129,7 @@ def single_statement(query: str) -> str:
     return (query if end is None else query[:end]).strip()
 
 
-def query_parameters(params: Mapping[str, Any] | None) -> list:
+def bigquery_parameters(params: Mapping[str, Any] | None) -> list:
     """BigQuery query parameters from a mapping of name to value.
 
     Types follow the value: bool -> BOOL, int -> INT64, float -> FLOAT64 (a float with an integral
@@ -170,7 +170,7 @@ def ingest_bigquery(
     *,
     table: str | None = None,
     query: str | None = None,
-    query_params: Mapping[str, Any] | None = None,
+    query_parameters: Mapping[str, Any] | None = None,
     project: str | None = None,
     location: str | None = None,
     split_key: str | None = None,
@@ -179,7 +179,7 @@ def ingest_bigquery(
     read_method: str = "storage",
     read_streams: int = READ_STREAMS,
 ) -> IngestResult:
-    """Read a table (`table`) or a query's result (`query`, with `query_params`) into a Dataset
+    """Read a table (`table`) or a query's result (`query`, with `query_parameters`) into a Dataset
     artifact at `output_path`, split deterministically inside BigQuery; the Storage Read API
     path reads up to `read_streams` streams at once."""
     from google.api_core import exceptions as gexc
@@ -198,7 +198,7 @@ def ingest_bigquery(
     if project and not _PROJECT.match(project):
         raise InputError(f"project: {project!r} is not a valid project id")
     spec = SplitSpec.parse(split_ratios, split_key)
-    params = query_parameters(query_params)
+    params = bigquery_parameters(query_parameters)
     if query:
         query = single_statement(query)
         if not query:
@@ -214,7 +214,7 @@ def ingest_bigquery(
     else:
         source_sql, where = query, "query"
         source = {"type": "bigquery", "query": source_sql,
-                  "query_parameters": dict(query_params or {})}
+                  "query_parameters": dict(query_parameters or {})}
     source.update(project=project, split=spec.describe())
 
     job_config = bigquery.QueryJobConfig(query_parameters=params, use_query_cache=False)
@@ -280,7 +280,7 @@ def ingest_bigquery(
 
 
 def source_schema(*, table: str | None = None, query: str | None = None,
-                  query_params: Mapping[str, Any] | None = None, project: str | None = None,
+                  query_parameters: Mapping[str, Any] | None = None, project: str | None = None,
                   location: str | None = None) -> dict[str, str]:
     """The columns a table or query would give (name -> contract type), by a dry run: no rows
     are read and nothing is billed. Raises what ingest would for a missing table or bad SQL."""
@@ -296,7 +296,7 @@ def source_schema(*, table: str | None = None, query: str | None = None,
         sql, where = single_statement(query), "query"
         if not sql:
             raise InputError("query: holds no statement")
-    fields = _dry_run_schema(client, sql, query_parameters(query_params), where)
+    fields = _dry_run_schema(client, sql, bigquery_parameters(query_parameters), where)
     return {f.name: BIGQUERY_TYPES.get(f.field_type, f.field_type) for f in fields}
 
 

@@ -23,8 +23,8 @@ def output_units(fitted: Fitted) -> int:
     return len(fitted.label_classes) if task == "multiclass" else 1
 
 
-def _embedding_dim(cardinality: int, hp: Hyperparameters) -> int:
-    return hp.embedding_dim or min(16, math.ceil(1.6 * cardinality ** 0.56))
+def _embedding_dim(cardinality: int, hyperparameters: Hyperparameters) -> int:
+    return hyperparameters.embedding_dim or min(16, math.ceil(1.6 * cardinality ** 0.56))
 
 
 def _head(logits, fitted: Fitted):
@@ -37,25 +37,26 @@ def _head(logits, fitted: Fitted):
     return keras.layers.Activation("linear", name="prediction")(logits)
 
 
-def build_model(fitted: Fitted, hp: Hyperparameters, module_file: str | None = None) -> keras.Model:
+def build_model(fitted: Fitted, hyperparameters: Hyperparameters,
+                module_file: str | None = None) -> keras.Model:
     """raw features -> preprocessing -> (DNN | wide-and-deep | user model) -> prediction."""
     inputs = raw_inputs(fitted)
     features = preprocess(fitted, inputs)
     if module_file:
-        return _user_model(module_file, fitted, hp, inputs, features)
+        return _user_model(module_file, fitted, hyperparameters, inputs, features)
     deep = list(features["numeric"].values())
     for name, index in features["indices"].items():
         n = features["cardinality"][name]
-        emb = keras.layers.Embedding(n, _embedding_dim(n, hp),
+        emb = keras.layers.Embedding(n, _embedding_dim(n, hyperparameters),
                                      name=f"{input_name(name)}_embedding")(index)
         deep.append(emb)
     x = deep[0] if len(deep) == 1 else keras.layers.Concatenate(name="deep_features")(deep)
-    for i, units in enumerate(hp.hidden_units):
+    for i, units in enumerate(hyperparameters.hidden_units):
         x = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(x)
-        if hp.dropout:
-            x = keras.layers.Dropout(hp.dropout, seed=hp.seed)(x)
+        if hyperparameters.dropout:
+            x = keras.layers.Dropout(hyperparameters.dropout, seed=hyperparameters.seed)(x)
     logits = keras.layers.Dense(output_units(fitted), name="deep_logits")(x)
-    if hp.model == "wide_deep":
+    if hyperparameters.model == "wide_deep":
         wide = [keras.layers.CategoryEncoding(features["cardinality"][n], output_mode="one_hot",
                                               name=f"{input_name(n)}_one_hot")(i)
                 for n, i in {**features["indices"], **features["crosses"]}.items()]
@@ -66,7 +67,8 @@ def build_model(fitted: Fitted, hp: Hyperparameters, module_file: str | None = N
     return keras.Model(inputs, _head(logits, fitted), name="conveyor_model")
 
 
-def _user_model(module_file: str, fitted: Fitted, hp: Hyperparameters, inputs, features):
+def _user_model(module_file: str, fitted: Fitted, hyperparameters: Hyperparameters, inputs,
+                features):
     path = Path(module_file)
     try:
         spec = importlib.util.spec_from_file_location("conveyor_user_module", path)
@@ -82,7 +84,7 @@ def _user_model(module_file: str, fitted: Fitted, hp: Hyperparameters, inputs, f
     feature_spec = {**fitted.to_dict(), "cardinality": features["cardinality"],
                     "output_units": output_units(fitted)}
     try:
-        core = module.build_model(dataclasses.asdict(hp), feature_spec)
+        core = module.build_model(dataclasses.asdict(hyperparameters), feature_spec)
         flat = {**features["numeric"], **features["indices"], **features["crosses"]}
         out = core(flat)
     except Exception as exc:  # noqa: BLE001
