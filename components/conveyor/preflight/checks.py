@@ -15,7 +15,8 @@ from typing import Any
 
 from conveyor.errors import InputError, SourceNotFoundError
 from conveyor.gcp import retry
-from conveyor.params import did_you_mean, problems as parameter_problems
+from conveyor.params import did_you_mean
+from conveyor.params import problems as parameter_problems
 
 
 @dataclasses.dataclass

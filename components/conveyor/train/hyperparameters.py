@@ -40,7 +40,7 @@ class Hyperparameters:
     validation_rows: int = 1_000_000
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "Hyperparameters":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Hyperparameters:
         """The hyper-parameters `data` sets over the defaults; an InputError naming the first
         bad name (with a close match and the known names) or value."""
         if data is not None and not isinstance(data, Mapping):
@@ -69,7 +69,7 @@ class Hyperparameters:
             raise InputError("hyperparameters: learning_rate must be positive")
         return hyperparameters
 
-    def resolved(self, rows: int) -> "Hyperparameters":
+    def resolved(self, rows: int) -> Hyperparameters:
         """A copy with the automatic settings (0 / -1) chosen for `rows` training rows."""
         chosen = dataclasses.replace(self)
         if not chosen.batch_size:
