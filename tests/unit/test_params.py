@@ -123,3 +123,18 @@ def test_a_task_that_failed_on_bad_input_fails_its_retry_at_once(tmp_path):
     assert marker(out.path).exists()
     with pytest.raises(InputError, match=r"transform: not retried"):
         tasks.transform(missing, out, label="y")
+
+
+def test_submit_checks_names_and_values_by_the_same_definitions():
+    from conveyor.submit import check_params, parse_params
+
+    with pytest.raises(InputError) as info:
+        check_params("training", {"labl": "y", "policy": "warm",
+                                  "thresholds": {"acuracy": {"min": 0.5}}})
+    message = str(info.value)
+    for words in ("has no parameter(s) ['labl'] (did you mean 'label'?)",
+                  "policy: 'warm' is not one of", "unknown metric 'acuracy'"):
+        assert words in message, message
+    check_params("training", {"label": "y", "policy": "warn"})
+    with pytest.raises(InputError, match="--param: label is given twice"):
+        parse_params(["label=a", "label=b"])
