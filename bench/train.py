@@ -71,7 +71,8 @@ def _in_memory(base: Path, rows: int) -> tuple[float, float]:
     import tensorflow as tf
 
     from conveyor.io import Dataset
-    from conveyor.train.model import Hyperparameters, build_model
+    from conveyor.train.hyperparameters import Hyperparameters
+    from conveyor.train.model import build_model
     from conveyor.train.train import _compile, _Progress
     from conveyor.transform.fit import Fitted
 

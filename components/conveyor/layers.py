@@ -11,7 +11,8 @@ from __future__ import annotations
 FLOORS: tuple[tuple[str, ...], ...] = (
     # the foundation: what everything may use
     ("version", "errors", "layers"),
-    ("images", "failfast", "gcp"),       # image map; fail-fast marker; every Google client
+    ("images", "failfast", "gcp", "params"),  # image map; fail-fast marker; every Google client;
+                                         # the shared pipeline parameters, each defined once
     ("io",),                             # local-or-gs:// locations, the Dataset contract
     # shared concepts, below every step
     ("stats", "reports"),                # column statistics; HTML pages and charts

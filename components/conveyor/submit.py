@@ -34,12 +34,15 @@ def display_name(pipeline: str) -> str:
 
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
-    """`name=value` pairs; a value that parses as JSON is taken as JSON (numbers, lists, dicts)."""
+    """`name=value` pairs; a value that parses as JSON is taken as JSON (numbers, lists, dicts).
+    A name given twice is an InputError (naming it), not the last one silently winning."""
     out = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise InputError(f"--param: {pair!r} is not name=value")
+        if name in out:  # the last one would silently win
+            raise InputError(f"--param: {name} is given twice; give each parameter once")
         try:
             out[name] = json.loads(value)
         except json.JSONDecodeError:
@@ -47,19 +50,29 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def check_params(pipeline: str, arguments: Mapping[str, Any]) -> None:
-    """Every argument names a parameter of the pipeline."""
+def check_params(pipeline: str, arguments: Mapping[str, Any], *, values: bool = True) -> None:
+    """Every argument names a parameter of the pipeline (a close match named for a misspelt
+    one) and, with `values`, every value passes the checks of the parameters' definitions
+    (`conveyor.pipelines.checks`); one InputError names every problem."""
     import importlib
 
+    from conveyor.params import did_you_mean
     from conveyor.pipelines import PIPELINES
 
     if pipeline not in PIPELINES:
         raise InputError(f"pipeline: {pipeline!r} is not one of {sorted(PIPELINES)}")
     known = importlib.import_module(PIPELINES[pipeline]).pipeline.component_spec.inputs or {}
+    problems = []
     unknown = sorted(set(arguments) - set(known))
     if unknown:
-        raise InputError(f"--param: {pipeline} has no parameter(s) {unknown} "
-                         f"(parameters: {', '.join(sorted(known))})")
+        problems.append(f"{pipeline} has no parameter(s) {unknown}{did_you_mean(unknown, known)} "
+                        f"(parameters: {', '.join(sorted(known))})")
+    if values:
+        from conveyor.pipelines.checks import problems as value_problems
+
+        problems += value_problems({k: v for k, v in arguments.items() if k in known})
+    if problems:
+        raise InputError("--param: " + "; ".join(problems))
 
 
 def _experiment(client, name: str) -> str:

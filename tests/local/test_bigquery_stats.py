@@ -148,7 +148,7 @@ def test_bigquery_and_the_rows_give_the_same_statistics(houses):
 
 def test_a_query_with_parameters_and_a_content_hash_split(tables, tmp_path):
     ds = ingest(tmp_path / "q", query="SELECT * FROM bqstats.houses WHERE Rooms >= @rooms "
-                "AND `from` IS NOT NULL", query_params={"rooms": 3})
+                "AND `from` IS NOT NULL", query_parameters={"rooms": 3})
     assert ds.info.source["split"]["key"] == "<row content>"
     got = bq_stats.bigquery_statistics(ds, ["eval", "test"])
     want = compute_statistics(ds, ["eval", "test"])

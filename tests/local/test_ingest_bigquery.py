@@ -92,7 +92,7 @@ def test_row_content_split_without_key_is_deterministic(items, tmp_path):
 def test_query_with_parameters_and_three_splits(items, tmp_path):
     result = ingest_bigquery(
         str(tmp_path / "q"), query="SELECT id, name FROM ingest_test.items WHERE id < @n;",
-        query_params={"n": 1000.0}, split_key="id",
+        query_parameters={"n": 1000.0}, split_key="id",
         split_ratios={"train": 0.6, "eval": 0.2, "test": 0.2})
     info = result.info
     assert list(info.splits) == ["train", "eval", "test"]
@@ -224,7 +224,7 @@ def test_odd_column_names_and_every_type_round_trip_exactly(odd_names, tmp_path,
         names = names[::-1]
         kwargs = {"query": f"SELECT {', '.join(map(_q, names))} FROM {odd_names} "
                            "WHERE `größe` IS NULL OR `größe` >= @low",
-                  "query_params": {"low": 0}}
+                  "query_parameters": {"low": 0}}
     result = ingest_bigquery(str(tmp_path / "ds"), split_key=split_key, **kwargs)
     info = result.info
     assert [c.name for c in info.columns] == names

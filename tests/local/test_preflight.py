@@ -25,7 +25,8 @@ def test_every_problem_is_named_at_once(penguins, tmp_path):
     message = str(raised.value)
     assert "label: 'Species' is not a column of table" in message
     assert "did you mean 'species'?" in message
-    assert "slices: 'islands' is not a column" in message
+    assert "slices: 'islands' is not a column of table" in message
+    assert "(did you mean 'island'?)" in message  # a close match (conveyor.params)
     assert "split_ratios: no 'eval' split (train, test)" in message
 
 

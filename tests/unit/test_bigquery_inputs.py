@@ -3,7 +3,7 @@
 import pytest
 
 from conveyor.errors import InputError
-from conveyor.gcp.sql import parse_table_id, query_parameters
+from conveyor.gcp.sql import bigquery_parameters, parse_table_id
 from conveyor.ingest.bigquery import ingest_bigquery
 
 
@@ -23,7 +23,7 @@ def test_table_ids_that_could_carry_sql_are_refused(table_id):
 
 
 def test_query_parameter_types():
-    params = {p.name: (p.type_, p.value) for p in query_parameters(
+    params = {p.name: (p.type_, p.value) for p in bigquery_parameters(
         {"n": 3, "f": 0.5, "whole": 2008.0, "s": "x'; --", "b": True,
          "d": {"type": "date", "value": "2024-01-01"}})}
     assert params == {"n": ("INT64", 3), "f": ("FLOAT64", 0.5), "whole": ("INT64", 2008),
@@ -38,7 +38,7 @@ def test_query_parameter_types():
 ])
 def test_bad_query_parameters(params, words):
     with pytest.raises(InputError, match="query_parameters") as err:
-        query_parameters(params)
+        bigquery_parameters(params)
     assert words in str(err.value)
 
 

@@ -47,7 +47,7 @@ def test_no_evidence_keeps_the_champion_and_bad_arguments_are_named():
     with pytest.raises(InputError, match="could not be compared"):
         rule.decide("binary", None, reverse)
     with pytest.raises(InputError, match="between 0 and 0.5"):
-        rule.decide("binary", forward, reverse, alpha=0.7)
+        rule.decide("binary", forward, reverse, significance=0.7)
 
 
 def fake_versions(tmp_path, *numbers):

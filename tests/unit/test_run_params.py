@@ -364,3 +364,96 @@ def test_a_task_kfp_local_refuses_is_reported_as_that_tasks_failure(tmp_path, mo
     assert "FAILED  shout" in shown and "RuntimeError" in shown
     assert result.log.exists() and result.log.parent.parent == result.run_dir
     assert "Traceback" in result.log.read_text()
+
+
+# -- values inside the parameters, refused in seconds (one definition each: conveyor.params) ----
+
+def _refused(tmp_path, *params: str) -> tuple[subprocess.CompletedProcess, float]:
+    """`conveyor run training --local` with `params` (after a valid table, label and base
+    path), with no stack anywhere: (the process, its seconds)."""
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVEYOR_", "STORAGE_EMU"))}
+    env["CONVEYOR_STACK_DIR"] = str(tmp_path / "stack")
+    pairs = ["table=d.t", "label=species", f"model_base_path={tmp_path / 'models'}", *params]
+    command = [sys.executable, "-m", "conveyor", "run", "training", "--local",
+               "--pipeline-root", str(tmp_path / "runs")]
+    for pair in pairs:
+        command += ["--param", pair]
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    seconds = time.monotonic() - started
+    assert done.returncode == 2, done.stderr
+    assert not (tmp_path / "stack").exists() and not (tmp_path / "runs").exists()
+    return done, seconds
+
+
+@pytest.mark.parametrize("param, words", [
+    ('hyperparameters={"lerning_rate": 0.1}',
+     ["hyperparameters: unknown name(s) ['lerning_rate']", "did you mean 'learning_rate'?",
+      "known: model, hidden_units, embedding_dim"]),
+    ('hyperparameters={"learning_rate": "fast"}',
+     ["hyperparameters: learning_rate='fast': must be a number"]),
+    ('thresholds={"acuracy": {"min": 0.5}}',
+     ["thresholds: unknown metric 'acuracy'", "did you mean 'accuracy'?",
+      "known: accuracy, auc, auc_pr"]),
+    ('thresholds={"accuracy": {"minimum": 0.5}}',
+     ["thresholds: 'accuracy': unknown rule 'minimum'", "did you mean 'min'?"]),
+    ("policy=warm", ["policy: 'warm' is not one of ('fail', 'warn')", "did you mean 'warn'?"]),
+])
+def test_a_bad_value_inside_a_parameter_is_refused_in_seconds_before_any_task(
+        tmp_path, param, words):
+    done, seconds = _refused(tmp_path, param)
+    for word in words:
+        assert word in done.stderr, done.stderr
+    assert seconds < 3, f"refused after {seconds:.1f} s"
+
+
+def test_a_param_given_twice_is_refused_naming_it(tmp_path):
+    done, seconds = _refused(tmp_path, "policy=warn", "policy=fail")
+    assert "--param: policy is given twice" in done.stderr, done.stderr
+    assert seconds < 3, f"refused after {seconds:.1f} s"
+    with pytest.raises(InputError, match="table is given twice"):
+        parse_cli_params(["table=a.b", "table=c.d"], resolve("training")[0])
+
+
+def test_every_value_problem_is_named_at_once_with_the_types():
+    component, _ = resolve("training")
+    with pytest.raises(InputError) as info:
+        check_arguments(component, {"label": "y", "model_base_path": "m", "table": "d.t",
+                                    "hyperparameters": {"epochs": 2.5, "hidden_units": "64"},
+                                    "policy": "stop", "read_streams": 0,
+                                    "split_ratios": {"train": 0.5},
+                                    "thresholds": {"auc": {"significance": 0.9}}}, "training")
+    message = str(info.value)
+    for words in ("hyperparameters: epochs=2.5", "policy: 'stop' is not one of",
+                  "read_streams: must be an integer >= 1", "split_ratios: ratios must sum to 1",
+                  "'auc' significance is the level"):
+        assert words in message, message
+
+
+def test_good_values_pass_and_a_user_pipeline_keeps_its_own_meaning(user_module):
+    component, _ = resolve("training")
+    ok = check_arguments(component, {"label": "y", "model_base_path": "m", "table": "d.t",
+                                     "hyperparameters": {"learning_rate": 0.01, "epochs": 3.0,
+                                                         "hidden_units": [8, 4]},
+                                     "thresholds": {"auc": {"min": 0.6}, "naive_floor": False},
+                                     "policy": "warn"}, "training")
+    assert ok["policy"] == "warn"
+    mine, label = resolve(f"{user_module}:checks")  # "extra" is the user's: not checked
+    assert check_arguments(mine, {"table": "d.t", "extra": {"lerning_rate": 1}}, label)
+
+
+def test_the_reference_pipelines_take_defaults_and_docs_from_one_definition():
+    import importlib
+
+    from conveyor.params import PARAMETERS, REQUIRED
+    from conveyor.pipelines import PIPELINES
+
+    for name, module in PIPELINES.items():
+        inputs = importlib.import_module(module).pipeline.component_spec.inputs
+        for parameter, spec in inputs.items():
+            if parameter in PARAMETERS and PARAMETERS[parameter].default is not REQUIRED:
+                assert spec.default == PARAMETERS[parameter].default, (name, parameter)
+    training = importlib.import_module(PIPELINES["training"]).pipeline.component_spec.inputs
+    assert training["split_key"].description == PARAMETERS["split_key"].doc

@@ -72,6 +72,7 @@ from conveyor.errors import InputError  # noqa: E402
 from conveyor.evaluate import baselines as bl  # noqa: E402
 from conveyor.evaluate import floor as fl  # noqa: E402
 from conveyor.evaluate import significance as sg  # noqa: E402
+from conveyor.evaluate import thresholds as th  # noqa: E402
 from conveyor.evaluate.metrics import (HIGHER_IS_BETTER, MAX_CURVE_CLASSES, PRIMARY,  # noqa: E402
                                        accumulator)
 from conveyor.io.dataset import Dataset  # noqa: E402
@@ -85,8 +86,8 @@ from conveyor.reports.html import spec_text  # noqa: E402
 from conveyor.transform.fit import Fitted  # noqa: E402
 
 MAX_SLICE_VALUES = 100
-_BASELINE_KEYS = {"min", "max", "min_improvement", "min_improvement_relative", "significance"}
-_THRESHOLD_KEYS = _BASELINE_KEYS | {fl.OVER_NAIVE}
+_BASELINE_KEYS = th.BASELINE_KEYS
+_THRESHOLD_KEYS = th.RULE_KEYS
 DEFAULT_IMPROVEMENT = 1e-6
 # Without thresholds, a candidate must beat the baseline on the task's primary metric by more
 # than the eval rows' noise: a one-sided paired test at this level (`significance`). A push is a
@@ -192,9 +193,7 @@ def parse_thresholds(thresholds: Mapping[str, Any] | None, task: str) -> dict[st
         if metric == fl.NAIVE_FLOOR:
             continue
         if metric not in HIGHER_IS_BETTER:
-            raise InputError(f"thresholds: unknown metric {metric!r} "
-                             f"(known: {', '.join(sorted(HIGHER_IS_BETTER))}; or "
-                             f"{fl.NAIVE_FLOOR!r}: false)")
+            raise InputError(th.unknown_metric(metric))
         if not isinstance(rule, Mapping) or not rule or set(rule) - _THRESHOLD_KEYS:
             raise InputError(f"thresholds: {metric!r} needs some of {sorted(_THRESHOLD_KEYS)}, "
                              f"got {rule!r}")

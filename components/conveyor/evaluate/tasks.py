@@ -6,7 +6,16 @@ import math
 from typing import Any
 
 
-def evaluate(model, dataset, evaluation, metrics, classification_metrics, report, *,
+def evaluate(model, dataset, evaluation, *args, **kwargs) -> bool:
+    """`_evaluate` under `conveyor.failfast.fail_once`: after an attempt that failed on bad input,
+    a retry fails at once with the same error (marker beside the `evaluation` output)."""
+    from conveyor.failfast import fail_once
+
+    with fail_once(evaluation.path, "evaluate"):
+        return _evaluate(model, dataset, evaluation, *args, **kwargs)
+
+
+def _evaluate(model, dataset, evaluation, metrics, classification_metrics, report, *,
              html_report=None, baseline_model=None, model_base_path: str = "", split: str = "eval",
              slices: list | None = None, thresholds: dict | None = None,
              allow_breaking_signature: bool = False) -> bool:

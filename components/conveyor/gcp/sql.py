@@ -110,7 +110,7 @@ def single_statement(query: str) -> str:
     return (query if end is None else query[:end]).strip()
 
 
-def query_parameters(params: Mapping[str, Any] | None) -> list:
+def bigquery_parameters(params: Mapping[str, Any] | None) -> list:
     """BigQuery query parameters from a mapping of name to value.
 
     Types follow the value: bool -> BOOL, int -> INT64, float -> FLOAT64 (a float with an integral

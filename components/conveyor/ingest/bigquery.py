@@ -35,7 +35,7 @@ import pyarrow as pa
 from conveyor import gcp
 from conveyor.gcp import retry
 from conveyor.errors import EmptyDataError, InputError, QueryError, SchemaError, SourceNotFoundError
-from conveyor.gcp.sql import (DATASET_NAME, PROJECT_ID, TableRef, parse_table_id, query_parameters,
+from conveyor.gcp.sql import (DATASET_NAME, PROJECT_ID, TableRef, parse_table_id, bigquery_parameters,
                               single_statement)
 from conveyor.ingest.core import IngestResult, check_column_names, restore_names, route
 from conveyor.io.dataset import DatasetWriter
@@ -68,7 +68,7 @@ def ingest_bigquery(
     *,
     table: str | None = None,
     query: str | None = None,
-    query_params: Mapping[str, Any] | None = None,
+    query_parameters: Mapping[str, Any] | None = None,
     project: str | None = None,
     location: str | None = None,
     split_key: str | None = None,
@@ -77,7 +77,7 @@ def ingest_bigquery(
     read_method: str = "storage",
     read_streams: int = READ_STREAMS,
 ) -> IngestResult:
-    """Read a table (`table`) or a query's result (`query`, with `query_params`) into a Dataset
+    """Read a table (`table`) or a query's result (`query`, with `query_parameters`) into a Dataset
     artifact at `output_path`, split deterministically inside BigQuery; the Storage Read API
     path reads up to `read_streams` streams at once."""
     from google.api_core import exceptions as gexc
@@ -96,7 +96,7 @@ def ingest_bigquery(
     if project and not PROJECT_ID.match(project):
         raise InputError(f"project: {project!r} is not a valid project id")
     spec = SplitSpec.parse(split_ratios, split_key)
-    params = query_parameters(query_params)
+    params = bigquery_parameters(query_parameters)
     if query:
         query = single_statement(query)
         if not query:
@@ -112,7 +112,7 @@ def ingest_bigquery(
     else:
         source_sql, where = query, "query"
         source = {"type": "bigquery", "query": source_sql,
-                  "query_parameters": dict(query_params or {})}
+                  "query_parameters": dict(query_parameters or {})}
     source.update(project=project, split=spec.describe())
 
     job_config = bigquery.QueryJobConfig(query_parameters=params, use_query_cache=False)
@@ -178,7 +178,7 @@ def ingest_bigquery(
 
 
 def source_schema(*, table: str | None = None, query: str | None = None,
-                  query_params: Mapping[str, Any] | None = None, project: str | None = None,
+                  query_parameters: Mapping[str, Any] | None = None, project: str | None = None,
                   location: str | None = None) -> dict[str, str]:
     """The columns a table or query would give (name -> contract type), by a dry run: no rows
     are read and nothing is billed. Raises what ingest would for a missing table or bad SQL."""
@@ -194,7 +194,7 @@ def source_schema(*, table: str | None = None, query: str | None = None,
         sql, where = single_statement(query), "query"
         if not sql:
             raise InputError("query: holds no statement")
-    fields = _dry_run_schema(client, sql, query_parameters(query_params), where)
+    fields = _dry_run_schema(client, sql, bigquery_parameters(query_parameters), where)
     return {f.name: BIGQUERY_TYPES.get(f.field_type, f.field_type) for f in fields}
 
 

@@ -46,7 +46,7 @@ def bigquery_ingest(
     from conveyor.ingest import tasks
 
     tasks.bigquery_ingest(
-        dataset, metrics, table=table, query=query, query_params=query_parameters,
+        dataset, metrics, table=table, query=query, query_parameters=query_parameters,
         project=project, location=location, split_key=split_key, split_ratios=split_ratios,
         staging_dataset=staging_dataset, read_method=read_method, read_streams=read_streams,
     )

@@ -34,6 +34,7 @@ from typing import Any, Iterator
 
 from conveyor.errors import ConveyorError, InputError
 from conveyor.local import progress
+from conveyor.params import did_you_mean
 
 _TYPES = {"String": (str,), "Integer": (int,), "Float": (int, float), "Boolean": (bool,),
           "List": (list,), "Dict": (dict,), "Struct": (dict,)}
@@ -283,20 +284,25 @@ def parse_cli_params(pairs: list[str], component) -> dict[str, Any]:
 
 def check_arguments(component, arguments: Mapping[str, Any], label: str) -> dict[str, Any]:
     """The arguments, checked against the pipeline's inputs (every problem named at once);
-    an integer given for a float input becomes a float."""
+    an integer given for a float input becomes a float. A reference pipeline's values are
+    checked too (`conveyor.pipelines.checks`: hyper-parameter names and types, threshold
+    metrics, policies, split ratios), so none of them fails a task minutes into the run."""
     from conveyor.pipelines import PIPELINES
 
     specs = inputs(component)
     problems = []
-    if label in PIPELINES and component is importlib.import_module(PIPELINES[label]).pipeline:
+    reference = label in PIPELINES and \
+        component is importlib.import_module(PIPELINES[label]).pipeline
+    if reference:
         from conveyor.submit import check_params  # the names check of `conveyor submit`
 
         try:
-            check_params(label, arguments)
+            check_params(label, arguments, values=False)  # the values: below
         except InputError as exc:
             problems.append(str(exc).removeprefix("--param: ").removeprefix(f"{label} "))
     elif set(arguments) - set(specs):
-        problems.append(f"has no parameter(s) {sorted(set(arguments) - set(specs))} "
+        strangers = sorted(set(arguments) - set(specs))
+        problems.append(f"has no parameter(s) {strangers}{did_you_mean(strangers, specs)} "
                         f"(parameters: {', '.join(sorted(specs))})")
     out = {}
     for name, spec in specs.items():
@@ -316,6 +322,10 @@ def check_arguments(component, arguments: Mapping[str, Any], label: str) -> dict
             problems.append(f"{name} must be {_TYPE_WORDS[spec.type]}, got {value!r}")
             continue
         out[name] = float(value) if spec.type == "Float" else value
+    if reference:  # the values inside: hyper-parameter names, threshold metrics, policies...
+        from conveyor.pipelines.checks import problems as value_problems
+
+        problems += value_problems(out)
     if problems:
         raise InputError(f"{label}: " + "; ".join(problems))
     return out

@@ -3,6 +3,7 @@
 from kfp import dsl
 
 from conveyor.ingest.component import bigquery_ingest
+from conveyor.params import default, documented
 from conveyor.predict.component import batch_predict
 
 NAME = "conveyor-batch-prediction"
@@ -10,26 +11,23 @@ NAME = "conveyor-batch-prediction"
 
 @dsl.pipeline(name=NAME, description="Predict a BigQuery table with the newest pushed model "
                                      "and write the predictions to another table.")
+@documented(
+    "Predict every row of a table or query and write the predictions to BigQuery.",
+    output_table="Table for the predictions, each row with the model version.",
+    model_base_path="Serving model base path (gs:// or local); its newest version predicts.",
+    table="Table to predict, as project.dataset.table or dataset.table (or give query).",
+    query="GoogleSQL query whose rows are predicted, instead of table.",
+    passthrough="Input columns copied into the output rows (e.g. a key).",
+)
 def pipeline(
     output_table: str,
     model_base_path: str,
-    table: str = "",
-    query: str = "",
+    table: str = default("table"),
+    query: str = default("query"),
     passthrough: list = [],
-    project: str = "",
-    location: str = "",
+    project: str = default("project"),
+    location: str = default("location"),
 ):
-    """Predict every row of a table or query and write the predictions to BigQuery.
-
-    Args:
-        output_table: Table for the predictions, each row with the model version.
-        model_base_path: Serving model base path (gs:// or local); its newest version predicts.
-        table: Table to predict, as project.dataset.table or dataset.table (or give query).
-        query: GoogleSQL query whose rows are predicted, instead of table.
-        passthrough: Input columns copied into the output rows (e.g. a key).
-        project: Project that runs the BigQuery jobs; default from the environment.
-        location: BigQuery location, e.g. US or EU.
-    """
     rows = bigquery_ingest(table=table, query=query, split_ratios={"all": 1.0}, project=project,
                            location=location).set_display_name("Read rows from BigQuery")
     rows.set_caching_options(False)  # the table changes under the same parameters

@@ -9,8 +9,10 @@ model and push if better.
 from kfp import dsl
 
 from conveyor.ingest.component import bigquery_ingest
+from conveyor.params import default, documented
+from conveyor.pipelines.retry import retried
 from conveyor.preflight.component import preflight
-from conveyor.pipelines.steps import DEFAULT_ACCELERATOR, train_evaluate_push
+from conveyor.pipelines.steps import train_evaluate_push
 from conveyor.transform.component import transform
 from conveyor.validate.component import validate
 
@@ -35,58 +37,58 @@ def retrain(dataset: dsl.Input[dsl.Dataset], statistics: dsl.Input[dsl.Artifact]
     )
 
 
+#: The docs of the parameters that play the same retraining role here and in monitoring (the
+#: others: `conveyor.params`).
+RETRAINING_DOCS = dict(
+    task="binary, multiclass or regression; default: the served version's, else from the label.",
+    feature_spec_uri="Feature spec (path or gs://); default: the served version's, else proposed.",
+    hyperparameters="Model and training settings for the retraining; default: chosen from the "
+                    "data.",
+    thresholds="Evaluation thresholds; default: beat the serving model and the naive reference.",
+    train_gpus="GPUs to retrain on; 0 trains on CPU with conveyor's CPU image.",
+)
+
+
 @dsl.pipeline(name=NAME, description="Check new data for drift against the serving model's "
                                      "training data; retrain, evaluate and push if better.")
+@documented(
+    "Validate new data against the served model's training data; retrain on drift.",
+    **RETRAINING_DOCS,
+    label="Label column.",
+    model_base_path="Serving model base path (gs:// or local): baseline statistics and spec, "
+                    "model and push target.",
+    table="Table with the newest data, as project.dataset.table or dataset.table (or give "
+          "query).",
+    query="GoogleSQL query for the newest data, instead of table.",
+    suite_uri="Suite to validate with (path or gs://); default: inferred from the served "
+              "version's statistics.",
+    policy="fail (stop on broken data) or warn (report and go on).",
+    retrain_always="Retrain on every run, drifted or not (a plain schedule).",
+)
 def pipeline(
     label: str,
     model_base_path: str,
-    table: str = "",
-    query: str = "",
-    task: str = "",
-    split_key: str = "",
-    split_ratios: dict = {"train": 0.8, "eval": 0.2},
-    project: str = "",
-    location: str = "",
-    read_streams: int = 1,
-    suite_uri: str = "",
-    policy: str = "fail",
-    drift_threshold: float = 0.1,
+    table: str = default("table"),
+    query: str = default("query"),
+    task: str = default("task"),
+    split_key: str = default("split_key"),
+    split_ratios: dict = default("split_ratios"),
+    project: str = default("project"),
+    location: str = default("location"),
+    read_streams: int = default("read_streams"),
+    suite_uri: str = default("suite_uri"),
+    policy: str = default("policy"),
+    drift_threshold: float = default("drift_threshold"),
     retrain_always: bool = False,
-    feature_spec_uri: str = "",
-    hyperparameters: dict = {},
-    module_file: str = "",
-    slices: list = [],
-    thresholds: dict = {},
-    allow_breaking_signature: bool = False,
-    train_gpus: int = 0,
-    train_accelerator: str = DEFAULT_ACCELERATOR,
+    feature_spec_uri: str = default("feature_spec_uri"),
+    hyperparameters: dict = default("hyperparameters"),
+    module_file: str = default("module_file"),
+    slices: list = default("slices"),
+    thresholds: dict = default("thresholds"),
+    allow_breaking_signature: bool = default("allow_breaking_signature"),
+    train_gpus: int = default("train_gpus"),
+    train_accelerator: str = default("train_accelerator"),
 ):
-    """Validate new data against the served model's training data; retrain on drift.
-
-    Args:
-        label: Label column.
-        model_base_path: Serving model base path (gs:// or local): baseline statistics and spec, model and push target.
-        table: Table with the newest data, as project.dataset.table or dataset.table (or give query).
-        query: GoogleSQL query for the newest data, instead of table.
-        task: binary, multiclass or regression; default: the served version's, else from the label.
-        split_key: INT64 or STRING column that decides each row's split (default: the row).
-        split_ratios: Split names and their shares of rows, summing to 1.
-        project: Project that runs the BigQuery jobs; default from the environment.
-        location: BigQuery location, e.g. US or EU.
-        read_streams: BigQuery Storage Read streams ingest reads at once (more for big tables; the Dataset is the same whatever the number).
-        suite_uri: Suite to validate with (path or gs://); default: inferred from the served version's statistics.
-        policy: fail (stop on broken data) or warn (report and go on).
-        drift_threshold: Drift (Jensen-Shannon or L-infinity) above which the model is retrained.
-        retrain_always: Retrain on every run, drifted or not (a plain schedule).
-        feature_spec_uri: Feature spec (path or gs://); default: the served version's, else proposed.
-        hyperparameters: Model and training settings for the retraining; default: chosen from the data.
-        module_file: Module defining build_model(hparams, feature_spec), instead of a built-in model.
-        slices: Columns whose values slice the evaluation metrics.
-        thresholds: Evaluation thresholds; default: beat the serving model and the naive reference.
-        allow_breaking_signature: Bless a model whose serving signature breaks the served version's clients (inputs or outputs removed, added or changed).
-        train_gpus: GPUs to retrain on; 0 trains on CPU with conveyor's CPU image.
-        train_accelerator: Accelerator type when train_gpus > 0 (Vertex AI: NVIDIA_L4, ...; GKE: nvidia.com/gpu).
-    """
     checked_first = preflight(
         label=label, model_base_path=model_base_path, table=table, query=query,
         split_key=split_key, split_ratios=split_ratios, slices=slices,
@@ -97,7 +99,7 @@ def pipeline(
                            split_ratios=split_ratios, project=project, location=location,
                            read_streams=read_streams,
                            ).set_display_name("Ingest from BigQuery").after(checked_first)
-    data.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
+    retried(data)
     data.set_caching_options(False)  # the table changes under the same parameters
     checked = validate(
         dataset=data.outputs["dataset"], suite_uri=suite_uri, policy=policy,

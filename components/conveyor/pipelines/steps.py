@@ -28,14 +28,12 @@ from conveyor import images
 from conveyor.errors import InputError
 from conveyor.evaluate.component import evaluate
 from conveyor.pipelines import distributed
+from conveyor.pipelines.retry import retried
 from conveyor.push.component import push
 from conveyor.train.component import train, train_gpu
 from conveyor.train.tfjob import check_replicas
 from conveyor.train.tfjob_component import train_tfjob
 
-#: Accelerator used when a pipeline is given GPUs and no type (Vertex AI's name for it; on
-#: Kubeflow on GKE use the node's resource name, e.g. nvidia.com/gpu).
-DEFAULT_ACCELERATOR = "NVIDIA_TESLA_T4"
 #: Where training on several machines runs: Vertex AI custom jobs, or Kubeflow TFJobs.
 CLUSTERS = ("vertex", "kubeflow")
 
@@ -76,7 +74,7 @@ def _evaluate_and_push(model, *, dataset, statistics, model_base_path, slices,
             model=model, evaluation=evaluated.outputs["evaluation"], dataset=dataset,
             model_base_path=model_base_path, statistics=statistics,
         ).set_display_name("Push")
-        pushed.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
+        retried(pushed)
         pushed.set_caching_options(False)
 
 
@@ -117,7 +115,7 @@ def train_evaluate_push(
         else:
             trained = on_cpu(**arguments).set_display_name("Train")
             trained.set_cpu_request("2").set_memory_request("4G")
-        trained.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
+        retried(trained)
         _evaluate_and_push(trained.outputs["model"], **after)
     with dsl.Else(name="on-gpu"):
         if many:
@@ -128,7 +126,7 @@ def train_evaluate_push(
             trained = on_gpu(**arguments).set_display_name("Train (GPU)")
             trained.set_cpu_request("4").set_memory_request("12G")
             trained.set_accelerator_type(accelerator).set_accelerator_limit(gpus)
-        trained.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
+        retried(trained)
         _evaluate_and_push(trained.outputs["model"], **after)
 
 
@@ -142,7 +140,7 @@ def _train_tfjob_evaluate_push(launcher, train_replicas: int, gpus, accelerator,
                            image=images.image(variant="cpu")).set_display_name(
             f"Train ({train_replicas} pods, TFJob)")
         trained.set_cpu_request("0.5").set_memory_request("1G")
-        trained.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
+        retried(trained)
         _evaluate_and_push(trained.outputs["model"], **after)
     with dsl.Else(name="on-gpu"):
         trained = launcher(**arguments, train_replicas=train_replicas,
@@ -150,5 +148,5 @@ def _train_tfjob_evaluate_push(launcher, train_replicas: int, gpus, accelerator,
                            gpus=gpus, gpu_resource=accelerator).set_display_name(
             f"Train (GPU, {train_replicas} pods, TFJob)")
         trained.set_cpu_request("0.5").set_memory_request("1G")
-        trained.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
+        retried(trained)
         _evaluate_and_push(trained.outputs["model"], **after)

@@ -15,9 +15,11 @@ machine, `conveyor.pipelines.training_distributed` is N = 2 on Vertex AI and
 from kfp import dsl
 
 from conveyor.ingest.component import bigquery_ingest
+from conveyor.params import default, documented
+from conveyor.pipelines.retry import retried
 from conveyor.preflight.component import preflight
 from conveyor.pipelines import distributed
-from conveyor.pipelines.steps import DEFAULT_ACCELERATOR, check_cluster, train_evaluate_push
+from conveyor.pipelines.steps import check_cluster, train_evaluate_push
 from conveyor.train.tfjob import check_replicas, check_text
 from conveyor.transform.component import transform
 from conveyor.validate.component import validate
@@ -51,52 +53,30 @@ def make_pipeline(train_replicas: int = 1,
                        f"{train_replicas - 1} worker(s)).")
 
     @dsl.pipeline(name=name, description=description)
+    @documented("Ingest, validate, transform, train, evaluate against the serving model, "
+                "push if better.")
     def pipeline(
         label: str,
         model_base_path: str,
-        table: str = "",
-        query: str = "",
-        task: str = "",
-        split_key: str = "",
-        split_ratios: dict = {"train": 0.8, "eval": 0.2},
-        project: str = "",
-        location: str = "",
-        read_streams: int = 1,
-        suite_uri: str = "",
-        policy: str = "fail",
-        feature_spec_uri: str = "",
-        hyperparameters: dict = {},
-        module_file: str = "",
-        slices: list = [],
-        thresholds: dict = {},
-        allow_breaking_signature: bool = False,
-        train_gpus: int = 0,
-        train_accelerator: str = DEFAULT_ACCELERATOR,
+        table: str = default("table"),
+        query: str = default("query"),
+        task: str = default("task"),
+        split_key: str = default("split_key"),
+        split_ratios: dict = default("split_ratios"),
+        project: str = default("project"),
+        location: str = default("location"),
+        read_streams: int = default("read_streams"),
+        suite_uri: str = default("suite_uri"),
+        policy: str = default("policy"),
+        feature_spec_uri: str = default("feature_spec_uri"),
+        hyperparameters: dict = default("hyperparameters"),
+        module_file: str = default("module_file"),
+        slices: list = default("slices"),
+        thresholds: dict = default("thresholds"),
+        allow_breaking_signature: bool = default("allow_breaking_signature"),
+        train_gpus: int = default("train_gpus"),
+        train_accelerator: str = default("train_accelerator"),
     ):
-        """Ingest, validate, transform, train, evaluate against the serving model, push if better.
-
-        Args:
-            label: Label column (used to propose a feature spec when none is given).
-            model_base_path: Serving model base path (gs:// or local): baseline and push target.
-            table: Table to read, as project.dataset.table or dataset.table (or give query).
-            query: GoogleSQL query whose result is read, instead of table.
-            task: binary, multiclass or regression; default: from the label's values.
-            split_key: INT64 or STRING column that decides each row's split (default: the row).
-            split_ratios: Split names and their shares of rows, summing to 1.
-            project: Project that runs the BigQuery jobs; default from the environment.
-            location: BigQuery location, e.g. US or EU.
-            read_streams: BigQuery Storage Read streams ingest reads at once (more for big tables; the Dataset is the same whatever the number).
-            suite_uri: Suite to validate with (path or gs://); default: inferred from the data.
-            policy: fail (stop on any data problem) or warn (report and go on).
-            feature_spec_uri: Feature spec (path or gs://); default: proposed from the schema.
-            hyperparameters: Model and training settings, e.g. {"model": "wide_deep"}; default: chosen from the data (early stopping).
-            module_file: Module defining build_model(hparams, feature_spec), instead of a built-in model.
-            slices: Columns whose values slice the evaluation metrics.
-            thresholds: Per metric: min, max, min_improvement(_relative); default: beat the baseline and the naive reference.
-            allow_breaking_signature: Bless a model whose serving signature breaks the served version's clients (inputs or outputs removed, added or changed).
-            train_gpus: GPUs to train on; 0 trains on CPU with conveyor's CPU image.
-            train_accelerator: Accelerator type when train_gpus > 0 (Vertex AI: NVIDIA_L4, ...; GKE: nvidia.com/gpu).
-        """
         checked_first = preflight(
             label=label, model_base_path=model_base_path, table=table, query=query,
             split_key=split_key, split_ratios=split_ratios, slices=slices,
@@ -107,7 +87,7 @@ def make_pipeline(train_replicas: int = 1,
             table=table, query=query, split_key=split_key, split_ratios=split_ratios,
             project=project, location=location, read_streams=read_streams,
         ).set_display_name("Ingest from BigQuery").after(checked_first)
-        ingest.set_retry(num_retries=2, backoff_duration="2s", backoff_factor=2.0)
+        retried(ingest)
         ingest.set_caching_options(False)  # the table changes under the same parameters
         checked = validate(
             dataset=ingest.outputs["dataset"], suite_uri=suite_uri, policy=policy,

@@ -5,7 +5,16 @@ from __future__ import annotations
 import tempfile
 
 
-def batch_predict(dataset, metrics, *, output_table: str, model=None, model_base_path: str = "",
+def batch_predict(dataset, metrics, **kwargs):
+    """`_batch_predict` under `conveyor.failfast.fail_once`: after an attempt that failed on bad input,
+    a retry fails at once with the same error (marker beside the `metrics` output)."""
+    from conveyor.failfast import fail_once
+
+    with fail_once(metrics.path, "batch_predict"):
+        return _batch_predict(dataset, metrics, **kwargs)
+
+
+def _batch_predict(dataset, metrics, *, output_table: str, model=None, model_base_path: str = "",
                   split: str = "all", passthrough: list | None = None, project: str = "",
                   location: str = ""):
     from conveyor.errors import InputError

@@ -15,6 +15,8 @@ from typing import Any
 
 from conveyor.errors import InputError, SourceNotFoundError
 from conveyor.gcp import retry
+from conveyor.params import did_you_mean
+from conveyor.params import problems as parameter_problems
 
 
 @dataclasses.dataclass
@@ -46,6 +48,7 @@ def check(*, label: str, model_base_path: str, table: str = "", query: str = "",
                         f"(table={table!r}, query={'<set>' if query else repr(query)})")
     if not label and not feature_spec_uri:
         problems.append("label: empty; name the label column (or give feature_spec_uri)")
+    problems += parameter_problems({"slices": list(slices or [])})  # their one definition
     try:
         spec = SplitSpec.parse(dict(split_ratios or {}) or None, split_key or None)
         if eval_split not in spec.names:
@@ -87,6 +90,6 @@ def check(*, label: str, model_base_path: str, table: str = "", query: str = "",
 def _not_a_column(parameter: str, name: str, columns: dict[str, Any], where: str) -> str:
     folded = {c.casefold(): c for c in columns}
     hint = (f" (did you mean {folded[name.casefold()]!r}? names are case-sensitive here)"
-            if name.casefold() in folded else "")
+            if name.casefold() in folded else did_you_mean([name], columns))
     shown = ", ".join(list(columns)[:30]) + (", ..." if len(columns) > 30 else "")
     return f"{parameter}: {name!r} is not a column of {where}{hint} (columns: {shown})"

@@ -99,7 +99,8 @@ def compare(base: ModelBasePath, champion: int, challenger: int, dataset: str | 
 
 
 def promote(model_base_path: str, dataset: str | Path, *, split: str = "eval",
-            alpha: float = rules.ALPHA, vertex_endpoint: str = "", vertex_model: str = "",
+            significance: float = rules.SIGNIFICANCE, vertex_endpoint: str = "",
+            vertex_model: str = "",
             kserve_service: str = "", vertex_options: dict | None = None,
             kserve_client=None) -> PromotionResult:
     """Decide on the base path's challenger by the rule on `split` of `dataset` (recent
@@ -115,7 +116,7 @@ def promote(model_base_path: str, dataset: str | Path, *, split: str = "eval",
         raise InputError(f"promote: {base.labels_uri()} names a challenger (v{challenger}) but "
                          "no champion to compare it with")
     task, forward, reverse, rows = compare(base, champion, challenger, dataset, split)
-    decision = rules.decide(task, forward, reverse, alpha)
+    decision = rules.decide(task, forward, reverse, significance)
 
     def change(current: dict) -> dict:
         if (current.get("champion"), current.get("challenger")) != (champion, challenger):

@@ -12,7 +12,7 @@ The challenger is promoted when
    blessed by evaluate already), and
 2. on no metric with a paired test (binary AUC, accuracy and log loss; multiclass accuracy and
    log loss; regression RMSE and MAE) is it significantly worse: the champion's one-sided
-   p-value of being better is at least `alpha` (0.05) for each.
+   p-value of being better is at least `significance` (0.05) for each.
 
 Otherwise it is rolled back. A figure that is not finite (too few rows, one class) decides
 against the challenger: no evidence keeps the champion.
@@ -27,7 +27,7 @@ from typing import Any
 from conveyor.errors import InputError
 from conveyor.evaluate.metrics import PRIMARY
 
-ALPHA = 0.05
+SIGNIFICANCE = 0.05  # the level of the one-sided tests (`evaluate.significance`)
 
 
 @dataclasses.dataclass
@@ -44,12 +44,12 @@ class Decision:
 
 
 def decide(task: str, forward: dict[str, dict] | None, reverse: dict[str, dict] | None,
-           alpha: float = ALPHA) -> Decision:
+           significance: float = SIGNIFICANCE) -> Decision:
     if task not in PRIMARY:
         raise InputError(f"promote: unknown task {task!r}")
-    if not 0 < alpha < 0.5:
-        raise InputError(f"promote: significance level {alpha!r}: expected between 0 and 0.5 "
-                         "(e.g. 0.05)")
+    if not 0 < significance < 0.5:
+        raise InputError(f"promote: significance level {significance!r}: expected between 0 "
+                         "and 0.5 (e.g. 0.05)")
     if not forward or not reverse:
         raise InputError("promote: the champion and the challenger could not be compared on "
                          "the same rows (one of them cannot be evaluated on this data); "
@@ -78,14 +78,14 @@ def decide(task: str, forward: dict[str, dict] | None, reverse: dict[str, dict] 
                 continue  # said above
             reasons.append(f"{metric}: no paired test on these rows ({r.get('note') or 'NaN'})")
             continue
-        if p < alpha:
+        if p < significance:
             promote = False
             reasons.append(f"{metric}: the challenger is significantly worse (champion "
                            f"{r['candidate']:.4g}, challenger {r['baseline']:.4g}; one-sided p "
-                           f"{p:.3g} < {alpha:g}, {r['method']})")
+                           f"{p:.3g} < {significance:g}, {r['method']})")
         else:
             reasons.append(f"{metric}: not significantly worse (one-sided p {p:.3g} >= "
-                           f"{alpha:g})")
+                           f"{significance:g})")
     return Decision(promote, primary, reasons, forward, reverse)
 
 

@@ -10,7 +10,8 @@ def promote(dataset, promotion, summary, *, model_base_path: str, split: str = "
     from conveyor.promote import promote as work
 
     with fail_once(promotion.path, "promote"):
-        result = work.promote(model_base_path, dataset.path, split=split, alpha=significance,
+        result = work.promote(model_base_path, dataset.path, split=split,
+                              significance=significance,
                               vertex_endpoint=vertex_endpoint, vertex_model=vertex_model,
                               kserve_service=kserve_service)
     work.write_outputs(result, promotion.path)

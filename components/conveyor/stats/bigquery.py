@@ -98,14 +98,14 @@ def _split_spec(source: Mapping[str, Any], where: str):
 
 def _source_sql(source: Mapping[str, Any], default_project: str) -> tuple[str, list, str]:
     """The source as a SELECT, its query parameters and how messages name it."""
-    from conveyor.gcp.sql import parse_table_id, query_parameters, single_statement
+    from conveyor.gcp.sql import bigquery_parameters, parse_table_id, single_statement
 
     if source.get("table"):
         ref = parse_table_id(str(source["table"]), source.get("project") or default_project,
                              "source.table")
         return f"SELECT * FROM {ref.sql}", [], f"table {ref}"
     sql = single_statement(str(source["query"]))
-    return sql, query_parameters(source.get("query_parameters") or {}), "query"
+    return sql, bigquery_parameters(source.get("query_parameters") or {}), "query"
 
 
 def _finite(x: str, ctype: str) -> str:

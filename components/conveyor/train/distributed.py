@@ -33,7 +33,8 @@ from conveyor.train import cluster as clusters
 from conveyor.train.data import shard_rows, tf_dataset, validation_sample
 from conveyor.train.epochs import EpochPolicy, divergence_causes, epoch_metrics
 from conveyor.train.export import export, smearing
-from conveyor.train.model import Hyperparameters, build_model
+from conveyor.train.hyperparameters import Hyperparameters
+from conveyor.train.model import build_model
 from conveyor.train.result import TrainResult
 from conveyor.transform.fit import Fitted
 

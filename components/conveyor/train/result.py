@@ -7,7 +7,7 @@ import dataclasses
 import keras
 
 from conveyor.train import cluster as clusters
-from conveyor.train.model import Hyperparameters
+from conveyor.train.hyperparameters import Hyperparameters
 
 
 @dataclasses.dataclass

@@ -39,7 +39,8 @@ from conveyor.train.data import tf_dataset, validation_sample  # noqa: E402
 from conveyor.train.distributed import multi_worker_strategy, train_distributed  # noqa: E402
 from conveyor.train.epochs import EpochPolicy, divergence_causes, epoch_metrics  # noqa: E402
 from conveyor.train.export import export, smearing  # noqa: E402
-from conveyor.train.model import Hyperparameters, build_model  # noqa: E402
+from conveyor.train.hyperparameters import Hyperparameters  # noqa: E402
+from conveyor.train.model import build_model  # noqa: E402
 from conveyor.train.result import TrainResult  # noqa: E402
 from conveyor.transform.fit import Fitted  # noqa: E402
 

@@ -9,7 +9,16 @@ from conveyor.transform.fit import (Fitted, column_statistics, describe, fit,
 from conveyor.transform.spec import FeatureSpec, propose_spec
 
 
-def transform(dataset, preprocessing, *, label: str = "", task: str = "",
+def transform(dataset, preprocessing, **kwargs) -> Fitted:
+    """`_transform` under `conveyor.failfast.fail_once`: after an attempt that failed on bad input,
+    a retry fails at once with the same error (marker beside the `preprocessing` output)."""
+    from conveyor.failfast import fail_once
+
+    with fail_once(preprocessing.path, "transform"):
+        return _transform(dataset, preprocessing, **kwargs)
+
+
+def _transform(dataset, preprocessing, *, label: str = "", task: str = "",
               feature_spec_uri: str = "", train_split: str = "train",
               spec_model_base_path: str = "", statistics=None) -> Fitted:
     """Fit the spec and write the artifact. The spec is `feature_spec_uri`'s; else the one the

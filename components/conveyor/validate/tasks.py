@@ -32,7 +32,16 @@ def served_statistics(model_base_path: str, scratch: str):
     return found[0] if found else None
 
 
-def validate(dataset, report, metrics, statistics, suite, *, input_suite=None,
+def validate(dataset, report, *args, **kwargs) -> bool:
+    """`_validate` under `conveyor.failfast.fail_once`: after an attempt that failed on bad input,
+    a retry fails at once with the same error (marker beside the `report` output)."""
+    from conveyor.failfast import fail_once
+
+    with fail_once(report.path, "validate"):
+        return _validate(dataset, report, *args, **kwargs)
+
+
+def _validate(dataset, report, metrics, statistics, suite, *, input_suite=None,
              baseline_statistics=None, baseline_dataset=None, suite_uri: str = "",
              baseline_model_base_path: str = "", splits: list | None = None,
              **params: Any) -> bool:

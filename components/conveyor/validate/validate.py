@@ -36,8 +36,7 @@ from conveyor.model.layout import STATISTICS_FILE
 from conveyor.stats import columns as stats
 from conveyor.stats import tfdv
 from conveyor.validate import checks, drift, report, suite as suites
-
-POLICIES = ("fail", "warn")
+from conveyor.validate.policies import problem as policy_problem
 #: Where the statistics come from: the Parquet rows (the reference), one aggregate query in
 #: BigQuery (a Dataset ingested from BigQuery), or BigQuery above
 #: `conveyor.stats.bigquery.AUTO_MIN_ROWS` rows when the Dataset came from it, else the rows.
@@ -286,10 +285,9 @@ def _check_options(statistics_source: str, policy: str, drift_policy: str,
     if statistics_source not in STATISTICS_SOURCES:
         raise InputError(f"statistics_source: {statistics_source!r} is not one of "
                          f"{STATISTICS_SOURCES}")
-    if policy not in POLICIES:
-        raise InputError(f"policy: {policy!r} is not one of {POLICIES}")
-    if drift_policy not in POLICIES:
-        raise InputError(f"drift_policy: {drift_policy!r} is not one of {POLICIES}")
+    for name, value in (("policy", policy), ("drift_policy", drift_policy)):
+        if policy_problem(name, value):
+            raise InputError(policy_problem(name, value))
     for name, value in (("drift_threshold", drift_threshold), ("skew_threshold", skew_threshold)):
         if not 0 <= value <= 1:
             raise InputError(f"{name}: must be in [0, 1], got {value}")
