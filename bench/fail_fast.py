@@ -36,7 +36,8 @@ TASK_MODULES = {
     "validate": "conveyor.validate.tasks, conveyor.validate.validate",
     "transform": "conveyor.transform.tasks, conveyor.transform.fit",
     "train": "conveyor.train.tasks, conveyor.train.train, tensorflow, keras",
-    "evaluate": "conveyor.evaluate.tasks, conveyor.evaluate.evaluate, tensorflow",
+    "evaluate": "conveyor.evaluate.tasks, conveyor.evaluate.evaluate, conveyor.evaluate.outputs, "
+                "tensorflow",
     "push": "conveyor.push.tasks, conveyor.push.push",
 }
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.evaluate.evaluate import evaluate_model, markdown, write_outputs
+from conveyor.evaluate.evaluate import evaluate_model
+from conveyor.evaluate.outputs import markdown, write_outputs
 from conveyor.registry import ModelBasePath
 from conveyor.reports.evaluate import render
 
@@ -376,11 +377,11 @@ def rows_the_candidate_gets_right(candidate, dataset):
     """bill_length_mm values that identify one eval row each, on which the candidate is right."""
     import numpy as np
 
-    from conveyor.evaluate.evaluate import _Model
+    from conveyor.evaluate.loading import ServingModel
     from conveyor.io import Dataset
 
     table = Dataset(dataset).read_table("eval")
-    model = _Model(candidate)
+    model = ServingModel(candidate)
     guess = model.predict(table.combine_chunks().to_batches()[0]).argmax(axis=1)
     classes = list(model.fitted.label_classes)
     truth = [classes.index(s) if s in classes else -1 for s in table.column("species").to_pylist()]

@@ -187,7 +187,8 @@ def test_push_refuses_when_another_run_published_after_its_evaluation(
 
 def evaluate_in_a_fresh_process(model: Path, dataset: Path, out: Path) -> dict:
     """Evaluate as the KFP task does: a new interpreter, TensorFlow imported only for it."""
-    code = ("import sys; from conveyor.evaluate.evaluate import evaluate_model, write_outputs; "
+    code = ("import sys; from conveyor.evaluate.evaluate import evaluate_model; "
+            "from conveyor.evaluate.outputs import write_outputs; "
             "r = evaluate_model(sys.argv[1], sys.argv[2], thresholds={'accuracy': {'min': 0.5}});"
             " write_outputs(r, sys.argv[3], sys.argv[3] + '/report.md')")
     subprocess.run([sys.executable, "-c", code, str(model), str(dataset), str(out)], check=True)

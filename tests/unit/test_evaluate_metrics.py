@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conveyor.evaluate.evaluate import _checks, parse_thresholds
+from conveyor.evaluate.verdict import parse_thresholds, rule_checks
 from conveyor.evaluate.metrics import Binary, Multiclass, Regression
 from conveyor.errors import InputError
 
@@ -63,11 +63,11 @@ def test_regression_metrics():
 def test_thresholds_follow_each_metrics_direction():
     rules = parse_thresholds({"auc": {"min": 0.7, "min_improvement": 0.0},
                               "log_loss": {"min_improvement_relative": 0.05}}, "binary")
-    checks = _checks(rules, {"auc": 0.8, "log_loss": 0.40}, {"auc": 0.81, "log_loss": 0.45})
+    checks = rule_checks(rules, {"auc": 0.8, "log_loss": 0.40}, {"auc": 0.81, "log_loss": 0.45})
     outcome = {(c.metric, c.rule.split()[0]): c.passed for c in checks}
     assert outcome == {("auc", ">="): True, ("auc", "improves"): False,
                        ("log_loss", "improves"): True}  # 0.40 is 11% lower than 0.45
-    assert all(c.passed for c in _checks(rules, {"auc": 0.8, "log_loss": 0.4}, None))
+    assert all(c.passed for c in rule_checks(rules, {"auc": 0.8, "log_loss": 0.4}, None))
     # Without thresholds: better than the baseline by more than the rows' noise.
     assert parse_thresholds({}, "regression") == {"rmse": {"min_improvement": 1e-6,
                                                            "significance": 0.05}}

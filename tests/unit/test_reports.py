@@ -14,7 +14,8 @@ import pytest
 
 from conftest import write_dataset
 from conveyor.evaluate import metrics as m
-from conveyor.evaluate.evaluate import Check, EvaluationResult, write_outputs
+from conveyor.evaluate.outputs import write_outputs
+from conveyor.evaluate.result import Check, EvaluationResult
 from conveyor.reports import charts
 from conveyor.validate import report as validate_report
 from conveyor.validate.stats import ColumnStatistics, DatasetStatistics, compute_statistics

@@ -19,7 +19,8 @@ def _evaluate(model, dataset, evaluation, metrics, classification_metrics, repor
              html_report=None, baseline_model=None, model_base_path: str = "", split: str = "eval",
              slices: list | None = None, thresholds: dict | None = None,
              allow_breaking_signature: bool = False) -> bool:
-    from conveyor.evaluate.evaluate import evaluate_model, write_outputs
+    from conveyor.evaluate.evaluate import evaluate_model
+    from conveyor.evaluate.outputs import write_outputs
 
     baseline_path = baseline_model.path if baseline_model is not None else None
     result = evaluate_model(model.path, dataset.path, split=split, slices=slices or (),

@@ -1,7 +1,7 @@
 """evaluate's thresholds: the metric names and rule keys a `thresholds` argument may use, each
 defined once, and the check of everything about it that does not depend on the task.
 
-Evaluate parses them (`conveyor.evaluate.evaluate.parse_thresholds`, `floor.parse_floor`) with
+Evaluate parses them (`conveyor.evaluate.verdict.parse_thresholds`, `floor.parse_floor`) with
 the task at hand; `conveyor run` runs `check` before anything starts (`conveyor.pipelines.checks`),
 so a misspelt metric is refused in seconds instead of at evaluate, minutes into a run. A metric
 known but not computed for the task (`r2` of a classifier) can only be refused by evaluate.
