@@ -126,12 +126,20 @@ def _signature(diff: dict | None) -> list[str]:
 
 
 def render(result) -> str:
-    """The HTML page of an `EvaluationResult`."""
-    task = result.task
+    """The HTML page of an `EvaluationResult`, section after section."""
+    keys = sorted({k for m in result.metrics.values() for k in m} - {"examples"})
+    parts = [*_verdict(result), *_checks(result), *_charts(result), *_overall(result, keys),
+             *_comparison(result), *_slices(result, keys), *_skipped(result),
+             "<h2>Serving signature</h2>", *_signature(result.signature_diff), _infra(result)]
+    return page(f"conveyor evaluate: {'BLESSED' if result.blessed else 'NOT BLESSED'}", parts)
+
+
+def _verdict(result) -> list[str]:
+    """The title, the verdict with the checks passed and the rows, the baseline and naive."""
     verdict = ("<span class='verdict pass'>BLESSED</span>" if result.blessed else
                "<span class='verdict fail'>NOT BLESSED</span>")
     failed = [c for c in result.checks if not c.passed]
-    parts = [f"<h1>conveyor evaluate: {esc(task)}</h1>",
+    parts = [f"<h1>conveyor evaluate: {esc(result.task)}</h1>",
              f"<p>{verdict} <span class='muted'>{len(result.checks) - len(failed)}/"
              f"{len(result.checks)} checks passed; "
              f"{int(result.metrics['overall'].get('examples', 0)):,} rows evaluated</span></p>",
@@ -141,29 +149,35 @@ def render(result) -> str:
     if result.baseline_note:
         parts.append(f"<p class='note'>{esc(result.baseline_note)}; the candidate is compared "
                      "with it on those rows</p>")
+    return parts
 
-    parts.append("<h2>Checks</h2>")
-    parts.append(table(["result", "metric", "value", "compared with", "rule"],
-                       ([("ok" if c.passed else "<b>FAIL</b>"), esc(c.metric),
-                         c.value if math.isfinite(c.value) else str(c.value),
-                         (f"{esc(c.reference)} {c.baseline:.6g}" if c.baseline is not None
-                          else ""), esc(c.rule)] for c in result.checks),
-                       [not c.passed for c in result.checks]) if result.checks
-                 else "<p class='muted'>none</p>")
 
+def _checks(result) -> list[str]:
+    return ["<h2>Checks</h2>",
+            table(["result", "metric", "value", "compared with", "rule"],
+                  ([("ok" if c.passed else "<b>FAIL</b>"), esc(c.metric),
+                    c.value if math.isfinite(c.value) else str(c.value),
+                    (f"{esc(c.reference)} {c.baseline:.6g}" if c.baseline is not None
+                     else ""), esc(c.rule)] for c in result.checks),
+                  [not c.passed for c in result.checks]) if result.checks
+            else "<p class='muted'>none</p>"]
+
+
+def _charts(result) -> list[str]:
     drawn = {"binary": _binary_charts, "multiclass": _multiclass_charts,
-             "regression": _regression_charts}[task](result) if result.curves or \
+             "regression": _regression_charts}[result.task](result) if result.curves or \
         result.confusion else []
-    parts.append("<h2>Charts</h2>")
-    parts.append("<div class='charts'>" + "".join(drawn) + "</div>" if drawn else
-                 "<p class='muted'>no chart data in this result</p>")
+    return ["<h2>Charts</h2>",
+            "<div class='charts'>" + "".join(drawn) + "</div>" if drawn else
+            "<p class='muted'>no chart data in this result</p>"]
 
+
+def _overall(result, keys: list[str]) -> list[str]:
+    """Candidate (and on the baseline's rows) vs baseline vs naive, overall."""
     cand = result.metrics.get("overall", {})
     base = (result.baseline_metrics or {}).get("overall")
     naive = (result.naive_metrics or {}).get("overall", {})
     common = result.candidate_on_baseline_rows
-    keys = sorted({k for m in result.metrics.values() for k in m} - {"examples"})
-    parts.append("<h2>Candidate vs baseline vs naive (overall)</h2>")
     headers = ["metric", "candidate"] + (["candidate on baseline rows"] if common else []) + (
         ["baseline", "change"] if base else []) + ["naive"]
     rows = []
@@ -177,24 +191,30 @@ def render(result) -> str:
             row += [_value(base, k), f"{change:+.4f}" if math.isfinite(change) else ""]
         row.append(_value(naive, k))
         rows.append(row)
-    parts.append(table(headers, rows))
+    return ["<h2>Candidate vs baseline vs naive (overall)</h2>", table(headers, rows)]
 
+
+def _comparison(result) -> list[str]:
+    """The paired tests of the candidate vs the baseline, when there is a baseline."""
     comparison = getattr(result, "comparison", None)
-    if comparison:
-        parts.append("<h2>Improvement over the baseline, paired on the same rows</h2>")
-        rows = []
-        for metric, c in comparison.items():
-            low, high = c["interval"]
-            rows.append([esc(metric), num(c["candidate"], 4), num(c["baseline"], 4),
-                         f"{c['improvement']:+.4g}" if math.isfinite(c["improvement"]) else "",
-                         f"{c['level']:.0%}: [{num(low, 4)}, {num(high, 4)}]",
-                         num(c["p_value"], 3), esc(c["method"] + (f"; {c['note']}"
-                                                                  if c["note"] else ""))])
-        parts.append(table(["metric", "candidate", "baseline", "improvement", "interval",
-                            "one-sided p (no better)", "test"], rows))
+    if not comparison:
+        return []
+    rows = []
+    for metric, c in comparison.items():
+        low, high = c["interval"]
+        rows.append([esc(metric), num(c["candidate"], 4), num(c["baseline"], 4),
+                     f"{c['improvement']:+.4g}" if math.isfinite(c["improvement"]) else "",
+                     f"{c['level']:.0%}: [{num(low, 4)}, {num(high, 4)}]",
+                     num(c["p_value"], 3), esc(c["method"] + (f"; {c['note']}"
+                                                              if c["note"] else ""))])
+    return ["<h2>Improvement over the baseline, paired on the same rows</h2>",
+            table(["metric", "candidate", "baseline", "improvement", "interval",
+                   "one-sided p (no better)", "test"], rows)]
 
-    shown = [k for k in KEY_METRICS.get(task, ()) if k in keys]
-    parts.append("<h2>Slices: candidate / baseline / naive</h2>")
+
+def _slices(result, keys: list[str]) -> list[str]:
+    """The task's key metrics per slice for all three, then every metric of the candidate."""
+    shown = [k for k in KEY_METRICS.get(result.task, ()) if k in keys]
     headers = ["slice", "examples"] + [f"{k} {who}" for k in shown
                                        for who in ("candidate", "baseline", "naive")]
     rows = []
@@ -203,23 +223,24 @@ def render(result) -> str:
         n = (result.naive_metrics or {}).get(name)
         rows.append([esc(short(name)), int(m.get("examples", 0))]
                     + [v for k in shown for v in (_value(m, k), _value(b, k), _value(n, k))])
-    parts.append(table(headers, rows))
-    parts.append("<h2>Metrics by slice (candidate)</h2>")
-    parts.append(table(["slice", "examples", *keys],
-                       ([esc(short(name)), int(m.get("examples", 0)),
-                         *(_value(m, k) for k in keys)] for name, m in result.metrics.items())))
+    return ["<h2>Slices: candidate / baseline / naive</h2>", table(headers, rows),
+            "<h2>Metrics by slice (candidate)</h2>",
+            table(["slice", "examples", *keys],
+                  ([esc(short(name)), int(m.get("examples", 0)),
+                    *(_value(m, k) for k in keys)] for name, m in result.metrics.items()))]
 
-    parts.append("<h2>Baselines skipped</h2>")
-    if result.skipped_baselines:
-        parts.append(table(["baseline", "why it was skipped"],
-                           ([esc(s["uri"]), esc(s["reason"])] for s in result.skipped_baselines)))
-    else:
-        parts.append("<p class='muted'>none</p>")
-    parts.append("<h2>Serving signature</h2>")
-    parts += _signature(result.signature_diff)
-    parts.append("<p class='muted'>"
-                 + (f"infra check: {result.infra['rows']} rows answered by a process that loaded "
-                    "TensorFlow only for this model; push reuses this for the same files"
-                    if result.infra else f"infra check: not recorded here "
-                    f"({esc(result.infra_note)}); push runs its own") + "</p>")
-    return page(f"conveyor evaluate: {'BLESSED' if result.blessed else 'NOT BLESSED'}", parts)
+
+def _skipped(result) -> list[str]:
+    if not result.skipped_baselines:
+        return ["<h2>Baselines skipped</h2>", "<p class='muted'>none</p>"]
+    return ["<h2>Baselines skipped</h2>",
+            table(["baseline", "why it was skipped"],
+                  ([esc(s["uri"]), esc(s["reason"])] for s in result.skipped_baselines))]
+
+
+def _infra(result) -> str:
+    return ("<p class='muted'>"
+            + (f"infra check: {result.infra['rows']} rows answered by a process that loaded "
+               "TensorFlow only for this model; push reuses this for the same files"
+               if result.infra else f"infra check: not recorded here "
+               f"({esc(result.infra_note)}); push runs its own") + "</p>")

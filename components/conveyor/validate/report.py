@@ -136,54 +136,83 @@ def render(*, title: str, result, policy: str, stats: DatasetStatistics) -> str:
     broken = [c for c in checks if c.broken]
     soft = [c for c in checks if c.drifted]
     drifted = [(s, d) for s, d in drift if d.exceeded]
-    skewed = [d for d in skew if d.exceeded]
-    verdict = ("<span class='verdict fail'>FAILED: broken data</span>" if broken else
-               "<span class='verdict pass'>PASSED</span>")
-    if drifted:
-        verdict += " <span class='verdict drift'>DRIFTED</span>"
-    parts = [f"<h1>{_e(title)}</h1>",
-             f"<p>{verdict} "
-             f"<span class='muted'>policy {_e(policy)}, drift policy {_e(result.drift_policy)}; "
-             f"suite: {_e(result.suite.origin)}; "
-             f"{len(checks) - len(broken) - len(soft)}/{len(checks)} checks passed, "
-             f"{len(broken)} broken, {len(soft)} expectation(s) drifted, "
-             f"{len(drifted)} feature(s) drifted, {len(skewed)} skewed</span></p>",
-             f"<p class='muted'>baseline: {_e(result.baseline) if result.baseline else 'none'}"
-             "</p>"]
-
-    parts.append("<h2>Breakage (stops the run under policy fail)</h2>")
-    if broken:
-        parts.append(_table(
-            ["split", "column", "rule", "observed", "examples"],
-            ([_e(c.split), _e(c.column or "(table)"), f"<code>{_e(c.rule)}</code>",
-              _e(c.observed), _e(", ".join(map(repr, c.examples)))] for c in broken),
-            [True] * len(broken)))
-    else:
-        parts.append("<p class='muted'>none</p>")
-
-    parts.append("<h2>Drift against the baseline (reported, never breakage)</h2>")
-    parts.append("<p class='muted'>a feature drifts when its distance exceeds both its "
-                 "threshold and the distance sampling alone reaches (p 0.001) at these sizes</p>")
-    if drift:
-        parts.append(_table(
-            ["split", "column", "metric", "distance", "threshold", "sampling noise", "drifted",
-             "baseline -> current"],
-            ([_e(s), _e(d.column), _e(d.metric), d.value, d.threshold, d.noise,
-              "yes" if d.exceeded else "no",
-              _e(result.figures.get(s, {}).get(d.column, {}).get("summary", ""))]
-             for s, d in drift),
-            [d.exceeded for _, d in drift]))
-    else:
-        parts.append("<p class='muted'>no baseline statistics given</p>")
-
     columns = _charted(stats, drift, skew) if stats.splits else []
     shown = columns[:MAX_CHARTS]
     chart = {column: _feature_chart(i, column, result, stats) for i, column in enumerate(shown)}
     by_column: dict[str, list[tuple[str, Distance]]] = {}
     for s, d in drifted:
         by_column.setdefault(d.column, []).append((s, d))
-    if by_column:
-        parts.append("<h2>Drifted columns: baseline and current side by side</h2>")
+    parts = [*_header(title, result, policy, broken, soft, drifted),
+             *_breakage(broken), *_drift(result, drift),
+             *_drifted_columns(result, by_column, chart),  # takes their charts out of `chart`
+             *_expectations(soft), *_skew(result, skew),
+             *_distributions(chart, len(shown), len(columns), bool(by_column)),
+             *_all_checks(checks), *_statistics(stats)]
+    return page(title, parts)
+
+
+def _header(title: str, result, policy: str, broken: Sequence[CheckResult],
+            soft: Sequence[CheckResult], drifted: Sequence[tuple[str, Distance]]) -> list[str]:
+    """The title, the verdict with the counts, and the baseline."""
+    checks = result.checks
+    skewed = [d for d in result.skew if d.exceeded]
+    verdict = ("<span class='verdict fail'>FAILED: broken data</span>" if broken else
+               "<span class='verdict pass'>PASSED</span>")
+    if drifted:
+        verdict += " <span class='verdict drift'>DRIFTED</span>"
+    return [f"<h1>{_e(title)}</h1>",
+            f"<p>{verdict} "
+            f"<span class='muted'>policy {_e(policy)}, drift policy {_e(result.drift_policy)}; "
+            f"suite: {_e(result.suite.origin)}; "
+            f"{len(checks) - len(broken) - len(soft)}/{len(checks)} checks passed, "
+            f"{len(broken)} broken, {len(soft)} expectation(s) drifted, "
+            f"{len(drifted)} feature(s) drifted, {len(skewed)} skewed</span></p>",
+            f"<p class='muted'>baseline: {_e(result.baseline) if result.baseline else 'none'}"
+            "</p>"]
+
+
+def _failed_checks(failed: Sequence[CheckResult]) -> str:
+    """Broken checks, or expectations not met: where, which rule, what was seen."""
+    if not failed:
+        return "<p class='muted'>none</p>"
+    return _table(
+        ["split", "column", "rule", "observed", "examples"],
+        ([_e(c.split), _e(c.column or "(table)"), f"<code>{_e(c.rule)}</code>",
+          _e(c.observed), _e(", ".join(map(repr, c.examples)))] for c in failed),
+        [True] * len(failed))
+
+
+def _breakage(broken: Sequence[CheckResult]) -> list[str]:
+    return ["<h2>Breakage (stops the run under policy fail)</h2>", _failed_checks(broken)]
+
+
+def _expectations(soft: Sequence[CheckResult]) -> list[str]:
+    return ["<h2>Expected ranges and categories not met (drift, not failures)</h2>",
+            _failed_checks(soft)]
+
+
+def _drift(result, drift: Sequence[tuple[str, Distance]]) -> list[str]:
+    """Every drift distance against the baseline, with its threshold and sampling noise."""
+    parts = ["<h2>Drift against the baseline (reported, never breakage)</h2>",
+             ("<p class='muted'>a feature drifts when its distance exceeds both its "
+              "threshold and the distance sampling alone reaches (p 0.001) at these sizes</p>")]
+    if not drift:
+        return [*parts, "<p class='muted'>no baseline statistics given</p>"]
+    return [*parts, _table(
+        ["split", "column", "metric", "distance", "threshold", "sampling noise", "drifted",
+         "baseline -> current"],
+        ([_e(s), _e(d.column), _e(d.metric), d.value, d.threshold, d.noise,
+          "yes" if d.exceeded else "no",
+          _e(result.figures.get(s, {}).get(d.column, {}).get("summary", ""))]
+         for s, d in drift),
+        [d.exceeded for _, d in drift])]
+
+
+def _drifted_columns(result, by_column: dict[str, list[tuple[str, Distance]]],
+                     chart: dict[str, str]) -> list[str]:
+    """Each drifted column's baseline and current summaries side by side, with its chart (taken
+    out of `chart`, so the distributions section does not draw it again)."""
+    parts = ["<h2>Drifted columns: baseline and current side by side</h2>"] if by_column else []
     for column, found in by_column.items():
         s, d = max(found, key=lambda sd: sd[1].value)
         figure = result.figures.get(s, {}).get(column) or {}
@@ -193,61 +222,64 @@ def render(*, title: str, result, policy: str, stats: DatasetStatistics) -> str:
                   for x, _ in found if result.figures.get(x, {}).get(column, {}).get("summary")]
         side = _table(["", "baseline", f"current ({s})"], _side_rows(figure)) if figure else ""
         parts.append(f"<div class='side'>{side}{chart.pop(column, '')}</div>")
+    return parts
 
-    parts.append("<h2>Expected ranges and categories not met (drift, not failures)</h2>")
-    if soft:
-        parts.append(_table(
-            ["split", "column", "rule", "observed", "examples"],
-            ([_e(c.split), _e(c.column or "(table)"), f"<code>{_e(c.rule)}</code>",
-              _e(c.observed), _e(", ".join(map(repr, c.examples)))] for c in soft),
-            [True] * len(soft)))
-    else:
-        parts.append("<p class='muted'>none</p>")
 
-    parts.append("<h2>Skew between train and eval (reported, never breakage)</h2>")
-    if skew:
-        parts.append(_table(["column", "metric", "distance", "threshold", "sampling noise",
-                             "skewed", "train -> eval"],
-                            ([_e(d.column), _e(d.metric), d.value, d.threshold, d.noise,
-                              "yes" if d.exceeded else "no",
-                              _e(result.skew_figures.get(d.column, {}).get("summary", ""))]
-                             for d in skew),
-                            [d.exceeded for d in skew]))
-    else:
-        parts.append("<p class='muted'>needs a train and an eval split</p>")
+def _skew(result, skew: Sequence[Distance]) -> list[str]:
+    if not skew:
+        return ["<h2>Skew between train and eval (reported, never breakage)</h2>",
+                "<p class='muted'>needs a train and an eval split</p>"]
+    return ["<h2>Skew between train and eval (reported, never breakage)</h2>",
+            _table(["column", "metric", "distance", "threshold", "sampling noise",
+                    "skewed", "train -> eval"],
+                   ([_e(d.column), _e(d.metric), d.value, d.threshold, d.noise,
+                     "yes" if d.exceeded else "no",
+                     _e(result.skew_figures.get(d.column, {}).get("summary", ""))]
+                    for d in skew),
+                   [d.exceeded for d in skew])]
 
-    parts.append("<h2>Distributions</h2>")
-    parts.append("<p class='muted'>share of rows per bin or category; grey: the reference "
-                 "(the baseline, or train); from each split's statistics (a uniform sample "
-                 "of up to 8,192 values per column; dates by day)"
-                 + ("; drifted columns are charted above" if by_column else "")
-                 + (f"; charts for {len(shown)} of {len(columns)} columns (drifted and skewed "
-                    f"first): the other {len(columns) - len(shown)} are in the tables below"
-                    if len(columns) > len(shown) else "") + "</p>")
-    parts.append("<div class='charts'>" + "".join(chart.values()) + "</div>")
 
-    parts.append("<h2>All checks</h2>")
-    parts.append(_table(["split", "column", "rule", "severity", "result", "observed"],
-                        ([_e(c.split), _e(c.column or "(table)"), f"<code>{_e(c.rule)}</code>",
-                          _e(c.severity), "pass" if c.success else
-                          ("FAIL" if c.broken else "drift"), _e(c.observed)] for c in checks),
-                        [c.broken for c in checks]))
+def _distributions(chart: dict[str, str], shown: int, columns: int,
+                   any_drifted: bool) -> list[str]:
+    """The charts not drawn beside a drifted column, saying how many columns have none."""
+    return ["<h2>Distributions</h2>",
+            "<p class='muted'>share of rows per bin or category; grey: the reference "
+            "(the baseline, or train); from each split's statistics (a uniform sample "
+            "of up to 8,192 values per column; dates by day)"
+            + ("; drifted columns are charted above" if any_drifted else "")
+            + (f"; charts for {shown} of {columns} columns (drifted and skewed "
+               f"first): the other {columns - shown} are in the tables below"
+               if columns > shown else "") + "</p>",
+            "<div class='charts'>" + "".join(chart.values()) + "</div>"]
 
+
+def _all_checks(checks: Sequence[CheckResult]) -> list[str]:
+    return ["<h2>All checks</h2>",
+            _table(["split", "column", "rule", "severity", "result", "observed"],
+                   ([_e(c.split), _e(c.column or "(table)"), f"<code>{_e(c.rule)}</code>",
+                     _e(c.severity), "pass" if c.success else
+                     ("FAIL" if c.broken else "drift"), _e(c.observed)] for c in checks),
+                   [c.broken for c in checks])]
+
+
+def _statistics(stats: DatasetStatistics) -> list[str]:
+    """Each split's columns: type, values, nulls and a one-line summary."""
+    parts = []
     for name, split in stats.splits.items():
         parts.append(f"<h2>Statistics: {_e(name)} ({split.rows} rows)</h2>")
-        rows = []
-        for c in split.columns.values():
-            if c.kind == NUMERIC:
-                summary = (f"mean {_num(c.mean)}, std {_num(c.std)}, min {_num(c.min)}, "
-                           f"median {_num(c.quantile(0.5))}, max {_num(c.max)}"
-                           + (f", NaN {c.nan}" if c.nan else "")
-                           + (f", inf {c.inf}" if c.inf else ""))
-            elif c.values is not None:
-                top = ", ".join(f"{_short(k)} ({v})" for k, v in c.top(8))
-                summary = f"{c.distinct}{'+' if c.truncated else ''} distinct: {top}"
-            else:
-                summary = f"min {c.min}, max {c.max}"
-            rows.append([_e(c.name), _e(c.type), c.count, c.nulls,
-                         f"{c.null_fraction:.2%}", _e(summary)])
+        rows = [[_e(c.name), _e(c.type), c.count, c.nulls, f"{c.null_fraction:.2%}",
+                 _e(_column_summary(c))] for c in split.columns.values()]
         parts.append(_table(["column", "type", "values", "nulls", "null %", "summary"], rows))
-    return page(title, parts)
+    return parts
+
+
+def _column_summary(c: ColumnStatistics) -> str:
+    if c.kind == NUMERIC:
+        return (f"mean {_num(c.mean)}, std {_num(c.std)}, min {_num(c.min)}, "
+                f"median {_num(c.quantile(0.5))}, max {_num(c.max)}"
+                + (f", NaN {c.nan}" if c.nan else "")
+                + (f", inf {c.inf}" if c.inf else ""))
+    if c.values is not None:
+        top = ", ".join(f"{_short(k)} ({v})" for k, v in c.top(8))
+        return f"{c.distinct}{'+' if c.truncated else ''} distinct: {top}"
+    return f"min {c.min}, max {c.max}"
