@@ -84,6 +84,47 @@ def ingest_bigquery(
     from google.cloud import bigquery
 
     start = time.monotonic()
+    _check_arguments(table, query, read_method, read_streams, staging_dataset, project)
+    spec = SplitSpec.parse(split_ratios, split_key)
+    params = bigquery_parameters(query_parameters)
+    if query:
+        query = single_statement(query)
+        if not query:
+            raise InputError("query: holds no statement")
+    client = gcp.bigquery_client(project, location)
+    project = client.project
+    source_sql, where, source = _source(client, table, query, query_parameters, project)
+    source.update(project=project, split=spec.describe())
+
+    job_config = bigquery.QueryJobConfig(query_parameters=params, use_query_cache=False)
+    schema = _dry_run_schema(client, source_sql, params, where)
+    arrow_schema = _contract_schema(schema, where)
+    spec.check_key_type(arrow_schema, where)
+
+    _create_staging(client, project, staging_dataset, location)
+    tmp = TableRef(project, staging_dataset, f"ingest_{uuid.uuid4().hex[:16]}")
+    phases = {"check": time.monotonic() - start}
+    try:
+        mark = time.monotonic()
+        _materialize(client, tmp, source_sql, arrow_schema, spec, job_config, where)
+        phases["materialize"] = time.monotonic() - mark
+        mark = time.monotonic()
+        streams = (_storage_streams(tmp, read_streams) if read_method == "storage"
+                   else [lambda: _read_rest(client, tmp)])
+        info, bytes_read = _read_into(output_path, streams, arrow_schema, spec, source, where)
+        phases["read"] = time.monotonic() - mark
+        return IngestResult(info, bytes_read, time.monotonic() - start, phases)
+    finally:
+        try:
+            client.delete_table(str(tmp), not_found_ok=True,
+                                retry=retry.bigquery().with_timeout(10))
+        except gexc.GoogleAPIError:
+            pass  # it expires in a day anyway
+
+
+def _check_arguments(table: str | None, query: str | None, read_method: str, read_streams: int,
+                     staging_dataset: str, project: str | None) -> None:
+    """What can be refused before BigQuery is asked anything."""
     if bool(table) == bool(query):
         raise InputError("give exactly one of table or query "
                          f"(table={table!r}, query={'<set>' if query else query!r})")
@@ -95,86 +136,82 @@ def ingest_bigquery(
         raise InputError(f"staging_dataset: {staging_dataset!r} is not a valid dataset name")
     if project and not PROJECT_ID.match(project):
         raise InputError(f"project: {project!r} is not a valid project id")
-    spec = SplitSpec.parse(split_ratios, split_key)
-    params = bigquery_parameters(query_parameters)
-    if query:
-        query = single_statement(query)
-        if not query:
-            raise InputError("query: holds no statement")
-    client = gcp.bigquery_client(project, location)
-    project = client.project
 
+
+def _source(client, table: str | None, query: str | None,
+            query_parameters: Mapping[str, Any] | None,
+            project: str) -> tuple[str, str, dict[str, Any]]:
+    """The SQL that reads the source, where errors say it came from, and the Dataset's record
+    of the source (a table must exist)."""
     if table:
         ref = parse_table_id(table, project)
         _check_table_exists(client, ref)
-        source_sql, where = f"SELECT * FROM {ref.sql}", f"table {ref}"
-        source: dict[str, Any] = {"type": "bigquery", "table": str(ref)}
-    else:
-        source_sql, where = query, "query"
-        source = {"type": "bigquery", "query": source_sql,
-                  "query_parameters": dict(query_parameters or {})}
-    source.update(project=project, split=spec.describe())
+        return (f"SELECT * FROM {ref.sql}", f"table {ref}",
+                {"type": "bigquery", "table": str(ref)})
+    return (query, "query",
+            {"type": "bigquery", "query": query, "query_parameters": dict(query_parameters or {})})
 
-    job_config = bigquery.QueryJobConfig(query_parameters=params, use_query_cache=False)
-    schema = _dry_run_schema(client, source_sql, params, where)
-    arrow_schema = _contract_schema(schema, where)
-    spec.check_key_type(arrow_schema, where)
+
+def _create_staging(client, project: str, staging_dataset: str, location: str | None) -> None:
+    from google.cloud import bigquery
 
     staging = bigquery.Dataset(f"{project}.{staging_dataset}")
     if location:
         staging.location = location
     client.create_dataset(staging, exists_ok=True, retry=retry.bigquery())
-    tmp = TableRef(project, staging_dataset, f"ingest_{uuid.uuid4().hex[:16]}")
-    phases = {"check": time.monotonic() - start}
+
+
+def _materialize(client, tmp: TableRef, source_sql: str, arrow_schema: pa.Schema,
+                 spec: SplitSpec, job_config, where: str) -> None:
+    """The source's rows with their split, in the staging table `tmp` (expiring in a day);
+    refused when the result or a split is empty."""
+    from google.cloud import bigquery
+
     try:
-        mark = time.monotonic()
-        try:
-            _run(client, f"""
+        _run(client, f"""
                 CREATE OR REPLACE TABLE {tmp.sql}
                 OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 DAY))
                 AS SELECT * EXCEPT ({_BUCKET_COLUMN}), {spec.sql_split(_BUCKET_COLUMN)} AS {SPLIT_COLUMN}
                 FROM (SELECT src.*, {spec.sql_bucket(arrow_schema.names, where)} AS {_BUCKET_COLUMN}
                       FROM (\n{source_sql}\n) AS src)""", job_config, where)
-        except QueryError as exc:
-            raise _with_emulator_hint(exc, arrow_schema.names) from None
-        counts = {row["split"]: row["n"] for row in _run(
-            client, f"SELECT {SPLIT_COLUMN} AS split, COUNT(*) AS n FROM {tmp.sql} GROUP BY 1",
-            bigquery.QueryJobConfig(use_query_cache=False), where)}
-        _check_counts(counts, spec, where)
-        phases["materialize"] = time.monotonic() - mark
-        expected = [*arrow_schema.names, SPLIT_COLUMN]
+    except QueryError as exc:
+        raise _with_emulator_hint(exc, arrow_schema.names) from None
+    counts = {row["split"]: row["n"] for row in _run(
+        client, f"SELECT {SPLIT_COLUMN} AS split, COUNT(*) AS n FROM {tmp.sql} GROUP BY 1",
+        bigquery.QueryJobConfig(use_query_cache=False), where)}
+    _check_counts(counts, spec, where)
 
-        mark = time.monotonic()
-        streams = (_storage_streams(tmp, read_streams) if read_method == "storage"
-                   else [lambda: _read_rest(client, tmp)])
 
+def _read_into(output_path: str, streams: list, arrow_schema: pa.Schema, spec: SplitSpec,
+               source: dict[str, Any], where: str) -> tuple[Any, int]:
+    """Every stream's rows split into the Dataset at `output_path` (several streams at once,
+    each into its own part); the Dataset's info and the serialized bytes read."""
+    expected = [*arrow_schema.names, SPLIT_COLUMN]
+    with DatasetWriter(output_path, arrow_schema, spec.names, source, where=where,
+                       parts=max(1, len(streams))) as writer:
         def write(part: int, batches) -> int:
-            """Split and write one stream's rows into its own part; its serialized bytes."""
-            size_read, names = 0, {}
-            for batch, size in batches:
-                size_read += size
-                found = tuple(batch.schema.names)
-                if found not in names:
-                    names[found] = restore_names(found, expected, where)
-                if list(found) != names[found]:
-                    batch = batch.rename_columns(names[found])
-                route(batch, spec, writer, part)
-            return size_read
+            return _write_stream(writer, part, batches, spec, expected, where)
 
-        with DatasetWriter(output_path, arrow_schema, spec.names, source, where=where,
-                           parts=max(1, len(streams))) as writer:
-            if len(streams) <= 1:
-                bytes_read = sum(write(0, s()) for s in streams)
-            else:
-                bytes_read = sum(in_parallel(streams, write))
-        phases["read"] = time.monotonic() - mark
-        return IngestResult(writer.info, bytes_read, time.monotonic() - start, phases)
-    finally:
-        try:
-            client.delete_table(str(tmp), not_found_ok=True,
-                                retry=retry.bigquery().with_timeout(10))
-        except gexc.GoogleAPIError:
-            pass  # it expires in a day anyway
+        if len(streams) <= 1:
+            bytes_read = sum(write(0, s()) for s in streams)
+        else:
+            bytes_read = sum(in_parallel(streams, write))
+    return writer.info, bytes_read
+
+
+def _write_stream(writer: DatasetWriter, part: int, batches, spec: SplitSpec,
+                  expected: list[str], where: str) -> int:
+    """Split and write one stream's rows into its own part; its serialized bytes."""
+    size_read, names = 0, {}
+    for batch, size in batches:
+        size_read += size
+        found = tuple(batch.schema.names)
+        if found not in names:
+            names[found] = restore_names(found, expected, where)
+        if list(found) != names[found]:
+            batch = batch.rename_columns(names[found])
+        route(batch, spec, writer, part)
+    return size_read
 
 
 def source_schema(*, table: str | None = None, query: str | None = None,
