@@ -22,7 +22,8 @@ from conveyor.monitor.served import Served, load_served
 from conveyor.monitor.sources import read_log, traffic_source
 from conveyor.monitor.traffic import Traffic
 from conveyor.monitor.window import window
-from conveyor.serving.prediction_log import Entry, PredictionLog, Signature
+from conveyor.serving.log_format import Entry, Signature
+from conveyor.serving.prediction_log import PredictionLog
 from conveyor.transform.fit import column_statistics, fit
 from conveyor.transform.spec import propose_spec
 from conveyor.validate.stats import compute_statistics

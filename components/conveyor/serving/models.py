@@ -46,7 +46,7 @@ import numpy as np
 from conveyor.errors import one_line
 from conveyor.registry import ModelBasePath
 from conveyor.serving import MAX_INSTANCES
-from conveyor.serving.prediction_log import Signature
+from conveyor.serving.log_format import Signature
 
 log = logging.getLogger("conveyor.serve")
 KEEP = 2  # versions kept loaded
