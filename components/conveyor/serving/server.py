@@ -61,7 +61,8 @@ from starlette.routing import Route
 
 from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES
 from conveyor.serving.log_format import Entry, request_id
-from conveyor.serving.models import Loaded, ModelManager, RequestError, TooManyInstances
+from conveyor.serving.loaded import Loaded, RequestError, TooManyInstances
+from conveyor.serving.models import ModelManager
 from conveyor.serving.prediction_log import PredictionLog
 
 _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|"
@@ -158,9 +159,8 @@ class MonitoringGauges:
                              "drifted", ["model"], registry=registry)
         self.window_end = Gauge("conveyor_monitoring_window_end_seconds", "End of the newest "
                                 "monitoring window (Unix time)", ["model"], registry=registry)
-        self.version = Gauge("conveyor_monitoring_version", "Model version the newest "
-                             "monitoring window was compared with", ["model"],
-                             registry=registry)
+        self.version = Gauge("conveyor_monitoring_version", "Model version the newest monitoring "
+                             "window was compared with", ["model"], registry=registry)
         self.failures = Counter("conveyor_monitoring_read_failures", "Monitoring results that "
                                 "could not be found or read", ["model"], registry=registry)
         self.failures.labels(model)
