@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conveyor.registry import ModelBasePath
-from conveyor.serving.prediction_log import sampled
+from conveyor.serving.log_format import sampled
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 ROW = {"island": "Biscoe", "bill_length_mm": 47.5, "bill_depth_mm": 15.0,

@@ -4,7 +4,8 @@ import pyarrow as pa
 import pytest
 
 from conveyor.errors import EmptyDataError, InputError, SchemaError
-from conveyor.io.dataset import METADATA_FILE, Dataset, DatasetWriter, contract_schema
+from conveyor.io.dataset import METADATA_FILE, Dataset, contract_schema
+from conveyor.io.dataset_writer import DatasetWriter
 
 SCHEMA = pa.schema([("id", pa.int64()), ("x", pa.float64()), ("s", pa.string())])
 

@@ -18,7 +18,12 @@ from conveyor.io import Dataset
 from conveyor.local import seed
 from conveyor.model.predictions import prediction_record
 from conveyor.monitor import monitor as mon
-from conveyor.serving.prediction_log import Entry, PredictionLog, Signature
+from conveyor.monitor.served import Served, load_served
+from conveyor.monitor.sources import read_log, traffic_source
+from conveyor.monitor.traffic import Traffic
+from conveyor.monitor.window import window
+from conveyor.serving.log_format import Entry, Signature
+from conveyor.serving.prediction_log import PredictionLog
 from conveyor.transform.fit import column_statistics, fit
 from conveyor.transform.spec import propose_spec
 from conveyor.validate.stats import compute_statistics
@@ -104,7 +109,7 @@ def penguins_table():
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, penguins_table):
     folder = version_folder(tmp_path_factory.mktemp("served"), penguins_table, "species")
-    return mon.Served.from_folder(folder, 1, "gs://b/models/penguins/1")
+    return Served.from_folder(folder, 1, "gs://b/models/penguins/1")
 
 
 def sample_rows(table: pa.Table, n: int, rng) -> list[dict]:
@@ -125,9 +130,9 @@ def shifted(rows: list[dict], rng) -> list[dict]:
 
 
 def run(prefix, served, start, hours=1.0, **kw):
-    win = mon.window(start=(start).isoformat(), end=(start + datetime.timedelta(hours=hours))
+    win = window(start=(start).isoformat(), end=(start + datetime.timedelta(hours=hours))
                      .isoformat())
-    return mon.compare(mon.read_log(str(prefix), win, served), win, **kw)
+    return mon.compare(read_log(str(prefix), win, served), win, **kw)
 
 
 def test_a_shifted_window_drifts_on_the_shifted_features_only(tmp_path, served, penguins_table):
@@ -181,7 +186,7 @@ def test_eval_time_predictions_count_towards_drift(tmp_path, penguins_table):
     species = penguins_table.column("species").to_pylist()
     record = prediction_record("multiclass", species)
     folder = version_folder(tmp_path / "v", penguins_table, "species", predictions=record)
-    served = mon.Served.from_folder(folder, 1)
+    served = Served.from_folder(folder, 1)
     rng = np.random.default_rng(3)
     rows = sample_rows(penguins_table, 200, rng)
     write_log(tmp_path / "calm", rows, served.fitted, T0)
@@ -243,15 +248,15 @@ def test_a_version_without_statistics_is_refused(tmp_path, penguins_table):
     folder = version_folder(tmp_path / "v", penguins_table, "species")
     (folder / "assets.extra" / "statistics.json").unlink()
     with pytest.raises(InputError, match="no training statistics"):
-        mon.Served.from_folder(folder, 4, "gs://b/m/4")
+        Served.from_folder(folder, 4, "gs://b/m/4")
     with pytest.raises(InputError, match="has no published version"):
-        mon.load_served(str(tmp_path / "empty-base"), tmp_path / "scratch")
+        load_served(str(tmp_path / "empty-base"), tmp_path / "scratch")
 
 
 def test_odd_names_nulls_bools_and_dates_map_back_to_their_columns(tmp_path):
     houses = seed.houses(4500)
     folder = version_folder(tmp_path / "v", houses.slice(0, 3000), "Price")
-    served = mon.Served.from_folder(folder, 2, "gs://b/houses/2")
+    served = Served.from_folder(folder, 2, "gs://b/houses/2")
     inputs = served.columns_by_input()
     assert inputs["from_"] == "from" and inputs["Street_Name"] == "Street Name"
     traffic = houses.slice(3000).to_pylist()  # the same houses market, other rows
@@ -303,22 +308,22 @@ def test_keys_the_model_does_not_take_are_counted_not_fatal(tmp_path, served, pe
 
 def test_parameters_are_checked(served, tmp_path):
     with pytest.raises(InputError, match="window_end"):
-        mon.window("yesterday")
+        window("yesterday")
     with pytest.raises(InputError, match="window_hours"):
-        mon.window("2026-12-01", -1)
+        window("2026-12-01", -1)
     with pytest.raises(InputError, match="not before"):
-        mon.window("2026-12-01", start="2026-12-02")
-    assert mon.window("2026-12-02T00:00:00", 36).dates() == ["2026-11-30", "2026-12-01"]
-    assert mon.traffic_source("gs://b/logs") == ("log", "gs://b/logs")
-    assert mon.traffic_source("proj.ds.t") == ("table", "proj.ds.t")
-    assert mon.traffic_source(" select * from x") == ("query", "select * from x")
-    assert mon.traffic_source(str(tmp_path)) == ("log", str(tmp_path))
+        window("2026-12-01", start="2026-12-02")
+    assert window("2026-12-02T00:00:00", 36).dates() == ["2026-11-30", "2026-12-01"]
+    assert traffic_source("gs://b/logs") == ("log", "gs://b/logs")
+    assert traffic_source("proj.ds.t") == ("table", "proj.ds.t")
+    assert traffic_source(" select * from x") == ("query", "select * from x")
+    assert traffic_source(str(tmp_path)) == ("log", str(tmp_path))
     with pytest.raises(InputError, match="traffic"):
-        mon.traffic_source("no such thing")
-    traffic = mon.Traffic.start(served, "x")
+        traffic_source("no such thing")
+    traffic = Traffic.start(served, "x")
     traffic.rows = 1
     with pytest.raises(InputError, match="feature_thresholds: 'wings'"):
-        mon.compare(traffic, mon.window("2026-12-01"), feature_thresholds={"wings": 0.2})
+        mon.compare(traffic, window("2026-12-01"), feature_thresholds={"wings": 0.2})
 
 
 def test_serve_exports_the_newest_published_result_as_gauges(tmp_path, served, penguins_table):

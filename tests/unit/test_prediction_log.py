@@ -15,14 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conveyor.errors import InputError
-from conveyor.serving.prediction_log import (
-    Entry,
-    PredictionLog,
-    Signature,
-    from_environment,
-    rows_of,
-    sampled,
-)
+from conveyor.serving.log_format import Entry, Signature, rows_of, sampled
+from conveyor.serving.prediction_log import PredictionLog, from_environment
 
 # A signature as the penguins model has it, plus an int64 and a bool input and an odd output.
 SIG = Signature({"island": "string", "bill_length_mm": "float", "year": "int", "alive": "bool",
@@ -333,7 +327,7 @@ def test_any_json_body_becomes_rows_that_write_as_parquet():
     from hypothesis import HealthCheck, example, given, settings
     from hypothesis import strategies as st
 
-    from conveyor.serving.prediction_log import instance_count, parquet_bytes
+    from conveyor.serving.log_format import instance_count, parquet_bytes
 
     scalars = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 80, 2 ** 80),
                         st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),

@@ -38,7 +38,7 @@ from conveyor.errors import EmptyDataError, InputError, QueryError, SchemaError,
 from conveyor.gcp.sql import (DATASET_NAME, PROJECT_ID, TableRef, parse_table_id, bigquery_parameters,
                               single_statement)
 from conveyor.ingest.core import IngestResult, check_column_names, restore_names, route
-from conveyor.io.dataset import DatasetWriter
+from conveyor.io.dataset_writer import DatasetWriter
 from conveyor.io.split import BUCKET_COLUMN, SPLIT_COLUMN, SplitSpec
 
 READ_METHODS = ("storage", "rest")

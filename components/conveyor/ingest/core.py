@@ -10,7 +10,8 @@ import pyarrow.compute as pc
 
 from conveyor.errors import SchemaError
 from conveyor.io.split import RESERVED_COLUMNS, SPLIT_COLUMN, SplitSpec
-from conveyor.io.dataset import DatasetInfo, DatasetWriter
+from conveyor.io.dataset import DatasetInfo
+from conveyor.io.dataset_writer import DatasetWriter
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,8 @@ from conveyor.gcp import retry
 from conveyor.errors import InputError, SchemaError, SourceNotFoundError
 from conveyor.ingest.core import IngestResult, check_column_names, route
 from conveyor.io.split import SPLIT_COLUMN, SplitSpec
-from conveyor.io.dataset import DatasetWriter, contract_schema, contract_type
+from conveyor.io.dataset import contract_schema, contract_type
+from conveyor.io.dataset_writer import DatasetWriter
 
 FORMATS = ("auto", "csv", "parquet")
 _EXTENSIONS = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".pq": "parquet"}

@@ -11,6 +11,8 @@ from typing import Any
 from conveyor.errors import InputError
 from conveyor.io.location import Location, PreconditionError
 from conveyor.monitor import monitor as mon
+from conveyor.monitor.served import load_served
+from conveyor.monitor.window import window
 
 
 def publish(payload: dict[str, Any], monitoring_uri: str) -> str:
@@ -45,8 +47,8 @@ def monitor(monitoring, metrics, report, *, traffic: str, model_base_path: str,
 
     with fail_once(monitoring.path, "monitor"), \
             tempfile.TemporaryDirectory(prefix="conveyor-monitor-") as scratch:
-        win = mon.window(window_end, window_hours, window_start)
-        served = mon.load_served(model_base_path, scratch)
+        win = window(window_end, window_hours, window_start)
+        served = load_served(model_base_path, scratch)
         result = mon.run(traffic, served, win, timestamp_column=timestamp_column,
                          drift_threshold=drift_threshold, feature_thresholds=feature_thresholds,
                          prediction_threshold=prediction_threshold, project=project,

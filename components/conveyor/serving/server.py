@@ -60,8 +60,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES
-from conveyor.serving.models import Loaded, ModelManager, RequestError, TooManyInstances
-from conveyor.serving.prediction_log import Entry, PredictionLog, request_id
+from conveyor.serving.log_format import Entry, request_id
+from conveyor.serving.loaded import Loaded, RequestError, TooManyInstances
+from conveyor.serving.models import ModelManager
+from conveyor.serving.prediction_log import PredictionLog
 
 _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|"
                    r"/labels/(?P<label>[^/:]+))?(?P<suffix>/metadata|:predict)?$")
@@ -69,7 +71,7 @@ _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|"
 
 def canary(request_id: str, percent: float) -> bool:
     """Whether the request with this id goes to the challenger at `percent` (deterministic,
-    and independent of `prediction_log.sampled`: another hash)."""
+    and independent of `log_format.sampled`: another hash)."""
     if percent <= 0:
         return False
     if percent >= 100:
@@ -157,9 +159,8 @@ class MonitoringGauges:
                              "drifted", ["model"], registry=registry)
         self.window_end = Gauge("conveyor_monitoring_window_end_seconds", "End of the newest "
                                 "monitoring window (Unix time)", ["model"], registry=registry)
-        self.version = Gauge("conveyor_monitoring_version", "Model version the newest "
-                             "monitoring window was compared with", ["model"],
-                             registry=registry)
+        self.version = Gauge("conveyor_monitoring_version", "Model version the newest monitoring "
+                             "window was compared with", ["model"], registry=registry)
         self.failures = Counter("conveyor_monitoring_read_failures", "Monitoring results that "
                                 "could not be found or read", ["model"], registry=registry)
         self.failures.labels(model)
@@ -380,8 +381,7 @@ class Endpoints:
             status, answer = 413, {"error": f"the request body is larger than this server's "
                                             f"limit of {limit} bytes (--max-request-bytes)"}
         else:
-            status, answer, body = await run_in_threadpool(predict, raw, model,
-                                                           self.max_instances)
+            status, answer, body = await run_in_threadpool(predict, raw, model, self.max_instances)
         seconds = time.perf_counter() - start
         self.serving_metrics.observe(model.version, status, seconds)
         if self.prediction_log is not None and self.prediction_log.sampled(rid):
