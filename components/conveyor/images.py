@@ -66,6 +66,42 @@ def retarget(spec: Mapping[str, Any], registry: str) -> dict[str, Any]:
     return walk(spec)
 
 
+#: The repository `make image` (images/local.sh) tags the images it builds on this machine
+#: with: `conveyor:<version>[-gpu]`, no registry (`conveyor run --local --docker` runs it).
+LOCAL_REPOSITORY = IMAGE_NAME
+
+
+def local_image(variant: str = "cpu") -> str:
+    """`conveyor:<version>[-gpu]`: the image `make image` builds on this machine."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: {variant!r} is not one of {sorted(VARIANTS)}")
+    return f"{LOCAL_REPOSITORY}:{__version__}{VARIANTS[variant]}"
+
+
+def _any_registry() -> re.Pattern[str]:
+    """conveyor's image at this version, in any registry (or none), any variant."""
+    suffixes = "|".join(re.escape(s) for s in sorted(VARIANTS.values(), key=len, reverse=True) if s)
+    return re.compile(rf"^(?:[^\s/]+(?:/[^\s/]+)*/)?{re.escape(IMAGE_NAME)}:"
+                      rf"{re.escape(__version__)}(?:{suffixes})?$")
+
+
+def replace_image(spec: Mapping[str, Any], new: str) -> dict[str, Any]:
+    """A compiled pipeline spec whose tasks run `new` wherever they ran conveyor's image (this
+    version, any registry, any variant): `conveyor run --local --docker` runs a spec compiled for
+    a registry with the image built here. Other images (a user's own component) are kept."""
+    ours = _any_registry()
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, Mapping):
+            return {k: (new if k == "image" and isinstance(v, str) and ours.match(v) else walk(v))
+                    for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(spec)
+
+
 def unpinned(bases: Mapping[str, str] = BASE_IMAGES) -> list[str]:
     """The base images not pinned as `name:tag@sha256:<digest>`."""
     return [ref for ref in bases.values() if not PINNED.match(ref)]
