@@ -93,8 +93,9 @@ digest=$($docker push "$pinned_ref" | sed -n 's/.*digest: \(sha256:[0-9a-f]\{64\
 
 # 5. conveyor's image
 version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' components/conveyor/version.py)
-suffix=""; extra=runtime-cpu
-if [ "$variant" = gpu ]; then suffix=-gpu; extra=runtime-gpu; fi
+read -r suffix extra < <(PYTHONPATH=components python3 -c "from conveyor import images
+print(images.VARIANTS['$variant'] or '-', images.EXTRAS['$variant'])")
+[ "$suffix" = "-" ] && suffix=""
 image=$repo:$version$suffix
 secret=()
 if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then secret=(--secret "id=pipcert,src=$PIP_CERT"); fi

@@ -23,13 +23,15 @@ IMAGE_NAME = "conveyor"
 DOCKERFILE = "images/conveyor/Dockerfile"
 #: Image variants and the tag suffix of each (images/build.sh builds both from DOCKERFILE).
 VARIANTS: dict[str, str] = {"cpu": "", "gpu": "-gpu"}
-#: The base image of each variant (the Dockerfile's BASE_IMAGE build argument), as
+#: The base image of both variants (the Dockerfile's BASE_IMAGE build argument), as
 #: `name:tag@sha256:<digest>`: images/pin.sh resolves the tag and writes the digest here;
-#: images/build.sh refuses a base without one.
-BASE_IMAGES: dict[str, str] = {
-    "cpu": "python:3.11-slim-bookworm",
-    "gpu": "tensorflow/tensorflow:2.21.0-gpu",
-}
+#: images/build.sh refuses a base without one. Where Docker Hub is out of reach, `make image`
+#: (images/local.sh) builds a stand-in from Debian's packages (docs/images.md).
+BASE_IMAGE = "python:3.11-slim-bookworm"
+BASE_IMAGES: dict[str, str] = {variant: BASE_IMAGE for variant in VARIANTS}
+#: The setup.py extra each variant installs (the Dockerfile's EXTRA build argument): the same
+#: runtime with TensorFlow's CPU-only wheel, or with its CUDA wheels from PyPI.
+EXTRAS: dict[str, str] = {"cpu": "runtime-cpu", "gpu": "runtime-gpu"}
 #: `name:tag@sha256:<64 hex digits>`: a tag for people, a digest for the build.
 PINNED = re.compile(r"^(?P<name>[^@\s]+):(?P<tag>\w[\w.-]{0,127})@sha256:[0-9a-f]{64}$")
 
@@ -108,7 +110,7 @@ def unpinned(bases: Mapping[str, str] = BASE_IMAGES) -> list[str]:
 
 
 def main() -> int:
-    """`python -m conveyor.images`: one `variant tag-suffix base` line per variant, for
+    """`python -m conveyor.images`: one `variant tag-suffix base extra` line per variant, for
     images/build.sh; exit status 1 (and nothing on stdout) when a base is not pinned."""
     missing = unpinned()
     if missing:
@@ -117,7 +119,7 @@ def main() -> int:
               file=sys.stderr)
         return 1
     for variant, suffix in VARIANTS.items():
-        print(variant, suffix or "-", BASE_IMAGES[variant])
+        print(variant, suffix or "-", BASE_IMAGES[variant], EXTRAS[variant])
     return 0
 
 
