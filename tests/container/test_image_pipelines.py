@@ -25,7 +25,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import free_ports
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
@@ -42,7 +41,8 @@ DOCKER = "/usr/bin/docker"  # Debian's CLI, the engine's own version (images/loc
 def engine_answers() -> bool:
     if not Path(DOCKER).exists():
         return False
-    return subprocess.run([DOCKER, "info"], capture_output=True, timeout=60).returncode == 0
+    return subprocess.run([DOCKER, "info"], capture_output=True, timeout=60,
+                          check=False).returncode == 0
 
 
 @pytest.fixture(scope="session")
@@ -58,14 +58,15 @@ def image() -> str:
         pytest.skip(message)
     started = time.monotonic()
     built = subprocess.run(["bash", str(REPO / "images" / "local.sh")], capture_output=True,
-                           text=True, timeout=1500)
+                           text=True, timeout=1500, check=False)
     assert built.returncode == 0, built.stderr[-4000:]
     print(f"images/local.sh: {time.monotonic() - started:.0f} s\n{built.stderr[-600:]}")
     return built.stdout.strip().splitlines()[-1]
 
 
 def docker(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=timeout,
+                          check=False)
     if check:
         assert done.returncode == 0, f"docker {' '.join(args)}:\n{done.stderr[-3000:]}"
     return done
@@ -73,17 +74,17 @@ def docker(*args: str, timeout: float = 300, check: bool = True) -> subprocess.C
 
 def conveyor(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "conveyor", *args], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, check=False)
 
 
 def task_line(out: str, task: str) -> str:
-    found = re.findall(rf"^  (?:done|FAILED) +{re.escape(task)} .*$", out, re.M)
+    found = re.findall(rf"^  (?:done|FAILED) +{re.escape(task)} .*$", out, re.MULTILINE)
     assert found, f"no end line for {task} in:\n{out}"
     return found[-1]
 
 
 def run_dir(out: str) -> Path:
-    return Path(re.search(r"^run folder: (.+)$", out, re.M).group(1))
+    return Path(re.search(r"^run folder: (.+)$", out, re.MULTILINE).group(1))
 
 
 def test_image_runs_as_10001_with_python_311_and_fits_in_3_gb(image):
@@ -127,7 +128,7 @@ def trained(image, loaded, tmp_path_factory):
 
 
 def test_training_runs_every_task_in_the_image_and_pushes(trained, image):
-    done, base_path, runs = trained
+    done, base_path, _ = trained
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert f"every task in {image}" in done.stdout
     for task in TASKS:
