@@ -13,7 +13,8 @@
 #      digest the registry gave it, tagged conveyor:<version> (the tag conveyor.images names), with
 #      the CA bundle $PIP_CERT (if set) handed to pip as a BuildKit secret: it is in no layer.
 # Usage: images/local.sh [cpu|gpu]     Prints the image's name on its last line.
-# Environment: CONVEYOR_IMAGE_REPO (default "conveyor"; the image is REPO:<version>[-gpu]),
+# Environment: CONVEYOR_BASE_IMAGE (a base pinned as name:tag@sha256:..., e.g. the digest-pinned
+# python:3.11-slim-bookworm where Docker Hub is reachable: steps 3 and 4 are skipped), CONVEYOR_IMAGE_REPO (default "conveyor"; the image is REPO:<version>[-gpu]),
 # CONVEYOR_REGISTRY_PORT, DEBIAN_MIRROR (default: the mirror apt uses), CONVEYOR_DOCKER_STATE
 # (default /var/lib/conveyor-docker: the engine's and the registry's logs and data).
 set -euo pipefail
@@ -31,8 +32,11 @@ say() { echo "+ $*" >&2; }
 # 1. packages
 missing=()
 command -v dockerd >/dev/null 2>&1 && [ -x "$docker" ] || missing+=(docker.io)
-command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
-command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+if [ -z "${CONVEYOR_BASE_IMAGE:-}" ]; then
+  command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+  command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   say "apt-get install ${missing[*]}"
   $as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -48,6 +52,9 @@ if ! $docker info >/dev/null 2>&1; then
   $docker info >/dev/null 2>&1 || { tail -n 20 "$state/dockerd.log" >&2; exit 1; }
 fi
 
+if [ -n "${CONVEYOR_BASE_IMAGE:-}" ]; then
+  base_ref=$CONVEYOR_BASE_IMAGE
+else
 # 3. the registry that gives the base its digest
 if ! curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1; then
   say "starting docker-registry on 127.0.0.1:$port (data: $state/registry)"
@@ -90,6 +97,8 @@ pinned_ref=127.0.0.1:$port/$base
 $docker tag "$base" "$pinned_ref"
 digest=$($docker push "$pinned_ref" | sed -n 's/.*digest: \(sha256:[0-9a-f]\{64\}\).*/\1/p')
 [ -n "$digest" ] || { echo "no digest from docker push $pinned_ref" >&2; exit 1; }
+base_ref=$pinned_ref@$digest
+fi
 
 # 5. conveyor's image
 version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' components/conveyor/version.py)
@@ -99,10 +108,10 @@ print(images.VARIANTS['$variant'] or '-', images.EXTRAS['$variant'])")
 image=$repo:$version$suffix
 secret=()
 if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then secret=(--secret "id=pipcert,src=$PIP_CERT"); fi
-say "building $image FROM $pinned_ref@$digest"
+say "building $image FROM $base_ref"
 start=$(date +%s)
 DOCKER_BUILDKIT=1 $docker build --network host -f images/conveyor/Dockerfile \
-  --build-arg "BASE_IMAGE=$pinned_ref@$digest" --build-arg "EXTRA=$extra" \
+  --build-arg "BASE_IMAGE=$base_ref" --build-arg "EXTRA=$extra" \
   "${secret[@]}" -t "$image" . </dev/null >&2
 say "built $image in $(( $(date +%s) - start )) s, $($docker image inspect -f '{{.Size}}' "$image") bytes"
 echo "$image"
