@@ -118,10 +118,12 @@ def _outermost(paths: list[Path]) -> list[Path]:
     return kept
 
 
-def share_with_image_user(folder: Path) -> None:
-    """Let the image's user write into `folder` (and what is in it): group 10001, group
-    read-write, set-gid folders, so what it creates keeps the group. Only as root (CI here)."""
-    for path in [folder, *(folder.rglob("*") if folder.is_dir() else ())]:
+def share_with_image_user(folder: Path, recursive: bool = True) -> None:
+    """Let the image's user write into `folder` (and, if `recursive`, what is in it): group
+    10001, group read-write, set-gid folders, so what it creates keeps the group. Only as root
+    (CI here)."""
+    inside = folder.rglob("*") if recursive and folder.is_dir() else ()
+    for path in [folder, *inside]:
         if path.is_symlink():
             continue
         mode = path.stat().st_mode
@@ -138,7 +140,8 @@ def plan(image: str, arguments: Mapping[str, Any], pipeline_root: Path) -> Docke
     root = pipeline_root.resolve()
     mounts = [m for m in mounts if m != root and root not in m.parents]
     if os.getuid() == 0:
-        for folder in [root, *[m for m in mounts if m.is_dir()]]:
+        share_with_image_user(root, recursive=False)  # each run's folder is the tasks' own
+        for folder in [m for m in mounts if m.is_dir()]:
             share_with_image_user(folder)
         return DockerPlan(image, absolute, mounts, user=None, group_add=[])
     return DockerPlan(image, absolute, mounts, user=f"{os.getuid()}:{os.getgid()}",
