@@ -15,7 +15,9 @@ set (CI sets it: there it fails instead).
 
 from __future__ import annotations
 
+import datetime
 import json
+import math
 import os
 import re
 import subprocess
@@ -174,41 +176,92 @@ def test_continuous_training_in_the_image_against_the_served_version(trained, im
     assert "baseline" in task_line(done.stdout, "evaluate")  # evaluated against version 1
 
 
-def test_conveyor_serve_in_the_image_answers_from_the_pushed_model(trained, image):
-    """`conveyor serve` in the image as the manifests' pods run a server: user 10001, a
-    read-only root filesystem with /tmp writable, no capabilities, the model mounted read-only."""
+def instances(count: int | None = None) -> list[dict]:
+    """Penguins rows as a client sends them (no label; a missing sex as '', NaN as null)."""
+    from palmerpenguins import load_penguins
+
+    rows = []
+    for row in load_penguins().drop(columns=[LABEL]).to_dict("records")[:count]:
+        rows.append({k: ("" if k == "sex" else None)
+                     if v is None or (isinstance(v, float) and math.isnan(v)) else v
+                     for k, v in row.items()})
+    return rows
+
+
+def post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, method="POST", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.load(answer)
+
+
+@pytest.fixture(scope="module")
+def served(trained, image, stack, bucket):
+    """`conveyor serve` in the image as the manifests' pods run a server (user 10001, a
+    read-only root filesystem with /tmp writable, no capabilities), the pushed model mounted
+    read-only, predictions logged to the emulated GCS: (its URL, container name, log prefix)."""
+    from conveyor import gcp
+
     done, base_path, _ = trained
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     (port,) = free_ports(1)
     name = f"conveyor-serve-test-{os.getpid()}"
+    prefix = f"gs://{bucket('container-test')}/prediction-log-{os.getpid()}"
+    env = [f"{gcp.STORAGE_EMULATOR_ENV}={os.environ[gcp.STORAGE_EMULATOR_ENV]}",
+           f"{gcp.PROJECT_ENV}={os.environ[gcp.PROJECT_ENV]}"]
     docker("run", "-d", "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp",
            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+           *[part for pair in env for part in ("-e", pair)],
            "-v", f"{base_path}:{base_path}:ro", image,
            "conveyor", "serve", "--model-base-path", str(base_path), "--model-name", "penguins",
-           "--port", str(port))
+           "--port", str(port), "--log-predictions", prefix, "--log-flush-seconds", "1")
     try:
         url = f"http://127.0.0.1:{port}/v1/models/penguins"
         deadline = time.monotonic() + 180
         status = None
-        while time.monotonic() < deadline:
+        while status is None and time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(url, timeout=5) as answer:
                     status = json.load(answer)
-                break
             except OSError:
                 time.sleep(1)
         logs = docker("logs", name, check=False)
         assert status is not None, logs.stdout + logs.stderr[-3000:]
         assert status["model_version_status"][0]["state"] == "AVAILABLE"
-        row = {"island": "Biscoe", "bill_length_mm": 47.5, "bill_depth_mm": 15.0,
-               "flipper_length_mm": 217.0, "body_mass_g": 5200.0, "sex": "male", "year": 2008}
-        request = urllib.request.Request(f"{url}:predict", method="POST",
-                                         data=json.dumps({"instances": [row]}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            prediction = json.load(answer)["predictions"][0]
-        assert prediction["class_label"] in ("Adelie", "Chinstrap", "Gentoo")
-        assert abs(sum(prediction["probabilities"]) - 1) < 1e-3
-        assert "Read-only file system" not in logs.stderr  # nothing wants to write outside /tmp
+        yield url, name, prefix
     finally:
         docker("rm", "-f", name, check=False)
+
+
+def test_conveyor_serve_in_the_image_answers_from_the_pushed_model(served):
+    url, name, _ = served
+    prediction = post(f"{url}:predict", {"instances": instances(1)})["predictions"][0]
+    assert prediction["class_label"] in ("Adelie", "Chinstrap", "Gentoo")
+    assert abs(sum(prediction["probabilities"]) - 1) < 1e-3
+    logs = docker("logs", name, check=False)
+    assert "Read-only file system" not in logs.stderr  # nothing wants to write outside /tmp
+
+
+def test_monitoring_in_the_image_over_the_traffic_served_from_it(served, trained, image):
+    """The served traffic (the training rows again: calm), logged by the serving container,
+    monitored by the monitoring pipeline with every task in the image: no drift, no retrain."""
+    url, name, prefix = served
+    _, base_path, runs = trained
+    rows = instances()
+    for i in range(0, len(rows), 50):
+        post(f"{url}:predict", {"instances": rows[i:i + 50]})
+    docker("stop", "-t", "60", name)  # SIGTERM: the prediction log writes what it holds
+    end = datetime.datetime.now(datetime.UTC).isoformat()
+    done = conveyor("run", "monitoring", "--local", "--docker", "--image", image,
+                    "--param", f"traffic={prefix}", "--param", f"model_base_path={base_path}",
+                    "--param", f"label={LABEL}", "--param", f"table={TABLE}",
+                    "--param", f"window_end={end}", "--param", "window_hours=1",
+                    "--param", f"hyperparameters={EPOCHS}", "--pipeline-root", str(runs))
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    folder = run_dir(done.stdout)
+    output = json.loads(next(folder.rglob("monitor/executor_output.json")).read_text())
+    result = json.loads(next(folder.rglob("monitor/monitoring/monitoring.json")).read_text())
+    assert len(rows) <= result["rows"] <= len(rows) + 1  # + the answer test's one row
+    assert result["served"]["version"] == 1
+    assert output["parameterValues"]["Output"] is False, result["drifted_features"]
+    assert not any(folder.rglob("train*/model/saved_model.pb"))  # nothing retrained
