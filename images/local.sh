@@ -11,7 +11,7 @@
 #      and `pip install` behave as in python:3.11-slim-bookworm (the base on GCP),
 #   5. builds conveyor's image from images/conveyor/Dockerfile FROM that base, pinned by the
 #      digest the registry gave it, tagged conveyor:<version> (the tag conveyor.images names), with
-#      the CA bundle $PIP_CERT (if set) handed to pip as a BuildKit secret: it is in no layer.
+#      the CA bundle $PIP_CERT (else the system's) handed to pip as a BuildKit secret: in no layer.
 # Usage: images/local.sh [cpu|gpu]     Prints the image's name on its last line.
 # Environment: CONVEYOR_BASE_IMAGE (a base pinned as name:tag@sha256:..., e.g. the digest-pinned
 # python:3.11-slim-bookworm where Docker Hub is reachable: steps 3 and 4 are skipped), CONVEYOR_IMAGE_REPO (default "conveyor"; the image is REPO:<version>[-gpu]),
@@ -106,8 +106,10 @@ read -r suffix extra < <(PYTHONPATH=components python3 -c "from conveyor import 
 print(images.VARIANTS['$variant'] or '-', images.EXTRAS['$variant'])")
 [ "$suffix" = "-" ] && suffix=""
 image=$repo:$version$suffix
+# The CA bundle this machine's pip trusts: $PIP_CERT, else the system's (a proxy's CA may be in it).
+cert=${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}
 secret=()
-if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then secret=(--secret "id=pipcert,src=$PIP_CERT"); fi
+if [ -f "$cert" ]; then secret=(--secret "id=pipcert,src=$cert"); fi
 say "building $image FROM $base_ref"
 start=$(date +%s)
 DOCKER_BUILDKIT=1 $docker build --network host -f images/conveyor/Dockerfile \
