@@ -14,7 +14,8 @@
 #      the CA bundle $PIP_CERT (else the system's) handed to pip as a BuildKit secret: in no layer.
 # Usage: images/local.sh [cpu|gpu]     Prints the image's name on its last line.
 # Environment: CONVEYOR_BASE_IMAGE (a base pinned as name:tag@sha256:..., e.g. the digest-pinned
-# python:3.11-slim-bookworm where Docker Hub is reachable: steps 3 and 4 are skipped), CONVEYOR_IMAGE_REPO (default "conveyor"; the image is REPO:<version>[-gpu]),
+# python:3.11-slim-bookworm where Docker Hub is reachable: steps 3 and 4 are skipped),
+# CONVEYOR_IMAGE_REPO (default "conveyor"; the image is REPO:<version>[-gpu]),
 # CONVEYOR_REGISTRY_PORT, DEBIAN_MIRROR (default: the mirror apt uses), CONVEYOR_DOCKER_STATE
 # (default /var/lib/conveyor-docker: the engine's and the registry's logs and data).
 set -euo pipefail
