@@ -9,7 +9,7 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast test-local compile check-specs bench-ingest bench-validate bench-train bench-serve bench-pipeline bench-quality pin-images images check-image-install freeze clean
+.PHONY: help install demo test test-fast test-local test-image image compile check-specs bench-ingest bench-validate bench-train bench-serve bench-pipeline bench-quality pin-images images check-image-install freeze clean
 
 help: ## list the developer commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -36,6 +36,11 @@ test-fast: $(STAMP) ## the fast tier only: no emulators, no kfp.local, no instal
 
 test-local: $(STAMP) ## the emulator and kfp.local tier only
 	$(BIN)/python -m pytest -m local -n $(TEST_WORKERS) --dist loadfile
+
+# The container tier alone: builds conveyor's image (as `make image`), then runs the reference
+# pipelines task by task in it and `conveyor serve` in it (tests/container).
+test-image: $(STAMP) ## the container tier only: conveyor's image built here, pipelines run in it
+	$(BIN)/python -m pytest -m container -n 0
 
 compile: $(STAMP) ## regenerate every compiled component and pipeline spec (REGISTRY=...)
 	$(BIN)/conveyor compile --registry $(REGISTRY)
@@ -65,6 +70,9 @@ bench-quality: $(STAMP) ## model quality with only table + label vs scikit-learn
 
 pin-images: ## record the base images' digests in conveyor/images.py (needs registry access)
 	bash images/pin.sh
+
+image: ## build conveyor's CPU image here from Debian's packages and PyPI alone (images/local.sh; VARIANT=gpu)
+	bash images/local.sh $(VARIANT)
 
 images: ## build conveyor's images with docker buildx (REGISTRY=..., PUSH=1 to push)
 	bash images/build.sh $(REGISTRY) $(if $(PUSH),--push,)

@@ -22,9 +22,12 @@ KFP = [
     "kfp-kubernetes>=2.17,<2.18",
     "PyYAML>=6,<7",
 ]
-# What the components need when they run (inside conveyor's image, or locally).
-RUNTIME = [
-    "tensorflow>=2.21,<2.22",
+# What the components need when they run (inside conveyor's image, or locally), TensorFlow aside:
+# the `runtime` extra takes PyPI's `tensorflow` (the default build, as on a laptop), the images
+# take `runtime-cpu` (`tensorflow-cpu`: the same TensorFlow without CUDA kernels, about half the
+# size installed) or `runtime-gpu` (`tensorflow[and-cuda]`: CUDA and cuDNN from NVIDIA's wheels).
+TENSORFLOW = ">=2.21,<2.22"
+RUNTIME_DEPS = [
     "tensorboard>=2.20,<2.22",
     "great-expectations>=1.24,<1.25",
     "google-cloud-bigquery>=3.47,<4",
@@ -41,6 +44,9 @@ RUNTIME = [
     "matplotlib>=3.11,<3.12",  # the validate and evaluate reports' charts (conveyor.reports)
     "tensorflow-metadata>=1.21,<1.22",  # statistics.pb: TFDV's DatasetFeatureStatisticsList
 ]
+RUNTIME = [f"tensorflow{TENSORFLOW}", *RUNTIME_DEPS]
+RUNTIME_CPU = [f"tensorflow-cpu{TENSORFLOW}", *RUNTIME_DEPS]
+RUNTIME_GPU = [f"tensorflow[and-cuda]{TENSORFLOW}", *RUNTIME_DEPS]
 # The embedded local stack: real BigQuery and GCS emulators and the demo data.
 LOCAL = [
     "bqemulator==1.4.0",  # launched with conveyor.local's offline fixes, tied to this version
@@ -58,6 +64,7 @@ TEST = [
     "pytest-xdist>=3.8,<4",  # make test runs the suite in two processes (-n 2, a file per worker)
     "kubernetes-validate>=1.33,<2",
     "hypothesis>=6.100,<7",  # property-based tests of conveyor serve's request handling
+    "docker>=7.1,<8",  # kfp.local's DockerRunner: conveyor run --docker, tests/container
 ]
 
 setup(
@@ -74,6 +81,8 @@ setup(
     install_requires=KFP,
     extras_require={
         "runtime": RUNTIME,
+        "runtime-cpu": RUNTIME_CPU,  # images/conveyor/Dockerfile, CPU variant
+        "runtime-gpu": RUNTIME_GPU,  # images/conveyor/Dockerfile, GPU variant
         "vertex": RUNTIME + VERTEX,
         "local": RUNTIME + LOCAL,
         "test": RUNTIME + VERTEX + LOCAL + TEST,

@@ -13,11 +13,12 @@ if [ "${2:-}" = "--push" ]; then output=--push; fi
 version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' components/conveyor/version.py)
 [ -n "$version" ] || { echo "no __version__ in components/conveyor/version.py" >&2; exit 1; }
 
-# "variant suffix base" lines; conveyor.images exits non-zero, naming them, on unpinned bases.
+# "variant suffix base extra" lines; conveyor.images exits non-zero, naming them, on unpinned bases.
 plan=$(PYTHONPATH=components python3 -m conveyor.images)
-while read -r variant suffix base; do
+while read -r variant suffix base extra; do
   [ "$suffix" = "-" ] && suffix=""
   echo "+ conveyor:$version$suffix ($variant) from $base"
   docker buildx build -f images/conveyor/Dockerfile --build-arg "BASE_IMAGE=$base" \
+    --build-arg "EXTRA=$extra" \
     -t "$registry/conveyor:$version$suffix" "$output" . </dev/null
 done <<< "$plan"

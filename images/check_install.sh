@@ -13,8 +13,12 @@ grep -E '^COPY ' "$dockerfile" | while read -r _ args; do
   set -- $args
   while [ $# -gt 1 ]; do cp -r "$1" "$work/"; shift; done
 done
-install=$(grep -E '^RUN pip install ' "$dockerfile" | head -n 1 | sed 's/^RUN //')
-[ -n "$install" ] || { echo "no 'RUN pip install' line in $dockerfile" >&2; exit 1; }
+# The `pip install ...` of the RUN line that has one (after its secret mount and certificate
+# set-up), with ${EXTRA} at the Dockerfile's default (the CPU variant).
+extra=$(sed -n 's/^ARG EXTRA=\(.*\)$/\1/p' "$dockerfile" | head -n 1)
+install=$(grep -E '^RUN .*pip install ' "$dockerfile" | head -n 1 | sed 's/^.*\(pip install \)/\1/' \
+  | sed "s/\${EXTRA}/$extra/g")
+[ -n "$install" ] || { echo "no 'RUN ... pip install' line in $dockerfile" >&2; exit 1; }
 
 python3 -m venv "$work/venv"
 echo "+ (in a clean venv) $install"

@@ -15,17 +15,17 @@ from conveyor import images
 
 source = Path("components/conveyor/images.py")
 text = source.read_text()
-for variant, ref in images.BASE_IMAGES.items():
+for ref in sorted(set(images.BASE_IMAGES.values())):  # the variants may share a base
     tagged = ref.split("@", 1)[0]
     out = subprocess.run(["docker", "buildx", "imagetools", "inspect", tagged,
                           "--format", "{{json .Manifest}}"],
                          capture_output=True, text=True, check=True).stdout
     pinned = f"{tagged}@{json.loads(out)['digest']}"
     if not images.PINNED.match(pinned):
-        raise SystemExit(f"{variant}: {tagged} resolved to {pinned!r}, not name:tag@sha256:<digest>")
+        raise SystemExit(f"{tagged} resolved to {pinned!r}, not name:tag@sha256:<digest>")
     if text.count(f'"{ref}"') != 1:
-        raise SystemExit(f"{variant}: expected {ref!r} exactly once in {source}")
+        raise SystemExit(f"expected {ref!r} exactly once in {source}")
     text = text.replace(f'"{ref}"', f'"{pinned}"')
-    print(f"{variant}: {pinned}")
+    print(pinned)
 source.write_text(text)
 PY

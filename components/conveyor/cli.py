@@ -6,7 +6,8 @@
     conveyor images                          the image URIs of this version
     conveyor submit|schedule PIPELINE        on Kubeflow Pipelines (--host) or Vertex AI (--vertex)
     conveyor serve --model-base-path P --model-name N   TF Serving's REST API on loopback
-    conveyor run PIPELINE --local [--param NAME=VALUE ...]   any pipeline through kfp.local
+    conveyor run PIPELINE --local [--docker] [--param NAME=VALUE ...]   any pipeline through kfp.local
+                                             (--docker: every task in conveyor's image)
     conveyor demo                            the penguins preset of it, then a prediction
 
 Errors are one line on stderr (exit 2 for bad input, 1 otherwise); `--debug` shows tracebacks.
@@ -256,9 +257,14 @@ def _run(args: argparse.Namespace) -> int:
 
     component, label = resolve(args.pipeline)
     arguments = check_arguments(component, parse_cli_params(args.param, component), label)
+    image = None
+    if args.docker or args.image:
+        from conveyor.images import local_image
+
+        image = args.image or local_image()
     result = run_component(component, label, arguments, pipeline_root=args.pipeline_root,
                            stack_root=args.root, keep_stack=args.keep_stack,
-                           verbose=args.verbose, raise_on_error=False)
+                           verbose=args.verbose, raise_on_error=False, image=image)
     if result.ok:
         return 0
     print(f"conveyor: error: {result.error_line()}", file=sys.stderr)
@@ -406,6 +412,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--local", action="store_true", help="on the embedded emulator stack")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="a pipeline parameter (JSON values parsed), repeatable")
+    run.add_argument("--docker", action="store_true",
+                     help="run every task in a container of conveyor's image (kfp's "
+                          "DockerRunner), as on Vertex AI; `make image` builds it")
+    run.add_argument("--image", metavar="IMAGE",
+                     help="with --docker, this image instead of conveyor:<version> "
+                          "(implies --docker)")
     demo = sub.add_parser("demo", help="the penguins preset of `run training --local`, then a "
                                        "prediction from the served model")
     for cmd in (run, demo):

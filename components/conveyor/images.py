@@ -23,13 +23,15 @@ IMAGE_NAME = "conveyor"
 DOCKERFILE = "images/conveyor/Dockerfile"
 #: Image variants and the tag suffix of each (images/build.sh builds both from DOCKERFILE).
 VARIANTS: dict[str, str] = {"cpu": "", "gpu": "-gpu"}
-#: The base image of each variant (the Dockerfile's BASE_IMAGE build argument), as
+#: The base image of both variants (the Dockerfile's BASE_IMAGE build argument), as
 #: `name:tag@sha256:<digest>`: images/pin.sh resolves the tag and writes the digest here;
-#: images/build.sh refuses a base without one.
-BASE_IMAGES: dict[str, str] = {
-    "cpu": "python:3.11-slim-bookworm",
-    "gpu": "tensorflow/tensorflow:2.21.0-gpu",
-}
+#: images/build.sh refuses a base without one. Where Docker Hub is out of reach, `make image`
+#: (images/local.sh) builds a stand-in from Debian's packages (docs/images.md).
+BASE_IMAGE = "python:3.11-slim-bookworm"
+BASE_IMAGES: dict[str, str] = {variant: BASE_IMAGE for variant in VARIANTS}
+#: The setup.py extra each variant installs (the Dockerfile's EXTRA build argument): the same
+#: runtime with TensorFlow's CPU-only wheel, or with its CUDA wheels from PyPI.
+EXTRAS: dict[str, str] = {"cpu": "runtime-cpu", "gpu": "runtime-gpu"}
 #: `name:tag@sha256:<64 hex digits>`: a tag for people, a digest for the build.
 PINNED = re.compile(r"^(?P<name>[^@\s]+):(?P<tag>\w[\w.-]{0,127})@sha256:[0-9a-f]{64}$")
 
@@ -66,13 +68,49 @@ def retarget(spec: Mapping[str, Any], registry: str) -> dict[str, Any]:
     return walk(spec)
 
 
+#: The repository `make image` (images/local.sh) tags the images it builds on this machine
+#: with: `conveyor:<version>[-gpu]`, no registry (`conveyor run --local --docker` runs it).
+LOCAL_REPOSITORY = IMAGE_NAME
+
+
+def local_image(variant: str = "cpu") -> str:
+    """`conveyor:<version>[-gpu]`: the image `make image` builds on this machine."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: {variant!r} is not one of {sorted(VARIANTS)}")
+    return f"{LOCAL_REPOSITORY}:{__version__}{VARIANTS[variant]}"
+
+
+def _any_registry() -> re.Pattern[str]:
+    """conveyor's image at this version, in any registry (or none), any variant."""
+    suffixes = "|".join(re.escape(s) for s in sorted(VARIANTS.values(), key=len, reverse=True) if s)
+    return re.compile(rf"^(?:[^\s/]+(?:/[^\s/]+)*/)?{re.escape(IMAGE_NAME)}:"
+                      rf"{re.escape(__version__)}(?:{suffixes})?$")
+
+
+def replace_image(spec: Mapping[str, Any], new: str) -> dict[str, Any]:
+    """A compiled pipeline spec whose tasks run `new` wherever they ran conveyor's image (this
+    version, any registry, any variant): `conveyor run --local --docker` runs a spec compiled for
+    a registry with the image built here. Other images (a user's own component) are kept."""
+    ours = _any_registry()
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, Mapping):
+            return {k: (new if k == "image" and isinstance(v, str) and ours.match(v) else walk(v))
+                    for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(spec)
+
+
 def unpinned(bases: Mapping[str, str] = BASE_IMAGES) -> list[str]:
     """The base images not pinned as `name:tag@sha256:<digest>`."""
     return [ref for ref in bases.values() if not PINNED.match(ref)]
 
 
 def main() -> int:
-    """`python -m conveyor.images`: one `variant tag-suffix base` line per variant, for
+    """`python -m conveyor.images`: one `variant tag-suffix base extra` line per variant, for
     images/build.sh; exit status 1 (and nothing on stdout) when a base is not pinned."""
     missing = unpinned()
     if missing:
@@ -81,7 +119,7 @@ def main() -> int:
               file=sys.stderr)
         return 1
     for variant, suffix in VARIANTS.items():
-        print(variant, suffix or "-", BASE_IMAGES[variant])
+        print(variant, suffix or "-", BASE_IMAGES[variant], EXTRAS[variant])
     return 0
 
 

@@ -13,7 +13,8 @@ The emulator stack is the one `stack_root` names, else the one the environment p
 (`eval "$(conveyor local env)"`), else the default one; it is started if it is not running (and
 stopped afterwards unless `keep_stack`). kfp.local runs the tasks one after the other in
 subprocesses of this interpreter (`SubprocessRunner(use_venv=False)`: a fresh venv would lack
-conveyor and kfp). The console shows one line per task (see `conveyor.local.progress`); every
+conveyor and kfp), or, with `image` (`--docker`), in containers of conveyor's image
+(`conveyor.local.docker`). The console shows one line per task (see `conveyor.local.progress`); every
 task's log is a file under `<run folder>/logs/`.
 """
 
@@ -379,27 +380,29 @@ def use_stack(stack_root: str | os.PathLike[str] | None = None,
 def run(pipeline: Any, /, arguments: Mapping[str, Any] | None = None, *,
         pipeline_root: str | os.PathLike[str] = "local_outputs",
         stack_root: str | os.PathLike[str] | None = None, keep_stack: bool = False,
-        verbose: bool = False, raise_on_error: bool = True,
+        verbose: bool = False, raise_on_error: bool = True, image: str | None = None,
         console: progress.Console | None = None, **params: Any) -> RunResult:
     """Run `pipeline` through kfp.local against the local stack; see the module docstring.
 
     Parameters come as keywords (`label="species"`) or in `arguments` (for a parameter whose
     name is one of this function's own). Returns a RunResult; a failed run raises
     PipelineFailed (its `result` attached) unless `raise_on_error` is False. Bad arguments raise
-    InputError before the stack or any task starts.
+    InputError before the stack or any task starts. With `image`, every task runs in that
+    image (conveyor's, `conveyor.images.local_image()`) through kfp's DockerRunner
+    (`conveyor.local.docker`).
     """
     component, label = resolve(pipeline)
     checked = check_arguments(component, {**(arguments or {}), **params}, label)
     return run_component(component, label, checked, pipeline_root=pipeline_root,
                          stack_root=stack_root, keep_stack=keep_stack, verbose=verbose,
-                         raise_on_error=raise_on_error, console=console)
+                         raise_on_error=raise_on_error, console=console, image=image)
 
 
 def run_component(component, label: str, arguments: Mapping[str, Any], *,
                   pipeline_root: str | os.PathLike[str] = "local_outputs",
                   stack_root: str | os.PathLike[str] | None = None, keep_stack: bool = False,
                   verbose: bool = False, raise_on_error: bool = True,
-                  console: progress.Console | None = None) -> RunResult:
+                  console: progress.Console | None = None, image: str | None = None) -> RunResult:
     """`run` for a resolved pipeline (`resolve`) and checked arguments (`check_arguments`)."""
     name = component.pipeline_spec.pipeline_info.name
     root = Path(pipeline_root).resolve()
@@ -410,7 +413,7 @@ def run_component(component, label: str, arguments: Mapping[str, Any], *,
         console = progress.Console(os.dup(1))  # the terminal, whatever fd 1 becomes meanwhile
     try:
         result = _run(component, label, name, dict(arguments), root, console, stack_root=stack_root,
-                      keep_stack=keep_stack, verbose=verbose)
+                      keep_stack=keep_stack, verbose=verbose, image=image)
         console.line(result.summary())
     finally:
         if own_console:
@@ -438,7 +441,8 @@ def _scratch(root: Path):
 
 
 def _run(component, label: str, name: str, arguments: dict, root: Path,
-         console: progress.Console, *, stack_root, keep_stack: bool, verbose: bool) -> RunResult:
+         console: progress.Console, *, stack_root, keep_stack: bool, verbose: bool,
+         image: str | None) -> RunResult:
     from kfp import local
 
     with use_stack(stack_root, keep_stack) as used:
@@ -447,8 +451,12 @@ def _run(component, label: str, name: str, arguments: dict, root: Path,
                          f"{used.info.gcs_endpoint}, data in {used.info.root}"
                          + (" (started; stopped at the end)" if used.stops else
                             " (started; left running)" if used.started else ""))
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
-                   raise_on_error=False)
+        task_runner = local.SubprocessRunner(use_venv=False)
+        if image:
+            from conveyor.local import docker
+
+            component, arguments, task_runner = docker.prepare(component, image, arguments, root)
+        local.init(runner=task_runner, pipeline_root=str(root), raise_on_error=False)
         before = {p.name for p in root.iterdir()}
         logs = root / f".conveyor-logs-{os.getpid()}-{time.time_ns()}"
         found: dict[str, Path] = {}
@@ -477,7 +485,8 @@ def _run(component, label: str, name: str, arguments: dict, root: Path,
         error_type = error = ""
         capture = progress.Capture(logs, verbose=verbose, console=console, locate=locate,
                                    branches=branches(component.pipeline_spec))
-        console.line(f"{label}: running {name} through kfp.local")
+        console.line(f"{label}: running {name} through kfp.local"
+                     + (f", every task in {image}" if image else ""))
         with capture, _scratch(root):
             try:
                 component(**arguments)
