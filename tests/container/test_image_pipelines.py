@@ -195,11 +195,50 @@ def post(url: str, body: dict) -> dict:
         return json.load(answer)
 
 
+SERVING_MANIFEST = REPO / "manifests" / "conveyor-serving" / "serving.yaml"
+
+
+def manifest_container() -> tuple[dict, dict]:
+    """The conveyor-server Deployment's pod security context and its one container, as
+    manifests/conveyor-serving/serving.yaml declares them."""
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all(SERVING_MANIFEST.read_text()) if d]
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return pod, container
+
+
+def docker_run_args(pod: dict, container: dict, overrides: dict[str, str]) -> list[str]:
+    """`docker run` options and command line that run `container` as its pod would: its user,
+    read-only root filesystem, dropped capabilities, no privilege escalation, an emptyDir as a
+    tmpfs at each mount, and its command and args with the `--flag=value` pairs of `overrides`
+    replaced (the model base path, the port, where predictions are logged)."""
+    user = f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"
+    options = ["--user", user]
+    security = container["securityContext"]
+    if security.get("readOnlyRootFilesystem"):
+        options.append("--read-only")
+    options += [part for cap in security["capabilities"]["drop"] for part in ("--cap-drop", cap)]
+    if security.get("allowPrivilegeEscalation") is False:
+        options += ["--security-opt", "no-new-privileges"]
+    empty = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
+    options += [part for m in container["volumeMounts"] if m["name"] in empty
+                for part in ("--tmpfs", m["mountPath"])]
+    args = []
+    for arg in container["args"]:
+        flag = arg.split("=", 1)[0]
+        args.append(f"{flag}={overrides.pop(flag)}" if flag in overrides else arg)
+    assert not overrides, f"flags not in the manifest's args: {sorted(overrides)}"
+    return [*options, "IMAGE", *container["command"], *args]
+
+
 @pytest.fixture(scope="module")
 def served(trained, image, stack, bucket):
-    """`conveyor serve` in the image as the manifests' pods run a server (user 10001, a
-    read-only root filesystem with /tmp writable, no capabilities), the pushed model mounted
-    read-only, predictions logged to the emulated GCS: (its URL, container name, log prefix)."""
+    """manifests/conveyor-serving's container run in the image with `docker run`: its command
+    line, user, read-only root filesystem with /tmp writable and no capabilities, with the
+    pushed model (mounted read-only) as its base path and predictions logged to the emulated
+    GCS: (its URL, container name, log prefix)."""
     from conveyor import gcp
 
     done, base_path, _ = trained
@@ -209,12 +248,14 @@ def served(trained, image, stack, bucket):
     prefix = f"gs://{bucket('container-test')}/prediction-log-{os.getpid()}"
     env = [f"{gcp.STORAGE_EMULATOR_ENV}={os.environ[gcp.STORAGE_EMULATOR_ENV]}",
            f"{gcp.PROJECT_ENV}={os.environ[gcp.PROJECT_ENV]}"]
-    docker("run", "-d", "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp",
-           "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+    pod, container = manifest_container()
+    run = docker_run_args(pod, container, {
+        "--host": "127.0.0.1", "--port": str(port), "--model-base-path": str(base_path),
+        "--log-predictions": prefix, "--log-flush-seconds": "1"})
+    run[run.index("IMAGE")] = image
+    docker("run", "-d", "--name", name, "--network", "host",
            *[part for pair in env for part in ("-e", pair)],
-           "-v", f"{base_path}:{base_path}:ro", image,
-           "conveyor", "serve", "--model-base-path", str(base_path), "--model-name", "penguins",
-           "--port", str(port), "--log-predictions", prefix, "--log-flush-seconds", "1")
+           "-v", f"{base_path}:{base_path}:ro", *run)
     try:
         url = f"http://127.0.0.1:{port}/v1/models/penguins"
         deadline = time.monotonic() + 180
@@ -228,6 +269,10 @@ def served(trained, image, stack, bucket):
         logs = docker("logs", name, check=False)
         assert status is not None, logs.stdout + logs.stderr[-3000:]
         assert status["model_version_status"][0]["state"] == "AVAILABLE"
+        for probe in ("readinessProbe", "livenessProbe"):  # the manifest's probes answer
+            path = container[probe]["httpGet"]["path"]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+                assert answer.status == 200, (probe, path)
         yield url, name, prefix
     finally:
         docker("rm", "-f", name, check=False)
