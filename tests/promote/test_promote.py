@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import write_dataset
+from support import write_dataset
 from kfp import dsl, local
 
 from conveyor.local import seed

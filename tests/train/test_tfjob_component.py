@@ -1,5 +1,5 @@
 """`train_tfjob` run by kfp.local as a pipeline task, against the stand-in Training Operator
-(tests/tfjob_operator.py) on 127.0.0.1: the TFJob the task submits really trains. Its
+(tests/support/tfjob_operator.py) on 127.0.0.1: the TFJob the task submits really trains. Its
 Chief and Worker run train's own compiled command (`sh -ec ... python3 -m kfp.dsl.executor_main
 --executor_input <the replica's> --function_to_execute train`) as two local processes with the
 TF_CONFIG the operator sets, through TensorFlow's collective runtime; then the task's own
@@ -9,8 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_dataset
-from tfjob_operator import TrainingOperator
+from support.tfjob_operator import TrainingOperator
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 
@@ -18,17 +17,9 @@ HPARAMS = {"batch_size": 16, "learning_rate": 0.01, "epochs": 3}
 
 
 @pytest.fixture()
-def penguin_inputs(tmp_path):
-    from conveyor.io import Dataset
-    from conveyor.local.seed import penguins
-    from conveyor.transform.fit import fit
-    from conveyor.transform.spec import propose_spec
-
-    ds = write_dataset(tmp_path / "inputs" / "ds", penguins())
-    types = {c.name: c.type for c in Dataset(ds).info.columns}
-    fit(Dataset(ds), propose_spec(types, "species", {"a": 1, "b": 1, "c": 1})).write(
-        tmp_path / "inputs" / "t")
-    return ds, tmp_path / "inputs" / "t"
+def penguin_inputs(penguin_transform):
+    """The session's penguins Dataset and the transform fitted on it (tests/conftest.py)."""
+    return penguin_transform / "ds", penguin_transform / "t"
 
 
 def test_the_tasks_tfjob_trains_on_two_workers_and_its_outputs_are_the_chiefs(

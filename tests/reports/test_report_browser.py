@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from conftest import write_dataset
+from support import fit_transform, train_model, write_dataset
 
 pytestmark = pytest.mark.local
 
@@ -125,19 +125,12 @@ def _penguins(label: str) -> pa.Table:
 
 
 def _train(root: Path, table: pa.Table, label: str, task: str, epochs: int) -> Path:
-    from conveyor.io import Dataset
-    from conveyor.train.train import train
-    from conveyor.transform.fit import fit
-    from conveyor.transform.spec import propose_spec
-
     ds = root / "ds"
     if not ds.exists():
         write_dataset(ds, table)
-    types = {c.name: c.type for c in Dataset(ds).info.columns}
-    fit(Dataset(ds), propose_spec(types, label, task=task)).write(root / f"t{epochs}")
-    train(ds, root / f"t{epochs}", root / f"model{epochs}",
-          hparams={"epochs": epochs, "batch_size": 32, "learning_rate": 0.01})
-    return root / f"model{epochs}"
+    transform = fit_transform(ds, root / f"t{epochs}", label, values=None, task=task)
+    return train_model(ds, transform, root / f"model{epochs}",
+                       hparams={"epochs": epochs, "batch_size": 32, "learning_rate": 0.01})
 
 
 def _artifacts(folder: Path, **kinds):

@@ -5,7 +5,7 @@ patch is sent by the real kubernetes client to a loopback HTTP server that recor
 """
 
 import pytest
-from conftest import loopback_api
+from support import loopback_api
 
 from conveyor.errors import InputError
 from conveyor.push import kserve, vertex

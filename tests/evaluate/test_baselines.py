@@ -310,12 +310,8 @@ def test_a_model_trained_on_shuffled_labels_is_not_blessed(penguin_model, tmp_pa
     import numpy as np
     import pyarrow as pa
 
-    from conftest import write_dataset
-    from conveyor.io import Dataset
     from conveyor.local.seed import penguins
-    from conveyor.train.train import train
-    from conveyor.transform.fit import fit
-    from conveyor.transform.spec import propose_spec
+    from support import fit_transform, train_model, write_dataset
 
     table = penguins()
     species = table.column("species").to_numpy(zero_copy_only=False)
@@ -323,12 +319,9 @@ def test_a_model_trained_on_shuffled_labels_is_not_blessed(penguin_model, tmp_pa
     table = table.set_column(table.schema.get_field_index("species"), "species",
                              pa.array(shuffled, pa.string()))
     ds = write_dataset(tmp_path / "ds", table)
-    types = {c.name: c.type for c in Dataset(ds).info.columns}
-    fit(Dataset(ds), propose_spec(types, "species", {"a": 1, "b": 1, "c": 1})).write(
-        tmp_path / "t")
-    train(ds, tmp_path / "t", tmp_path / "model", hparams={"epochs": 8, "batch_size": 32,
-                                                           "learning_rate": 0.01})
-    result = evaluate_model(tmp_path / "model", ds)
+    model = train_model(ds, fit_transform(ds, tmp_path / "t"), tmp_path / "model",
+                        hparams={"epochs": 8, "batch_size": 32, "learning_rate": 0.01})
+    result = evaluate_model(model, ds)
     assert not result.blessed, [c.line() for c in result.checks]
     assert any(not c.passed for c in result.checks if c.reference == "naive")
 

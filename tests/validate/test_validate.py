@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from conftest import write_dataset
+from support import write_dataset
 from conveyor.errors import InputError
 from conveyor.local.seed import reference_rows
 from conveyor.validate.stats import compute_statistics

@@ -9,7 +9,7 @@ transport) to a loopback recorder; what Vertex AI would do with them needs Googl
 import json
 
 import pytest
-from conftest import loopback_api
+from support import loopback_api
 
 from conveyor import cli, submit
 from conveyor.errors import InputError

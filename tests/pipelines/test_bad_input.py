@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from conftest import write_dataset
+from support import PENGUINS_SUITE, write_dataset
 from conveyor import gcp
 from conveyor.errors import EmptyDataError, InputError, SchemaError, SourceNotFoundError
 from conveyor.io.split import fingerprint_buckets
@@ -37,7 +37,7 @@ from conveyor.validate.validate import ValidationFailed
 pytestmark = pytest.mark.local
 
 HPARAMS = {"epochs": 3, "batch_size": 32, "learning_rate": 0.01}
-SUITE = Path(__file__).parent / "penguins_suite.yaml"
+SUITE = PENGUINS_SUITE
 VICTIM = "bad_input.victim"
 TEN_MB = 10 << 20
 # bench/fail_fast.py sets this to a file: each refused case appends the step that failed and the

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import write_dataset
+from support import write_dataset
 from conveyor.evaluate import metrics as m
 from conveyor.evaluate.evaluate import Check, EvaluationResult, write_outputs
 from conveyor.reports import charts

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 from kfp import dsl
 
-from conftest import write_dataset
+from support import write_dataset
 from conveyor.errors import SchemaError
 from conveyor.io import Dataset, DatasetWriter
 from conveyor.stats.columns import SAMPLE_SIZE, DatasetStatistics, compute_statistics

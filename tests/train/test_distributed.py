@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import free_ports, write_dataset
+from support import free_ports, write_dataset
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 
@@ -41,17 +41,9 @@ TASK = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def penguin_data(tmp_path_factory):
-    from conveyor.io import Dataset
-    from conveyor.local.seed import penguins
-    from conveyor.transform.fit import fit
-    from conveyor.transform.spec import propose_spec
-
-    root = tmp_path_factory.mktemp("mw-penguins")
-    ds = write_dataset(root / "ds", penguins())
-    types = {c.name: c.type for c in Dataset(ds).info.columns}
-    fit(Dataset(ds), propose_spec(types, "species", {"a": 1, "b": 1, "c": 1})).write(root / "t")
-    return root / "ds", root / "t"
+def penguin_data(penguin_transform):
+    """The session's penguins Dataset and the transform fitted on it (tests/conftest.py)."""
+    return penguin_transform / "ds", penguin_transform / "t"
 
 
 def launch(code: str, args: dict, log: Path, tf_config: dict | None,

@@ -1,5 +1,5 @@
 """A stand-in for the Kubernetes API server and the Kubeflow Training Operator on 127.0.0.1, for
-the TFJob launcher's tests (tests/unit/test_tfjob_launch.py, tests/local/test_tfjob_train_local.py):
+the TFJob launcher's tests (tests/train/test_tfjob_launch.py, tests/train/test_tfjob_component.py):
 the kubernetes client's real requests, and each TFJob's replicas run as local processes."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import free_ports
+from support.network import free_ports
 
 TFJOBS = re.compile(r"^/apis/kubeflow\.org/v1/namespaces/([^/]+)/tfjobs(?:/([^/?]+))?(?:\?.*)?$")
 PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/?]+)(?:\?.*)?$")

@@ -7,6 +7,7 @@ import pytest
 from kfp import dsl
 
 from conveyor.components import bigquery_ingest, validate
+from support import PENGUINS_SUITE
 
 pytestmark = pytest.mark.local
 
@@ -84,4 +85,4 @@ def test_policy_fail_stops_the_task_and_lists_the_faults(penguins, kfp_local, ca
     assert "'Atlantis'" in text
 
 
-SPEC = Path(__file__).parent / "penguins_suite.yaml"
+SPEC = PENGUINS_SUITE

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tfjob_operator import TrainingOperator
+from support.tfjob_operator import TrainingOperator
 
 from conveyor import errors, images
 from conveyor.errors import InputError

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import write_dataset
+from support import write_dataset
 from conveyor.errors import EmptyDataError, InputError
 from conveyor.io import Dataset
 from conveyor.local import seed

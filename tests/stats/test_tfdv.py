@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from conftest import write_dataset
+from support import write_dataset
 from conveyor.errors import InputError
 from conveyor.io.dataset import Dataset
 from conveyor.stats import tfdv

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_dataset
+from support import write_dataset
 from conveyor.errors import InputError
 from conveyor.io import Dataset
 from conveyor.local.seed import penguins, reference_rows
