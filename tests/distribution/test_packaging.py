@@ -26,7 +26,8 @@ def test_image_tags_come_from_the_version_and_registry():
 
 def test_build_script_and_dockerfile_agree_with_the_image_map():
     # The bases are named only in conveyor.images: the Dockerfile's BASE_IMAGE has no default and
-    # build.sh reads them from `python -m conveyor.images` (run for real in test_security.py).
+    # build.sh reads them from `python -m conveyor.images` (run for real in
+    # tests/distribution/test_security.py).
     dockerfile = (REPO / images.DOCKERFILE).read_text()
     build = (REPO / "images" / "build.sh").read_text()
     assert "\nARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n" in dockerfile

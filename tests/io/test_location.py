@@ -1,4 +1,4 @@
-"""conveyor.io.location on a local folder: the same calls as on gs:// (tests/local/
+"""conveyor.io.location on a local folder: the same calls as on gs:// (tests/io/
 test_location_gcs.py runs them against the GCS emulator)."""
 
 from __future__ import annotations

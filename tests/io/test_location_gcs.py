@@ -1,4 +1,4 @@
-"""conveyor.io.location on Cloud Storage (the GCS emulator): the calls tests/unit/
+"""conveyor.io.location on Cloud Storage (the GCS emulator): the calls tests/io/
 test_location.py makes on a local folder, and a generation precondition."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ A killed push never leaves a partial or changed version that a reader sees (conv
 rerun leaves exactly one version holding the model. A killed ingest leaves a folder that
 `Dataset` refuses, and its rerun into the same folder writes the same rows.
 
-Killed training resumes from its checkpoint: tests/unit/test_train.py
+Killed training resumes from its checkpoint: tests/train/test_train.py
 (`test_killed_training_resumes_from_its_checkpoint`); its export is staged in `<model>.partial`
 and renamed, so the model folder is never half-written.
 
