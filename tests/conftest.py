@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from support import fit_transform, train_model, write_dataset
 
 

@@ -94,7 +94,9 @@ def run_pipeline(root: Path, base: str, *, ingest: dict | None = None, gcs: dict
                           policy=policy, label_column=label)
         fitted = out(dsl.Artifact, "preprocessing")
         _starting("transform")
-        transform.transform(data, fitted, label=label, feature_spec_uri=feature_spec)
+        # as the training pipeline wires it: fitted on validate's statistics, no second pass
+        transform.transform(data, fitted, label=label, feature_spec_uri=feature_spec,
+                            statistics=statistics)
     else:
         fitted = dsl.Artifact(uri=str(preprocessing))
     if model is None:

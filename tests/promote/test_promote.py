@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from support import write_dataset
 from kfp import dsl, local
+from support import write_dataset
 
 from conveyor.local import seed
 from conveyor.pipelines import monitoring, training

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 from kfp import dsl
+from support import PENGUINS_SUITE
 
 from conveyor.components import bigquery_ingest, validate
-from support import PENGUINS_SUITE
 
 pytestmark = pytest.mark.local
 
