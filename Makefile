@@ -27,15 +27,19 @@ demo: $(STAMP) ## the embedded default: emulators, seed data, the pipeline throu
 # The suite runs in $(TEST_WORKERS) processes, a test file per process at a time (pytest-xdist):
 # each starts its own emulators on free ports. TEST_WORKERS=0 runs it in this process.
 TEST_WORKERS ?= 2
+# Tests live by the package they test (tests/<step or room>/). STEP=<folder> narrows test,
+# test-fast and test-local to tests/<folder> (`make test STEP=transform`); unset, all of tests/.
+STEP ?=
+TEST_PATHS = $(if $(STEP),$(if $(wildcard tests/$(STEP)/),tests/$(STEP),$(error STEP=$(STEP): no folder tests/$(STEP))))
 
-test: $(STAMP) ## every test; starts the emulators it needs
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+test: $(STAMP) ## every test (STEP=transform: tests/transform only); starts the emulators it needs
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(TEST_PATHS)
 
-test-fast: $(STAMP) ## the fast tier only: no emulators, no kfp.local, no installs
-	$(BIN)/python -m pytest -m "not local and not slow"
+test-fast: $(STAMP) ## the fast tier only: no emulators, no kfp.local, no installs (STEP=...)
+	$(BIN)/python -m pytest -m "not local and not slow" $(TEST_PATHS)
 
-test-local: $(STAMP) ## the emulator and kfp.local tier only
-	$(BIN)/python -m pytest -m local -n $(TEST_WORKERS) --dist loadfile
+test-local: $(STAMP) ## the emulator and kfp.local tier only (STEP=...)
+	$(BIN)/python -m pytest -m local -n $(TEST_WORKERS) --dist loadfile $(TEST_PATHS)
 
 # The container tier alone: builds conveyor's image (as `make image`), then runs the reference
 # pipelines task by task in it and `conveyor serve` in it (tests/container).

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Bad input fails fast: seconds from the failing step's start to its error, for every case of
-the bad-input corpus (`tests/local/test_bad_input.py`).
+the bad-input corpus (`tests/pipelines/test_bad_input.py`).
 
 The corpus runs the training pipeline's task functions in order in one process (so the emulators
 and TensorFlow are loaded once); with CONVEYOR_BENCH_STEP_TIMES set, each refused case appends
@@ -9,7 +9,7 @@ on Kubeflow, Vertex or kfp.local also pays a fresh process and its imports befor
 work starts: that start-up is measured here per step (a fresh interpreter importing the step's
 task module, median of 3) and added, so the total is what a task pod would see from its start to
 the error. Task retries are not in these figures: a retry of a task that failed on bad input
-fails at once (`conveyor.failfast`, `tests/local/test_fail_fast.py`).
+fails at once (`conveyor.failfast`, `tests/pipelines/test_failfast.py`).
 
     python bench/fail_fast.py                 # the whole corpus, slow cases included
     python bench/fail_fast.py -k suite        # a pytest -k selection of it
@@ -60,7 +60,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         times = Path(tmp) / "steps.jsonl"
         env = {**os.environ, "CONVEYOR_BENCH_STEP_TIMES": str(times)}
-        command = [sys.executable, "-m", "pytest", "tests/local/test_bad_input.py", "-q",
+        command = [sys.executable, "-m", "pytest", "tests/pipelines/test_bad_input.py", "-q",
                    "-p", "no:cacheprovider", "--durations=0"] + (["-k", args.k] if args.k else [])
         run = subprocess.run(command, cwd=REPO, env=env)
         rows = [json.loads(line) for line in times.read_text().splitlines()] \

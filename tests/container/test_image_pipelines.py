@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_ports
+from support import free_ports
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 

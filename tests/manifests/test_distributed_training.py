@@ -9,7 +9,7 @@ import kubernetes_validate
 import pytest
 from google.protobuf import json_format
 
-from conftest import loopback_api
+from support import loopback_api
 from conveyor import images
 from conveyor.errors import InputError
 from conveyor.train import tfjob

@@ -3,7 +3,7 @@ local folder or on Cloud Storage, with versions that are published all at once o
 
 Versions are increasing integers and a published version is never overwritten. A publisher
 killed at any point (SIGKILL, a preempted node) leaves no partial version that a reader sees, and
-the next publish takes a fresh number (tests/local/test_crash_safety.py kills it at random).
+the next publish takes a fresh number (tests/push/test_crash_safety.py kills it at random).
 
 The registry is split by concern: `versions` (numbers, markers, errors), `labels` (the labels
 file), `local` (publishing on a local folder: staging, lock, rename) and `gcs` (publishing on

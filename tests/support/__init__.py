@@ -1,0 +1,22 @@
+"""What tests import (not fixtures: those stay in the conftest.py files). `tests/` is on
+pytest's `pythonpath` (pyproject.toml), so a test says `from support import write_dataset`.
+
+- `support.data`: Dataset artifacts written as ingest writes them, the penguins suite file.
+- `support.models`: a fitted transform and a trained model, built the way the steps build them.
+- `support.network`: free loopback ports, a loopback stand-in for a cloud API.
+- `support.tfjob_operator`: a stand-in Kubernetes API and Training Operator on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from support.data import PENGUINS_SUITE, write_dataset
+from support.models import HPARAMS, fit_transform, train_model
+from support.network import free_ports, loopback_api
+
+#: The repository's root folder.
+REPO = Path(__file__).resolve().parents[2]
+
+__all__ = ["HPARAMS", "PENGUINS_SUITE", "REPO", "fit_transform", "free_ports", "loopback_api",
+           "train_model", "write_dataset"]
