@@ -20,7 +20,7 @@ from conveyor.errors import InputError
 
 def split_ratios(value: Any) -> list[str]:
     """ingest's own parsing of `split_ratios` (`SplitSpec.parse`), as a list of problems."""
-    from conveyor.ingest.split import SplitSpec
+    from conveyor.io.split import SplitSpec
 
     if not isinstance(value, Mapping):
         return [f"split_ratios: a JSON object of split names and shares, got {value!r}"]
@@ -45,6 +45,7 @@ STEP_CHECKS: dict[str, str] = {
     "policy": "conveyor.validate.policies:check",
     "drift_policy": "conveyor.pipelines.checks:drift_policy",
     "split_ratios": "conveyor.pipelines.checks:split_ratios",
+    "write_mode": "conveyor.predict.output:check_write_mode",
 }
 
 
