@@ -33,13 +33,19 @@ Declarative, as YAML/JSON or as the equivalent Python object::
   they do not change the model.
 
 **Column names and model inputs.** Each feature is a named input of the exported model's
-serving signature. A column whose name is a plain identifier (letters, digits and `_`, not
-starting with a digit, not a Python keyword) keeps its name, case included. Any other name maps
-to one deterministically (`input_name`): letters with accents lose them, every other character
-that is not a letter, digit or `_` becomes `_`, a leading digit (or an empty result) gets an
-`f_` prefix and a keyword a trailing `_`: `from` -> `from_`, `prix €` -> `prix__`,
-`2nd floor` -> `f_2nd_floor`, `a/b-c` -> `a_b_c`. The spec may set `input` by hand. Two features
-whose inputs would clash are refused, naming both columns.
+serving signature, which TensorFlow turns into keyword arguments of its own functions and into
+graph names. A column whose name is a plain identifier (letters, digits and `_`, starting with a
+letter) and not reserved keeps its name, case included. Reserved (`reserved`): Python keywords
+and soft keywords, builtins, `self` and the names of the generated serving function's parameter
+and locals (`SERVING_NAMES`): each gets a trailing `_` (`self` -> `self_`, `from` -> `from_`,
+`id` -> `id_`). Any other name maps to one deterministically (`input_name`): letters with
+accents lose them, every other character that is not a letter, digit or `_` becomes `_`, a
+leading digit (or an empty result) gets an `f_` prefix and a leading `_` an `f`:
+`prix €` -> `prix__`, `2nd floor` -> `f_2nd_floor`, `a/b-c` -> `a_b_c`, `_x` -> `f_x`. Inputs
+must differ in more than case (TensorFlow's signature refuses `A` beside `a`). A proposed spec
+gives a column whose input would clash with another's the next free `<input>_2`, `_3`...
+(columns keeping their own name first). A written spec may set `input` by hand; two of its
+features whose inputs would clash are refused, naming both columns.
 
 `propose_spec` writes one from a Dataset's schema and the train split's statistics, so the
 simple case needs no hand-written spec; every decision carries its reason.
@@ -47,6 +53,7 @@ simple case needs no hand-written spec; every decision carries its reason.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import keyword
 import math
@@ -73,9 +80,16 @@ DATETIME_TYPES = ("date", "timestamp")
 MAX_CLASSES = 1000
 #: The largest magnitude a float32 holds: labels and values beyond it cannot reach the model.
 FLOAT32_MAX = 3.4028234663852886e38
-#: A model input name: a Python identifier (TensorFlow makes each signature input a function
-#: argument and names graph nodes after it).
-INPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: A model input name: a Python identifier starting with a letter (TensorFlow makes each
+#: signature input a function argument and names graph nodes after it; it renames a leading `_`).
+INPUT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+#: Names the serving signature's machinery uses itself: `self` of the methods TensorFlow calls
+#: with the inputs as keyword arguments, and the generated serving function's parameter, locals
+#: and outputs (`conveyor.train.export.serving_function`).
+SERVING_NAMES = frozenset({
+    "self", "cls", "args", "kwargs", "features", "prediction", "probability", "probabilities",
+    "class_id", "class_label", "value", "task", "classes", "scale", "model", "serve", "tf",
+    "np", "name", "training", "inputs", "outputs", "signature"})
 # -- proposal thresholds (see `propose_spec`) ---------------------------------------------------
 MAX_CATEGORY_CODES = 20  # an integer column with at most this many values is a set of codes
 MAX_VOCABULARY = 10_000  # larger string columns are hashed
@@ -84,17 +98,43 @@ MIN_ID_ROWS = 50
 SKEW_FOR_LOG = 2.0  # skewness of a non-negative column above which it is log-transformed
 
 
+def reserved(name: str) -> bool:
+    """A name a model input may not take although it is an identifier (see the module
+    docstring): a keyword or soft keyword, a builtin, or a name of the serving machinery."""
+    return (keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in SERVING_NAMES
+            or hasattr(builtins, name))
+
+
 def input_name(column: str) -> str:
     """The model input a column feeds (see the module docstring): deterministic, case kept."""
-    if INPUT_NAME.match(column) and not keyword.iskeyword(column):
+    if INPUT_NAME.match(column) and not reserved(column):
         return column
     folded = "".join(c if ord(c) < 128 else (_fold(c) or "_") for c in column)
     name = re.sub(r"[^A-Za-z0-9_]", "_", folded)
     if not name or name[0].isdigit():
         name = "f_" + name
-    if keyword.iskeyword(name):
+    elif name[0] == "_":
+        name = "f" + name
+    if reserved(name):
         name += "_"
     return name
+
+
+def distinct_inputs(features: Mapping[str, "Feature"]) -> None:
+    """Give each feature without an `input` of its own one that no other feature's input
+    equals in any case: columns keeping their own name claim it first, in order; a clashing
+    one gets the next free `<input>_2`, `_3`... (a proposal's choice, recorded in the spec)."""
+    taken: set[str] = set()
+    order = sorted(features.values(), key=lambda f: f.input_name != f.name)
+    for f in order:
+        base = f.input_name
+        candidate, n = base, 1
+        while candidate.casefold() in taken or reserved(candidate):
+            n += 1
+            candidate = f"{base}_{n}"
+        if candidate != base:
+            f.input = candidate
+        taken.add(candidate.casefold())
 
 
 def _fold(char: str) -> str:
@@ -265,16 +305,18 @@ def _check_inputs(features: Mapping[str, Feature], where: str) -> None:
     seen: dict[str, str] = {}
     for name, f in features.items():
         given = f.input_name
-        if not INPUT_NAME.match(given) or keyword.iskeyword(given):
+        if not isinstance(given, str) or not INPUT_NAME.match(given) or reserved(given):
             raise InputError(f"{where}: feature {name!r}: input {given!r} is not a valid model "
-                             "input name (letters, digits and '_', not starting with a digit, "
-                             "not a Python keyword)")
-        if given in seen:
+                             "input name (letters, digits and '_', starting with a letter, not "
+                             "a Python keyword or builtin nor a name the serving function uses "
+                             "itself, such as 'self')")
+        if given.casefold() in seen:
             raise SchemaError(
-                f"{where}: columns {seen[given]!r} and {name!r} would both feed model input "
-                f"{given!r}; rename one in the query (SELECT `{name}` AS other_name) or give "
-                "one an explicit 'input' in a feature spec")
-        seen[given] = name
+                f"{where}: columns {seen[given.casefold()]!r} and {name!r} would both feed model "
+                f"input {given!r} (inputs must differ in more than case); rename one in the "
+                f"query (SELECT `{name}` AS other_name) or give one an explicit 'input' in a "
+                "feature spec")
+        seen[given.casefold()] = name
 
 
 def _positive(value: Any, what: str, where: str) -> int:
@@ -402,6 +444,7 @@ def propose_spec(types: Mapping[str, str], label: str, label_values: Mapping[Any
             why["label"] = "standardized for training; predictions mapped back to label units"
     spec = FeatureSpec(label, task, features, label_transform=label_transform, excluded=excluded,
                        why=why)
+    distinct_inputs(features)
     _check_inputs(features, "proposed feature spec")
     return spec
 
