@@ -20,8 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conveyor.errors import InputError, TrainingError
-from conveyor.transform.spec import (INPUT_NAME, SERVING_NAMES, FeatureSpec, propose_spec,
-                                     reserved)
+from conveyor.transform.names import INPUT_NAME, SERVING_NAMES, reserved
+from conveyor.transform.spec import FeatureSpec, propose_spec
 from conftest import write_dataset
 
 

@@ -48,8 +48,8 @@ def test_another_output_is_accepted(source):
     (["k", "k"], "regression", [], "passthrough column 'k' and passthrough column 'k'"),
     ([], "multiclass", ["a b", "a_b"],
      "prediction column 'probability_a_b' (class 'a b') and prediction column 'probability_a_b'"),
-    ([], "multiclass", ["A", "a"], "'probability_A' (class 'A') and prediction column "
-                                   "'probability_a' (class 'a')"),
+    ([], "multiclass", ["A", "a"], ("'probability_A' (class 'A') and prediction column "
+                                    "'probability_a' (class 'a')")),
 ])
 def test_output_columns_of_one_name_are_refused(passthrough, task, classes, named):
     with pytest.raises(InputError, match="would share a name") as refused:
@@ -89,7 +89,7 @@ def test_append_needs_the_same_columns_and_names_those_that_differ():
 def test_a_bad_write_mode_is_refused_before_anything_starts():
     assert checks.problems({"write_mode": "create"}) == []
     assert checks.problems({"write_mode": "apend"}) == [
-        "write_mode: 'apend' is not one of ('create', 'append', 'replace') "
-        "(did you mean 'append'?)"]
+        ("write_mode: 'apend' is not one of ('create', 'append', 'replace') "
+         "(did you mean 'append'?)")]
     with pytest.raises(InputError, match="write_mode"):
         output.check_existing(None, TARGET, "overwrite", WANTED)

@@ -90,7 +90,7 @@ def export(model: keras.Model, fitted: Fitted, model_path: str | Path,
     except (InputError, OSError, MemoryError):
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    except Exception as exc:  # noqa: BLE001  (the model's inputs or its code, not a transient)
+    except Exception as exc:  # the model's inputs or its code, not a transient
         shutil.rmtree(staging, ignore_errors=True)
         inputs = sorted(f["input"] for f in fitted.features.values())
         raise TrainingError(f"exporting the model failed ({one_line(exc)}); model inputs: "

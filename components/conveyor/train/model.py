@@ -48,7 +48,7 @@ def build_model(fitted: Fitted, hyperparameters: Hyperparameters,
         return _build(fitted, hyperparameters, module_file)
     except (InputError, OSError, MemoryError):
         raise
-    except Exception as exc:  # noqa: BLE001  (the model's inputs or spec, not a transient)
+    except Exception as exc:  # the model's inputs or spec, not a transient
         raise TrainingError(f"building the model failed ({one_line(exc)}); model inputs: "
                             f"{sorted(f['input'] for f in fitted.features.values())}") from exc
 
