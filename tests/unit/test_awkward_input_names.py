@@ -33,7 +33,7 @@ def corpus() -> list[str]:
                     *[b for b in dir(builtins) if not b.startswith("__")][::6],
                     "__class__", "__init__", "__call__"})
     names = list(bases)
-    for base in ["self", "value", "id", "type", "from", "features", "x"]:
+    for base in ["self", "value", "id", "type", "from", "features", "x", "hidden_3", "logits"]:
         names += [base.upper(), base.title(), f"_{base}", f"{base} ", f"{base}-", f"1{base}",
                   f"{base}_", f"{base}_2", f"é{base}", f"e{base}"]
     names += ["a b", "a_b", "a-b", "A_B", "d", "d_month", "", "_", "__", "0", "ß", "ss"]
@@ -65,6 +65,11 @@ def test_the_corpus_maps_to_distinct_safe_inputs():
     assert inputs["self_"] == "self_" and inputs["self"] == "self__2"
     assert inputs["_x"] == "f_x" and inputs["a_b"] == "a_b" and inputs["A_B"] == "A_B_2"
     assert proposed_inputs(["self", "_x"]) == {"self": "self_", "_x": "f_x"}
+    # builtins and ordinary words keep their names: requests use the column names
+    assert proposed_inputs(["id", "type", "value", "name"]) == {
+        "id": "id", "type": "type", "value": "value", "name": "name"}
+    assert proposed_inputs(["prediction", "hidden_0"]) == {
+        "prediction": "prediction_", "hidden_0": "hidden_0_"}
 
 
 @settings(max_examples=200, deadline=None)

@@ -4,7 +4,6 @@ names an input may not take (`reserved`), and distinct inputs for a proposal
 
 from __future__ import annotations
 
-import builtins
 import keyword
 import re
 import unicodedata
@@ -14,21 +13,25 @@ from typing import Any
 #: A model input name: a Python identifier starting with a letter (TensorFlow makes each
 #: signature input a function argument and names graph nodes after it; it renames a leading `_`).
 INPUT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-#: Names the serving signature's machinery uses itself: `self` of the methods TensorFlow calls
-#: with the inputs as keyword arguments, and the generated serving function's parameter, locals
-#: and outputs (`conveyor.train.export.serving_function`).
+#: Names a model input may not take although they are identifiers: `self` (TensorFlow calls a
+#: signature's methods with the inputs as keyword arguments) and the names of the layers
+#: `conveyor.train.model` adds after the inputs (a Keras input is a layer named after it, and
+#: layer names must be unique). Builtins and the serving function's locals are harmless: a
+#: generated corpus of them trains, exports and serves under their own names
+#: (tests/transform/test_awkward_input_names.py), so columns such as `id`, `type` or `value` keep
+#: their names in requests.
 SERVING_NAMES = frozenset({
-    "self", "cls", "args", "kwargs", "features", "prediction", "probability", "probabilities",
-    "class_id", "class_label", "value", "task", "classes", "scale", "model", "serve", "tf",
-    "np", "name", "training", "inputs", "outputs", "signature"})
+    "self", "prediction", "logits", "deep_features", "deep_logits", "wide_features",
+    "wide_logits", "conveyor_model", "conveyor_user_model"})
+_LAYER_NAME = re.compile(r"^hidden_[0-9]+$")
 
 
 def reserved(name: str) -> bool:
     """A name a model input may not take although it is an identifier (rules:
-    `conveyor.transform.spec`): a keyword or soft keyword, a builtin, or a name of the serving
-    machinery."""
+    `conveyor.transform.spec`): a keyword or soft keyword, `self`, or the name of a layer the
+    model adds itself."""
     return (keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in SERVING_NAMES
-            or hasattr(builtins, name))
+            or bool(_LAYER_NAME.match(name)))
 
 
 def input_name(column: str) -> str:

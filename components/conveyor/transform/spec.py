@@ -36,9 +36,9 @@ Declarative, as YAML/JSON or as the equivalent Python object::
 serving signature, which TensorFlow turns into keyword arguments of its own functions and into
 graph names. A column whose name is a plain identifier (letters, digits and `_`, starting with a
 letter) and not reserved keeps its name, case included. Reserved (`reserved`): Python keywords
-and soft keywords, builtins, `self` and the names of the generated serving function's parameter
-and locals (`SERVING_NAMES`): each gets a trailing `_` (`self` -> `self_`, `from` -> `from_`,
-`id` -> `id_`). Any other name maps to one deterministically (`input_name`): letters with
+and soft keywords, `self` and the names of the layers the model adds after its inputs
+(`SERVING_NAMES`: `prediction`, `logits`, `hidden_0`...): each gets a trailing `_` (`self` ->
+`self_`, `from` -> `from_`); `id`, `type` or `value` keep their names. Any other name maps to one deterministically (`input_name`): letters with
 accents lose them, every other character that is not a letter, digit or `_` becomes `_`, a
 leading digit (or an empty result) gets an `f_` prefix and a leading `_` an `f`:
 `prix €` -> `prix__`, `2nd floor` -> `f_2nd_floor`, `a/b-c` -> `a_b_c`, `_x` -> `f_x`. Inputs
@@ -251,8 +251,8 @@ def _check_inputs(features: Mapping[str, Feature], where: str) -> None:
         if not isinstance(given, str) or not INPUT_NAME.match(given) or reserved(given):
             raise InputError(f"{where}: feature {name!r}: input {given!r} is not a valid model "
                              "input name (letters, digits and '_', starting with a letter, not "
-                             "a Python keyword or builtin nor a name the serving function uses "
-                             "itself, such as 'self')")
+                             "a Python keyword nor a name the model uses itself, such as "
+                             "'self' or 'prediction')")
         if given.casefold() in seen:
             raise SchemaError(
                 f"{where}: columns {seen[given.casefold()]!r} and {name!r} would both feed model "
