@@ -18,6 +18,8 @@ NAME = "conveyor-batch-prediction"
     table="Table to predict, as project.dataset.table or dataset.table (or give query).",
     query="GoogleSQL query whose rows are predicted, instead of table.",
     passthrough="Input columns copied into the output rows (e.g. a key).",
+    write_mode="When output_table exists: create (default) refuses it, append adds the rows if "
+               "its columns match, replace replaces it. The input table is never written.",
 )
 def pipeline(
     output_table: str,
@@ -27,11 +29,12 @@ def pipeline(
     passthrough: list = [],
     project: str = default("project"),
     location: str = default("location"),
+    write_mode: str = "create",
 ):
     rows = bigquery_ingest(table=table, query=query, split_ratios={"all": 1.0}, project=project,
                            location=location).set_display_name("Read rows from BigQuery")
     rows.set_caching_options(False)  # the table changes under the same parameters
     batch_predict(dataset=rows.outputs["dataset"], output_table=output_table,
                   model_base_path=model_base_path, passthrough=passthrough, project=project,
-                  location=location).set_display_name("Predict and write to BigQuery"
-                                                      ).set_caching_options(False)
+                  location=location, write_mode=write_mode,
+                  ).set_display_name("Predict and write to BigQuery").set_caching_options(False)

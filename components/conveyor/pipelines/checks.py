@@ -45,6 +45,7 @@ STEP_CHECKS: dict[str, str] = {
     "policy": "conveyor.validate.policies:check",
     "drift_policy": "conveyor.pipelines.checks:drift_policy",
     "split_ratios": "conveyor.pipelines.checks:split_ratios",
+    "write_mode": "conveyor.predict.output:check_write_mode",
 }
 
 

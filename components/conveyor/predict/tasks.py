@@ -16,10 +16,15 @@ def batch_predict(dataset, metrics, **kwargs):
 
 def _batch_predict(dataset, metrics, *, output_table: str, model=None, model_base_path: str = "",
                   split: str = "all", passthrough: list | None = None, project: str = "",
-                  location: str = ""):
+                  location: str = "", write_mode: str = "create"):
     from conveyor.errors import InputError
     from conveyor.predict.batch import predict_to_bigquery
 
+    from conveyor.predict.output import check_write_mode
+
+    problems = check_write_mode(write_mode)
+    if problems:  # before the model is fetched
+        raise InputError(problems[0])
     with tempfile.TemporaryDirectory(prefix="conveyor-predict-") as scratch:
         if model is not None:
             model_dir, version = model.path, str(model.metadata.get("version", "artifact"))
@@ -35,7 +40,7 @@ def _batch_predict(dataset, metrics, *, output_table: str, model=None, model_bas
         result = predict_to_bigquery(model_dir, dataset.path, output_table,
                                      model_version=version, split=split,
                                      passthrough=passthrough or (), project=project or None,
-                                     location=location or None)
+                                     location=location or None, write_mode=write_mode)
     metrics.log_metric("rows", result.rows)
     metrics.log_metric("seconds", round(result.seconds, 3))
     print(f"wrote {result.rows} predictions of model version {version} to {result.table}")

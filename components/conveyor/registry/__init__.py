@@ -8,9 +8,10 @@ it serves, whose `assets.extra/` files the steps read. See `base`, `versions`, `
 from conveyor.registry.base import ModelBasePath, ServedVersion, served_version
 from conveyor.registry.labels import LABEL_NAME, LABELS, LabelsError, check_labels
 from conveyor.registry.versions import (ASSETS_EXTRA, GRAPH, LOCK, MARKERS, ConflictError,
-                                        Publication, PublishError, StaleBaseline, canonical,
-                                        number)
+                                        Publication, PublishError, StaleBaseline,
+                                        UntrustedVersion, canonical, number)
 
 __all__ = ["ASSETS_EXTRA", "GRAPH", "LABELS", "LABEL_NAME", "LOCK", "MARKERS", "ConflictError",
            "LabelsError", "ModelBasePath", "Publication", "PublishError", "ServedVersion",
-           "StaleBaseline", "canonical", "check_labels", "number", "served_version"]
+           "StaleBaseline", "UntrustedVersion", "canonical", "check_labels", "number",
+           "served_version"]

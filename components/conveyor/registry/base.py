@@ -14,6 +14,7 @@ and publishers use.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import shutil
@@ -25,7 +26,10 @@ from conveyor.io.digest import digest
 from conveyor.registry.gcs import GcsStore
 from conveyor.registry.labels import Labelled
 from conveyor.registry.local import LocalStore
-from conveyor.registry.versions import ASSETS_EXTRA, GRAPH, MARKERS, Publication, canonical
+from conveyor.registry.versions import (ASSETS_EXTRA, GRAPH, MARKERS, Publication,
+                                        UntrustedVersion, canonical, trusted_manifest)
+
+log = logging.getLogger(__name__)
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
@@ -135,7 +139,13 @@ class ModelBasePath(Labelled, LocalStore, GcsStore):
 
     def fetch(self, version: int, cache: str | Path) -> Path:
         """A local folder holding `version` (the version itself, or a download of it into
-        `cache`; a download that fails leaves nothing in `cache`)."""
+        `cache`; a download that fails leaves nothing in `cache`).
+
+        Everything read from the bucket is untrusted: the commit marker's file list must hold
+        only plain relative paths (`versions.trusted_manifest`), each written inside the
+        download folder, and every file must have the SHA-256 the marker records, checked
+        before the folder takes the version's name: a version that fails raises
+        `UntrustedVersion` (logged) and nothing of it stays in `cache`."""
         from conveyor.gcp import retry
 
         if not self.gcs:
@@ -143,19 +153,34 @@ class ModelBasePath(Labelled, LocalStore, GcsStore):
         target = Path(cache) / str(version)
         if (target / GRAPH).exists():
             return target
-        manifest = self._read_marker(f"{MARKERS}/committed/{version}")
-        if not manifest.get("files"):
+        where = f"model_base_path: {self.uri} version {version} (commit marker)"
+        marker = self._read_marker(f"{MARKERS}/committed/{version}")
+        if not marker.get("files"):
             raise SourceNotFoundError(f"model_base_path: {self.uri} has no version {version}")
+        try:
+            files, hashes = trusted_manifest(marker, where)
+            if GRAPH not in files:
+                raise UntrustedVersion(f"{where}: lists no {GRAPH}; refusing the version")
+        except UntrustedVersion as exc:
+            log.error("%s", exc)
+            raise
         partial = Path(cache) / f".{version}.{uuid.uuid4().hex[:8]}"
         try:
-            for rel in manifest["files"]:
+            inside = partial.resolve()
+            for rel in files:
                 dest = partial / rel
+                if not dest.resolve().is_relative_to(inside):  # belt and braces
+                    raise UntrustedVersion(f"{where}: file {rel!r} leaves the download folder")
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 self._bucket().blob(self._key(f"{version}/{rel}")).download_to_filename(
                     str(dest), retry=retry.storage())
+            _check_hashes(partial, hashes, where)
             partial.rename(target)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(partial, ignore_errors=True)
+            if isinstance(exc, UntrustedVersion):
+                log.error("%s", exc)
+                raise
             if not (target / GRAPH).exists():  # else another reader of this cache got there
                 raise
         return target
@@ -238,3 +263,17 @@ def served_version(base: ModelBasePath | str) -> ServedVersion | None:
     base = base if isinstance(base, ModelBasePath) else ModelBasePath(base)
     version = base.served()
     return ServedVersion(base, version) if version is not None else None
+
+
+def _check_hashes(folder: Path, hashes: dict[str, str] | None, where: str) -> None:
+    """Raise `UntrustedVersion` naming the files of `folder` whose SHA-256 is not the one
+    recorded (None: a version committed before manifests recorded hashes, nothing to check)."""
+    if hashes is None:
+        log.warning("%s: records no SHA-256; its files are not checked", where)
+        return
+    found = digest(folder)
+    wrong = sorted(rel for rel in hashes if found.get(rel) != hashes[rel])
+    if wrong or set(found) != set(hashes):
+        extra = sorted(set(found) - set(hashes))
+        raise UntrustedVersion(f"{where}: SHA-256 differs from the recorded one for "
+                               f"{wrong + extra}; refusing the version")

@@ -27,6 +27,60 @@ DEFAULT_LEASE = 30.0  # seconds without a heartbeat after which a claim is aband
 _NUMERIC = re.compile(r"[0-9]+")
 
 
+class UntrustedVersion(InputError):
+    """A version whose commit marker or files cannot be trusted: a file path that would land
+    outside the version's folder, or a file whose SHA-256 is not the one recorded. It never
+    serves; a server keeps the version it has."""
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def confined_path(rel: object, where: str) -> str:
+    """`rel` if it is a plain relative path inside a version's folder ('/'-separated parts,
+    none empty, '.' or '..'), else `UntrustedVersion`: an absolute path, a '..' part, a
+    backslash, a NUL or other control character, a drive letter, an empty path."""
+    problem = None
+    if not isinstance(rel, str) or not rel:
+        problem = "not a non-empty string"
+    elif rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
+        problem = "an absolute path"
+    elif "\\" in rel:
+        problem = "holds a backslash"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in rel):
+        problem = "holds a NUL or control character"
+    elif any(part in ("", ".", "..") for part in rel.split("/")):
+        problem = "has an empty, '.' or '..' part"
+    if problem:
+        raise UntrustedVersion(f"{where}: file {rel!r} is {problem}; refusing the version")
+    return rel
+
+
+def trusted_manifest(marker: dict, where: str) -> tuple[list[str], dict[str, str] | None]:
+    """The files of a commit marker, each confined (`confined_path`), and their recorded
+    SHA-256 (None for a version committed before manifests recorded hashes). Raises
+    `UntrustedVersion` for a list or hashes that cannot be a version's."""
+    files = marker.get("files")
+    if not isinstance(files, list):
+        raise UntrustedVersion(f"{where}: 'files' is not a list; refusing the version")
+    files = [confined_path(rel, where) for rel in files]
+    if len(set(files)) != len(files):
+        raise UntrustedVersion(f"{where}: a file is listed twice; refusing the version")
+    folders = {"/".join(rel.split("/")[:i]) for rel in files
+               for i in range(1, rel.count("/") + 1)}
+    if folders & set(files):
+        raise UntrustedVersion(f"{where}: {sorted(folders & set(files))} listed both as a file "
+                               "and as a folder; refusing the version")
+    hashes = marker.get("sha256")
+    if hashes is None:
+        return files, None
+    if (not isinstance(hashes, dict) or set(hashes) != set(files)
+            or not all(isinstance(h, str) and _HEX64.fullmatch(h) for h in hashes.values())):
+        raise UntrustedVersion(f"{where}: 'sha256' does not give one SHA-256 for each listed "
+                               "file; refusing the version")
+    return files, hashes
+
+
 class ConflictError(ConveyorError):
     """Another writer committed a version this writer had claimed (markers tampered with)."""
 

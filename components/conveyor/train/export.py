@@ -15,12 +15,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from conveyor.errors import InputError, TrainingError, one_line
 from conveyor.io.dataset import Dataset
 from conveyor.train.data import chunks
 from conveyor.train.preprocess import input_dtype
 from conveyor.model.layout import ASSETS_EXTRA, LABELS_FILE, SPEC_FILE
 from conveyor.transform.fit import Fitted
-
 
 
 def smearing(model: keras.Model, dataset: Dataset, split: str, fitted: Fitted,
@@ -73,14 +73,28 @@ def serving_function(model: keras.Model, fitted: Fitted):
 
 def export(model: keras.Model, fitted: Fitted, model_path: str | Path,
            transform_path: str | Path) -> None:
-    """Write the SavedModel, then its extra files; a failure leaves no partial model."""
+    """Write the SavedModel, then its extra files; a failure leaves no partial model.
+
+    Building the serving signature depends only on the model and its inputs, so an error
+    there (a TypeError about an argument, a ValueError about names) is the input's, not a
+    transient one: it becomes a `TrainingError` (an InputError: not retried). Errors of the
+    environment (OSError: a full disk; MemoryError) stay what they are."""
     model_path = Path(model_path)
     staging = model_path.with_name(model_path.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(name="serving_default", fn=serving_function(model, fitted))
-    archive.write_out(str(staging), verbose=False)
+    try:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(name="serving_default", fn=serving_function(model, fitted))
+        archive.write_out(str(staging), verbose=False)
+    except (InputError, OSError, MemoryError):
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    except Exception as exc:  # the model's inputs or its code, not a transient
+        shutil.rmtree(staging, ignore_errors=True)
+        inputs = sorted(f["input"] for f in fitted.features.values())
+        raise TrainingError(f"exporting the model failed ({one_line(exc)}); model inputs: "
+                            f"{inputs}") from exc
     extra = staging / ASSETS_EXTRA
     extra.mkdir(exist_ok=True)
     fitted.write(extra)  # transform.json as trained with (a log label's smearing factor added)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import keras
 
-from conveyor.errors import InputError
+from conveyor.errors import InputError, TrainingError, one_line
 from conveyor.train.hyperparameters import Hyperparameters
 from conveyor.train.preprocess import preprocess, raw_inputs
 from conveyor.transform.fit import Fitted
@@ -39,16 +39,32 @@ def _head(logits, fitted: Fitted):
 
 def build_model(fitted: Fitted, hyperparameters: Hyperparameters,
                 module_file: str | None = None) -> keras.Model:
-    """raw features -> preprocessing -> (DNN | wide-and-deep | user model) -> prediction."""
+    """raw features -> preprocessing -> (DNN | wide-and-deep | user model) -> prediction.
+
+    Building depends only on the inputs, the spec and the hyper-parameters, so an error here is
+    theirs, not a transient one: a `TrainingError` (an InputError: not retried); OSError and
+    MemoryError stay what they are."""
+    try:
+        return _build(fitted, hyperparameters, module_file)
+    except (InputError, OSError, MemoryError):
+        raise
+    except Exception as exc:  # the model's inputs or spec, not a transient
+        raise TrainingError(f"building the model failed ({one_line(exc)}); model inputs: "
+                            f"{sorted(f['input'] for f in fitted.features.values())}") from exc
+
+
+def _build(fitted: Fitted, hyperparameters: Hyperparameters,
+           module_file: str | None) -> keras.Model:
     inputs = raw_inputs(fitted)
     features = preprocess(fitted, inputs)
     if module_file:
         return _user_model(module_file, fitted, hyperparameters, inputs, features)
     deep = list(features["numeric"].values())
+    stems = _layer_stems(fitted, [*features["indices"], *features["crosses"]])
     for name, index in features["indices"].items():
         n = features["cardinality"][name]
         emb = keras.layers.Embedding(n, _embedding_dim(n, hyperparameters),
-                                     name=f"{input_name(name)}_embedding")(index)
+                                     name=f"{stems[name]}_embedding")(index)
         deep.append(emb)
     x = deep[0] if len(deep) == 1 else keras.layers.Concatenate(name="deep_features")(deep)
     for i, units in enumerate(hyperparameters.hidden_units):
@@ -58,13 +74,35 @@ def build_model(fitted: Fitted, hyperparameters: Hyperparameters,
     logits = keras.layers.Dense(output_units(fitted), name="deep_logits")(x)
     if hyperparameters.model == "wide_deep":
         wide = [keras.layers.CategoryEncoding(features["cardinality"][n], output_mode="one_hot",
-                                              name=f"{input_name(n)}_one_hot")(i)
+                                              name=f"{stems[n]}_one_hot")(i)
                 for n, i in {**features["indices"], **features["crosses"]}.items()]
         wide += list(features["numeric"].values())
         w = wide[0] if len(wide) == 1 else keras.layers.Concatenate(name="wide_features")(wide)
         wide_logits = keras.layers.Dense(output_units(fitted), name="wide_logits")(w)
         logits = keras.layers.Add(name="logits")([logits, wide_logits])
     return keras.Model(inputs, _head(logits, fitted), name="conveyor_model")
+
+
+def _layer_stems(fitted: Fitted, keys: list[str]) -> dict[str, str]:
+    """A layer-name stem for each feature key (a column, `<column>_<part>` of a date, a cross),
+    distinct in any case: from the model inputs, which are distinct, so that a column named
+    like another's date part (`d_month` beside date `d`) cannot clash with it."""
+    stems, taken = {}, set()
+    for key in keys:
+        column, _, part = key.rpartition("_")
+        if key in fitted.features:
+            base = fitted.features[key]["input"]
+        elif column in fitted.features:
+            base = f"{fitted.features[column]['input']}_{part}"
+        else:
+            base = input_name(key)
+        stem, n = base, 1
+        while stem.casefold() in taken:
+            n += 1
+            stem = f"{base}_{n}"
+        stems[key] = stem
+        taken.add(stem.casefold())
+    return stems
 
 
 def _user_model(module_file: str, fitted: Fitted, hyperparameters: Hyperparameters, inputs,

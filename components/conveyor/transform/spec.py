@@ -33,13 +33,19 @@ Declarative, as YAML/JSON or as the equivalent Python object::
   they do not change the model.
 
 **Column names and model inputs.** Each feature is a named input of the exported model's
-serving signature. A column whose name is a plain identifier (letters, digits and `_`, not
-starting with a digit, not a Python keyword) keeps its name, case included. Any other name maps
-to one deterministically (`input_name`): letters with accents lose them, every other character
-that is not a letter, digit or `_` becomes `_`, a leading digit (or an empty result) gets an
-`f_` prefix and a keyword a trailing `_`: `from` -> `from_`, `prix €` -> `prix__`,
-`2nd floor` -> `f_2nd_floor`, `a/b-c` -> `a_b_c`. The spec may set `input` by hand. Two features
-whose inputs would clash are refused, naming both columns.
+serving signature, which TensorFlow turns into keyword arguments of its own functions and into
+graph names. A column whose name is a plain identifier (letters, digits and `_`, starting with a
+letter) and not reserved keeps its name, case included. Reserved (`reserved`): Python keywords
+and soft keywords, `self` and the names of the layers the model adds after its inputs
+(`SERVING_NAMES`: `prediction`, `logits`, `hidden_0`...): each gets a trailing `_` (`self` ->
+`self_`, `from` -> `from_`); `id`, `type` or `value` keep their names. Any other name maps to one deterministically (`input_name`): letters with
+accents lose them, every other character that is not a letter, digit or `_` becomes `_`, a
+leading digit (or an empty result) gets an `f_` prefix and a leading `_` an `f`:
+`prix €` -> `prix__`, `2nd floor` -> `f_2nd_floor`, `a/b-c` -> `a_b_c`, `_x` -> `f_x`. Inputs
+must differ in more than case (TensorFlow's signature refuses `A` beside `a`). A proposed spec
+gives a column whose input would clash with another's the next free `<input>_2`, `_3`...
+(columns keeping their own name first). A written spec may set `input` by hand; two of its
+features whose inputs would clash are refused, naming both columns.
 
 `propose_spec` writes one from a Dataset's schema and the train split's statistics, so the
 simple case needs no hand-written spec; every decision carries its reason.
@@ -48,10 +54,7 @@ simple case needs no hand-written spec; every decision carries its reason.
 from __future__ import annotations
 
 import dataclasses
-import keyword
 import math
-import re
-import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -59,6 +62,7 @@ from typing import Any
 import yaml
 
 from conveyor.errors import InputError, SchemaError
+from conveyor.transform.names import INPUT_NAME, distinct_inputs, input_name, reserved
 
 TASKS = ("binary", "multiclass", "regression")
 KINDS = ("numeric", "categorical", "datetime")
@@ -73,33 +77,12 @@ DATETIME_TYPES = ("date", "timestamp")
 MAX_CLASSES = 1000
 #: The largest magnitude a float32 holds: labels and values beyond it cannot reach the model.
 FLOAT32_MAX = 3.4028234663852886e38
-#: A model input name: a Python identifier (TensorFlow makes each signature input a function
-#: argument and names graph nodes after it).
-INPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # -- proposal thresholds (see `propose_spec`) ---------------------------------------------------
 MAX_CATEGORY_CODES = 20  # an integer column with at most this many values is a set of codes
 MAX_VOCABULARY = 10_000  # larger string columns are hashed
 ID_DISTINCT_SHARE = 0.95  # distinct values per row above which a column identifies rows
 MIN_ID_ROWS = 50
 SKEW_FOR_LOG = 2.0  # skewness of a non-negative column above which it is log-transformed
-
-
-def input_name(column: str) -> str:
-    """The model input a column feeds (see the module docstring): deterministic, case kept."""
-    if INPUT_NAME.match(column) and not keyword.iskeyword(column):
-        return column
-    folded = "".join(c if ord(c) < 128 else (_fold(c) or "_") for c in column)
-    name = re.sub(r"[^A-Za-z0-9_]", "_", folded)
-    if not name or name[0].isdigit():
-        name = "f_" + name
-    if keyword.iskeyword(name):
-        name += "_"
-    return name
-
-
-def _fold(char: str) -> str:
-    """One character without its accents, or '' when it has no ASCII letter in it."""
-    return unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode()
 
 
 @dataclasses.dataclass
@@ -265,16 +248,18 @@ def _check_inputs(features: Mapping[str, Feature], where: str) -> None:
     seen: dict[str, str] = {}
     for name, f in features.items():
         given = f.input_name
-        if not INPUT_NAME.match(given) or keyword.iskeyword(given):
+        if not isinstance(given, str) or not INPUT_NAME.match(given) or reserved(given):
             raise InputError(f"{where}: feature {name!r}: input {given!r} is not a valid model "
-                             "input name (letters, digits and '_', not starting with a digit, "
-                             "not a Python keyword)")
-        if given in seen:
+                             "input name (letters, digits and '_', starting with a letter, not "
+                             "a Python keyword nor a name the model uses itself, such as "
+                             "'self' or 'prediction')")
+        if given.casefold() in seen:
             raise SchemaError(
-                f"{where}: columns {seen[given]!r} and {name!r} would both feed model input "
-                f"{given!r}; rename one in the query (SELECT `{name}` AS other_name) or give "
-                "one an explicit 'input' in a feature spec")
-        seen[given] = name
+                f"{where}: columns {seen[given.casefold()]!r} and {name!r} would both feed model "
+                f"input {given!r} (inputs must differ in more than case); rename one in the "
+                f"query (SELECT `{name}` AS other_name) or give one an explicit 'input' in a "
+                "feature spec")
+        seen[given.casefold()] = name
 
 
 def _positive(value: Any, what: str, where: str) -> int:
@@ -402,6 +387,7 @@ def propose_spec(types: Mapping[str, str], label: str, label_values: Mapping[Any
             why["label"] = "standardized for training; predictions mapped back to label units"
     spec = FeatureSpec(label, task, features, label_transform=label_transform, excluded=excluded,
                        why=why)
+    distinct_inputs(features)
     _check_inputs(features, "proposed feature spec")
     return spec
 
