@@ -32,7 +32,7 @@ def apply_offline_fixes() -> None:
     def load_spatial_if_present(self) -> None:
         try:
             self._connection.execute("LOAD spatial")
-        except Exception as exc:  # noqa: BLE001  (absent offline: GEOGRAPHY unsupported)
+        except Exception as exc:  # absent offline: GEOGRAPHY unsupported
             engine._log.info("spatial extension not loaded", error=str(exc)[:120])
 
     engine.DuckDBEngine._load_spatial = load_spatial_if_present

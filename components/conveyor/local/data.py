@@ -308,7 +308,7 @@ def query_to_file(sql: str, out: str | os.PathLike[str], *, replace: bool = Fals
         if writer is not None:
             try:
                 writer.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         tmp.unlink(missing_ok=True)
         raise
