@@ -194,13 +194,14 @@ def check_arguments(component, arguments: Mapping[str, Any], label: str) -> dict
                 what = "an artifact input" if spec.type not in _TYPES else _TYPE_WORDS[spec.type]
                 problems.append(f"{name} is required ({what})")
             continue
-        value: Any = arguments[name]  # Any: isinstance below narrows it no further than object
+        value = arguments[name]
         if spec.type not in _TYPES:
             problems.append(f"{name} is an artifact input ({spec.type}): a local run cannot "
                             "give it from a parameter")
             continue
-        if isinstance(value, bool) and spec.type != "Boolean" or \
-                not isinstance(value, _TYPES[spec.type]):
+        fits = isinstance(value, _TYPES[spec.type]) \
+            and not (isinstance(value, bool) and spec.type != "Boolean")  # True is no integer
+        if not fits:
             problems.append(f"{name} must be {_TYPE_WORDS[spec.type]}, got {value!r}")
             continue
         out[name] = float(value) if spec.type == "Float" else value

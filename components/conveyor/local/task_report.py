@@ -106,7 +106,7 @@ def figures(outputs: dict, log_text: str = "") -> str:
         return re.sub(r"^preflight: ", "", first[0])[:100] if first else ""
     if "Output" in params:
         return f"Output: {params['Output']}"
-    for name, m in meta.items():  # any other component: its first two numeric metrics
+    for m in meta.values():  # any other component: its first two numeric metrics
         numbers = [(k, v) for k, v in m.items() if isinstance(v, (int, float))
                    and not isinstance(v, bool)]
         if numbers:

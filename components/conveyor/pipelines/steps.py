@@ -1,7 +1,8 @@
 """Graph pieces the reference pipelines share: train (on CPU or GPUs), evaluate, push if blessed.
 
-`preflight_and_ingest` and `train_evaluate_push` are called inside a `@dsl.pipeline` function. Training runs on GPUs only when
-the pipeline is given a GPU count above zero: the choice is a `dsl.If`/`dsl.Else` at run time, so
+`preflight_and_ingest` and `train_evaluate_push` are called inside a `@dsl.pipeline` function.
+Training runs on GPUs only when the pipeline is given a GPU count above zero: the choice is a
+`dsl.If`/`dsl.Else` at run time, so
 the CPU branch carries no accelerator settings at all (nothing for a backend to interpret as
 "zero GPUs of no type"). Evaluate and push follow inside each branch: kfp 2.17's local runner
 cannot merge the branches' models with `dsl.OneOf` ("Expected 1 artifact in
@@ -9,8 +10,8 @@ ArtifactSelectorSpec"), and the local runner is the embedded default.
 
 Retries (2, after 2 s and 4 s) are for preemption, crashed processes and outages longer than
 the in-task retries of `conveyor.gcp.retry`; bad input fails once (`conveyor.failfast`). The
-CPU branch is built first, so its tasks keep the plain names (train, evaluate, push) and the GPU branch's get a
-`-2` suffix.
+CPU branch is built first, so its tasks keep the plain names (train, evaluate, push) and the GPU
+branch's get a `-2` suffix.
 
 `train_replicas` (compile time, default 1) picks the train op (`train_ops`): 1 is today's single
 train task; above 1, train runs on that many machines, 1 chief and the rest workers, as a
