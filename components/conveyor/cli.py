@@ -6,7 +6,8 @@
     conveyor images                          the image URIs of this version
     conveyor submit|schedule PIPELINE        on Kubeflow Pipelines (--host) or Vertex AI (--vertex)
     conveyor serve --model-base-path P --model-name N   TF Serving's REST API on loopback
-    conveyor run PIPELINE --local [--docker] [--param NAME=VALUE ...]   any pipeline through kfp.local
+    conveyor run PIPELINE --local [--docker] [--param NAME=VALUE ...]
+                                             any pipeline through kfp.local
                                              (--docker: every task in conveyor's image)
     conveyor demo                            the penguins preset of it, then a prediction
 
@@ -107,12 +108,14 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _local(args: argparse.Namespace) -> int:
-    from conveyor.local import LocalStack, seed
+    from conveyor.local import LocalStack, StackInfo, seed
 
     stack = LocalStack(args.root, project=args.project)
+    info: StackInfo | None  # up() returns one; status() None when nothing runs
     if args.action == "up":
         info = stack.up()
-        print(f"BigQuery   {info.bigquery_endpoint} (Storage Read gRPC {info.bigquery_storage_endpoint})")
+        print(f"BigQuery   {info.bigquery_endpoint} "
+              f"(Storage Read gRPC {info.bigquery_storage_endpoint})")
         print(f"GCS        {info.gcs_endpoint}")
         print(f"data       {info.root}")
         print(f"point a shell at it with:  eval \"$({_env_command(args.root)})\"")
@@ -253,7 +256,8 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("run: give a PIPELINE: " + ", ".join(sorted(PIPELINES))
                          + ", path/to/module.py:function, package.module:function or a compiled "
                          "pipeline .yaml (the penguins demo is `conveyor demo`)")
-    from conveyor.local.run import check_arguments, parse_cli_params, resolve, run_component
+    from conveyor.local.pipeline import check_arguments, parse_cli_params, resolve
+    from conveyor.local.run import run_component
 
     component, label = resolve(args.pipeline)
     arguments = check_arguments(component, parse_cli_params(args.param, component), label)
@@ -277,15 +281,8 @@ def _demo(args: argparse.Namespace) -> int:
     return demo.main(args.root, args.pipeline_root, args.keep_stack, verbose=args.verbose)
 
 
-def parser() -> argparse.ArgumentParser:
-    from conveyor.images import DEFAULT_REGISTRY
-    from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES
-
-    p = argparse.ArgumentParser(prog="conveyor", description=__doc__.splitlines()[0])
-    p.add_argument("--version", action="version", version=f"conveyor {__version__}")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`conveyor local ...`: the stack's lifecycle, then data in and out of it."""
     root_help = "stack folder (default $CONVEYOR_STACK_DIR or the user cache)"
     local = sub.add_parser("local", help="the local emulator stack and data in and out of it")
     local.add_argument("--root", help=root_help)
@@ -303,6 +300,11 @@ def parser() -> argparse.ArgumentParser:
                              metavar="ROWS",
                              help="the benchmark's reference workload at ROWS rows (repeatable)")
         cmd.set_defaults(func=_local)
+    _add_local_data(actions)
+
+
+def _add_local_data(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`conveyor local load|query|fetch`: files into the stack, rows and objects out of it."""
     stack_help = ("stack folder; without it, the stack the environment points at "
                   "(conveyor local env), else the default one")
     load = actions.add_parser("load", help="a CSV or Parquet file into a table or gs://")
@@ -324,8 +326,14 @@ def parser() -> argparse.ArgumentParser:
     for cmd in (load, query, fetch):
         cmd.add_argument("--root", default=argparse.SUPPRESS, help=stack_help)
 
+
+def _add_compile_and_images(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`conveyor compile` and `conveyor images`: the specs and image URIs of this version."""
+    from conveyor.images import DEFAULT_REGISTRY
+
     comp = sub.add_parser("compile", help="regenerate compiled component and pipeline specs")
-    comp.add_argument("names", nargs="*", help="only these (e.g. bigquery_ingest, pipeline:training)")
+    comp.add_argument("names", nargs="*",
+                      help="only these (e.g. bigquery_ingest, pipeline:training)")
     comp.add_argument("--registry", default=DEFAULT_REGISTRY)
     comp.add_argument("--root", default=".", help="repository root to write under")
     comp.add_argument("--check", action="store_true", help="only report stale specs")
@@ -334,6 +342,11 @@ def parser() -> argparse.ArgumentParser:
     img = sub.add_parser("images", help="image URIs of this version")
     img.add_argument("--registry", default=DEFAULT_REGISTRY)
     img.set_defaults(func=_images)
+
+
+def _add_submit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`conveyor submit` and `conveyor schedule`: a reference pipeline on KFP or Vertex AI."""
+    from conveyor.images import DEFAULT_REGISTRY
 
     for verb, text in (("submit", "run a reference pipeline on Kubeflow Pipelines or Vertex AI"),
                        ("schedule", "a recurring run: one at a time, no catch-up")):
@@ -358,6 +371,11 @@ def parser() -> argparse.ArgumentParser:
             cmd.add_argument("--max-concurrency", type=int, default=1)
         cmd.set_defaults(func=_submit)
 
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`conveyor serve`: the TF Serving REST API, its limits, monitoring gauges and canary."""
+    from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES
+
     srv = sub.add_parser("serve", help="serve a model base path with the TF Serving REST API")
     srv.add_argument("--model-base-path", required=True, help="local folder or gs:// prefix")
     srv.add_argument("--model-name", required=True)
@@ -369,6 +387,22 @@ def parser() -> argparse.ArgumentParser:
                      help=f"larger request bodies get 413 (default {MAX_BODY_BYTES})")
     srv.add_argument("--max-instances", type=int, default=MAX_INSTANCES,
                      help=f"more rows in one request get 413 (default {MAX_INSTANCES})")
+    _add_prediction_logging(srv)
+    srv.add_argument("--monitoring-uri", metavar="URI",
+                     help="export the newest monitoring result found here (a monitoring.json, "
+                          "or a folder or gs:// prefix the monitor publishes into) as "
+                          "Prometheus gauges: conveyor_feature_drift{feature=...}, "
+                          "conveyor_feature_drifted, ... (default CONVEYOR_MONITORING_URI)")
+    srv.add_argument("--canary-percent", type=float, default=0.0, metavar="PERCENT",
+                     help="with version labels at the base path (labels.json), the share of "
+                          "requests without a version or label that the `challenger` answers, "
+                          "chosen by request id; the rest go to the `champion` (default 0). "
+                          "Either is reachable as /v1/models/NAME/labels/LABEL:predict")
+    srv.set_defaults(func=_serve)
+
+
+def _add_prediction_logging(srv: argparse.ArgumentParser) -> None:
+    """`conveyor serve`'s "prediction logging" group: where and how often requests are logged."""
     logs = srv.add_argument_group(
         "prediction logging", "each option defaults to its environment variable "
         "(CONVEYOR_PREDICTION_LOG, CONVEYOR_PREDICTION_LOG_SAMPLE_RATE, ..._FLUSH_ROWS, "
@@ -390,18 +424,10 @@ def parser() -> argparse.ArgumentParser:
     logs.add_argument("--log-bigquery-table", dest="log_bigquery_table",
                       metavar="DATASET.TABLE",
                       help="also load each file into this BigQuery table (created if missing)")
-    srv.add_argument("--monitoring-uri", metavar="URI",
-                     help="export the newest monitoring result found here (a monitoring.json, "
-                          "or a folder or gs:// prefix the monitor publishes into) as "
-                          "Prometheus gauges: conveyor_feature_drift{feature=...}, "
-                          "conveyor_feature_drifted, ... (default CONVEYOR_MONITORING_URI)")
-    srv.add_argument("--canary-percent", type=float, default=0.0, metavar="PERCENT",
-                     help="with version labels at the base path (labels.json), the share of "
-                          "requests without a version or label that the `challenger` answers, "
-                          "chosen by request id; the rest go to the `champion` (default 0). "
-                          "Either is reachable as /v1/models/NAME/labels/LABEL:predict")
-    srv.set_defaults(func=_serve)
 
+
+def _add_run_and_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`conveyor run PIPELINE --local` and `conveyor demo`, which share the stack options."""
     run = sub.add_parser("run", help="run a pipeline locally through kfp.local, quietly",
                          description="Run a reference pipeline, your own @dsl.pipeline or a "
                          "compiled pipeline YAML through kfp.local against the local stack "
@@ -432,6 +458,19 @@ def parser() -> argparse.ArgumentParser:
                          help="leave a stack this command started running")
     run.set_defaults(func=_run)
     demo.set_defaults(func=_demo)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The whole command line: one builder per subcommand (or group of them), in help order."""
+    p = argparse.ArgumentParser(prog="conveyor", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"conveyor {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_local(sub)
+    _add_compile_and_images(sub)
+    _add_submit(sub)
+    _add_serve(sub)
+    _add_run_and_demo(sub)
     return p
 
 
@@ -444,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"conveyor: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, InputError) else 1
-    except Exception as exc:  # noqa: BLE001  (cloud clients' errors: one line, not a traceback)
+    except Exception as exc:  # cloud clients' errors: one line, not a traceback
         if args.debug or not type(exc).__module__.startswith(("google.", "kfp", "urllib3")):
             raise
         first = (str(exc).strip().splitlines() or [""])[0]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from conveyor.errors import InputError
-from conveyor.local import progress
-from conveyor.local.run import check_arguments, parse_cli_params, resolve
+from conveyor.local import progress, task_report
+from conveyor.local.pipeline import check_arguments, parse_cli_params, resolve
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -170,34 +170,34 @@ def _output(**artifacts):
 def test_figures_of_each_conveyor_step():
     ingest = _output(dataset={"rows": 344}, metrics={"rows_train": 273, "rows_eval": 71,
                                                      "rows_total": 344, "seconds": 2.4})
-    assert progress.figures(ingest) == "344 rows (train 273, eval 71)"
+    assert task_report.figures(ingest) == "344 rows (train 273, eval 71)"
     drifted = _output(statistics={"drifted_columns": ["body_mass_g", "Größe m²"]}, suite={},
                       report={}, metrics={"failed_expectations": 0, "drifted_features": 2})
-    assert progress.figures(drifted) == "checks passed, drifted: body_mass_g, Größe m²"
+    assert task_report.figures(drifted) == "checks passed, drifted: body_mass_g, Größe m²"
     broken = _output(statistics={"drifted_columns": []}, suite={},
                      metrics={"failed_expectations": 3})
-    assert progress.figures(broken) == "3 checks failed, nothing drifted"
+    assert task_report.figures(broken) == "3 checks failed, nothing drifted"
     train = _output(model={}, tensorboard={}, metrics={"epochs_run": 2.0, "best_epoch": 2.0,
                                                        "val_loss": 0.69, "val_accuracy": 0.6087})
-    assert progress.figures(train) == "2 epochs (best 2), val_accuracy 0.6087"
+    assert task_report.figures(train) == "2 epochs (best 2), val_accuracy 0.6087"
     regression = _output(evaluation={"blessed": False, "task": "regression"},
                          metrics={"rmse": 12.5, "baseline_rmse": 11.0, "naive_rmse": 30.25})
-    assert progress.figures(regression) == \
+    assert task_report.figures(regression) == \
         "rmse 12.5000 (baseline 11.0000, naive 30.2500), NOT BLESSED"
     pushed = _output(pushed_model={"version": 3, "uri": "gs://b/m/3", "skipped": ""}, summary={})
-    assert progress.figures(pushed) == "pushed version 3 -> gs://b/m/3"
+    assert task_report.figures(pushed) == "pushed version 3 -> gs://b/m/3"
     predicted = _output(metrics={"rows": 240.0, "seconds": 1.2})
     log = "    wrote 240 predictions of model version 1 to conveyor-test.out.preds\n"
-    assert progress.figures(predicted, log) == \
+    assert task_report.figures(predicted, log) == \
         "240 rows predicted by version 1 -> conveyor-test.out.preds"
     preflight = {"parameterValues": {"Output": "preflight: ok (7 columns in the source)"}}
-    assert progress.figures(preflight) == "ok (7 columns in the source)"
-    assert progress.figures({}) == ""
+    assert task_report.figures(preflight) == "ok (7 columns in the source)"
+    assert task_report.figures({}) == ""
 
 
 def test_artifact_paths_leave_out_metrics():
     out = _output(model={}, tensorboard={}, metrics={"loss": 1.0})
-    assert progress.artifact_paths(out) == {"model": "/r/t/model",
+    assert task_report.artifact_paths(out) == {"model": "/r/t/model",
                                             "tensorboard": "/r/t/tensorboard"}
 
 
@@ -222,19 +222,19 @@ TRACEBACK = """\
 
 
 def test_the_last_traceback_gives_the_error_and_its_continuation_lines():
-    kind, message = progress.task_error(TRACEBACK)
+    kind, message = task_report.task_error(TRACEBACK)
     assert kind == "conveyor.errors.SchemaError"
     assert message == ("column 'Größe m²': type GEOGRAPHY is not supported\n"
                        "(supported: INT64, FLOAT64, STRING)")
-    assert progress.task_error("no traceback at all\n") == ("", "")
+    assert task_report.task_error("no traceback at all\n") == ("", "")
 
 
 def test_the_task_folder_is_read_from_the_executor_input_in_its_log():
     log = ('    [KFP Executor 2026-12-02 02:53:04,113 INFO]: Got executor_input:\n'
            '        "outputs": {"outputFile": "/r/p-2026-12-02/pre flight/Output",\n'
            '            "outputFile": "/r/p-2026-12-02/pre flight/executor_output.json"\n')
-    assert progress.task_folder(log) == Path("/r/p-2026-12-02/pre flight")
-    assert progress.task_folder("no executor input here") is None
+    assert task_report.task_folder(log) == Path("/r/p-2026-12-02/pre flight")
+    assert task_report.task_folder("no executor input here") is None
 
 
 def test_the_fail_fast_record_wins_over_the_log(tmp_path):
@@ -242,7 +242,7 @@ def test_the_fail_fast_record_wins_over_the_log(tmp_path):
 
     marker(tmp_path / "model").write_text(json.dumps(
         {"type": "TrainingError", "message": "loss became NaN at epoch 3", "task": "train"}))
-    assert progress.task_error(TRACEBACK, tmp_path) == \
+    assert task_report.task_error(TRACEBACK, tmp_path) == \
         ("conveyor.errors.TrainingError", "loss became NaN at epoch 3")
 
 
@@ -257,7 +257,7 @@ def test_the_fail_fast_record_wins_over_the_log(tmp_path):
     ("conveyor.no_such_module.X", False),
 ])
 def test_input_errors_are_told_apart(kind, expected):
-    assert progress.is_input_error(kind) is expected
+    assert task_report.is_input_error(kind) is expected
 
 
 # -- the capture -----------------------------------------------------------------------------------
@@ -308,7 +308,7 @@ def test_the_capture_routes_each_task_stream_to_its_log_and_shows_one_line_per_e
 
 
 def test_skipped_branches_are_named_by_their_dsl_names_and_tasks(tmp_path):
-    from conveyor.local.run import branches
+    from conveyor.local.pipeline import branches
 
     component, _ = resolve("training")
     named = branches(component.pipeline_spec)

@@ -9,8 +9,8 @@
                        model_base_path="gs://my-bucket/models/shops")   # or: conveyor run --local
 """
 
+from conveyor.local.run import PipelineFailed, RunResult, TaskResult, run
 from conveyor.local.stack import LocalStack, StackInfo, default_root
-from conveyor.local.run import PipelineFailed, RunResult, TaskResult, run  # noqa: E402
 
 __all__ = ["LocalStack", "PipelineFailed", "RunResult", "StackInfo", "TaskResult",
            "default_root", "run"]

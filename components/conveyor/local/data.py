@@ -170,7 +170,10 @@ def load_table(path: str | os.PathLike[str], table_id: str, *, replace: bool = F
 def _contract(arrow_type: pa.DataType) -> str:
     from conveyor.io.dataset import contract_type
 
-    return contract_type(arrow_type)  # type: ignore[return-value]  (table_schema checked it)
+    found = contract_type(arrow_type)
+    if found is None:  # table_schema refuses such a column before any load
+        raise InputError(f"no BigQuery column type for Arrow type {arrow_type}")
+    return found
 
 
 def _chunks(batches: Iterator[pa.RecordBatch], schema: pa.Schema,
@@ -308,7 +311,7 @@ def query_to_file(sql: str, out: str | os.PathLike[str], *, replace: bool = Fals
         if writer is not None:
             try:
                 writer.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         tmp.unlink(missing_ok=True)
         raise

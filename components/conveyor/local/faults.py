@@ -64,7 +64,7 @@ class _Schedule:
 class _Proxy:
     """What both proxies share: a server thread on 127.0.0.1, its schedule, start and stop."""
 
-    _server: socketserver.BaseServer
+    _server: socketserver.TCPServer
     schedule: _Schedule
 
     @property

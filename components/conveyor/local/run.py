@@ -14,40 +14,34 @@ The emulator stack is the one `stack_root` names, else the one the environment p
 stopped afterwards unless `keep_stack`). kfp.local runs the tasks one after the other in
 subprocesses of this interpreter (`SubprocessRunner(use_venv=False)`: a fresh venv would lack
 conveyor and kfp), or, with `image` (`--docker`), in containers of conveyor's image
-(`conveyor.local.docker`). The console shows one line per task (see `conveyor.local.progress`); every
-task's log is a file under `<run folder>/logs/`.
+(`conveyor.local.docker`). The console shows one line per task (see
+`conveyor.local.progress`); every task's log is a file under `<run folder>/logs/`. Which pipeline
+and which arguments are settled first, by `conveyor.local.pipeline`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from conveyor.errors import ConveyorError, InputError
+from conveyor.errors import ConveyorError
 from conveyor.local import progress
-from conveyor.params import did_you_mean
-
-_TYPES = {"String": (str,), "Integer": (int,), "Float": (int, float), "Boolean": (bool,),
-          "List": (list,), "Dict": (dict,), "Struct": (dict,)}
-_TYPE_WORDS = {"String": "a string", "Integer": "an integer", "Float": "a number",
-               "Boolean": "true or false", "List": "a JSON list", "Dict": "a JSON object",
-               "Struct": "a JSON object"}
+from conveyor.local.pipeline import branches, check_arguments, resolve
+from conveyor.local.task_report import artifact_paths, is_input_error, strip_ansi, task_folder
 
 
 class PipelineFailed(ConveyorError):
     """A local run ended with a failed task; `result` says which, why and where its log is."""
 
-    def __init__(self, result: "RunResult"):
+    def __init__(self, result: RunResult):
         self.result = result
         super().__init__(result.error_line())
 
@@ -68,7 +62,7 @@ class TaskResult:
     @property
     def input_error(self) -> bool:
         """The task failed on bad input (one of conveyor's InputErrors)."""
-        return self.status == "FAILURE" and progress.is_input_error(self.error_type)
+        return self.status == "FAILURE" and is_input_error(self.error_type)
 
 
 @dataclasses.dataclass
@@ -99,7 +93,7 @@ class RunResult:
     @property
     def input_error(self) -> bool:
         failed = self.failed
-        return failed.input_error if failed else progress.is_input_error(self.error_type)
+        return failed.input_error if failed else is_input_error(self.error_type)
 
     def task(self, name: str) -> TaskResult:
         for task in self.tasks:
@@ -148,190 +142,6 @@ class RunResult:
         return "\n".join(lines)
 
 
-# -- the pipeline -----------------------------------------------------------------------------
-
-def resolve(pipeline: Any) -> tuple[Any, str]:
-    """The runnable kfp component for `pipeline` and how to name it in messages."""
-    from kfp.dsl import base_component
-
-    from conveyor.pipelines import PIPELINES
-
-    if isinstance(pipeline, base_component.BaseComponent):
-        return pipeline, pipeline.name
-    if isinstance(pipeline, os.PathLike):
-        pipeline = os.fspath(pipeline)
-    if not isinstance(pipeline, str) or not pipeline:
-        raise InputError(f"pipeline: expected a reference name ({', '.join(sorted(PIPELINES))}), "
-                         "a @dsl.pipeline function, MODULE:FUNCTION or a compiled YAML file, "
-                         f"got {pipeline!r}")
-    if pipeline in PIPELINES:
-        return importlib.import_module(PIPELINES[pipeline]).pipeline, pipeline
-    if pipeline.endswith((".yaml", ".yml")) and ":" not in pipeline:
-        return _load_yaml(Path(pipeline)), pipeline
-    module_ref, sep, attr = pipeline.rpartition(":")
-    if not sep or not module_ref or not attr:
-        raise InputError(f"pipeline: {pipeline!r} is not a reference pipeline "
-                         f"({', '.join(sorted(PIPELINES))}), a compiled .yaml file, "
-                         "path/to/module.py:function or package.module:function")
-    module = _import(module_ref, pipeline)
-    try:
-        found = getattr(module, attr)
-    except AttributeError:
-        raise InputError(f"pipeline: {module_ref} has no {attr!r}") from None
-    if not isinstance(found, base_component.BaseComponent):
-        raise InputError(f"pipeline: {pipeline} is a {type(found).__name__}, not a kfp pipeline "
-                         "(decorate it with @dsl.pipeline)")
-    return found, pipeline
-
-
-def _load_yaml(path: Path):
-    from kfp import components
-
-    if not path.is_file():
-        raise InputError(f"pipeline: no such file {path}")
-    try:
-        loaded = components.load_component_from_file(str(path))
-    except Exception as exc:  # noqa: BLE001  (kfp raises several kinds for a bad file)
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise InputError(f"pipeline: {path} is not a compiled KFP pipeline or component "
-                         f"({type(exc).__name__}: {first})") from None
-    return loaded
-
-
-def _import(module_ref: str, pipeline: str):
-    if module_ref.endswith(".py") or os.sep in module_ref or "/" in module_ref:
-        path = Path(module_ref)
-        if not path.is_file():
-            raise InputError(f"pipeline: no such file {path} (in {pipeline})")
-        name = f"conveyor_user_pipeline_{abs(hash(str(path.resolve())))}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.path.insert(0, str(path.resolve().parent))  # its own sibling imports
-        try:
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-        except Exception as exc:  # noqa: BLE001  (the user's module: where and what, in one line)
-            sys.modules.pop(name, None)
-            raise InputError(f"pipeline: importing {path} failed{_where(exc, path)}: "
-                             f"{type(exc).__name__}: {exc} (--debug shows the traceback)") from exc
-        finally:
-            sys.path.remove(str(path.resolve().parent))
-        return module
-    try:
-        return importlib.import_module(module_ref)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_ref.startswith(exc.name):
-            raise InputError(f"pipeline: no module named {module_ref!r} (in {pipeline}); give "
-                             "path/to/module.py:function for a file") from None
-        raise
-
-
-def _where(exc: BaseException, path: Path) -> str:
-    """' at <path>:<line>' of the innermost frame of `exc` in the file `path`, else ''."""
-    import traceback
-
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if Path(f.filename).resolve() == path.resolve()]
-    return f" at {path}:{frames[-1].lineno}" if frames else ""
-
-
-def branches(pipeline_spec) -> dict[str, str]:
-    """DAG task name of each branch (dsl.If/Elif/Else, sub-pipeline) -> '<its name>: <the
-    tasks in it>', e.g. 'condition-2' -> 'blessed: push', for the skip lines."""
-    components = pipeline_spec.components
-
-    def leaves(component_name: str) -> list[str]:
-        comp = components[component_name]
-        if comp.WhichOneof("implementation") != "dag":
-            return []
-        out = []
-        for task_name, task in comp.dag.tasks.items():
-            inner = components[task.component_ref.name]
-            out += leaves(task.component_ref.name) if inner.WhichOneof("implementation") == "dag" \
-                else [task_name]
-        return out
-
-    out = {}
-    dags = [pipeline_spec.root.dag] + [c.dag for c in components.values()
-                                       if c.WhichOneof("implementation") == "dag"]
-    for dag in dags:
-        for task_name, task in dag.tasks.items():
-            if components[task.component_ref.name].WhichOneof("implementation") == "dag":
-                inside = sorted(leaves(task.component_ref.name))
-                label = task.task_info.name or task_name
-                out[task_name] = f"{label}: {', '.join(inside)}" if inside else label
-    return out
-
-
-def inputs(component) -> dict:
-    """name -> kfp InputSpec of the pipeline's inputs."""
-    return dict(component.component_spec.inputs or {})
-
-
-def parse_cli_params(pairs: list[str], component) -> dict[str, Any]:
-    """`--param name=value` as `conveyor submit` parses them (JSON values), except that a
-    string input keeps the text as given (`--param label=2024` is the column "2024")."""
-    from conveyor.submit import parse_params
-
-    params = parse_params(pairs)
-    specs = inputs(component)
-    for pair in pairs:
-        name, _, raw = pair.partition("=")
-        spec = specs.get(name)
-        if spec is not None and spec.type == "String" and not isinstance(params[name], str):
-            params[name] = raw
-    return params
-
-
-def check_arguments(component, arguments: Mapping[str, Any], label: str) -> dict[str, Any]:
-    """The arguments, checked against the pipeline's inputs (every problem named at once);
-    an integer given for a float input becomes a float. A reference pipeline's values are
-    checked too (`conveyor.pipelines.checks`: hyper-parameter names and types, threshold
-    metrics, policies, split ratios), so none of them fails a task minutes into the run."""
-    from conveyor.pipelines import PIPELINES
-
-    specs = inputs(component)
-    problems = []
-    reference = label in PIPELINES and \
-        component is importlib.import_module(PIPELINES[label]).pipeline
-    if reference:
-        from conveyor.submit import check_params  # the names check of `conveyor submit`
-
-        try:
-            check_params(label, arguments, values=False)  # the values: below
-        except InputError as exc:
-            problems.append(str(exc).removeprefix("--param: ").removeprefix(f"{label} "))
-    elif set(arguments) - set(specs):
-        strangers = sorted(set(arguments) - set(specs))
-        problems.append(f"has no parameter(s) {strangers}{did_you_mean(strangers, specs)} "
-                        f"(parameters: {', '.join(sorted(specs))})")
-    out = {}
-    for name, spec in specs.items():
-        given = name in arguments
-        if not given:
-            if not spec.optional and spec.default is None:
-                what = "an artifact input" if spec.type not in _TYPES else _TYPE_WORDS[spec.type]
-                problems.append(f"{name} is required ({what})")
-            continue
-        value = arguments[name]
-        if spec.type not in _TYPES:
-            problems.append(f"{name} is an artifact input ({spec.type}): a local run cannot "
-                            "give it from a parameter")
-            continue
-        if isinstance(value, bool) and spec.type != "Boolean" or \
-                not isinstance(value, _TYPES[spec.type]):
-            problems.append(f"{name} must be {_TYPE_WORDS[spec.type]}, got {value!r}")
-            continue
-        out[name] = float(value) if spec.type == "Float" else value
-    if reference:  # the values inside: hyper-parameter names, threshold metrics, policies...
-        from conveyor.pipelines.checks import problems as value_problems
-
-        problems += value_problems(out)
-    if problems:
-        raise InputError(f"{label}: " + "; ".join(problems))
-    return out
-
-
 # -- the stack ----------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -359,7 +169,7 @@ def use_stack(stack_root: str | os.PathLike[str] | None = None,
     stack = LocalStack(stack_root)
     info = stack.status()
     started = info is None
-    if started:
+    if info is None:
         info = stack.up()
     saved = {key: os.environ.get(key) for key in info.environ()}
     info.activate()
@@ -408,7 +218,7 @@ def run_component(component, label: str, arguments: Mapping[str, Any], *,
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     own_console = console is None
-    if own_console:
+    if console is None:
         sys.stdout.flush()
         console = progress.Console(os.dup(1))  # the terminal, whatever fd 1 becomes meanwhile
     try:
@@ -440,6 +250,59 @@ def _scratch(root: Path):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+class _RunFolder:
+    """The run's folder under the root (kfp.local names it <pipeline>-<timestamp>), found from
+    the first finished task; the log folder moves into it as `logs` as soon as it is known."""
+
+    def __init__(self, root: Path, name: str):
+        self.root = root
+        self.name = name
+        self.before = {p.name for p in root.iterdir()}
+        self.path: Path | None = None
+        self.capture: progress.Capture | None = None  # attach(): the capture that writes the logs
+
+    def attach(self, capture: progress.Capture) -> None:
+        self.capture = capture
+
+    def locate(self, task: str, log_text: str) -> Path | None:
+        """A finished task's folder (Capture's `locate`), or None."""
+        if self.path is None:
+            self.path = self._find(task, log_text)
+            if self.path is None:
+                return None
+            target = self.path / "logs"
+            if not target.exists():
+                self._move_logs(target)
+        folder = self.path / task
+        return folder if folder.is_dir() else None
+
+    def _find(self, task: str, log_text: str) -> Path | None:
+        exact = task_folder(log_text)
+        if exact is not None and exact.parent.parent == self.root and exact.is_dir():
+            return exact.parent
+        # no executor input in the log: the new folder that has this task
+        candidates = [p for p in self.root.iterdir() if p.name not in self.before
+                      and p.is_dir() and (p / task).is_dir() and not p.name.startswith(".")]
+        if not candidates:
+            return None
+        mine = [p for p in candidates if p.name.startswith(f"{self.name}-")] or candidates
+        return max(mine, key=lambda p: (p / task).stat().st_mtime)
+
+    def settle(self) -> Path:
+        """The run folder; when no task wrote anything, a new one for the logs alone."""
+        if self.path is None:
+            stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
+            self.path = self.root / f"{self.name}-{stamp}-{os.getpid()}"
+            self.path.mkdir()
+            self._move_logs(self.path / "logs")
+        return self.path
+
+    def _move_logs(self, target: Path) -> None:
+        assert self.capture is not None, "attach() the capture before the run starts"
+        os.rename(self.capture.logs, target)
+        self.capture.moved(target)
+
+
 def _run(component, label: str, name: str, arguments: dict, root: Path,
          console: progress.Console, *, stack_root, keep_stack: bool, verbose: bool,
          image: str | None) -> RunResult:
@@ -457,64 +320,50 @@ def _run(component, label: str, name: str, arguments: dict, root: Path,
 
             component, arguments, task_runner = docker.prepare(component, image, arguments, root)
         local.init(runner=task_runner, pipeline_root=str(root), raise_on_error=False)
-        before = {p.name for p in root.iterdir()}
+        folder = _RunFolder(root, name)
         logs = root / f".conveyor-logs-{os.getpid()}-{time.time_ns()}"
-        found: dict[str, Path] = {}
-
-        def locate(task: str, log_text: str) -> Path | None:
-            if "run_dir" not in found:
-                exact = progress.task_folder(log_text)
-                if exact is not None and exact.parent.parent == root and exact.is_dir():
-                    found["run_dir"] = exact.parent
-                else:  # no executor input in the log: the new folder that has this task
-                    candidates = [p for p in root.iterdir() if p.name not in before
-                                  and p.is_dir() and (p / task).is_dir()
-                                  and not p.name.startswith(".")]
-                    if not candidates:
-                        return None
-                    mine = [p for p in candidates if p.name.startswith(f"{name}-")] or candidates
-                    found["run_dir"] = max(mine, key=lambda p: (p / task).stat().st_mtime)
-                target = found["run_dir"] / "logs"
-                if not target.exists():
-                    os.rename(capture.logs, target)
-                    capture.moved(target)
-            folder = found["run_dir"] / task
-            return folder if folder.is_dir() else None
-
         started = time.monotonic()
-        error_type = error = ""
-        capture = progress.Capture(logs, verbose=verbose, console=console, locate=locate,
+        capture = progress.Capture(logs, verbose=verbose, console=console, locate=folder.locate,
                                    branches=branches(component.pipeline_spec))
+        folder.attach(capture)
         console.line(f"{label}: running {name} through kfp.local"
                      + (f", every task in {image}" if image else ""))
         with capture, _scratch(root):
-            try:
-                component(**arguments)
-            except Exception as exc:  # noqa: BLE001  (kfp's own failures: reported, not raised)
-                import traceback
-
-                traceback.print_exc()  # into run.log
-                error_type = f"{type(exc).__module__}.{type(exc).__name__}"
-                text = progress.strip_ansi(str(exc)).strip()
-                error = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
-                running = capture.current
-                if running is not None and not running.error:  # kfp refused the task itself
-                    running.error_type, running.error = error_type, text
+            error_type, error = _call(component, arguments, capture)
         seconds = time.monotonic() - started
-        if "run_dir" not in found:  # no task wrote anything: a run folder for the logs alone
-            stamp = time.strftime("%Y-%m-%d-%H-%M-%S")
-            found["run_dir"] = root / f"{name}-{stamp}-{os.getpid()}"
-            found["run_dir"].mkdir()
-            os.rename(capture.logs, found["run_dir"] / "logs")
-            capture.moved(found["run_dir"] / "logs")
-        tasks = [TaskResult(name=t.name, status=t.status, seconds=round(t.seconds, 2),
-                            attempts=t.attempts, figures=t.figures, log=t.log, folder=t.folder,
-                            artifacts=progress.artifact_paths(t.outputs),
-                            error_type=t.error_type, error=t.error) for t in capture.tasks]
-        failed = any(t.status != "SUCCESS" for t in tasks) or bool(error) \
-            or capture.pipeline_status not in ("", "SUCCESS") or not tasks
-        if not tasks and not error:
-            error = "no task ran"
-        return RunResult(pipeline=label, name=name, status="FAILURE" if failed else "SUCCESS",
-                         seconds=round(seconds, 2), run_dir=found.get("run_dir"),
-                         logs=capture.logs, tasks=tasks, error_type=error_type, error=error)
+        run_dir = folder.settle()
+        return _result(label, name, capture, run_dir, round(seconds, 2), error_type, error)
+
+
+def _call(component, arguments: dict, capture: progress.Capture) -> tuple[str, str]:
+    """Run the pipeline; kfp's own failures are reported (type, first line), not raised."""
+    try:
+        component(**arguments)
+    except Exception as exc:  # kfp's own failures: reported, not raised
+        import traceback
+
+        traceback.print_exc()  # into run.log
+        error_type = f"{type(exc).__module__}.{type(exc).__name__}"
+        text = strip_ansi(str(exc)).strip()
+        error = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+        running = capture.current
+        if running is not None and not running.error:  # kfp refused the task itself
+            running.error_type, running.error = error_type, text
+        return error_type, error
+    return "", ""
+
+
+def _result(label: str, name: str, capture: progress.Capture, run_dir: Path, seconds: float,
+            error_type: str, error: str) -> RunResult:
+    """The RunResult of a finished run, from what the capture saw."""
+    tasks = [TaskResult(name=t.name, status=t.status, seconds=round(t.seconds, 2),
+                        attempts=t.attempts, figures=t.figures, log=t.log, folder=t.folder,
+                        artifacts=artifact_paths(t.outputs),
+                        error_type=t.error_type, error=t.error) for t in capture.tasks]
+    failed = any(t.status != "SUCCESS" for t in tasks) or bool(error) \
+        or capture.pipeline_status not in ("", "SUCCESS") or not tasks
+    if not tasks and not error:
+        error = "no task ran"
+    return RunResult(pipeline=label, name=name, status="FAILURE" if failed else "SUCCESS",
+                     seconds=seconds, run_dir=run_dir,
+                     logs=capture.logs, tasks=tasks, error_type=error_type, error=error)

@@ -117,6 +117,17 @@ def _chunks(table: pa.Table, rows: int) -> Iterator[pa.Table]:
         yield table.slice(offset, rows)
 
 
+def _bigquery_type(field: pa.Field) -> str:
+    """The BigQuery column type of one of the seeded tables' Arrow columns."""
+    simple = {pa.float64(): "FLOAT64", pa.int64(): "INT64", pa.string(): "STRING",
+              pa.bool_(): "BOOL", pa.date32(): "DATE"}.get(field.type)
+    if simple is not None:
+        return simple
+    if pa.types.is_timestamp(field.type):
+        return "TIMESTAMP"
+    raise ValueError(f"column {field.name}: no BigQuery type for Arrow type {field.type}")
+
+
 def load_table(table: pa.Table, table_id: str, project: str | None = None) -> int:
     """Replace BigQuery table `dataset.table` with `table`'s rows; returns the row count."""
     from google.cloud import bigquery
@@ -124,11 +135,7 @@ def load_table(table: pa.Table, table_id: str, project: str | None = None) -> in
     client = gcp.bigquery_client(project)
     dataset = table_id.split(".")[-2]
     client.create_dataset(dataset, exists_ok=True)
-    schema = [bigquery.SchemaField(f.name, {pa.float64(): "FLOAT64", pa.int64(): "INT64",
-                                            pa.string(): "STRING", pa.bool_(): "BOOL",
-                                            pa.date32(): "DATE"}.get(f.type)
-                                   or ("TIMESTAMP" if pa.types.is_timestamp(f.type) else None))
-              for f in table.schema]
+    schema = [bigquery.SchemaField(f.name, _bigquery_type(f)) for f in table.schema]
     disposition = bigquery.WriteDisposition.WRITE_TRUNCATE
     for chunk in _chunks(table, _LOAD_CHUNK_ROWS):
         buffer = parquet.buffer(chunk)

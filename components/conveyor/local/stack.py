@@ -27,13 +27,13 @@ import urllib.request
 from pathlib import Path
 
 from conveyor.errors import StackError
-from conveyor.io.location import Location
 from conveyor.gcp import (
     BIGQUERY_ENDPOINT_ENV,
     BIGQUERY_STORAGE_ENDPOINT_ENV,
     PROJECT_ENV,
     STORAGE_EMULATOR_ENV,
 )
+from conveyor.io.location import Location
 
 STATE_FILE = "stack.json"
 DEFAULT_PROJECT = "conveyor-local"

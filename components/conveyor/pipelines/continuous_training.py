@@ -8,11 +8,8 @@ model and push if better.
 
 from kfp import dsl
 
-from conveyor.ingest.component import bigquery_ingest
 from conveyor.params import default, documented
-from conveyor.pipelines.retry import retried
-from conveyor.preflight.component import preflight
-from conveyor.pipelines.steps import train_evaluate_push
+from conveyor.pipelines.steps import preflight_and_ingest, train_evaluate_push
 from conveyor.transform.component import transform
 from conveyor.validate.component import validate
 
@@ -89,18 +86,11 @@ def pipeline(
     train_gpus: int = default("train_gpus"),
     train_accelerator: str = default("train_accelerator"),
 ):
-    checked_first = preflight(
+    data = preflight_and_ingest(
         label=label, model_base_path=model_base_path, table=table, query=query,
         split_key=split_key, split_ratios=split_ratios, slices=slices,
         feature_spec_uri=feature_spec_uri, project=project, location=location,
-    ).set_display_name("Preflight")
-    checked_first.set_caching_options(False)  # the bucket and the table may change
-    data = bigquery_ingest(table=table, query=query, split_key=split_key,
-                           split_ratios=split_ratios, project=project, location=location,
-                           read_streams=read_streams,
-                           ).set_display_name("Ingest from BigQuery").after(checked_first)
-    retried(data)
-    data.set_caching_options(False)  # the table changes under the same parameters
+        read_streams=read_streams)
     checked = validate(
         dataset=data.outputs["dataset"], suite_uri=suite_uri, policy=policy,
         baseline_model_base_path=model_base_path, drift_threshold=drift_threshold,

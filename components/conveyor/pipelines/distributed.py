@@ -45,7 +45,7 @@ LOCATION_PLACEHOLDER = "{{$.pipeline_google_cloud_location}}"
 
 
 def _param(name: str) -> str:
-    return "{{$.inputs.parameters['%s']}}" % name
+    return f"{{{{$.inputs.parameters['{name}']}}}}"
 
 
 def _spec_of(component) -> dict:
@@ -107,18 +107,53 @@ def custom_job_train(train_replicas: int, *, gpu: bool = False,
 
     from conveyor.train.component import train, train_gpu
 
-    check_replicas(train_replicas)
-    check_text("machine_type", machine_type)
-    check_text("display_name", display_name)
-    if not re.fullmatch(r"\d+(\.\d{1,9})?s", str(timeout)):
-        raise InputError(f"timeout: {timeout!r} is not a duration in seconds such as '3600s'")
+    _check_custom_job(train_replicas, machine_type, display_name, timeout)
     source = train_gpu if gpu else train
     spec = _spec_of(source)
     ((executor_key, executor),) = spec["deploymentSpec"]["executors"].items()
     ((component_key, component),) = spec["components"].items()
     image = images.image(registry, "gpu" if gpu else "cpu")
 
-    extra = {
+    extra = _custom_job_inputs(gpu)
+    _add_custom_job_interface(component, extra)
+    payload = {
+        "display_name": display_name,
+        "job_spec": {
+            "worker_pool_specs": worker_pool_specs(executor["container"], train_replicas,
+                                                   machine_type=machine_type,
+                                                   accelerator=gpu, image=image),
+            "scheduling": {"timeout": timeout, "restart_job_on_worker_restart": True},
+            "service_account": _param("service_account"),
+        },
+        "labels": {"conveyor-step": "train", "conveyor-replicas": str(train_replicas)},
+    }
+    executor["container"] = _launcher_container(payload, gpu)
+    _wrap_in_root(spec["root"], component, extra)
+    spec["deploymentSpec"]["executors"] = {executor_key: executor}
+    spec["components"] = {component_key: component}
+    import yaml
+
+    loaded = components.load_component_from_text(yaml.safe_dump(spec, sort_keys=True))
+    loaded.description = (f"conveyor's train as a Vertex AI CustomJob of {train_replicas} "
+                          f"machine(s) ({machine_type}): 1 chief, {train_replicas - 1} "
+                          f"worker(s).\n\n{source.description or ''}").strip()
+    return loaded
+
+
+def _check_custom_job(train_replicas: int, machine_type: str, display_name: str,
+                      timeout: str) -> None:
+    """custom_job_train's own arguments, checked before any spec is built (InputError)."""
+    check_replicas(train_replicas)
+    check_text("machine_type", machine_type)
+    check_text("display_name", display_name)
+    if not re.fullmatch(r"\d+(\.\d{1,9})?s", str(timeout)):
+        raise InputError(f"timeout: {timeout!r} is not a duration in seconds such as '3600s'")
+
+
+def _custom_job_inputs(gpu: bool) -> dict[str, dict[str, Any]]:
+    """The input parameters the custom job adds to train's: where it runs, as whom and, with
+    `gpu`, each replica's accelerators."""
+    extra: dict[str, dict[str, Any]] = {
         "project": {"defaultValue": PROJECT_PLACEHOLDER, "isOptional": True,
                     "parameterType": "STRING",
                     "description": "Project of the custom job; default: the pipeline job's."},
@@ -135,6 +170,11 @@ def custom_job_train(train_replicas: int, *, gpu: bool = False,
                                                     "name, e.g. NVIDIA_L4)."}
         extra["accelerator_count"] = {"parameterType": "NUMBER_INTEGER",
                                       "description": "Accelerators per replica."}
+    return extra
+
+
+def _add_custom_job_interface(component: dict, extra: dict[str, dict[str, Any]]) -> None:
+    """train's component spec gains the `extra` inputs and the `gcp_resources` output."""
     clash = sorted(set(extra) & set(component["inputDefinitions"].get("parameters", {})))
     if clash:  # train grew a parameter of the same name: the payload would be ambiguous
         raise InputError(f"train's parameter(s) {clash} clash with the custom job's")
@@ -142,18 +182,10 @@ def custom_job_train(train_replicas: int, *, gpu: bool = False,
     component.setdefault("outputDefinitions", {}).setdefault("parameters", {})[
         "gcp_resources"] = {"parameterType": "STRING"}
 
-    payload = {
-        "display_name": display_name,
-        "job_spec": {
-            "worker_pool_specs": worker_pool_specs(executor["container"], train_replicas,
-                                                   machine_type=machine_type,
-                                                   accelerator=gpu, image=image),
-            "scheduling": {"timeout": timeout, "restart_job_on_worker_restart": True},
-            "service_account": _param("service_account"),
-        },
-        "labels": {"conveyor-step": "train", "conveyor-replicas": str(train_replicas)},
-    }
-    executor["container"] = {
+
+def _launcher_container(payload: dict, gpu: bool) -> dict[str, Any]:
+    """The task's container: GCPC's launcher, which sends `payload` and follows the job."""
+    return {
         "image": GCPC_IMAGE,
         "command": list(LAUNCHER_COMMAND),
         "args": ["--type", "CustomJob",
@@ -161,8 +193,10 @@ def custom_job_train(train_replicas: int, *, gpu: bool = False,
                  "--project", _param("project"), "--location", _param("location"),
                  "--gcp_resources", "{{$.outputs.parameters['gcp_resources'].output_file}}"],
     }
-    # The wrapping one-task pipeline of the component spec: same inputs and outputs.
-    root = spec["root"]
+
+
+def _wrap_in_root(root: dict, component: dict, extra: dict[str, dict[str, Any]]) -> None:
+    """The wrapping one-task pipeline of the component spec: same inputs and outputs."""
     root["inputDefinitions"] = copy.deepcopy(component["inputDefinitions"])
     root["outputDefinitions"] = copy.deepcopy(component["outputDefinitions"])
     ((task_key, task),) = root["dag"]["tasks"].items()
@@ -171,15 +205,6 @@ def custom_job_train(train_replicas: int, *, gpu: bool = False,
     root["dag"].setdefault("outputs", {}).setdefault("parameters", {})["gcp_resources"] = {
         "valueFromParameter": {"outputParameterKey": "gcp_resources",
                                "producerSubtask": task_key}}
-    spec["deploymentSpec"]["executors"] = {executor_key: executor}
-    spec["components"] = {component_key: component}
-    import yaml
-
-    loaded = components.load_component_from_text(yaml.safe_dump(spec, sort_keys=True))
-    loaded.description = (f"conveyor's train as a Vertex AI CustomJob of {train_replicas} "
-                          f"machine(s) ({machine_type}): 1 chief, {train_replicas - 1} "
-                          f"worker(s).\n\n{source.description or ''}").strip()
-    return loaded
 
 
 def payload_of(executor: Mapping[str, Any], values: Mapping[str, Any] | None = None) -> dict:

@@ -22,11 +22,9 @@ from conveyor.promote.component import start_canary
 NAME = "conveyor-monitoring"
 
 
-@dsl.pipeline(name=NAME, description="Check serving traffic for drift against the served "
-                                     "model's training data; on drift, retrain, evaluate and "
-                                     "push if better.")
-@documented(
-    "Monitor serving traffic for drift; retrain on the newest data when it drifted.",
+#: The Args lines of `pipeline`'s docstring (compiled into its spec): the retraining
+#: parameters' docs of continuous_training, then the monitor's own.
+MONITORING_DOCS = dict(
     **continuous_training.RETRAINING_DOCS,
     traffic="Prediction log prefix of conveyor serve (local folder or gs://bucket/path), or a "
             "BigQuery table (project.dataset.table) or SELECT query of serving traffic.",
@@ -52,6 +50,13 @@ NAME = "conveyor-monitoring"
     canary="Push the retrained version as a challenger of the served one (labelled champion "
            "first) instead of serving it at once.",
 )
+
+
+@dsl.pipeline(name=NAME, description="Check serving traffic for drift against the served "
+                                     "model's training data; on drift, retrain, evaluate and "
+                                     "push if better.")
+@documented("Monitor serving traffic for drift; retrain on the newest data when it drifted.",
+            **MONITORING_DOCS)
 def pipeline(
     traffic: str,
     model_base_path: str,

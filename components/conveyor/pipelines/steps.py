@@ -1,16 +1,17 @@
 """Graph pieces the reference pipelines share: train (on CPU or GPUs), evaluate, push if blessed.
 
-`train_evaluate_push` is called inside a `@dsl.pipeline` function. Training runs on GPUs only when
-the pipeline is given a GPU count above zero: the choice is a `dsl.If`/`dsl.Else` at run time, so
+`preflight_and_ingest` and `train_evaluate_push` are called inside a `@dsl.pipeline` function.
+Training runs on GPUs only when the pipeline is given a GPU count above zero: the choice is a
+`dsl.If`/`dsl.Else` at run time, so
 the CPU branch carries no accelerator settings at all (nothing for a backend to interpret as
 "zero GPUs of no type"). Evaluate and push follow inside each branch: kfp 2.17's local runner
 cannot merge the branches' models with `dsl.OneOf` ("Expected 1 artifact in
 ArtifactSelectorSpec"), and the local runner is the embedded default.
 
 Retries (2, after 2 s and 4 s) are for preemption, crashed processes and outages longer than
-the in-task retries of `conveyor.gcp.retry`; bad input fails once (`conveyor.failfast`). The CPU branch is built
-first, so its tasks keep the plain names (train, evaluate, push) and the GPU branch's get a
-`-2` suffix.
+the in-task retries of `conveyor.gcp.retry`; bad input fails once (`conveyor.failfast`). The
+CPU branch is built first, so its tasks keep the plain names (train, evaluate, push) and the GPU
+branch's get a `-2` suffix.
 
 `train_replicas` (compile time, default 1) picks the train op (`train_ops`): 1 is today's single
 train task; above 1, train runs on that many machines, 1 chief and the rest workers, as a
@@ -27,8 +28,10 @@ from kfp.dsl import pipeline_channel
 from conveyor import images
 from conveyor.errors import InputError
 from conveyor.evaluate.component import evaluate
+from conveyor.ingest.component import bigquery_ingest
 from conveyor.pipelines import distributed
 from conveyor.pipelines.retry import retried
+from conveyor.preflight.component import preflight
 from conveyor.push.component import push
 from conveyor.train.component import train, train_gpu
 from conveyor.train.tfjob import check_replicas
@@ -43,6 +46,25 @@ def check_cluster(cluster) -> str:
         raise InputError(f"cluster: {cluster!r} is not one of {', '.join(CLUSTERS)} (vertex: a "
                          "Vertex AI custom job; kubeflow: a TFJob on Kubeflow on GKE)")
     return cluster
+
+
+def preflight_and_ingest(*, label, model_base_path, table, query, split_key, split_ratios,
+                         slices, feature_spec_uri, project, location, read_streams):
+    """Preflight, then ingest from BigQuery after it (both uncached: the bucket and the table
+    change under the same parameters); the ingest task, its `dataset` output for the rest."""
+    checked_first = preflight(
+        label=label, model_base_path=model_base_path, table=table, query=query,
+        split_key=split_key, split_ratios=split_ratios, slices=slices,
+        feature_spec_uri=feature_spec_uri, project=project, location=location,
+    ).set_display_name("Preflight")
+    checked_first.set_caching_options(False)  # the bucket and the table may change
+    ingest = bigquery_ingest(
+        table=table, query=query, split_key=split_key, split_ratios=split_ratios,
+        project=project, location=location, read_streams=read_streams,
+    ).set_display_name("Ingest from BigQuery").after(checked_first)
+    retried(ingest)
+    ingest.set_caching_options(False)  # the table changes under the same parameters
+    return ingest
 
 
 def train_ops(train_replicas: int = 1,

@@ -14,12 +14,9 @@ machine, `conveyor.pipelines.training_distributed` is N = 2 on Vertex AI and
 
 from kfp import dsl
 
-from conveyor.ingest.component import bigquery_ingest
 from conveyor.params import default, documented
-from conveyor.pipelines.retry import retried
-from conveyor.preflight.component import preflight
 from conveyor.pipelines import distributed
-from conveyor.pipelines.steps import check_cluster, train_evaluate_push
+from conveyor.pipelines.steps import check_cluster, preflight_and_ingest, train_evaluate_push
 from conveyor.train.tfjob import check_replicas, check_text
 from conveyor.transform.component import transform
 from conveyor.validate.component import validate
@@ -37,20 +34,7 @@ def make_pipeline(train_replicas: int = 1,
     "kubeflow": a TFJob of that many pods). All are compile-time choices: 1 gives exactly the
     `pipeline` spec on either cluster; InputError for anything but an int >= 1 or a known
     cluster."""
-    check_replicas(train_replicas)
-    check_cluster(cluster)
-    if train_replicas == 1:
-        name, description = NAME, DESCRIPTION
-    elif cluster == "kubeflow":
-        name = f"{NAME}-kubeflow-distributed"
-        description = (DESCRIPTION[:-1] + f"; training runs as a Kubeflow TFJob of "
-                       f"{train_replicas} pods (1 chief, {train_replicas - 1} worker(s)).")
-    else:
-        check_text("train_machine_type", train_machine_type)
-        name = f"{NAME}-distributed"
-        description = (DESCRIPTION[:-1] + f"; training runs as a Vertex AI custom job on "
-                       f"{train_replicas} {train_machine_type} machines (1 chief, "
-                       f"{train_replicas - 1} worker(s)).")
+    name, description = _name_and_description(train_replicas, train_machine_type, cluster)
 
     @dsl.pipeline(name=name, description=description)
     @documented("Ingest, validate, transform, train, evaluate against the serving model, "
@@ -77,18 +61,11 @@ def make_pipeline(train_replicas: int = 1,
         train_gpus: int = default("train_gpus"),
         train_accelerator: str = default("train_accelerator"),
     ):
-        checked_first = preflight(
+        ingest = preflight_and_ingest(
             label=label, model_base_path=model_base_path, table=table, query=query,
             split_key=split_key, split_ratios=split_ratios, slices=slices,
             feature_spec_uri=feature_spec_uri, project=project, location=location,
-        ).set_display_name("Preflight")
-        checked_first.set_caching_options(False)  # the bucket and the table may change
-        ingest = bigquery_ingest(
-            table=table, query=query, split_key=split_key, split_ratios=split_ratios,
-            project=project, location=location, read_streams=read_streams,
-        ).set_display_name("Ingest from BigQuery").after(checked_first)
-        retried(ingest)
-        ingest.set_caching_options(False)  # the table changes under the same parameters
+            read_streams=read_streams)
         checked = validate(
             dataset=ingest.outputs["dataset"], suite_uri=suite_uri, policy=policy,
             label_column=label,
@@ -107,6 +84,24 @@ def make_pipeline(train_replicas: int = 1,
         )
 
     return pipeline
+
+
+def _name_and_description(train_replicas: int, train_machine_type: str,
+                          cluster: str) -> tuple[str, str]:
+    """The pipeline's name and description for its training setup (checked: InputError)."""
+    check_replicas(train_replicas)
+    check_cluster(cluster)
+    if train_replicas == 1:
+        return NAME, DESCRIPTION
+    if cluster == "kubeflow":
+        return (f"{NAME}-kubeflow-distributed",
+                DESCRIPTION[:-1] + f"; training runs as a Kubeflow TFJob of "
+                f"{train_replicas} pods (1 chief, {train_replicas - 1} worker(s)).")
+    check_text("train_machine_type", train_machine_type)
+    return (f"{NAME}-distributed",
+            DESCRIPTION[:-1] + f"; training runs as a Vertex AI custom job on "
+            f"{train_replicas} {train_machine_type} machines (1 chief, "
+            f"{train_replicas - 1} worker(s)).")
 
 
 pipeline = make_pipeline()
