@@ -58,6 +58,8 @@ TEST = [
     "pytest-xdist>=3.8,<4",  # make test runs the suite in two processes (-n 2, a file per worker)
     "kubernetes-validate>=1.33,<2",
     "hypothesis>=6.100,<7",  # property-based tests of conveyor serve's request handling
+    "ruff==0.17.6",  # make lint: pinned, a new release adds rules and would fail the gate
+    "mypy==2.4.1",  # make lint: the type check of the conveyor package
 ]
 
 setup(
