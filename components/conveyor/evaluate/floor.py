@@ -81,7 +81,8 @@ def naive_reference(task: str, label_counts: list[int] | None,
     source) counts it from data when the transform predates `label_counts` / `raw_mean`."""
     if task == "regression":
         if label_stats and label_stats.get("raw_mean") is not None:
-            return NaiveReference(task, float(label_stats["raw_mean"]), "the transform's train mean")
+            return NaiveReference(task, float(label_stats["raw_mean"]),
+                                  "the transform's train mean")
         mean, source = fallback()
         return NaiveReference(task, float(mean), source)
     counts, source = ((label_counts, "the transform's train label counts") if label_counts

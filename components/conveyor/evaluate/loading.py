@@ -89,7 +89,7 @@ def open_baseline(source: bl.Source) -> ServingModel:
     """Load a baseline; anything that goes wrong becomes `Unusable` with its one line."""
     try:
         return ServingModel(source.local())
-    except Exception as exc:  # noqa: BLE001 (a baseline that does not load is skipped, never fatal)
+    except Exception as exc:
         raise bl.Unusable(_why_not_loaded(exc)) from None
 
 

@@ -172,7 +172,7 @@ class Multiclass:
         self.n = 0
         self.tracked: np.ndarray | None = None  # class indices with one-vs-rest histograms
 
-    def track(self, classes: "np.ndarray | list[int]") -> None:
+    def track(self, classes: np.ndarray | list[int]) -> None:
         """Keep one-vs-rest score histograms of these classes (at most `MAX_CURVE_CLASSES`)
         and a top-label confidence histogram, for `curves`."""
         self.tracked = np.asarray(list(classes)[:MAX_CURVE_CLASSES], dtype=np.int64)

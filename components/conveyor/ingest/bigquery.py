@@ -33,10 +33,16 @@ from typing import Any
 import pyarrow as pa
 
 from conveyor import gcp
-from conveyor.gcp import retry
 from conveyor.errors import EmptyDataError, InputError, QueryError, SchemaError, SourceNotFoundError
-from conveyor.gcp.sql import (DATASET_NAME, PROJECT_ID, TableRef, parse_table_id, bigquery_parameters,
-                              single_statement)
+from conveyor.gcp import retry
+from conveyor.gcp.sql import (
+    DATASET_NAME,
+    PROJECT_ID,
+    TableRef,
+    bigquery_parameters,
+    parse_table_id,
+    single_statement,
+)
 from conveyor.ingest.core import IngestResult, check_column_names, restore_names, route
 from conveyor.io.dataset_writer import DatasetWriter
 from conveyor.io.split import BUCKET_COLUMN, SPLIT_COLUMN, SplitSpec
@@ -171,7 +177,8 @@ def _materialize(client, tmp: TableRef, source_sql: str, arrow_schema: pa.Schema
         _run(client, f"""
                 CREATE OR REPLACE TABLE {tmp.sql}
                 OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 DAY))
-                AS SELECT * EXCEPT ({_BUCKET_COLUMN}), {spec.sql_split(_BUCKET_COLUMN)} AS {SPLIT_COLUMN}
+                AS SELECT * EXCEPT ({_BUCKET_COLUMN}),
+                          {spec.sql_split(_BUCKET_COLUMN)} AS {SPLIT_COLUMN}
                 FROM (SELECT src.*, {spec.sql_bucket(arrow_schema.names, where)} AS {_BUCKET_COLUMN}
                       FROM (\n{source_sql}\n) AS src)""", job_config, where)
     except QueryError as exc:
@@ -380,7 +387,7 @@ def in_parallel(sources: list, consume) -> list:
     def run(i: int, source) -> None:
         try:
             results[i] = consume(i, guarded(source()))
-        except BaseException as exc:  # noqa: BLE001 (raised in the caller's thread)
+        except BaseException as exc:
             errors.append(exc)
             failed.set()
 

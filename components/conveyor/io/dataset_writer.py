@@ -23,8 +23,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conveyor.errors import EmptyDataError, InputError, SchemaError
-from conveyor.io.dataset import (METADATA_FILE, ROW_GROUP_ROWS, SHARD_ROWS, Column, DatasetInfo,
-                                 SplitInfo, check_split_names, contract_schema, contract_type)
+from conveyor.io.dataset import (
+    METADATA_FILE,
+    ROW_GROUP_ROWS,
+    SHARD_ROWS,
+    Column,
+    DatasetInfo,
+    SplitInfo,
+    check_split_names,
+    contract_schema,
+    contract_type,
+)
 
 
 class _RowMultisetHash:
@@ -204,7 +213,7 @@ class DatasetWriter:
         for w in (w for parts in self._splits.values() for w in parts):
             try:
                 w.close()
-            except Exception:  # noqa: BLE001  (closing a broken writer must not mask the cause)
+            except Exception:
                 pass
         if self._created:
             shutil.rmtree(self.path, ignore_errors=True)
@@ -215,7 +224,7 @@ class DatasetWriter:
                 else:
                     child.unlink(missing_ok=True)
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self) -> DatasetWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -111,7 +111,7 @@ if __name__ == "__main__":
         main(sys.argv[1], sys.argv[2])
     except SystemExit:
         raise
-    except Exception as exc:  # noqa: BLE001  (any failure fails the check, with its reason)
+    except Exception as exc:
         # One line for the parent to quote; TensorFlow puts the cause after a generic first
         # line ("Graph execution error:"), so keep every line, trimmed.
         detail = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())

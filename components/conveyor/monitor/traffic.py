@@ -22,7 +22,7 @@ from conveyor.stats.columns import ColumnStatistics
 #: The log's own columns: never features of a flat table.
 LOG_COLUMNS = ("request_id", "instance", "timestamp", "model_name", "model_version", "status",
                "latency_ms", "features", "unparsed", "outputs", "error")
-_UTC = datetime.timezone.utc
+_UTC = datetime.UTC
 
 
 # -- from logged values to training columns ------------------------------------------------------
@@ -118,7 +118,7 @@ class Traffic:
     present: set = dataclasses.field(default_factory=set)  # feature columns seen in the source
 
     @classmethod
-    def start(cls, served: Served, source: str) -> "Traffic":
+    def start(cls, served: Served, source: str) -> Traffic:
         columns = {c: ColumnStatistics(c, served.column_type(c)) for c in served.fitted.features}
         task = served.fitted.spec.task
         output = "value" if task == "regression" else "class_label"

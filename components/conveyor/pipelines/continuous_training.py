@@ -11,8 +11,8 @@ from kfp import dsl
 from conveyor.ingest.component import bigquery_ingest
 from conveyor.params import default, documented
 from conveyor.pipelines.retry import retried
-from conveyor.preflight.component import preflight
 from conveyor.pipelines.steps import train_evaluate_push
+from conveyor.preflight.component import preflight
 from conveyor.transform.component import transform
 from conveyor.validate.component import validate
 

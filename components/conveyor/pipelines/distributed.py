@@ -45,7 +45,7 @@ LOCATION_PLACEHOLDER = "{{$.pipeline_google_cloud_location}}"
 
 
 def _param(name: str) -> str:
-    return "{{$.inputs.parameters['%s']}}" % name
+    return f"{{{{$.inputs.parameters['{name}']}}}}"
 
 
 def _spec_of(component) -> dict:

@@ -16,10 +16,10 @@ from kfp import dsl
 
 from conveyor.ingest.component import bigquery_ingest
 from conveyor.params import default, documented
-from conveyor.pipelines.retry import retried
-from conveyor.preflight.component import preflight
 from conveyor.pipelines import distributed
+from conveyor.pipelines.retry import retried
 from conveyor.pipelines.steps import check_cluster, train_evaluate_push
+from conveyor.preflight.component import preflight
 from conveyor.train.tfjob import check_replicas, check_text
 from conveyor.transform.component import transform
 from conveyor.validate.component import validate

@@ -9,7 +9,8 @@ push whose task was killed after it published, or an identical push running at t
 that version is reported and none is added.
 
 A push publishes only if the newest version when its model was evaluated (evaluation.json's
-`newest_version_uri`; for older evaluations, `baseline_uri`) is still the newest one: when another run published meanwhile, it raises
+`newest_version_uri`; for older evaluations, `baseline_uri`) is still the newest one: when
+another run published meanwhile, it raises
 `StaleBaseline` ("another run published vN after this model was evaluated against vM; re-run
 evaluate"), checked atomically with the publication (`ModelBasePath.publish_model`). An
 evaluation without a baseline stands only for an empty base path: once a version exists, the

@@ -65,7 +65,7 @@ class Signature:
     outputs: dict[str, tuple[str, int]]
 
     @classmethod
-    def of(cls, inputs: dict[str, Any], outputs: dict[str, Any]) -> "Signature":
+    def of(cls, inputs: dict[str, Any], outputs: dict[str, Any]) -> Signature:
         """From TensorSpecs (anything with `.dtype.name` and `.shape.rank`)."""
         return cls({n: kind_of(s.dtype.name) for n, s in inputs.items()},
                    {n: (kind_of(s.dtype.name), _rank(s)) for n, s in outputs.items()})
@@ -187,7 +187,7 @@ def rows_of(entry: Entry) -> list[dict[str, Any]]:
     """The log rows of one request: one per instance (see the module docstring)."""
     sig = entry.signature
     base = {"request_id": entry.request_id,
-            "timestamp": datetime.datetime.fromtimestamp(entry.received, datetime.timezone.utc),
+            "timestamp": datetime.datetime.fromtimestamp(entry.received, datetime.UTC),
             "model_name": entry.model_name, "model_version": entry.model_version,
             "status": entry.status, "latency_ms": round(entry.latency_ms, 3)}
     error = None
@@ -287,6 +287,7 @@ def arrow_schema(signature: Signature):
 
 def parquet_bytes(rows: list[dict], signature: Signature) -> bytes:
     import pyarrow as pa
+
     from conveyor.io import parquet
 
     schema = arrow_schema(signature)

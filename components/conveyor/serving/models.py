@@ -39,9 +39,10 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from conveyor.errors import one_line
 from conveyor.registry import ModelBasePath
@@ -162,7 +163,7 @@ class ModelManager:
         try:
             versions, unusable = self._scan()
             labels = self.base.labels()
-        except Exception as exc:  # noqa: BLE001  (a poll failing must not stop serving)
+        except Exception as exc:
             self._polling_failed(exc)
         else:
             self._polling_works()
@@ -277,7 +278,7 @@ class ModelManager:
         try:
             loaded = Loaded(version, str(self.base.fetch(version, self.cache)))
             loaded.warm_up()
-        except Exception as exc:  # noqa: BLE001  (whatever the files hold, keep serving)
+        except Exception as exc:
             self._drop_download(version)
             self._record_failure(version, _reason(exc))
             return False
@@ -371,7 +372,7 @@ class ModelManager:
         while True:
             try:
                 self.poll_once()
-            except Exception:  # noqa: BLE001  (a bug here must not end the polling for good)
+            except Exception:
                 log.exception("%s: polling %s raised; polling goes on", self.name, self.base.uri)
             if self._stop.wait(self.poll_seconds):
                 return

@@ -44,9 +44,9 @@ import hashlib
 import json
 import logging
 import re
-import sys
 import shutil
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -60,8 +60,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES
-from conveyor.serving.log_format import Entry, request_id
 from conveyor.serving.loaded import Loaded, RequestError, TooManyInstances
+from conveyor.serving.log_format import Entry, request_id
 from conveyor.serving.models import ModelManager
 from conveyor.serving.prediction_log import PredictionLog
 
@@ -178,7 +178,7 @@ class MonitoringGauges:
                 return
             self.show(json.loads(found[0]()))
             self._seen, self._failed = found[1], None
-        except Exception as exc:  # noqa: BLE001  (monitoring must never disturb serving)
+        except Exception as exc:
             self.failures.labels(self.model).inc()
             what = f"{type(exc).__name__}: {exc}"
             if what != self._failed:
@@ -301,7 +301,7 @@ def predict(raw: bytes, model: Loaded, max_instances: int) -> tuple[int, Any, An
         return 413, {"error": str(exc)}, None
     except RequestError as exc:
         return 400, {"error": str(exc)}, body
-    except Exception as exc:  # noqa: BLE001  (the model failed: the server's fault)
+    except Exception as exc:
         return 500, {"error": f"{type(exc).__name__}: {exc}"}, body
 
 

@@ -85,7 +85,7 @@ class Sample:
         return base64.b64encode(np.sort(self.values).astype("<f8").tobytes()).decode()
 
     @classmethod
-    def decode(cls, text: str) -> "Sample":
+    def decode(cls, text: str) -> Sample:
         return cls(values=np.frombuffer(base64.b64decode(text), dtype="<f8").copy())
 
 
@@ -267,7 +267,7 @@ class ColumnStatistics:
         return out
 
     @classmethod
-    def from_dict(cls, name: str, data: Mapping[str, Any]) -> "ColumnStatistics":
+    def from_dict(cls, name: str, data: Mapping[str, Any]) -> ColumnStatistics:
         stats = cls(name=name, type=data["type"], count=data["count"], nulls=data["nulls"])
         if stats.kind == NUMERIC:
             stats.nan, stats.inf, stats.finite = data["nan"], data["inf"], data["finite"]
@@ -310,7 +310,7 @@ class DatasetStatistics:
                            for name, s in self.splits.items()}}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "statistics") -> "DatasetStatistics":
+    def from_dict(cls, data: Mapping[str, Any], where: str = "statistics") -> DatasetStatistics:
         if data.get("format") != FORMAT:
             raise InputError(f"{where}: format is {data.get('format')!r}, expected {FORMAT!r}")
         return cls(

@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conveyor.stats.columns import (CATEGORICAL, NUMERIC, TOP_K, ColumnStatistics,
-                                    DatasetStatistics)
+from conveyor.stats.columns import CATEGORICAL, NUMERIC, TOP_K, ColumnStatistics, DatasetStatistics
 
 STATISTICS_PB = "statistics.pb"
 HISTOGRAM_BUCKETS = 10
@@ -51,8 +50,8 @@ def _days(value) -> float | None:
                  else datetime.datetime.fromisoformat(value))
     if isinstance(value, datetime.datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=datetime.timezone.utc)
-        epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+            value = value.replace(tzinfo=datetime.UTC)
+        epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
         return (value - epoch) / datetime.timedelta(days=1)
     return float((value - datetime.date(1970, 1, 1)).days)
 

@@ -285,7 +285,7 @@ class _Scalars:
                             for d in log_dirs for kind in ("train", "validation")}
 
     def write(self, epoch: int, logs: dict[str, float]) -> None:
-        for (d, kind), writer in self.writers.items():
+        for (_log_dir, kind), writer in self.writers.items():
             with writer.as_default(step=epoch):
                 for key, value in logs.items():
                     if kind == "validation" and key.startswith("val_"):

@@ -76,18 +76,19 @@ def _user_model(module_file: str, fitted: Fitted, hyperparameters: Hyperparamete
         spec.loader.exec_module(module)
     except FileNotFoundError:
         raise InputError(f"module_file: {module_file} does not exist") from None
-    except Exception as exc:  # noqa: BLE001  (any error in the user's module is bad input)
+    except Exception as exc:
         raise InputError(f"module_file: {module_file} failed to load: "
                          f"{type(exc).__name__}: {exc}") from None
     if not callable(getattr(module, "build_model", None)):
-        raise InputError(f"module_file: {module_file} defines no build_model(hparams, feature_spec)")
+        raise InputError(
+            f"module_file: {module_file} defines no build_model(hparams, feature_spec)")
     feature_spec = {**fitted.to_dict(), "cardinality": features["cardinality"],
                     "output_units": output_units(fitted)}
     try:
         core = module.build_model(dataclasses.asdict(hyperparameters), feature_spec)
         flat = {**features["numeric"], **features["indices"], **features["crosses"]}
         out = core(flat)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InputError(f"module_file: build_model of {module_file} raised "
                          f"{type(exc).__name__}: {exc}") from None
     return keras.Model(inputs, out, name="conveyor_user_model")

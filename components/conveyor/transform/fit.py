@@ -32,8 +32,14 @@ import pyarrow.compute as pc
 from conveyor.errors import EmptyDataError, InputError, SchemaError
 from conveyor.io.dataset import Dataset
 from conveyor.model.layout import SPEC_FILE, TRANSFORM_FILE
-from conveyor.stats.columns import (MAX_TRACKED_VALUES, NUMERIC, TEMPORAL, ColumnStatistics,
-                                    DatasetStatistics, SplitStatistics)
+from conveyor.stats.columns import (
+    MAX_TRACKED_VALUES,
+    NUMERIC,
+    TEMPORAL,
+    ColumnStatistics,
+    DatasetStatistics,
+    SplitStatistics,
+)
 from conveyor.transform.spec import DATETIME_TYPES, FLOAT32_MAX, MAX_CLASSES, FeatureSpec
 
 FORMAT = "conveyor.transform/v1"
@@ -66,7 +72,7 @@ class Fitted:
         self.spec.dump(folder / SPEC_FILE)
 
     @classmethod
-    def load(cls, folder: str | Path) -> "Fitted":
+    def load(cls, folder: str | Path) -> Fitted:
         path = Path(folder) / TRANSFORM_FILE
         try:
             data = json.loads(path.read_text())
@@ -354,8 +360,9 @@ def _check_finite_labels(dataset: Dataset, spec: FeatureSpec,
             examples.update(pc.filter(column, broken).to_pylist()[:3])
         if bad:
             raise SchemaError(
-                f"transform: the regression label {spec.label!r} is NaN, infinite or beyond float32's "
-                f"range (|y| > {FLOAT32_MAX:.3g}) in {bad} of {rows} rows of split {split!r} "
+                f"transform: the regression label {spec.label!r} is NaN, infinite or beyond "
+                f"float32's range (|y| > {FLOAT32_MAX:.3g}) in {bad} of {rows} rows of split "
+                f"{split!r} "
                 f"(e.g. {sorted(map(str, examples))}); a label must be a finite number a model "
                 "can hold, or NULL: filter, fix or rescale those rows in the query")
     return read
@@ -366,8 +373,8 @@ def _numeric(f, s: ColumnStatistics) -> dict[str, Any]:
         raise SchemaError(f"transform: numeric feature {f.name!r} has no finite value in train")
     if max(abs(s.min), abs(s.max)) > FLOAT32_MAX:
         raise SchemaError(f"transform: numeric feature {f.name!r} has values beyond float32's "
-                          f"range in train (min {s.min:g}, max {s.max:g}); the model takes float32: "
-                          "rescale it in the query (e.g. divide by 1e30)")
+                          f"range in train (min {s.min:g}, max {s.max:g}); the model takes "
+                          "float32: rescale it in the query (e.g. divide by 1e30)")
     impute = {"mean": s.mean, "median": s.quantile(0.5), "zero": 0.0}.get(f.impute, f.impute)
     out = {"kind": "numeric", "transform": f.transform, "impute": float(impute),
            "mean": s.mean, "std": s.std or 1.0, "min": s.min, "max": s.max}

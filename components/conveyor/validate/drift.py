@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from conveyor.stats.columns import (CATEGORICAL, NUMERIC, TEMPORAL, ColumnStatistics,
-                                     SplitStatistics)
+from conveyor.stats.columns import CATEGORICAL, NUMERIC, TEMPORAL, ColumnStatistics, SplitStatistics
 
 JS, LINF = "jensen_shannon", "l_infinity"
 BIN_QUANTILES = tuple(np.linspace(0.05, 0.95, 19))

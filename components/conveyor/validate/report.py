@@ -17,10 +17,12 @@ from typing import Any
 
 from conveyor.reports.html import esc as _e
 from conveyor.reports.html import num as _num
-from conveyor.reports.html import page, short as _short, table as _table
+from conveyor.reports.html import page
+from conveyor.reports.html import short as _short
+from conveyor.reports.html import table as _table
+from conveyor.stats.columns import NUMERIC, TEMPORAL, ColumnStatistics, DatasetStatistics
 from conveyor.validate.checks import CheckResult
 from conveyor.validate.drift import Distance, _as_categories
-from conveyor.stats.columns import NUMERIC, TEMPORAL, ColumnStatistics, DatasetStatistics
 
 MAX_CHARTS = 24  # features with a chart (~35 kB and ~0.13 s each): a page stays under 2 MB
 SIDE_CATEGORIES = 8

@@ -4,10 +4,10 @@
 is checked by the suite's expectations in the same pass. (With `statistics_source="bigquery"`,
 or "auto" for a Dataset ingested from BigQuery, not an emulator, of at least
 `conveyor.stats.bigquery.AUTO_MIN_ROWS` rows, the statistics come from one aggregate query in
-BigQuery instead and the pass runs the expectations only.) Then it compares statistics: each split against the baseline's same-named
-split (drift) and train against eval (skew). It writes the statistics (`statistics.json`, and
-`statistics.pb`: TFDV's proto), the suite it used, a machine-readable verdict (`validation.json`
-beside `statistics.json`) and an HTML report.
+BigQuery instead and the pass runs the expectations only.) Then it compares statistics: each
+split against the baseline's same-named split (drift) and train against eval (skew). It writes
+the statistics (`statistics.json`, and `statistics.pb`: TFDV's proto), the suite it used, a
+machine-readable verdict (`validation.json` beside `statistics.json`) and an HTML report.
 
 Two kinds of finding, kept apart:
 - **breakage**: a rule of a user's suite, or an inferred suite's breakage rules (schema, null
@@ -35,8 +35,10 @@ from conveyor.io.dataset import Dataset
 from conveyor.model.layout import STATISTICS_FILE
 from conveyor.stats import columns as stats
 from conveyor.stats import tfdv
-from conveyor.validate import checks, drift, report, suite as suites
+from conveyor.validate import checks, drift, report
+from conveyor.validate import suite as suites
 from conveyor.validate.policies import problem as policy_problem
+
 #: Where the statistics come from: the Parquet rows (the reference), one aggregate query in
 #: BigQuery (a Dataset ingested from BigQuery), or BigQuery above
 #: `conveyor.stats.bigquery.AUTO_MIN_ROWS` rows when the Dataset came from it, else the rows.
@@ -148,7 +150,8 @@ class ValidationResult:
                 "columns": [{**d.to_dict(), **self.skew_figures.get(d.column, {})}
                             for d in self.skew],
             },
-            "checks": {"total": len(self.checks), "failed": sum(not c.success for c in self.checks)},
+            "checks": {"total": len(self.checks),
+                       "failed": sum(not c.success for c in self.checks)},
             "suite": self.suite.origin,
             "statistics_source": self.statistics_source,
         }
@@ -161,7 +164,8 @@ def _load_statistics(path: str | Path) -> stats.DatasetStatistics:
     try:
         data = json.loads(path.read_text())
     except OSError as exc:
-        raise InputError(f"baseline statistics: cannot read {path}: {exc.strerror or exc}") from None
+        raise InputError(
+            f"baseline statistics: cannot read {path}: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"baseline statistics: {path} is not JSON: {exc}") from None
     return stats.DatasetStatistics.from_dict(data, str(path))
@@ -471,8 +475,8 @@ def _schema_checks(used: suites.Suite, split: str, types: Mapping[str, str]) -> 
             named.setdefault(n, None)
     for n in named:
         if n not in types:
-            out.append(checks.CheckResult(split, "schema", "column exists", n, False,
-                                          f"missing from the dataset (columns: {', '.join(types)})"))
+            detail = f"missing from the dataset (columns: {', '.join(types)})"
+            out.append(checks.CheckResult(split, "schema", "column exists", n, False, detail))
     if used.spec is not None:
         for n, rules in used.spec.columns.items():
             if rules.type and n in types:
