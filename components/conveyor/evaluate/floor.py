@@ -178,9 +178,10 @@ def default_margin(task: str, metric: str, naive: float, stats: RowStats) -> tup
 
 
 def floor_checks(task: str, floor: Mapping[str, float | None], metrics: Mapping[str, float],
-                 naive: Mapping[str, float], stats: RowStats) -> list[tuple]:
+                 naive: Mapping[str, float],
+                 stats: RowStats) -> list[tuple[str, str, float, float, bool]]:
     """(metric, rule, value, naive value, passed) per floor rule, on the overall metrics."""
-    out = []
+    out: list[tuple[str, str, float, float, bool]] = []
     for metric, given in floor.items():
         if metric not in metrics or metric not in naive:
             raise InputError(f"thresholds: {OVER_NAIVE} of {metric!r}: the metric is not "

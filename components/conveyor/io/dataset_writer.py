@@ -15,7 +15,7 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -197,7 +197,9 @@ class DatasetWriter:
             self.schema, {n: (s.rows, hashes[n]) for n, s in splits.items()}
         )
         info = DatasetInfo(
-            columns=tuple(Column(f.name, contract_type(f.type), f.nullable) for f in self.schema),
+            # a contract schema (`contract_schema`) has a contract type for every column
+            columns=tuple(Column(f.name, cast(str, contract_type(f.type)), f.nullable)
+                          for f in self.schema),
             splits=splits,
             source=self.source,
             fingerprint=fingerprint,

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from kfp.dsl import PipelineTask
+
 RETRIES = 2
 BACKOFF = "2s"  # the first wait; each next one is BACKOFF_FACTOR times longer
 BACKOFF_FACTOR = 2.0
 
-Task = TypeVar("Task")
+Task = TypeVar("Task", bound=PipelineTask)
 
 
 def retried(task: Task) -> Task:

@@ -104,9 +104,9 @@ def instance_count(body: Any) -> int:
             return len(rows)
         inputs = body.get("inputs")
         if isinstance(inputs, dict) and inputs:
-            lengths = [len(v) for v in inputs.values() if isinstance(v, list)]
-            if lengths and max(lengths):
-                return max(lengths)
+            longest = max((len(v) for v in inputs.values() if isinstance(v, list)), default=0)
+            if longest:
+                return longest
     return 1
 
 
@@ -198,13 +198,14 @@ def rows_of(entry: Entry) -> list[dict[str, Any]]:
             error = error.encode("utf-8", "backslashreplace").decode("utf-8")
     instances = _instances(entry.body)
     if instances is None:
-        unparsed = None if entry.body is None else _json(entry.body)
-        return [{**base, "instance": None, "features": None, "unparsed": unparsed,
+        body_text = None if entry.body is None else _json(entry.body)
+        return [{**base, "instance": None, "features": None, "unparsed": body_text,
                  "outputs": None, "error": error}]
     outputs = _answers(entry.answer, len(instances)) if entry.status == 200 else None
     rows = []
     for i, instance in enumerate(instances):
-        features, unparsed = {}, {}
+        features: dict[str, Any] = {}
+        unparsed: dict[str, Any] = {}
         if isinstance(instance, dict):
             for name, kind in sig.inputs.items():
                 value = instance.get(name)

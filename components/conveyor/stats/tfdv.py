@@ -88,7 +88,7 @@ def _numeric(feature, stats: ColumnStatistics) -> None:
     _common(num.common_stats, stats)
     sample = stats.sample.values if stats.sample is not None else np.empty(0)
     if stats.kind == NUMERIC:
-        if stats.finite:
+        if stats.finite and stats.mean is not None and stats.std is not None:
             num.mean, num.std_dev = float(stats.mean), float(stats.std)
             num.min, num.max = float(stats.min), float(stats.max)
             num.median = float(np.quantile(sample, 0.5)) if len(sample) else num.mean
@@ -99,7 +99,7 @@ def _numeric(feature, stats: ColumnStatistics) -> None:
     # temporal: days since 1970
     feature.custom_stats.add(name="conveyor_unit", str=DAYS)
     lo, hi = _days(stats.min), _days(stats.max)
-    if lo is None or not len(sample):
+    if lo is None or hi is None or not len(sample):
         return
     num.min, num.max = lo, hi
     if stats.mean is not None and stats.std is not None:  # exact moments of the day numbers

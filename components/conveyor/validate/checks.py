@@ -184,7 +184,8 @@ class _Gx:
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES})
         ordered: list = [None] * len(self.configs)
         for outcome in result.results:
-            index = (outcome.expectation_config.meta or {}).get(_INDEX)
+            config = outcome.expectation_config
+            index = ((config.meta if config is not None else None) or {}).get(_INDEX)
             if not isinstance(index, int) or not 0 <= index < len(ordered) \
                     or ordered[index] is not None:
                 raise RuntimeError(f"Great Expectations returned a result conveyor cannot match "

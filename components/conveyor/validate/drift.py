@@ -126,7 +126,8 @@ def distance(baseline: ColumnStatistics, current: ColumnStatistics,
                         linf_noise(p, q, _categories_seen(baseline), _categories_seen(current)))
     if baseline.kind == NUMERIC and current.kind == NUMERIC and baseline.finite \
             and current.finite:
-        edges = sorted({baseline.quantile(q) for q in BIN_QUANTILES})
+        sample = baseline.sampled()  # finite values, so a sample
+        edges = sorted({sample.quantile(q) for q in BIN_QUANTILES})
         return Distance(baseline.name, JS,
                         jensen_shannon(baseline.pmf(edges), current.pmf(edges)), threshold,
                         js_noise(len(edges) + 1, _sampled(baseline), _sampled(current)))

@@ -36,6 +36,7 @@ from conveyor.model.layout import STATISTICS_FILE
 from conveyor.stats import columns as stats
 from conveyor.stats import tfdv
 from conveyor.validate import checks, drift, report
+from conveyor.validate.drift import Distance
 from conveyor.validate import suite as suites
 from conveyor.validate.policies import problem as policy_problem
 
@@ -55,8 +56,8 @@ class ValidationFailed(ConveyorError):
 class ValidationResult:
     passed: bool
     checks: list[checks.CheckResult]
-    drift: list[tuple[str, drift.Distance]]
-    skew: list[drift.Distance]
+    drift: list[tuple[str, Distance]]  # (split, its distance from the baseline's)
+    skew: list[Distance]
     statistics: stats.DatasetStatistics
     suite: suites.Suite
     seconds: float
@@ -292,9 +293,10 @@ def _check_options(statistics_source: str, policy: str, drift_policy: str,
     for name, value in (("policy", policy), ("drift_policy", drift_policy)):
         if policy_problem(name, value):
             raise InputError(policy_problem(name, value))
-    for name, value in (("drift_threshold", drift_threshold), ("skew_threshold", skew_threshold)):
-        if not 0 <= value <= 1:
-            raise InputError(f"{name}: must be in [0, 1], got {value}")
+    for option, threshold in (("drift_threshold", drift_threshold),
+                              ("skew_threshold", skew_threshold)):
+        if not 0 <= threshold <= 1:
+            raise InputError(f"{option}: must be in [0, 1], got {threshold}")
 
 
 def _check_columns(dataset: Dataset, chosen: Sequence[str], label_column: str | None,
@@ -340,7 +342,7 @@ def _suite(suite: str | Path | None, dataset: Dataset, chosen: Sequence[str],
         return suites.load_suite(suite)
     source = baseline_stats
     origin = f"inferred from {baseline_name}" if source else "inferred from this dataset"
-    strict = ()
+    strict: tuple[str, ...] = ()
     if source is None:
         source = computed or stats.compute_statistics(dataset, [_train(chosen)])
         strict = (label_column,) if label_column else ()
@@ -444,7 +446,7 @@ def _finite_checks(used: suites.Suite, split: str,
                    column_stats: Mapping[str, stats.ColumnStatistics],
                    types: Mapping[str, str]) -> list[checks.CheckResult]:
     """A spec's `finite` rules, from the statistics of the same pass (GX sees NaN as NULL)."""
-    out = []
+    out: list[checks.CheckResult] = []
     if used.spec is None:
         return out
     for n, rules in used.spec.columns.items():
