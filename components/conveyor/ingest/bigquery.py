@@ -154,6 +154,7 @@ def _source(client, table: str | None, query: str | None,
         _check_table_exists(client, ref)
         return (f"SELECT * FROM {ref.sql}", f"table {ref}",
                 {"type": "bigquery", "table": str(ref)})
+    assert query is not None  # `_check_arguments`: exactly one of table and query
     return (query, "query",
             {"type": "bigquery", "query": query, "query_parameters": dict(query_parameters or {})})
 
@@ -203,7 +204,7 @@ def _read_into(output_path: str, streams: list, arrow_schema: pa.Schema, spec: S
             bytes_read = sum(write(0, s()) for s in streams)
         else:
             bytes_read = sum(in_parallel(streams, write))
-    return writer.info, bytes_read
+    return writer.committed, bytes_read
 
 
 def _write_stream(writer: DatasetWriter, part: int, batches, spec: SplitSpec,
@@ -235,6 +236,7 @@ def source_schema(*, table: str | None = None, query: str | None = None,
         _check_table_exists(client, ref)
         sql, where = f"SELECT * FROM {ref.sql}", f"table {ref}"
     else:
+        assert query is not None  # exactly one of table and query, checked above
         sql, where = single_statement(query), "query"
         if not sql:
             raise InputError("query: holds no statement")

@@ -218,4 +218,4 @@ def ingest_gcs(
             index = spec.assign(batch)
             batch = batch.append_column(SPLIT_COLUMN, names.take(pa.array(index)))
             route(batch, spec, writer)
-    return IngestResult(writer.info, sum(b.size or 0 for b in blobs), time.monotonic() - start)
+    return IngestResult(writer.committed, sum(b.size or 0 for b in blobs), time.monotonic() - start)

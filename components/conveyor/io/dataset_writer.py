@@ -226,6 +226,13 @@ class DatasetWriter:
                 else:
                     child.unlink(missing_ok=True)
 
+    @property
+    def committed(self) -> DatasetInfo:
+        """What `commit` wrote (leaving the `with` block without an error commits)."""
+        if self.info is None:
+            raise RuntimeError(f"{self.where}: the Dataset is not committed yet")
+        return self.info
+
     def __enter__(self) -> DatasetWriter:
         return self
 

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TypeGuard
 
 from conveyor.errors import InputError
 
@@ -63,7 +64,7 @@ def verdict(files: dict[str, str], rows: int, shapes: dict[str, list[int]]) -> d
             "outputs": {k: [1, *v[1:]] for k, v in shapes.items()}}
 
 
-def reusable(recorded: dict | None, model_dir: str | Path) -> bool:
+def reusable(recorded: dict | None, model_dir: str | Path) -> TypeGuard[dict]:
     """True when `recorded` (a verdict) is about exactly the files in `model_dir`."""
     from conveyor.io.digest import digest
 

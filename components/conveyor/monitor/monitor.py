@@ -149,6 +149,7 @@ def _prediction_drift(traffic: Traffic, threshold: float) -> dict[str, Any]:
         out.update(status=f"no {traffic.prediction_output!r} output of version "
                           f"{served.version} in the window", drifted=False, counts=False)
         return out
+    reference: ColumnStatistics | None
     if served.predictions is not None:
         reference = ColumnStatistics.from_dict(traffic.prediction_output,
                                                served.predictions["statistics"])

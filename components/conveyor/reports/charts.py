@@ -34,7 +34,8 @@ LABEL_CHARS = 18
 REFERENCE, CURRENT, THIRD = "#9aa3ad", "#1f6fb4", "#d9730d"
 PALETTE = ("#1f6fb4", "#d9730d", "#2e8b57", "#a23b72", "#6b4fbb", "#8c6d1f", "#1b9aaa",
            "#c0392b", "#5d6d7e", "#7d8f24")
-RC: dict[RcKeyType, Any] = {"svg.fonttype": "path", "svg.hashsalt": "conveyor", "text.parse_math": False,
+RC: dict[RcKeyType, Any] = {
+      "svg.fonttype": "path", "svg.hashsalt": "conveyor", "text.parse_math": False,
       "font.size": 7, "axes.titlesize": 8, "axes.labelsize": 7, "xtick.labelsize": 6.5,
       "ytick.labelsize": 6.5, "legend.fontsize": 6.5, "axes.spines.top": False,
       "axes.spines.right": False, "savefig.dpi": 144, "figure.dpi": 72}

@@ -20,7 +20,8 @@ from conveyor.transform.spec import input_name  # layer names follow the input-n
 
 def output_units(fitted: Fitted) -> int:
     task = fitted.spec.task
-    return len(fitted.label_classes) if task == "multiclass" else 1
+    # a multiclass label's transform always has its classes
+    return len(fitted.label_classes or []) if task == "multiclass" else 1
 
 
 def _embedding_dim(cardinality: int, hyperparameters: Hyperparameters) -> int:
@@ -72,6 +73,8 @@ def _user_model(module_file: str, fitted: Fitted, hyperparameters: Hyperparamete
     path = Path(module_file)
     try:
         spec = importlib.util.spec_from_file_location("conveyor_user_module", path)
+        if spec is None or spec.loader is None:  # a name Python does not load as a module
+            raise ImportError("not a Python source file")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     except FileNotFoundError:

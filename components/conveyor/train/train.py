@@ -227,8 +227,9 @@ def _train_single(dataset: Dataset, fitted: Fitted, hp: Hyperparameters, *,
                         shuffle=False)  # the input pipeline shuffles
     if policy.error is not None:
         raise policy.error
-    if (fitted.label_stats or {}).get("transform") == "log":
-        fitted.label_stats["smearing"] = smearing(model, dataset, train_split, fitted)
+    label_stats = fitted.label_stats
+    if label_stats is not None and label_stats.get("transform") == "log":
+        label_stats["smearing"] = smearing(model, dataset, train_split, fitted)
     export(model, fitted, model_path, transform_path)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
 

@@ -36,8 +36,8 @@ from conveyor.model.layout import STATISTICS_FILE
 from conveyor.stats import columns as stats
 from conveyor.stats import tfdv
 from conveyor.validate import checks, drift, report
-from conveyor.validate.drift import Distance
 from conveyor.validate import suite as suites
+from conveyor.validate.drift import Distance
 from conveyor.validate.policies import problem as policy_problem
 
 #: Where the statistics come from: the Parquet rows (the reference), one aggregate query in
