@@ -73,6 +73,10 @@ class Skipped:
     attempts: int = 0
     next_attempt: float | None = None
 
+    def waiting(self, now: float) -> bool:
+        """Whether its next load attempt is still to come at clock time `now`."""
+        return self.next_attempt is not None and now < self.next_attempt
+
     def describe(self, now: float) -> dict[str, Any]:
         return {"version": self.version, "reason": self.reason, "attempts": self.attempts,
                 "next_attempt_in_seconds": None if self.next_attempt is None
@@ -209,7 +213,7 @@ class ModelManager:
                 del self._failed[version]
         for version in sorted((v for v in versions if v > served), reverse=True):
             failed = self._failed.get(version)
-            if failed is not None and self._clock() < failed.next_attempt:
+            if failed is not None and failed.waiting(self._clock()):
                 continue
             if self._load(version):
                 return
@@ -233,7 +237,7 @@ class ModelManager:
             if version in self.loaded or version not in published:
                 continue
             failed = self._failed.get(version)
-            if failed is not None and self._clock() < failed.next_attempt:
+            if failed is not None and failed.waiting(self._clock()):
                 continue
             self._load(version)
         self._settle()
@@ -358,7 +362,7 @@ class ModelManager:
         state = ("AVAILABLE" if current else "LOADING" if self.polls == 0 else "UNAVAILABLE")
         with self._lock:
             labels = dict(self.labels)
-        out = {"model": self.name, "base_path": self.base.uri, "state": state,
+        out: dict[str, Any] = {"model": self.name, "base_path": self.base.uri, "state": state,
                "version": current.version if current else None, "loaded_versions": loaded,
                "skipped": self.skipped(), "polling_error": self._poll_error}
         if labels:

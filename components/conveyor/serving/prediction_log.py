@@ -26,7 +26,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from conveyor.errors import InputError, one_line
@@ -303,11 +303,11 @@ class PredictionLog:
         self._flush(pending)
 
 
-def from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
+def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The logging settings the environment gives (for manifests): CONVEYOR_PREDICTION_LOG
     (the prefix), CONVEYOR_PREDICTION_LOG_SAMPLE_RATE, _FLUSH_ROWS, _FLUSH_SECONDS, _QUEUE_ROWS,
     _QUEUE_BYTES and _BIGQUERY_TABLE; only those set."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     names = {"prefix": ("CONVEYOR_PREDICTION_LOG", str),
              "sample_rate": ("CONVEYOR_PREDICTION_LOG_SAMPLE_RATE", float),
              "flush_rows": ("CONVEYOR_PREDICTION_LOG_FLUSH_ROWS", int),
@@ -317,7 +317,7 @@ def from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
              "bigquery_table": ("CONVEYOR_PREDICTION_LOG_BIGQUERY_TABLE", str)}
     out: dict[str, Any] = {}
     for key, (variable, kind) in names.items():
-        value = environ.get(variable, "").strip()
+        value = env.get(variable, "").strip()
         if not value:
             continue
         try:

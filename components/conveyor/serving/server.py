@@ -49,7 +49,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
@@ -410,8 +410,9 @@ class Endpoints:
                                                    f"loaded: {why}"}, status_code=503)
         return ServingJSON(status)
 
-    async def http_error(self, request: Request, exc: HTTPException) -> Response:
-        return error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        http = cast(HTTPException, exc)  # registered for HTTPException only (`create_app`)
+        return error(http.status_code, f"{http.detail}: {request.method} {request.url.path}")
 
 
 def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,

@@ -36,7 +36,6 @@ from conveyor.model.inputs import LabelEncoder, model_inputs
 from conveyor.train.preprocess import input_dtype
 from conveyor.transform.fit import Fitted
 
-
 #: A shard file of a split: `Dataset.files` gives Paths.
 ShardFile = str | Path
 
