@@ -20,7 +20,7 @@ from conveyor.errors import InputError
 
 def split_ratios(value: Any) -> list[str]:
     """ingest's own parsing of `split_ratios` (`SplitSpec.parse`), as a list of problems."""
-    from conveyor.ingest.split import SplitSpec
+    from conveyor.io.split import SplitSpec
 
     if not isinstance(value, Mapping):
         return [f"split_ratios: a JSON object of split names and shares, got {value!r}"]
