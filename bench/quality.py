@@ -306,7 +306,7 @@ def run_set(name: str, out: Path) -> dict:
               "rows": table.num_rows, "columns": table.num_columns, "note": data_set.note}
     try:
         load_into_bigquery(table, data_set.table_id)
-    except Exception as exc:
+    except Exception as exc:  # recorded, the other sets go on
         record["conveyor"] = {"status": "failed", "error": f"seeding BigQuery: {exc}"[:500]}
         return record
     print(f"[quality] {name}: {table.num_rows:,} rows loaded into {data_set.table_id}; "
@@ -429,7 +429,7 @@ def main() -> int:
         for name in names:
             try:
                 records.append(run_set(name, out))
-            except Exception as exc:
+            except Exception as exc:  # one set's trouble never stops the others
                 records.append({"set": name, "task": SETS[name].task, "rows": 0,
                                 "conveyor": {"status": "failed",
                                              "error": f"{type(exc).__name__}: {exc}"[:500]}})

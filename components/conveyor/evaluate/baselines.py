@@ -166,7 +166,7 @@ def foreign_folders(base, versions: list[int]) -> list[dict[str, str]]:
         if not base.gcs:
             folder = Path(base.uri)
             names = [p.name for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
-        elif hasattr(base, "_folders"):
+        elif hasattr(base, "_folders"):  # listing the <n>/ prefixes of the bucket
             names = [str(n) for n in base._folders()]
     except OSError:
         return []

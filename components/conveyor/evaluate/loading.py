@@ -94,7 +94,7 @@ def open_baseline(source: bl.Source) -> ServingModel:
     """Load a baseline; anything that goes wrong becomes `Unusable` with its one line."""
     try:
         return ServingModel(source.local())
-    except Exception as exc:
+    except Exception as exc:  # a baseline that does not load is skipped, never fatal
         raise bl.Unusable(_why_not_loaded(exc)) from None
 
 

@@ -136,7 +136,7 @@ def _scan(run: Run, state: State, baseline: ScoredBaseline | None, search: Searc
         if baseline is not None:
             try:
                 baseline.update(batch, y, p, groups)
-            except Exception as exc:
+            except Exception as exc:  # skipped, never fatal
                 search.skip(baseline.source.uri, (
                     str(exc) if isinstance(exc, bl.Unusable) else
                     f"it fails on split {run.split!r}: {bl.one_line(exc)}"))

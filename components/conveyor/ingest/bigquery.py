@@ -389,7 +389,7 @@ def in_parallel(sources: list, consume) -> list:
     def run(i: int, source) -> None:
         try:
             results[i] = consume(i, guarded(source()))
-        except BaseException as exc:
+        except BaseException as exc:  # raised in the caller's thread
             errors.append(exc)
             failed.set()
 

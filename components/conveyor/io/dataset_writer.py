@@ -215,7 +215,7 @@ class DatasetWriter:
         for w in (w for parts in self._splits.values() for w in parts):
             try:
                 w.close()
-            except Exception:
+            except Exception:  # closing a broken writer must not mask the cause
                 pass
         if self._created:
             shutil.rmtree(self.path, ignore_errors=True)

@@ -112,7 +112,7 @@ if __name__ == "__main__":
         main(sys.argv[1], sys.argv[2])
     except SystemExit:
         raise
-    except Exception as exc:
+    except Exception as exc:  # any failure fails the check, with its reason
         # One line for the parent to quote; TensorFlow puts the cause after a generic first
         # line ("Graph execution error:"), so keep every line, trimmed.
         detail = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())

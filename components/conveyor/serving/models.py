@@ -167,7 +167,7 @@ class ModelManager:
         try:
             versions, unusable = self._scan()
             labels = self.base.labels()
-        except Exception as exc:
+        except Exception as exc:  # a poll failing must not stop serving
             self._polling_failed(exc)
         else:
             self._polling_works()
@@ -282,7 +282,7 @@ class ModelManager:
         try:
             loaded = Loaded(version, str(self.base.fetch(version, self.cache)))
             loaded.warm_up()
-        except Exception as exc:
+        except Exception as exc:  # whatever the files hold, keep serving
             self._drop_download(version)
             self._record_failure(version, _reason(exc))
             return False
@@ -376,7 +376,7 @@ class ModelManager:
         while True:
             try:
                 self.poll_once()
-            except Exception:
+            except Exception:  # a bug here must not end the polling for good
                 log.exception("%s: polling %s raised; polling goes on", self.name, self.base.uri)
             if self._stop.wait(self.poll_seconds):
                 return

@@ -195,7 +195,7 @@ class PredictionLog:
                     self._flush(pending)
                     oldest.clear()
                 self._log_drops()
-            except Exception:
+            except Exception:  # a bug here must not stop the logging for good
                 log.exception("prediction log: the writer raised; its pending rows are dropped")
                 self._release(self._pending_rows(pending), None, "write_failed")
                 pending.clear()
@@ -249,7 +249,7 @@ class PredictionLog:
         try:
             data = parquet_bytes(rows, signature)
             self.sink.write(name, data)
-        except Exception as exc:
+        except Exception as exc:  # serving goes on; the loss is counted
             self.write_failures.inc()
             self._release(len(rows), None, "write_failed")
             now = time.monotonic()

@@ -178,7 +178,7 @@ class MonitoringGauges:
                 return
             self.show(json.loads(found[0]()))
             self._seen, self._failed = found[1], None
-        except Exception as exc:
+        except Exception as exc:  # monitoring must never disturb serving
             self.failures.labels(self.model).inc()
             what = f"{type(exc).__name__}: {exc}"
             if what != self._failed:
@@ -301,7 +301,7 @@ def predict(raw: bytes, model: Loaded, max_instances: int) -> tuple[int, Any, An
         return 413, {"error": str(exc)}, None
     except RequestError as exc:
         return 400, {"error": str(exc)}, body
-    except Exception as exc:
+    except Exception as exc:  # the model failed: the server's fault
         return 500, {"error": f"{type(exc).__name__}: {exc}"}, body
 
 
@@ -464,8 +464,7 @@ def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
           + (f"; logging predictions to {prediction_log.describe}" if prediction_log else "")
           + (f"; drift gauges from {monitoring_uri}" if monitoring_uri else "")
           + (f"; the challenger (if labelled) answers {canary_percent:g}% of the requests"
-             if canary_percent else ""),
-          flush=True)
+             if canary_percent else ""), flush=True)
 
     def stop(signum, frame):
         raise SystemExit(128 + signum)

@@ -79,7 +79,7 @@ def _user_model(module_file: str, fitted: Fitted, hyperparameters: Hyperparamete
         spec.loader.exec_module(module)
     except FileNotFoundError:
         raise InputError(f"module_file: {module_file} does not exist") from None
-    except Exception as exc:
+    except Exception as exc:  # any error in the user's module is bad input
         raise InputError(f"module_file: {module_file} failed to load: "
                          f"{type(exc).__name__}: {exc}") from None
     if not callable(getattr(module, "build_model", None)):

@@ -333,7 +333,7 @@ def from_gx_json(data: Mapping[str, Any], where: str) -> list:
             config = Config(type=kind, kwargs=dict(item.get("kwargs") or {}),
                             meta=dict(item.get("meta") or {}))
             config.to_domain_obj()  # unknown types and bad kwargs fail here, not mid-run
-        except Exception as exc:
+        except Exception as exc:  # GX raises many kinds; all mean a bad suite
             raise InputError(f"{where}: expectation #{i} ({kind}) is not valid: {exc}") from None
         out.append(config)
     return out
