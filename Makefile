@@ -83,4 +83,4 @@ freeze: $(STAMP) ## regenerate constraints.txt from a clean venv of setup.py's [
 	rm -rf .venv-freeze
 
 clean: ## remove the venv, local outputs and caches (not the emulator data)
-	rm -rf $(VENV) local_outputs .pytest_cache .hypothesis bench/out
+	rm -rf $(VENV) local_outputs .pytest_cache .hypothesis bench/out .mypy_cache .ruff_cache
