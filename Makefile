@@ -9,7 +9,7 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast test-local test-image image compile check-specs bench-ingest bench-validate bench-train bench-serve bench-pipeline bench-quality pin-images images check-image-install freeze clean
+.PHONY: help install demo lint test test-fast test-local test-image image compile check-specs bench-ingest bench-validate bench-train bench-serve bench-pipeline bench-quality pin-images images check-image-install freeze clean
 
 help: ## list the developer commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -23,6 +23,10 @@ install: $(STAMP) ## create .venv with conveyor and everything it needs (done by
 
 demo: $(STAMP) ## the embedded default: emulators, seed data, the pipeline through kfp.local
 	$(BIN)/conveyor demo
+
+lint: $(STAMP) ## ruff on components, tests and bench; mypy on the conveyor package (pyproject.toml)
+	$(BIN)/ruff check components tests bench
+	$(BIN)/mypy
 
 # The suite runs in $(TEST_WORKERS) processes, a test file per process at a time (pytest-xdist):
 # each starts its own emulators on free ports. TEST_WORKERS=0 runs it in this process.
@@ -91,4 +95,4 @@ freeze: $(STAMP) ## regenerate constraints.txt from a clean venv of setup.py's [
 	rm -rf .venv-freeze
 
 clean: ## remove the venv, local outputs and caches (not the emulator data)
-	rm -rf $(VENV) local_outputs .pytest_cache .hypothesis bench/out
+	rm -rf $(VENV) local_outputs .pytest_cache .hypothesis bench/out .mypy_cache .ruff_cache

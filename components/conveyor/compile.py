@@ -13,6 +13,7 @@ import importlib
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -62,7 +63,8 @@ def compile_one(name: str, path: Path, registry: str = images.DEFAULT_REGISTRY) 
 #: The recurring continuous-training run (a KFP ScheduledWorkflow; see FACTS of kfp 2.17).
 #: Its arguments are the demo's: the pipeline has no defaults for the table, the label and the
 #: base path, so an overlay sets the real ones (manifests/README.md).
-SCHEDULE = {"name": "continuous-training", "cron": "0 0 2 * * *", "max_concurrency": 1,
+SCHEDULE: dict[str, Any] = {
+            "name": "continuous-training", "cron": "0 0 2 * * *", "max_concurrency": 1,
             # model_base_path first: overlays patch /spec/workflow/parameters/0/value
             "parameters": {"model_base_path": "gs://conveyor-demo/models/penguins",
                            "table": "conveyor_demo.penguins", "label": "species"}}

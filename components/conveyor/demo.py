@@ -38,10 +38,11 @@ def predict_once(base_path: str, name: str, row: dict, log: Path | None = None,
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    out = open(log, "ab") if log else subprocess.DEVNULL
+    out = open(log, "ab") if log else None
     server = subprocess.Popen([sys.executable, "-m", "conveyor", "serve", "--model-base-path",
                                base_path, "--model-name", name, "--port", str(port)],
-                              stdout=out, stderr=subprocess.STDOUT)
+                              stdout=subprocess.DEVNULL if out is None else out,
+                              stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     where = f" (its log: {log})" if log else ""
     try:
@@ -69,7 +70,7 @@ def predict_once(base_path: str, name: str, row: dict, log: Path | None = None,
     finally:
         server.terminate()
         server.wait(timeout=30)
-        if log:
+        if out is not None:
             out.close()
 
 
@@ -92,12 +93,13 @@ def main(stack_root: str | None = None, pipeline_root: str = "local_outputs",
         else:
             print(f"[demo] {seed.DEMO_TABLE} already seeded")
         sys.stdout.flush()
-        result = run("training", pipeline_root=pipeline_root, verbose=verbose,
-                     raise_on_error=False, **ARGUMENTS)
+        result = run("training", ARGUMENTS, pipeline_root=pipeline_root, verbose=verbose,
+                     raise_on_error=False)
         if not result.ok:
             print(f"conveyor: error: {result.error_line()}", file=sys.stderr)
             return 2 if result.input_error else 1
         tasks = result.run_dir
+        assert tasks is not None  # a run that succeeded has its folder
         summary = Dataset(tasks / "bigquery-ingest" / "dataset").info.summary().splitlines()[0]
         print(f"[demo] Dataset: {summary}")
         print(f"[demo] validation report (HTML): {tasks / 'validate' / 'report'}")

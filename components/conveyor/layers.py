@@ -16,8 +16,10 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("io",),                             # local-or-gs:// locations, the Dataset contract
     # shared concepts, below every step
     ("stats", "reports"),                # column statistics; HTML pages and charts
-    ("model",),                          # the exported model: file layout, inputs, records, infra check
-    ("registry",),                       # the model base path: versions, labels, served, fetch, publish
+    ("model",),                          # the exported model: file layout, inputs, records,
+                                         # infra check
+    ("registry",),                       # the model base path: versions, labels, served, fetch,
+                                         # publish
     # the steps, in pipeline order
     ("ingest",),
     ("preflight",),                      # checks ingest's inputs with ingest's own code

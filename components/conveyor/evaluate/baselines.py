@@ -29,8 +29,9 @@ are not breaking (clients ignore keys they do not read).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -165,7 +166,7 @@ def foreign_folders(base, versions: list[int]) -> list[dict[str, str]]:
         if not base.gcs:
             folder = Path(base.uri)
             names = [p.name for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
-        elif hasattr(base, "_folders"):  # noqa: SIM108 (listing the <n>/ prefixes of the bucket)
+        elif hasattr(base, "_folders"):  # listing the <n>/ prefixes of the bucket
             names = [str(n) for n in base._folders()]
     except OSError:
         return []

@@ -67,8 +67,12 @@ from conveyor.evaluate import floor as fl
 from conveyor.evaluate import scoring as sc
 from conveyor.evaluate.loading import ServingModel, baseline_sources, served_signature
 from conveyor.evaluate.result import Check, EvaluationResult
-from conveyor.evaluate.verdict import (parse_thresholds, rule_checks, signature_check,
-                                       significance_checks)
+from conveyor.evaluate.verdict import (
+    parse_thresholds,
+    rule_checks,
+    signature_check,
+    significance_checks,
+)
 from conveyor.io.dataset import Dataset
 from conveyor.io.digest import digest
 from conveyor.model import infra

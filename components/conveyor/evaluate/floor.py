@@ -81,7 +81,8 @@ def naive_reference(task: str, label_counts: list[int] | None,
     source) counts it from data when the transform predates `label_counts` / `raw_mean`."""
     if task == "regression":
         if label_stats and label_stats.get("raw_mean") is not None:
-            return NaiveReference(task, float(label_stats["raw_mean"]), "the transform's train mean")
+            return NaiveReference(task, float(label_stats["raw_mean"]),
+                                  "the transform's train mean")
         mean, source = fallback()
         return NaiveReference(task, float(mean), source)
     counts, source = ((label_counts, "the transform's train label counts") if label_counts
@@ -177,9 +178,10 @@ def default_margin(task: str, metric: str, naive: float, stats: RowStats) -> tup
 
 
 def floor_checks(task: str, floor: Mapping[str, float | None], metrics: Mapping[str, float],
-                 naive: Mapping[str, float], stats: RowStats) -> list[tuple]:
+                 naive: Mapping[str, float],
+                 stats: RowStats) -> list[tuple[str, str, float, float, bool]]:
     """(metric, rule, value, naive value, passed) per floor rule, on the overall metrics."""
-    out = []
+    out: list[tuple[str, str, float, float, bool]] = []
     for metric, given in floor.items():
         if metric not in metrics or metric not in naive:
             raise InputError(f"thresholds: {OVER_NAIVE} of {metric!r}: the metric is not "

@@ -4,6 +4,7 @@ served version's signature."""
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -79,9 +80,13 @@ def baseline_sources(baseline_path, baseline_uri, model_base_path, scratch: str,
     order = list(reversed(versions[-max_baselines:]))
     if served in versions:
         order = [served, *[v for v in order if v != served]][:max_baselines]
+
+    def fetched(version: int) -> Path:
+        return Path(base.fetch(version, scratch))
+
     for version in order:
-        sources.append(bl.Source(base.version_uri(version),
-                                 lambda v=version: Path(base.fetch(v, scratch)), version))
+        sources.append(bl.Source(base.version_uri(version), functools.partial(fetched, version),
+                                 version))
     return sources, base, versions
 
 
@@ -89,7 +94,7 @@ def open_baseline(source: bl.Source) -> ServingModel:
     """Load a baseline; anything that goes wrong becomes `Unusable` with its one line."""
     try:
         return ServingModel(source.local())
-    except Exception as exc:  # noqa: BLE001 (a baseline that does not load is skipped, never fatal)
+    except Exception as exc:  # a baseline that does not load is skipped, never fatal
         raise bl.Unusable(_why_not_loaded(exc)) from None
 
 

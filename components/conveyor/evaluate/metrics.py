@@ -68,11 +68,11 @@ def _curves(pos: np.ndarray, neg: np.ndarray, points: int = CURVE_POINTS) -> dic
     mean_p = np.bincount(group, weights=(pos + neg) * centers, minlength=CALIBRATION_BINS)
     observed = np.bincount(group, weights=pos, minlength=CALIBRATION_BINS)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_p, observed = mean_p / count, observed / count
+        predicted_mean, observed_rate = mean_p / count, observed / count
     return {"threshold": _round(thresholds), "fpr": _round(fpr), "tpr": _round(tpr),
             "precision": _round(precision),  # recall is tpr
             "positive_rate": float(p_all / (p_all + n_all)) if p_all + n_all else float("nan"),
-            "calibration": {"predicted": _round(mean_p), "observed": _round(observed),
+            "calibration": {"predicted": _round(predicted_mean), "observed": _round(observed_rate),
                             "count": [int(c) for c in count]}}
 
 
@@ -172,7 +172,7 @@ class Multiclass:
         self.n = 0
         self.tracked: np.ndarray | None = None  # class indices with one-vs-rest histograms
 
-    def track(self, classes: "np.ndarray | list[int]") -> None:
+    def track(self, classes: np.ndarray | list[int]) -> None:
         """Keep one-vs-rest score histograms of these classes (at most `MAX_CURVE_CLASSES`)
         and a top-label confidence histogram, for `curves`."""
         self.tracked = np.asarray(list(classes)[:MAX_CURVE_CLASSES], dtype=np.int64)
@@ -190,17 +190,18 @@ class Multiclass:
         self.n += len(y)
         assert k == p.shape[1]
         if self.tracked is not None and len(y):
-            self._update_curves(y, np.asarray(p, dtype=np.float64), predicted)
+            self._update_curves(y, np.asarray(p, dtype=np.float64), predicted, self.tracked)
 
-    def _update_curves(self, y: np.ndarray, p: np.ndarray, predicted: np.ndarray) -> None:
+    def _update_curves(self, y: np.ndarray, p: np.ndarray, predicted: np.ndarray,
+                       tracked: np.ndarray) -> None:
         def bins(scores: np.ndarray) -> np.ndarray:
             return np.minimum((np.clip(scores, 0.0, 1.0) * CURVE_BINS).astype(np.int64),
                               CURVE_BINS - 1)
 
-        k = len(self.tracked)
+        k = len(tracked)
         if k:
-            b = bins(p[:, self.tracked])  # rows x tracked
-            is_class = y[:, None] == self.tracked[None, :]
+            b = bins(p[:, tracked])  # rows x tracked
+            is_class = y[:, None] == tracked[None, :]
             flat = b + np.arange(k)[None, :] * CURVE_BINS
             size = k * CURVE_BINS
             self.pos += np.bincount(flat[is_class], minlength=size).reshape(k, CURVE_BINS)

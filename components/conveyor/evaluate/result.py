@@ -18,7 +18,8 @@ class Check:
 
     def line(self) -> str:
         base = (f" ({self.reference} {self.baseline:.6g})" if self.baseline is not None else "")
-        return f"{'ok  ' if self.passed else 'FAIL'} {self.metric} = {self.value:.6g}{base}: {self.rule}"
+        verdict = "ok  " if self.passed else "FAIL"
+        return f"{verdict} {self.metric} = {self.value:.6g}{base}: {self.rule}"
 
 
 @dataclasses.dataclass

@@ -136,7 +136,7 @@ def _scan(run: Run, state: State, baseline: ScoredBaseline | None, search: Searc
         if baseline is not None:
             try:
                 baseline.update(batch, y, p, groups)
-            except Exception as exc:  # noqa: BLE001 (skipped, never fatal)
+            except Exception as exc:  # skipped, never fatal
                 search.skip(baseline.source.uri, (
                     str(exc) if isinstance(exc, bl.Unusable) else
                     f"it fails on split {run.split!r}: {bl.one_line(exc)}"))
@@ -146,7 +146,7 @@ def _scan(run: Run, state: State, baseline: ScoredBaseline | None, search: Searc
     if baseline is not None and not baseline.rows:
         search.skip(baseline.source.uri, (
             f"it knows none of the label classes of {label!r} in split "
-            f"{run.split!r} (its classes: {list(baseline.model.fitted.label_classes)[:10]})"))
+            f"{run.split!r} (its classes: {list(baseline.model.fitted.label_classes or [])[:10]})"))
         baseline = None
     return baseline
 
@@ -162,7 +162,8 @@ class ScoredBaseline:
     def __init__(self, source: bl.Source, model: ServingModel, fitted: Fitted, task: str):
         self.source, self.model, self.task = source, model, task
         self.label = fitted.spec.label
-        self.map = (bl.ClassMap(fitted.label_classes, model.fitted.label_classes)
+        # a classification label's transform always has its classes
+        self.map = (bl.ClassMap(fitted.label_classes or [], model.fitted.label_classes or [])
                     if task == "multiclass" else None)
         width = self.map.width if self.map else 0
         self.width = width

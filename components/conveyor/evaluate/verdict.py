@@ -61,7 +61,8 @@ def parse_thresholds(thresholds: Mapping[str, Any] | None, task: str) -> dict[st
 
 
 def significance_checks(rules: dict[str, dict], comparisons: dict[str, dict],
-                         metrics: dict[str, float], baseline: dict[str, float]) -> list[Check]:
+                         metrics: dict[str, float],
+                         baseline: dict[str, float] | None) -> list[Check]:
     out = []
     for metric, rule in rules.items():
         if "significance" not in rule:
@@ -73,7 +74,7 @@ def significance_checks(rules: dict[str, dict], comparisons: dict[str, dict],
             metric, f"improves on the baseline significantly: one-sided p {p:.3g} < {level:g} "
                     f"({found['method']}, {found['rows']} paired rows; {found['level']:.0%} "
                     f"interval of the improvement [{low:.4g}, {high:.4g}])",
-            metrics[metric], baseline.get(metric), bool(math.isfinite(p) and p < level)))
+            metrics[metric], (baseline or {}).get(metric), bool(math.isfinite(p) and p < level)))
     return out
 
 

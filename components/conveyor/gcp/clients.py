@@ -34,7 +34,7 @@ def _anonymous():
     return AnonymousCredentials()
 
 
-def bigquery_client(project: str | None = None, location: str | None = None) -> "bigquery.Client":
+def bigquery_client(project: str | None = None, location: str | None = None) -> bigquery.Client:
     """A BigQuery client for `project`, on the emulator when `CONVEYOR_BIGQUERY_ENDPOINT` is set."""
     from google.api_core.client_options import ClientOptions
     from google.cloud import bigquery
@@ -51,7 +51,7 @@ def bigquery_client(project: str | None = None, location: str | None = None) -> 
     return bigquery.Client(project=project, location=location)
 
 
-def bigquery_read_client() -> "bigquery_storage.BigQueryReadClient":
+def bigquery_read_client() -> bigquery_storage.BigQueryReadClient:
     """A BigQuery Storage Read API client, on the emulator when its endpoint variable is set."""
     from google.cloud import bigquery_storage
 
@@ -72,7 +72,7 @@ def bigquery_read_client() -> "bigquery_storage.BigQueryReadClient":
     return bigquery_storage.BigQueryReadClient()
 
 
-def storage_client(project: str | None = None) -> "storage.Client":
+def storage_client(project: str | None = None) -> storage.Client:
     """A Cloud Storage client; google-cloud-storage itself honours `STORAGE_EMULATOR_HOST`."""
     from google.cloud import storage
 

@@ -11,8 +11,8 @@ import atexit
 import contextlib
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from conveyor.errors import InputError, SourceNotFoundError
 

@@ -33,10 +33,16 @@ from typing import Any
 import pyarrow as pa
 
 from conveyor import gcp
-from conveyor.gcp import retry
 from conveyor.errors import EmptyDataError, InputError, QueryError, SchemaError, SourceNotFoundError
-from conveyor.gcp.sql import (DATASET_NAME, PROJECT_ID, TableRef, parse_table_id, bigquery_parameters,
-                              single_statement)
+from conveyor.gcp import retry
+from conveyor.gcp.sql import (
+    DATASET_NAME,
+    PROJECT_ID,
+    TableRef,
+    bigquery_parameters,
+    parse_table_id,
+    single_statement,
+)
 from conveyor.ingest.core import IngestResult, check_column_names, restore_names, route
 from conveyor.io.dataset_writer import DatasetWriter
 from conveyor.io.split import BUCKET_COLUMN, SPLIT_COLUMN, SplitSpec
@@ -148,6 +154,7 @@ def _source(client, table: str | None, query: str | None,
         _check_table_exists(client, ref)
         return (f"SELECT * FROM {ref.sql}", f"table {ref}",
                 {"type": "bigquery", "table": str(ref)})
+    assert query is not None  # `_check_arguments`: exactly one of table and query
     return (query, "query",
             {"type": "bigquery", "query": query, "query_parameters": dict(query_parameters or {})})
 
@@ -171,7 +178,8 @@ def _materialize(client, tmp: TableRef, source_sql: str, arrow_schema: pa.Schema
         _run(client, f"""
                 CREATE OR REPLACE TABLE {tmp.sql}
                 OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 DAY))
-                AS SELECT * EXCEPT ({_BUCKET_COLUMN}), {spec.sql_split(_BUCKET_COLUMN)} AS {SPLIT_COLUMN}
+                AS SELECT * EXCEPT ({_BUCKET_COLUMN}),
+                          {spec.sql_split(_BUCKET_COLUMN)} AS {SPLIT_COLUMN}
                 FROM (SELECT src.*, {spec.sql_bucket(arrow_schema.names, where)} AS {_BUCKET_COLUMN}
                       FROM (\n{source_sql}\n) AS src)""", job_config, where)
     except QueryError as exc:
@@ -196,7 +204,7 @@ def _read_into(output_path: str, streams: list, arrow_schema: pa.Schema, spec: S
             bytes_read = sum(write(0, s()) for s in streams)
         else:
             bytes_read = sum(in_parallel(streams, write))
-    return writer.info, bytes_read
+    return writer.committed, bytes_read
 
 
 def _write_stream(writer: DatasetWriter, part: int, batches, spec: SplitSpec,
@@ -228,6 +236,7 @@ def source_schema(*, table: str | None = None, query: str | None = None,
         _check_table_exists(client, ref)
         sql, where = f"SELECT * FROM {ref.sql}", f"table {ref}"
     else:
+        assert query is not None  # exactly one of table and query, checked above
         sql, where = single_statement(query), "query"
         if not sql:
             raise InputError("query: holds no statement")
@@ -380,7 +389,7 @@ def in_parallel(sources: list, consume) -> list:
     def run(i: int, source) -> None:
         try:
             results[i] = consume(i, guarded(source()))
-        except BaseException as exc:  # noqa: BLE001 (raised in the caller's thread)
+        except BaseException as exc:  # raised in the caller's thread
             errors.append(exc)
             failed.set()
 

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from conveyor.errors import SchemaError
-from conveyor.io.split import RESERVED_COLUMNS, SPLIT_COLUMN, SplitSpec
 from conveyor.io.dataset import DatasetInfo
 from conveyor.io.dataset_writer import DatasetWriter
+from conveyor.io.split import RESERVED_COLUMNS, SPLIT_COLUMN, SplitSpec
 
 
 @dataclasses.dataclass(frozen=True)

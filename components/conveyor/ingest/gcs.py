@@ -9,7 +9,8 @@ The schema is that of the first file (for CSV, the types pyarrow infers from its
 every later file must have the same columns with values of those types, or the error names the
 file and column. Column names are kept exactly as the first file has them (case, spaces,
 unicode); an empty name, a name given twice or two that differ only in case are refused
-(`conveyor.ingest.core.check_column_names`). Nothing is left behind on error: the Dataset writer removes what it wrote.
+(`conveyor.ingest.core.check_column_names`). Nothing is left behind on error: the Dataset writer
+removes what it wrote.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from typing import Any
 import pyarrow as pa
 
 from conveyor import gcp
-from conveyor.gcp import retry
 from conveyor.errors import InputError, SchemaError, SourceNotFoundError
+from conveyor.gcp import retry
 from conveyor.ingest.core import IngestResult, check_column_names, route
-from conveyor.io.split import SPLIT_COLUMN, SplitSpec
 from conveyor.io.dataset import contract_schema, contract_type
 from conveyor.io.dataset_writer import DatasetWriter
+from conveyor.io.split import SPLIT_COLUMN, SplitSpec
 
 FORMATS = ("auto", "csv", "parquet")
 _EXTENSIONS = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -217,4 +218,4 @@ def ingest_gcs(
             index = spec.assign(batch)
             batch = batch.append_column(SPLIT_COLUMN, names.take(pa.array(index)))
             route(batch, spec, writer)
-    return IngestResult(writer.info, sum(b.size or 0 for b in blobs), time.monotonic() - start)
+    return IngestResult(writer.committed, sum(b.size or 0 for b in blobs), time.monotonic() - start)

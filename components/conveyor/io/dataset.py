@@ -2,8 +2,8 @@
 
 Layout of a Dataset artifact folder (the KFP artifact's `.path`, local or a /gcs/ mount)::
 
-    <path>/dataset.json                 metadata, written last: its presence marks a complete dataset
-    <path>/<split>/part-00000.parquet   Parquet shards of each split (train, eval, optional test, ...)
+    <path>/dataset.json                metadata, written last: its presence marks a complete dataset
+    <path>/<split>/part-00000.parquet  Parquet shards of each split (train, eval, optional test...)
 
 `dataset.json` holds the format tag, the column schema (name, contract type, nullable), per split
 the row count, shard files and bytes, the source (table, query or URIs, with split settings) and
@@ -19,9 +19,9 @@ tests/architecture). Reading streams record batches (`Dataset.iter_batches`; one
 and row groups with `read_shard`, its row groups' sizes from the footer with
 `Dataset.row_groups` / `shard_row_groups`), so no component needs a whole split in memory.
 Writing is all-or-nothing: `DatasetWriter` writes `dataset.json` only after every shard is
-closed, and on any error removes what it wrote, so a reader never sees a half-written dataset. A writer killed
-before its commit leaves shards without `dataset.json`: readers refuse that folder, and the next
-writer into it (a retried task) clears those shards and starts over.
+closed, and on any error removes what it wrote, so a reader never sees a half-written dataset. A
+writer killed before its commit leaves shards without `dataset.json`: readers refuse that folder,
+and the next writer into it (a retried task) clears those shards and starts over.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ class DatasetInfo:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "dataset.json") -> "DatasetInfo":
+    def from_dict(cls, data: Mapping[str, Any], where: str = "dataset.json") -> DatasetInfo:
         if data.get("format") != FORMAT:
             raise InputError(f"{where}: format is {data.get('format')!r}, expected {FORMAT!r}")
         try:
@@ -279,5 +279,6 @@ class Dataset:
     def read_table(self, split: str, columns: Sequence[str] | None = None) -> pa.Table:
         """A whole split in memory: for small data and tests; prefer `iter_batches`."""
         batches = list(self.iter_batches(split, columns))
-        schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
+        schema = (self.schema if columns is None
+                  else pa.schema([self.schema.field(c) for c in columns]))
         return pa.Table.from_batches(batches, schema=schema)

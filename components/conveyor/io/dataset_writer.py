@@ -15,7 +15,7 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -23,8 +23,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conveyor.errors import EmptyDataError, InputError, SchemaError
-from conveyor.io.dataset import (METADATA_FILE, ROW_GROUP_ROWS, SHARD_ROWS, Column, DatasetInfo,
-                                 SplitInfo, check_split_names, contract_schema, contract_type)
+from conveyor.io.dataset import (
+    METADATA_FILE,
+    ROW_GROUP_ROWS,
+    SHARD_ROWS,
+    Column,
+    DatasetInfo,
+    SplitInfo,
+    check_split_names,
+    contract_schema,
+    contract_type,
+)
 
 
 class _RowMultisetHash:
@@ -188,7 +197,9 @@ class DatasetWriter:
             self.schema, {n: (s.rows, hashes[n]) for n, s in splits.items()}
         )
         info = DatasetInfo(
-            columns=tuple(Column(f.name, contract_type(f.type), f.nullable) for f in self.schema),
+            # a contract schema (`contract_schema`) has a contract type for every column
+            columns=tuple(Column(f.name, cast(str, contract_type(f.type)), f.nullable)
+                          for f in self.schema),
             splits=splits,
             source=self.source,
             fingerprint=fingerprint,
@@ -204,7 +215,7 @@ class DatasetWriter:
         for w in (w for parts in self._splits.values() for w in parts):
             try:
                 w.close()
-            except Exception:  # noqa: BLE001  (closing a broken writer must not mask the cause)
+            except Exception:  # closing a broken writer must not mask the cause
                 pass
         if self._created:
             shutil.rmtree(self.path, ignore_errors=True)
@@ -215,7 +226,14 @@ class DatasetWriter:
                 else:
                     child.unlink(missing_ok=True)
 
-    def __enter__(self) -> "DatasetWriter":
+    @property
+    def committed(self) -> DatasetInfo:
+        """What `commit` wrote (leaving the `with` block without an error commits)."""
+        if self.info is None:
+            raise RuntimeError(f"{self.where}: the Dataset is not committed yet")
+        return self.info
+
+    def __enter__(self) -> DatasetWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -47,10 +47,13 @@ class SplitSpec:
     key: str | None = None
 
     @classmethod
-    def parse(cls, ratios: Mapping[str, float] | None = None, key: str | None = None) -> "SplitSpec":
+    def parse(cls, ratios: Mapping[str, float] | None = None, key: str | None = None) -> SplitSpec:
         ratios = dict(DEFAULT_RATIOS if not ratios else ratios)
-        names = sorted(ratios, key=lambda n: (_CANONICAL_ORDER.index(n)
-                                              if n in _CANONICAL_ORDER else len(_CANONICAL_ORDER), n))
+        def order(n: str) -> tuple[int, str]:
+            rank = _CANONICAL_ORDER.index(n) if n in _CANONICAL_ORDER else len(_CANONICAL_ORDER)
+            return rank, n
+
+        names = sorted(ratios, key=order)
         check_split_names(names, "split_ratios")
         values = []
         for name in names:
@@ -129,13 +132,15 @@ class SplitSpec:
         ctype = contract_type(schema.field(self.key).type)
         if ctype not in KEY_TYPES:
             raise SchemaError(
-                f"split_key: column {self.key!r} of {where} has type {ctype or schema.field(self.key).type}; "
+                f"split_key: column {self.key!r} of {where} has type "
+                f"{ctype or schema.field(self.key).type}; "
                 f"a split key must be one of {', '.join(KEY_TYPES)} (cast it in the query)"
             )
 
 
 def fingerprint_buckets(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """`ABS(MOD(FARM_FINGERPRINT(CAST(v AS STRING)), 10000))` for each value (NULL -> bucket of '')."""
+    """`ABS(MOD(FARM_FINGERPRINT(CAST(v AS STRING)), 10000))` for each value (NULL -> bucket of
+    '')."""
     import farmhash
 
     strings = values.cast(pa.string()).fill_null("").to_pylist()

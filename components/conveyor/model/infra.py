@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TypeGuard
 
 from conveyor.errors import InputError
 
@@ -63,7 +64,7 @@ def verdict(files: dict[str, str], rows: int, shapes: dict[str, list[int]]) -> d
             "outputs": {k: [1, *v[1:]] for k, v in shapes.items()}}
 
 
-def reusable(recorded: dict | None, model_dir: str | Path) -> bool:
+def reusable(recorded: dict | None, model_dir: str | Path) -> TypeGuard[dict]:
     """True when `recorded` (a verdict) is about exactly the files in `model_dir`."""
     from conveyor.io.digest import digest
 
@@ -111,7 +112,7 @@ if __name__ == "__main__":
         main(sys.argv[1], sys.argv[2])
     except SystemExit:
         raise
-    except Exception as exc:  # noqa: BLE001  (any failure fails the check, with its reason)
+    except Exception as exc:  # any failure fails the check, with its reason
         # One line for the parent to quote; TensorFlow puts the cause after a generic first
         # line ("Graph execution error:"), so keep every line, trimmed.
         detail = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())

@@ -48,13 +48,13 @@ from conveyor.monitor.served import Served
 from conveyor.monitor.sources import read_bigquery, read_log, traffic_source
 from conveyor.monitor.traffic import Traffic
 from conveyor.monitor.window import Window, iso
-from conveyor.validate import drift
 from conveyor.stats.columns import CATEGORICAL, KIND_OF_TYPE, ColumnStatistics, SplitStatistics
+from conveyor.validate import drift
 
 FORMAT = "conveyor.monitoring/v1"
 MONITORING_FILE = "monitoring.json"
 REPORT_FILE = "report.html"
-_UTC = datetime.timezone.utc
+_UTC = datetime.UTC
 
 
 # -- the comparison --------------------------------------------------------------------------
@@ -149,6 +149,7 @@ def _prediction_drift(traffic: Traffic, threshold: float) -> dict[str, Any]:
         out.update(status=f"no {traffic.prediction_output!r} output of version "
                           f"{served.version} in the window", drifted=False, counts=False)
         return out
+    reference: ColumnStatistics | None
     if served.predictions is not None:
         reference = ColumnStatistics.from_dict(traffic.prediction_output,
                                                served.predictions["statistics"])

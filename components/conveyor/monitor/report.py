@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor.reports.html import esc, page, short, table
+from conveyor.stats.columns import NUMERIC, TEMPORAL, ColumnStatistics
 from conveyor.validate.drift import _as_categories
 from conveyor.validate.report import series_of
-from conveyor.stats.columns import NUMERIC, TEMPORAL, ColumnStatistics
 
 MAX_CHARTS = 24
 

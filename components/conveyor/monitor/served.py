@@ -26,7 +26,7 @@ class Served:
 
     @classmethod
     def from_folder(cls, folder: str | Path, version: int | None = None,
-                    uri: str = "") -> "Served":
+                    uri: str = "") -> Served:
         """From a SavedModel folder (its `assets.extra/`)."""
         extra = Path(folder) / ASSETS_EXTRA
         name = uri or str(folder)

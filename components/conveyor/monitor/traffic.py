@@ -22,7 +22,7 @@ from conveyor.stats.columns import ColumnStatistics
 #: The log's own columns: never features of a flat table.
 LOG_COLUMNS = ("request_id", "instance", "timestamp", "model_name", "model_version", "status",
                "latency_ms", "features", "unparsed", "outputs", "error")
-_UTC = datetime.timezone.utc
+_UTC = datetime.UTC
 
 
 # -- from logged values to training columns ------------------------------------------------------
@@ -52,19 +52,20 @@ def _parse_temporal(array: pa.Array, kind: str) -> pa.Array:
     if pa.types.is_timestamp(array.type) or pa.types.is_date(array.type):
         return (array.cast(pa.date32()) if kind == "date"
                 else array.cast(pa.timestamp("us", tz="UTC")))
-    out = []
+    out: list[datetime.date | None] = []
     for value in array.cast(pa.string()).to_pylist():
-        moment = None
+        parsed = None
         if value:
             try:
-                moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+                parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
             except ValueError:
-                moment = None
-        if moment is not None:
+                parsed = None
+        moment: datetime.date | None = parsed
+        if parsed is not None:
             if kind == "date":
-                moment = moment.date()
-            elif moment.tzinfo is None:
-                moment = moment.replace(tzinfo=_UTC)
+                moment = parsed.date()
+            elif parsed.tzinfo is None:
+                moment = parsed.replace(tzinfo=_UTC)
         out.append(moment)
     return pa.array(out, pa.date32() if kind == "date" else pa.timestamp("us", tz="UTC"))
 
@@ -118,7 +119,7 @@ class Traffic:
     present: set = dataclasses.field(default_factory=set)  # feature columns seen in the source
 
     @classmethod
-    def start(cls, served: Served, source: str) -> "Traffic":
+    def start(cls, served: Served, source: str) -> Traffic:
         columns = {c: ColumnStatistics(c, served.column_type(c)) for c in served.fitted.features}
         task = served.fitted.spec.task
         output = "value" if task == "regression" else "class_label"
@@ -136,12 +137,15 @@ class Traffic:
             stats.update(as_training_type(values, stats.type))
 
     def add_predictions(self, values: pa.Array) -> None:
-        target = pa.float64() if self.prediction.type == "float64" else pa.string()
+        prediction = self.prediction
+        if prediction is None:  # `start` always sets it; a Traffic built without has no output
+            return
+        target = pa.float64() if prediction.type == "float64" else pa.string()
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
         if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
             return
-        self.prediction.update(values.cast(target, safe=False))
+        prediction.update(values.cast(target, safe=False))
 
     def count(self, table: dict[str, int], key: Any, n: int) -> None:
         table[str(key)] = table.get(str(key), 0) + int(n)

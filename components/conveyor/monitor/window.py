@@ -10,7 +10,7 @@ from typing import Any
 
 from conveyor.errors import InputError
 
-_UTC = datetime.timezone.utc
+_UTC = datetime.UTC
 
 
 @dataclasses.dataclass(frozen=True)

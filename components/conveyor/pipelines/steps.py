@@ -9,8 +9,8 @@ cannot merge the branches' models with `dsl.OneOf` ("Expected 1 artifact in
 ArtifactSelectorSpec"), and the local runner is the embedded default.
 
 Retries (2, after 2 s and 4 s) are for preemption, crashed processes and outages longer than
-the in-task retries of `conveyor.gcp.retry`; bad input fails once (`conveyor.failfast`). The
-CPU branch is built first, so its tasks keep the plain names (train, evaluate, push) and the GPU
+the in-task retries of `conveyor.gcp.retry`; bad input fails once (`conveyor.failfast`). The CPU
+branch is built first, so its tasks keep the plain names (train, evaluate, push) and the GPU
 branch's get a `-2` suffix.
 
 `train_replicas` (compile time, default 1) picks the train op (`train_ops`): 1 is today's single

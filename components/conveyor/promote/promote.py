@@ -89,13 +89,17 @@ def compare(base: ModelBasePath, champion: int, challenger: int, dataset: str | 
                                  baseline_uri=base.version_uri(champion))
         reverse = evaluate_model(old, dataset, split=split, baseline_path=new,
                                  baseline_uri=base.version_uri(challenger))
-    for result, who in ((forward, challenger), (reverse, champion)):
+
+    def comparison(result, who: int) -> dict:
         if result.comparison is None:
             why = "; ".join(s["reason"] for s in result.skipped_baselines) or "not evaluated"
             raise InputError(f"promote: v{who}'s counterpart could not be evaluated on "
                              f"{split!r} of {dataset}: {why}; nothing changed")
-    rows = max((c["rows"] for c in forward.comparison.values()), default=0)
-    return forward.task, forward.comparison, reverse.comparison, rows
+        return result.comparison
+
+    ahead, behind = comparison(forward, challenger), comparison(reverse, champion)
+    rows = max((c["rows"] for c in ahead.values()), default=0)
+    return forward.task, ahead, behind, rows
 
 
 def promote(model_base_path: str, dataset: str | Path, *, split: str = "eval",

@@ -9,7 +9,8 @@ push whose task was killed after it published, or an identical push running at t
 that version is reported and none is added.
 
 A push publishes only if the newest version when its model was evaluated (evaluation.json's
-`newest_version_uri`; for older evaluations, `baseline_uri`) is still the newest one: when another run published meanwhile, it raises
+`newest_version_uri`; for older evaluations, `baseline_uri`) is still the newest one: when
+another run published meanwhile, it raises
 `StaleBaseline` ("another run published vN after this model was evaluated against vM; re-run
 evaluate"), checked atomically with the publication (`ModelBasePath.publish_model`). An
 evaluation without a baseline stands only for an empty base path: once a version exists, the
@@ -142,7 +143,7 @@ def push(model_dir: str | Path, evaluation_dir: str | Path, model_base_path: str
         vertex_clients = vertex.Clients.for_endpoint(vertex_endpoint, **(vertex_options or {}))
         registry = vertex.registry_model(vertex_endpoint, vertex_model or Path(base.uri).name)
     if mode == "auto":
-        if vertex_clients is not None:
+        if vertex_clients is not None and registry is not None:  # set together, above
             mode = "challenger" if vertex_clients.model_exists(registry) else "champion"
         else:
             mode = "challenger" if "champion" in labels_before else "champion"
@@ -175,7 +176,7 @@ def push(model_dir: str | Path, evaluation_dir: str | Path, model_base_path: str
     result = PushResult(version, base.version_uri(version), base.uri, answered,
                         new=published.new, skipped=published.skipped, baseline=note, mode=mode,
                         labels=labels)
-    if vertex_endpoint:
+    if vertex_endpoint and registry is not None:  # registry: set with vertex_endpoint, above
         from conveyor.push.vertex import PREBUILT_TF_CPU, push_to_vertex
 
         result.deployments["vertex"] = push_to_vertex(

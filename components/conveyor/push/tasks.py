@@ -8,8 +8,8 @@ import json
 def push(model, evaluation, dataset, pushed_model, summary, *, model_base_path: str,
          split: str = "eval", statistics=None, **targets):
     from conveyor.failfast import fail_once
-    from conveyor.model.layout import ASSETS_EXTRA
     from conveyor.model.infra import sample_rows
+    from conveyor.model.layout import ASSETS_EXTRA
     from conveyor.push.push import push as publish
     from conveyor.transform.fit import Fitted
 

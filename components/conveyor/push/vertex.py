@@ -48,7 +48,8 @@ def canary_split(current: Mapping[str, int], percent: int) -> dict[str, int]:
         return {"0": 100, **{k: 0 for k in current}}
     rest = 100 - percent
     shares = {k: v * rest // total for k, v in current.items()}
-    for k in sorted(current, key=lambda k: -(current[k] * rest % total))[:rest - sum(shares.values())]:
+    largest_remainders = sorted(current, key=lambda k: -(current[k] * rest % total))
+    for k in largest_remainders[:rest - sum(shares.values())]:
         shares[k] += 1
     return {"0": percent, **shares}
 
@@ -136,7 +137,7 @@ class Clients:
     endpoints: Any
 
     @classmethod
-    def for_endpoint(cls, endpoint: str, api_endpoint: str = "", credentials=None) -> "Clients":
+    def for_endpoint(cls, endpoint: str, api_endpoint: str = "", credentials=None) -> Clients:
         from google.cloud import aiplatform_v1 as v1
 
         _, location = parse_endpoint(endpoint)

@@ -26,6 +26,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
+from matplotlib.typing import RcKeyType
 
 TOP_K = 8  # categories per bar chart (then "other")
 BINS = 30
@@ -33,7 +34,8 @@ LABEL_CHARS = 18
 REFERENCE, CURRENT, THIRD = "#9aa3ad", "#1f6fb4", "#d9730d"
 PALETTE = ("#1f6fb4", "#d9730d", "#2e8b57", "#a23b72", "#6b4fbb", "#8c6d1f", "#1b9aaa",
            "#c0392b", "#5d6d7e", "#7d8f24")
-RC = {"svg.fonttype": "path", "svg.hashsalt": "conveyor", "text.parse_math": False,
+RC: dict[RcKeyType, Any] = {
+      "svg.fonttype": "path", "svg.hashsalt": "conveyor", "text.parse_math": False,
       "font.size": 7, "axes.titlesize": 8, "axes.labelsize": 7, "xtick.labelsize": 6.5,
       "ytick.labelsize": 6.5, "legend.fontsize": 6.5, "axes.spines.top": False,
       "axes.spines.right": False, "savefig.dpi": 144, "figure.dpi": 72}
@@ -211,9 +213,9 @@ def distributions(panels: Sequence[tuple[str, Sequence[Series]]], kind: str,
 
 
 def _finite(*arrays: Sequence[float]) -> tuple[np.ndarray, ...]:
-    arrays = tuple(np.asarray(a, dtype=float) for a in arrays)
-    keep = np.logical_and.reduce([np.isfinite(a) for a in arrays])
-    return tuple(a[keep] for a in arrays)
+    floats = tuple(np.asarray(a, dtype=float) for a in arrays)
+    keep = np.logical_and.reduce([np.isfinite(a) for a in floats])
+    return tuple(a[keep] for a in floats)
 
 
 def curves(kind: str, lines: Sequence[tuple[str, Sequence[float], Sequence[float]]],
@@ -224,8 +226,8 @@ def curves(kind: str, lines: Sequence[tuple[str, Sequence[float], Sequence[float
     fig = Figure(figsize=(3.3, 2.9))
     ax = fig.subplots()
     missing = []
-    for i, (label, x, y) in enumerate(lines):
-        x, y = _finite(x, y)
+    for i, (label, raw_x, raw_y) in enumerate(lines):
+        x, y = _finite(raw_x, raw_y)
         if not len(x):
             missing.append(label)
             continue

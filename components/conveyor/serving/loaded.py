@@ -143,7 +143,7 @@ class Loaded:
         dtype = self.inputs[name].dtype
         if dtype.is_floating:
             top = float(np.finfo(dtype.as_numpy_dtype).max)
-            out = []
+            out: list[float] = []
             for i, v in enumerate(values):
                 if v is None:
                     out.append(float("nan"))
@@ -162,12 +162,12 @@ class Loaded:
             return tf.constant(np.asarray(out, dtype=dtype.as_numpy_dtype))
         if dtype.is_integer:
             bounds = np.iinfo(dtype.as_numpy_dtype)
-            out = []
+            ints: list[int] = []
             for i, v in enumerate(values):
                 if v is None:
-                    out.append(MISSING_INT)
+                    ints.append(MISSING_INT)
                 elif isinstance(v, bool):  # a BOOL column is an int64 input: true 1, false 0
-                    out.append(int(v))
+                    ints.append(int(v))
                 elif not isinstance(v, int):
                     raise RequestError(f"input '{name}' expects integers; value #{i} is "
                                        f"{_show(v)}")
@@ -175,21 +175,21 @@ class Loaded:
                     raise RequestError(f"input '{name}' value #{i} is {_show(v)}: outside the "
                                        f"range of {dtype.name}")
                 else:
-                    out.append(v)
-            return tf.constant(out, dtype=dtype)
-        out = []
+                    ints.append(v)
+            return tf.constant(ints, dtype=dtype)
+        texts: list[bytes] = []
         for i, v in enumerate(values):
             if v is None:
-                out.append(b"")
+                texts.append(b"")
             elif not isinstance(v, str):
                 raise RequestError(f"input '{name}' expects strings; value #{i} is {_show(v)}")
             else:
                 try:
-                    out.append(v.encode("utf-8"))
+                    texts.append(v.encode("utf-8"))
                 except UnicodeEncodeError:
                     raise RequestError(f"input '{name}' value #{i} is not valid Unicode text "
                                        f"(a lone surrogate such as \\ud800)") from None
-        return tf.constant(out, dtype=tf.string)
+        return tf.constant(texts, dtype=tf.string)
 
     def predict(self, body: dict[str, Any],
                 max_instances: int = MAX_INSTANCES) -> dict[str, Any]:

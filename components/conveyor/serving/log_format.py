@@ -65,7 +65,7 @@ class Signature:
     outputs: dict[str, tuple[str, int]]
 
     @classmethod
-    def of(cls, inputs: dict[str, Any], outputs: dict[str, Any]) -> "Signature":
+    def of(cls, inputs: dict[str, Any], outputs: dict[str, Any]) -> Signature:
         """From TensorSpecs (anything with `.dtype.name` and `.shape.rank`)."""
         return cls({n: kind_of(s.dtype.name) for n, s in inputs.items()},
                    {n: (kind_of(s.dtype.name), _rank(s)) for n, s in outputs.items()})
@@ -104,9 +104,9 @@ def instance_count(body: Any) -> int:
             return len(rows)
         inputs = body.get("inputs")
         if isinstance(inputs, dict) and inputs:
-            lengths = [len(v) for v in inputs.values() if isinstance(v, list)]
-            if lengths and max(lengths):
-                return max(lengths)
+            longest = max((len(v) for v in inputs.values() if isinstance(v, list)), default=0)
+            if longest:
+                return longest
     return 1
 
 
@@ -187,7 +187,7 @@ def rows_of(entry: Entry) -> list[dict[str, Any]]:
     """The log rows of one request: one per instance (see the module docstring)."""
     sig = entry.signature
     base = {"request_id": entry.request_id,
-            "timestamp": datetime.datetime.fromtimestamp(entry.received, datetime.timezone.utc),
+            "timestamp": datetime.datetime.fromtimestamp(entry.received, datetime.UTC),
             "model_name": entry.model_name, "model_version": entry.model_version,
             "status": entry.status, "latency_ms": round(entry.latency_ms, 3)}
     error = None
@@ -198,13 +198,14 @@ def rows_of(entry: Entry) -> list[dict[str, Any]]:
             error = error.encode("utf-8", "backslashreplace").decode("utf-8")
     instances = _instances(entry.body)
     if instances is None:
-        unparsed = None if entry.body is None else _json(entry.body)
-        return [{**base, "instance": None, "features": None, "unparsed": unparsed,
+        body_text = None if entry.body is None else _json(entry.body)
+        return [{**base, "instance": None, "features": None, "unparsed": body_text,
                  "outputs": None, "error": error}]
     outputs = _answers(entry.answer, len(instances)) if entry.status == 200 else None
     rows = []
     for i, instance in enumerate(instances):
-        features, unparsed = {}, {}
+        features: dict[str, Any] = {}
+        unparsed: dict[str, Any] = {}
         if isinstance(instance, dict):
             for name, kind in sig.inputs.items():
                 value = instance.get(name)
@@ -287,6 +288,7 @@ def arrow_schema(signature: Signature):
 
 def parquet_bytes(rows: list[dict], signature: Signature) -> bytes:
     import pyarrow as pa
+
     from conveyor.io import parquet
 
     schema = arrow_schema(signature)

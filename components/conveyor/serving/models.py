@@ -39,9 +39,10 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from conveyor.errors import one_line
 from conveyor.registry import ModelBasePath
@@ -71,6 +72,10 @@ class Skipped:
     reason: str
     attempts: int = 0
     next_attempt: float | None = None
+
+    def waiting(self, now: float) -> bool:
+        """Whether its next load attempt is still to come at clock time `now`."""
+        return self.next_attempt is not None and now < self.next_attempt
 
     def describe(self, now: float) -> dict[str, Any]:
         return {"version": self.version, "reason": self.reason, "attempts": self.attempts,
@@ -162,7 +167,7 @@ class ModelManager:
         try:
             versions, unusable = self._scan()
             labels = self.base.labels()
-        except Exception as exc:  # noqa: BLE001  (a poll failing must not stop serving)
+        except Exception as exc:  # a poll failing must not stop serving
             self._polling_failed(exc)
         else:
             self._polling_works()
@@ -208,7 +213,7 @@ class ModelManager:
                 del self._failed[version]
         for version in sorted((v for v in versions if v > served), reverse=True):
             failed = self._failed.get(version)
-            if failed is not None and self._clock() < failed.next_attempt:
+            if failed is not None and failed.waiting(self._clock()):
                 continue
             if self._load(version):
                 return
@@ -232,7 +237,7 @@ class ModelManager:
             if version in self.loaded or version not in published:
                 continue
             failed = self._failed.get(version)
-            if failed is not None and self._clock() < failed.next_attempt:
+            if failed is not None and failed.waiting(self._clock()):
                 continue
             self._load(version)
         self._settle()
@@ -277,7 +282,7 @@ class ModelManager:
         try:
             loaded = Loaded(version, str(self.base.fetch(version, self.cache)))
             loaded.warm_up()
-        except Exception as exc:  # noqa: BLE001  (whatever the files hold, keep serving)
+        except Exception as exc:  # whatever the files hold, keep serving
             self._drop_download(version)
             self._record_failure(version, _reason(exc))
             return False
@@ -357,7 +362,7 @@ class ModelManager:
         state = ("AVAILABLE" if current else "LOADING" if self.polls == 0 else "UNAVAILABLE")
         with self._lock:
             labels = dict(self.labels)
-        out = {"model": self.name, "base_path": self.base.uri, "state": state,
+        out: dict[str, Any] = {"model": self.name, "base_path": self.base.uri, "state": state,
                "version": current.version if current else None, "loaded_versions": loaded,
                "skipped": self.skipped(), "polling_error": self._poll_error}
         if labels:
@@ -371,7 +376,7 @@ class ModelManager:
         while True:
             try:
                 self.poll_once()
-            except Exception:  # noqa: BLE001  (a bug here must not end the polling for good)
+            except Exception:  # a bug here must not end the polling for good
                 log.exception("%s: polling %s raised; polling goes on", self.name, self.base.uri)
             if self._stop.wait(self.poll_seconds):
                 return

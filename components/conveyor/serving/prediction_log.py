@@ -26,12 +26,19 @@ import os
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from conveyor.errors import InputError, one_line
 from conveyor.serving.log_bigquery import BigQueryTable
-from conveyor.serving.log_format import (Entry, Signature, instance_count, parquet_bytes,
-                                         rows_of, sampled)
+from conveyor.serving.log_format import (
+    Entry,
+    Signature,
+    instance_count,
+    parquet_bytes,
+    rows_of,
+    sampled,
+)
 from conveyor.serving.log_sinks import sink_for
 
 log = logging.getLogger("conveyor.serve")
@@ -188,7 +195,7 @@ class PredictionLog:
                     self._flush(pending)
                     oldest.clear()
                 self._log_drops()
-            except Exception:  # noqa: BLE001  (a bug here must not stop the logging for good)
+            except Exception:  # a bug here must not stop the logging for good
                 log.exception("prediction log: the writer raised; its pending rows are dropped")
                 self._release(self._pending_rows(pending), None, "write_failed")
                 pending.clear()
@@ -211,7 +218,7 @@ class PredictionLog:
         for entry in entries:
             try:
                 rows = rows_of(entry)[:entry.rows]  # the budget counted entry.rows
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.warning("prediction log: request %s could not be turned into rows: %s",
                             entry.request_id, one_line(exc))
                 self._release(entry.rows, entry.body_bytes, "write_failed")
@@ -236,13 +243,13 @@ class PredictionLog:
 
     def _write(self, day: str, signature: Signature, rows: list[dict]) -> None:
         """One file of `rows` (of one date and version), then its BigQuery load."""
-        stamp = datetime.datetime.fromtimestamp(self._clock(), datetime.timezone.utc)
+        stamp = datetime.datetime.fromtimestamp(self._clock(), datetime.UTC)
         name = (f"date={day}/part-{stamp.strftime('%Y%m%dT%H%M%S%fZ')}-"
                 f"{uuid.uuid4().hex[:12]}.parquet")
         try:
             data = parquet_bytes(rows, signature)
             self.sink.write(name, data)
-        except Exception as exc:  # noqa: BLE001  (serving goes on; the loss is counted)
+        except Exception as exc:  # serving goes on; the loss is counted
             self.write_failures.inc()
             self._release(len(rows), None, "write_failed")
             now = time.monotonic()
@@ -259,7 +266,7 @@ class PredictionLog:
             try:
                 self.bigquery.load(data, signature)
                 self.bigquery_rows.inc(len(rows))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self.bigquery_failures.inc()
                 log.warning("prediction log: loading %s/%s into BigQuery %s failed: %s",
                             self.sink.uri, name, self.bigquery.spec, one_line(exc))
@@ -296,11 +303,11 @@ class PredictionLog:
         self._flush(pending)
 
 
-def from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
+def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The logging settings the environment gives (for manifests): CONVEYOR_PREDICTION_LOG
     (the prefix), CONVEYOR_PREDICTION_LOG_SAMPLE_RATE, _FLUSH_ROWS, _FLUSH_SECONDS, _QUEUE_ROWS,
     _QUEUE_BYTES and _BIGQUERY_TABLE; only those set."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     names = {"prefix": ("CONVEYOR_PREDICTION_LOG", str),
              "sample_rate": ("CONVEYOR_PREDICTION_LOG_SAMPLE_RATE", float),
              "flush_rows": ("CONVEYOR_PREDICTION_LOG_FLUSH_ROWS", int),
@@ -310,7 +317,7 @@ def from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
              "bigquery_table": ("CONVEYOR_PREDICTION_LOG_BIGQUERY_TABLE", str)}
     out: dict[str, Any] = {}
     for key, (variable, kind) in names.items():
-        value = environ.get(variable, "").strip()
+        value = env.get(variable, "").strip()
         if not value:
             continue
         try:

@@ -44,12 +44,12 @@ import hashlib
 import json
 import logging
 import re
-import sys
 import shutil
 import signal
+import sys
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
@@ -60,8 +60,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES
-from conveyor.serving.log_format import Entry, request_id
 from conveyor.serving.loaded import Loaded, RequestError, TooManyInstances
+from conveyor.serving.log_format import Entry, request_id
 from conveyor.serving.models import ModelManager
 from conveyor.serving.prediction_log import PredictionLog
 
@@ -178,7 +178,7 @@ class MonitoringGauges:
                 return
             self.show(json.loads(found[0]()))
             self._seen, self._failed = found[1], None
-        except Exception as exc:  # noqa: BLE001  (monitoring must never disturb serving)
+        except Exception as exc:  # monitoring must never disturb serving
             self.failures.labels(self.model).inc()
             what = f"{type(exc).__name__}: {exc}"
             if what != self._failed:
@@ -301,7 +301,7 @@ def predict(raw: bytes, model: Loaded, max_instances: int) -> tuple[int, Any, An
         return 413, {"error": str(exc)}, None
     except RequestError as exc:
         return 400, {"error": str(exc)}, body
-    except Exception as exc:  # noqa: BLE001  (the model failed: the server's fault)
+    except Exception as exc:  # the model failed: the server's fault
         return 500, {"error": f"{type(exc).__name__}: {exc}"}, body
 
 
@@ -410,8 +410,9 @@ class Endpoints:
                                                    f"loaded: {why}"}, status_code=503)
         return ServingJSON(status)
 
-    async def http_error(self, request: Request, exc: HTTPException) -> Response:
-        return error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        http = cast(HTTPException, exc)  # registered for HTTPException only (`create_app`)
+        return error(http.status_code, f"{http.detail}: {request.method} {request.url.path}")
 
 
 def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
@@ -463,8 +464,7 @@ def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
           + (f"; logging predictions to {prediction_log.describe}" if prediction_log else "")
           + (f"; drift gauges from {monitoring_uri}" if monitoring_uri else "")
           + (f"; the challenger (if labelled) answers {canary_percent:g}% of the requests"
-             if canary_percent else ""),
-          flush=True)
+             if canary_percent else ""), flush=True)
 
     def stop(signum, frame):
         raise SystemExit(128 + signum)

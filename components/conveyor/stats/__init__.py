@@ -10,7 +10,19 @@ monitor and evaluate.
 """
 
 from conveyor.stats.columns import (  # noqa: F401
-    CATEGORICAL, FORMAT, KIND_OF_TYPE, MAX_TRACKED_VALUES, NUMERIC, QUANTILES, SAMPLE_SIZE,
-    TEMPORAL, TOP_K, ColumnStatistics, DatasetStatistics, Sample, SplitStatistics,
-    compute_statistics, split_statistics,
+    CATEGORICAL,
+    FORMAT,
+    KIND_OF_TYPE,
+    MAX_TRACKED_VALUES,
+    NUMERIC,
+    QUANTILES,
+    SAMPLE_SIZE,
+    TEMPORAL,
+    TOP_K,
+    ColumnStatistics,
+    DatasetStatistics,
+    Sample,
+    SplitStatistics,
+    compute_statistics,
+    split_statistics,
 )

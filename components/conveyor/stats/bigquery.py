@@ -54,9 +54,16 @@ import pyarrow as pa
 
 from conveyor.errors import InputError, QueryError, SourceNotFoundError
 from conveyor.io.dataset import Dataset
-from conveyor.stats.columns import (CATEGORICAL, MAX_TRACKED_VALUES, NUMERIC, SAMPLE_SIZE,
-                                    ColumnStatistics, DatasetStatistics, Sample,
-                                    SplitStatistics)
+from conveyor.stats.columns import (
+    CATEGORICAL,
+    MAX_TRACKED_VALUES,
+    NUMERIC,
+    SAMPLE_SIZE,
+    ColumnStatistics,
+    DatasetStatistics,
+    Sample,
+    SplitStatistics,
+)
 
 #: Above this many rows, validate's `statistics_source="auto"` takes the statistics of a Dataset
 #: that came from BigQuery from BigQuery: the Parquet pass is ~1-2 M rows/s per process here, so

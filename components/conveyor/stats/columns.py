@@ -85,7 +85,7 @@ class Sample:
         return base64.b64encode(np.sort(self.values).astype("<f8").tobytes()).decode()
 
     @classmethod
-    def decode(cls, text: str) -> "Sample":
+    def decode(cls, text: str) -> Sample:
         return cls(values=np.frombuffer(base64.b64decode(text), dtype="<f8").copy())
 
 
@@ -151,13 +151,20 @@ class ColumnStatistics:
     def quantile(self, q: float) -> float | None:
         return self.sample.quantile(q) if self.sample is not None and self.finite else None
 
+    def sampled(self) -> Sample:
+        """The sample of the finite values, which numeric and temporal statistics keep."""
+        if self.sample is None:
+            raise ValueError(f"the statistics of column {self.name!r} keep no sample")
+        return self.sample
+
     def pmf(self, edges: Sequence[float]) -> np.ndarray:
         """Share of finite values in each bin: (-inf, e0), [e0, e1), ..., [en, inf)."""
-        return self.sample.pmf(edges)
+        return self.sampled().pmf(edges)
 
     def frequencies(self) -> dict[Any, float]:
-        total = sum(self.values.values()) if self.values else 0
-        return {k: v / total for k, v in self.values.items()} if total else {}
+        values = self.values or {}
+        total = sum(values.values())
+        return {k: v / total for k, v in values.items()} if total else {}
 
     def top(self, k: int = TOP_K) -> list[tuple[Any, int]]:
         return sorted((self.values or {}).items(), key=lambda kv: (-kv[1], str(kv[0])))[:k]
@@ -267,7 +274,7 @@ class ColumnStatistics:
         return out
 
     @classmethod
-    def from_dict(cls, name: str, data: Mapping[str, Any]) -> "ColumnStatistics":
+    def from_dict(cls, name: str, data: Mapping[str, Any]) -> ColumnStatistics:
         stats = cls(name=name, type=data["type"], count=data["count"], nulls=data["nulls"])
         if stats.kind == NUMERIC:
             stats.nan, stats.inf, stats.finite = data["nan"], data["inf"], data["finite"]
@@ -310,7 +317,7 @@ class DatasetStatistics:
                            for name, s in self.splits.items()}}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "statistics") -> "DatasetStatistics":
+    def from_dict(cls, data: Mapping[str, Any], where: str = "statistics") -> DatasetStatistics:
         if data.get("format") != FORMAT:
             raise InputError(f"{where}: format is {data.get('format')!r}, expected {FORMAT!r}")
         return cls(

@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conveyor.stats.columns import (CATEGORICAL, NUMERIC, TOP_K, ColumnStatistics,
-                                    DatasetStatistics)
+from conveyor.stats.columns import CATEGORICAL, NUMERIC, TOP_K, ColumnStatistics, DatasetStatistics
 
 STATISTICS_PB = "statistics.pb"
 HISTOGRAM_BUCKETS = 10
@@ -51,8 +50,8 @@ def _days(value) -> float | None:
                  else datetime.datetime.fromisoformat(value))
     if isinstance(value, datetime.datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=datetime.timezone.utc)
-        epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+            value = value.replace(tzinfo=datetime.UTC)
+        epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
         return (value - epoch) / datetime.timedelta(days=1)
     return float((value - datetime.date(1970, 1, 1)).days)
 
@@ -89,7 +88,7 @@ def _numeric(feature, stats: ColumnStatistics) -> None:
     _common(num.common_stats, stats)
     sample = stats.sample.values if stats.sample is not None else np.empty(0)
     if stats.kind == NUMERIC:
-        if stats.finite:
+        if stats.finite and stats.mean is not None and stats.std is not None:
             num.mean, num.std_dev = float(stats.mean), float(stats.std)
             num.min, num.max = float(stats.min), float(stats.max)
             num.median = float(np.quantile(sample, 0.5)) if len(sample) else num.mean
@@ -100,7 +99,7 @@ def _numeric(feature, stats: ColumnStatistics) -> None:
     # temporal: days since 1970
     feature.custom_stats.add(name="conveyor_unit", str=DAYS)
     lo, hi = _days(stats.min), _days(stats.max)
-    if lo is None or not len(sample):
+    if lo is None or hi is None or not len(sample):
         return
     num.min, num.max = lo, hi
     if stats.mean is not None and stats.std is not None:  # exact moments of the day numbers

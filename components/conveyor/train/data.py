@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -35,19 +36,22 @@ from conveyor.model.inputs import LabelEncoder, model_inputs
 from conveyor.train.preprocess import input_dtype
 from conveyor.transform.fit import Fitted
 
+#: A shard file of a split: `Dataset.files` gives Paths.
+ShardFile = str | Path
+
 
 @dataclasses.dataclass(frozen=True)
 class Part:
     """What one worker reads of one file: some row groups (None: all), and with `stride` > 1
     only the rows at positions `offset`, `offset + stride`, ... counted over the whole split."""
 
-    file: str
+    file: ShardFile
     row_groups: tuple[int, ...] | None = None
     stride: int = 1
     offset: int = 0
 
 
-def shard_parts(files: Sequence[str], index: int = 0, count: int = 1) -> list[Part]:
+def shard_parts(files: Sequence[ShardFile], index: int = 0, count: int = 1) -> list[Part]:
     """The parts of a split's `files` that worker `index` of `count` reads (see the module)."""
     if count < 1 or not 0 <= index < count:
         raise InputError(f"train: worker index {index} is not in 0..{count - 1}")
@@ -62,13 +66,13 @@ def shard_parts(files: Sequence[str], index: int = 0, count: int = 1) -> list[Pa
     return [Part(f, None, count, index) for f in files]
 
 
-def _row_groups(files: Sequence[str]) -> list[tuple[str, int]]:
+def _row_groups(files: Sequence[ShardFile]) -> list[tuple[ShardFile, int]]:
     """(file, row group) of every row group of `files`, in order, from the Parquet footers."""
     return [(f, g.index) for f in files for g in shard_row_groups(f)]
 
 
-def _group_parts(groups: Sequence[tuple[str, int]]) -> list[Part]:
-    mine: dict[str, list[int]] = {}
+def _group_parts(groups: Sequence[tuple[ShardFile, int]]) -> list[Part]:
+    mine: dict[ShardFile, list[int]] = {}
     for f, g in groups:
         mine.setdefault(f, []).append(g)
     return [Part(f, tuple(g)) for f, g in mine.items()]
@@ -82,7 +86,7 @@ def sample_every(rows: int, validation_rows: int) -> int:
     return math.ceil(rows / validation_rows)
 
 
-def sample_parts(files: Sequence[str], every: int = 1, index: int = 0, count: int = 1
+def sample_parts(files: Sequence[ShardFile], every: int = 1, index: int = 0, count: int = 1
                  ) -> list[Part]:
     """Worker `index` of `count`'s share of every `every`-th row group of a split (see the
     module); `every` = 1 is `shard_parts`."""
@@ -100,7 +104,7 @@ def labelled_rows(parts: Sequence[Part], label: str) -> int:
                for b in _part_batches(parts, [label], 1 << 20))
 
 
-def shard_rows(files: Sequence[str], index: int = 0, count: int = 1) -> int:
+def shard_rows(files: Sequence[ShardFile], index: int = 0, count: int = 1) -> int:
     """Rows (labelled or not) in worker `index`'s parts, from the Parquet footers alone."""
     total = 0
     parts = shard_parts(files, index, count)

@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -72,7 +73,7 @@ class _Summed:
         self.metrics = metrics
         self.loss = tf.Variable(0.0, dtype=tf.float64, trainable=False)
         self.count = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-        self._reduce = None
+        self._reduce: Any = None  # the compiled tf.function, built on first use
 
     def reset(self) -> None:
         self.loss.assign(0.0)
@@ -285,7 +286,7 @@ class _Scalars:
                             for d in log_dirs for kind in ("train", "validation")}
 
     def write(self, epoch: int, logs: dict[str, float]) -> None:
-        for (d, kind), writer in self.writers.items():
+        for (_log_dir, kind), writer in self.writers.items():
             with writer.as_default(step=epoch):
                 for key, value in logs.items():
                     if kind == "validation" and key.startswith("val_"):
@@ -398,8 +399,9 @@ def _export(strategy: tf.distribute.Strategy, cluster: clusters.Cluster, model: 
             checkpoint_dir: Path, scratch: Path, train_split: str) -> None:
     """Every worker exports (saving may run collectives); only the chief's is kept, and the
     chief then removes the checkpoints."""
-    if cluster.is_chief and (fitted.label_stats or {}).get("transform") == "log":
-        fitted.label_stats["smearing"] = smearing(model, dataset, train_split, fitted)
+    label_stats = fitted.label_stats
+    if cluster.is_chief and label_stats is not None and label_stats.get("transform") == "log":
+        label_stats["smearing"] = smearing(model, dataset, train_split, fitted)
     export(model, fitted, model_path if cluster.is_chief else scratch / "model", transform_path)
     # a barrier: no worker leaves (the chief hosts the coordination service) before all have
     # exported

@@ -20,7 +20,8 @@ from conveyor.transform.spec import input_name  # layer names follow the input-n
 
 def output_units(fitted: Fitted) -> int:
     task = fitted.spec.task
-    return len(fitted.label_classes) if task == "multiclass" else 1
+    # a multiclass label's transform always has its classes
+    return len(fitted.label_classes or []) if task == "multiclass" else 1
 
 
 def _embedding_dim(cardinality: int, hyperparameters: Hyperparameters) -> int:
@@ -110,22 +111,25 @@ def _user_model(module_file: str, fitted: Fitted, hyperparameters: Hyperparamete
     path = Path(module_file)
     try:
         spec = importlib.util.spec_from_file_location("conveyor_user_module", path)
+        if spec is None or spec.loader is None:  # a name Python does not load as a module
+            raise ImportError("not a Python source file")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     except FileNotFoundError:
         raise InputError(f"module_file: {module_file} does not exist") from None
-    except Exception as exc:  # noqa: BLE001  (any error in the user's module is bad input)
+    except Exception as exc:  # any error in the user's module is bad input
         raise InputError(f"module_file: {module_file} failed to load: "
                          f"{type(exc).__name__}: {exc}") from None
     if not callable(getattr(module, "build_model", None)):
-        raise InputError(f"module_file: {module_file} defines no build_model(hparams, feature_spec)")
+        raise InputError(
+            f"module_file: {module_file} defines no build_model(hparams, feature_spec)")
     feature_spec = {**fitted.to_dict(), "cardinality": features["cardinality"],
                     "output_units": output_units(fitted)}
     try:
         core = module.build_model(dataclasses.asdict(hyperparameters), feature_spec)
         flat = {**features["numeric"], **features["indices"], **features["crosses"]}
         out = core(flat)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InputError(f"module_file: build_model of {module_file} raised "
                          f"{type(exc).__name__}: {exc}") from None
     return keras.Model(inputs, out, name="conveyor_user_model")

@@ -159,15 +159,15 @@ def preprocess(fitted: Fitted, inputs: dict[str, Any]) -> dict[str, Any]:
             indices[name], cardinality[name] = categorical_index(layer, f, raw)
     crosses = {}
     for cross in fitted.spec.crosses:
-        parts = []
+        crossed = []
         for n in cross.features:
             raw = inputs[fitted.features[n]["input"]]
             if fitted.features[n]["dtype"] in ("int64", "bool"):
                 raw = keras.layers.Lambda(lambda t: tf.strings.as_string(t))(raw)
-            parts.append(raw)
+            crossed.append(raw)
         key = "_x_".join(cross.features)
         layer = "_x_".join(fitted.features[n]["input"] for n in cross.features)
         crosses[key] = keras.layers.HashedCrossing(cross.buckets, name=f"{layer}_cross")(
-            tuple(parts))
+            tuple(crossed))
         cardinality[key] = cross.buckets
     return {"numeric": numeric, "indices": indices, "crosses": crosses, "cardinality": cardinality}

@@ -46,7 +46,7 @@ def _end_non_chief(result) -> None:
           flush=True)
     try:
         atexit._run_exitfuncs()
-    except Exception:  # noqa: BLE001  (a failing handler must not fail a finished worker)
+    except Exception:  # a failing handler must not fail a finished worker
         pass
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

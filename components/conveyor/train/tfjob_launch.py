@@ -213,7 +213,7 @@ def own_namespace() -> str:
         # KUBECONFIG as it is now (the client reads it once, when first imported)
         _, active = config.list_kube_config_contexts(os.environ.get("KUBECONFIG") or None)
         namespace = (active or {}).get("context", {}).get("namespace", "")
-    except Exception:  # noqa: BLE001  (no kubeconfig: the message below says what to give)
+    except Exception:  # no kubeconfig: the message below says what to give
         namespace = ""
     if not namespace:
         raise InputError("namespace: not given, and neither the pod's service account nor a "
@@ -244,7 +244,7 @@ def _problems(job: Mapping[str, Any], api_client) -> str:
 
     try:
         lines = tfjob.replica_problems(job, api_client)
-    except Exception as exc:  # noqa: BLE001  (the job's own error must still be raised)
+    except Exception as exc:  # the job's own error must still be raised
         return f"\n(the replicas' pods could not be read: {exc})"
     return "".join(f"\n  {line}" for line in lines)
 

@@ -29,20 +29,20 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import tensorflow as tf
 
-from conveyor.errors import InputError, TrainingError  # noqa: E402
-from conveyor.io.dataset import Dataset  # noqa: E402
-from conveyor.train import cluster as clusters  # noqa: E402
-from conveyor.train.data import tf_dataset, validation_sample  # noqa: E402
-from conveyor.train.distributed import multi_worker_strategy, train_distributed  # noqa: E402
-from conveyor.train.epochs import EpochPolicy, divergence_causes, epoch_metrics  # noqa: E402
-from conveyor.train.export import export, smearing  # noqa: E402
-from conveyor.train.hyperparameters import Hyperparameters  # noqa: E402
-from conveyor.train.model import build_model  # noqa: E402
-from conveyor.train.result import TrainResult  # noqa: E402
-from conveyor.transform.fit import Fitted  # noqa: E402
+from conveyor.errors import InputError, TrainingError
+from conveyor.io.dataset import Dataset
+from conveyor.train import cluster as clusters
+from conveyor.train.data import tf_dataset, validation_sample
+from conveyor.train.distributed import multi_worker_strategy, train_distributed
+from conveyor.train.epochs import EpochPolicy, divergence_causes, epoch_metrics
+from conveyor.train.export import export, smearing
+from conveyor.train.hyperparameters import Hyperparameters
+from conveyor.train.model import build_model
+from conveyor.train.result import TrainResult
+from conveyor.transform.fit import Fitted
 
 
 def choose_strategy(gpus: list | None = None) -> tf.distribute.Strategy:
@@ -227,8 +227,9 @@ def _train_single(dataset: Dataset, fitted: Fitted, hp: Hyperparameters, *,
                         shuffle=False)  # the input pipeline shuffles
     if policy.error is not None:
         raise policy.error
-    if (fitted.label_stats or {}).get("transform") == "log":
-        fitted.label_stats["smearing"] = smearing(model, dataset, train_split, fitted)
+    label_stats = fitted.label_stats
+    if label_stats is not None and label_stats.get("transform") == "log":
+        label_stats["smearing"] = smearing(model, dataset, train_split, fitted)
     export(model, fitted, model_path, transform_path)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
 

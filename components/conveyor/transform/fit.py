@@ -32,8 +32,14 @@ import pyarrow.compute as pc
 from conveyor.errors import EmptyDataError, InputError, SchemaError
 from conveyor.io.dataset import Dataset
 from conveyor.model.layout import SPEC_FILE, TRANSFORM_FILE
-from conveyor.stats.columns import (MAX_TRACKED_VALUES, NUMERIC, TEMPORAL, ColumnStatistics,
-                                    DatasetStatistics, SplitStatistics)
+from conveyor.stats.columns import (
+    MAX_TRACKED_VALUES,
+    NUMERIC,
+    TEMPORAL,
+    ColumnStatistics,
+    DatasetStatistics,
+    SplitStatistics,
+)
 from conveyor.transform.spec import DATETIME_TYPES, FLOAT32_MAX, MAX_CLASSES, FeatureSpec
 
 FORMAT = "conveyor.transform/v1"
@@ -66,7 +72,7 @@ class Fitted:
         self.spec.dump(folder / SPEC_FILE)
 
     @classmethod
-    def load(cls, folder: str | Path) -> "Fitted":
+    def load(cls, folder: str | Path) -> Fitted:
         path = Path(folder) / TRANSFORM_FILE
         try:
             data = json.loads(path.read_text())
@@ -178,11 +184,12 @@ def statistics_of_split(dataset: Dataset, statistics: DatasetStatistics | None, 
         return None
     types = {c.name: c.type for c in dataset.info.columns}
     s, why = _split_of(dataset, statistics, split)
-    for n in columns if s is not None else ():
-        why = _unusable(s.columns.get(n), n, types[n], exact_values=n in exact_values)
-        if why:
-            break
-    if why:
+    if s is not None:
+        for n in columns:
+            why = _unusable(s.columns.get(n), n, types[n], exact_values=n in exact_values)
+            if why:
+                break
+    if why or s is None:  # no split statistics always come with why
         _reading(split, why)
         return None
     out = {n: s.columns[n] for n in columns}
@@ -220,7 +227,7 @@ def fit(dataset: Dataset, spec: FeatureSpec, train_split: str = "train",
     columns = [*spec.features, spec.label]
     read: list[str] = []  # splits whose rows were read here
     given = stats is not None and all(n in stats[1] for n in columns)
-    if not given:
+    if stats is None or not given:
         exact = (spec.label,) if spec.task != "regression" else ()
         stats = statistics_of_split(dataset, statistics, train_split, columns, exact)
         if stats is None:
@@ -246,7 +253,7 @@ def fit(dataset: Dataset, spec: FeatureSpec, train_split: str = "train",
             features[name] = _categorical(f, stats_[name], types[name])
         features[name]["input"] = f.input_name
     label_stats, counts = None, None
-    if spec.task == "regression":
+    if classes is None:  # a regression label
         label_stats = _label_scale(spec, label)
     else:
         counts = [int((label.values or {}).get(c, 0)) for c in classes]
@@ -261,11 +268,13 @@ def fit(dataset: Dataset, spec: FeatureSpec, train_split: str = "train",
 def _label_scale(spec: FeatureSpec, label: ColumnStatistics) -> dict[str, Any]:
     """How the regression label is scaled for training: the model learns
     (T(y) - mean) / std with T = identity or log1p, and serving maps its output back."""
+    # `_check_finite_labels` refused a train split without a finite label: its figures are set
+    assert label.mean is not None
     if spec.label_transform == "log":
         if label.min is None or label.min < 0:
             raise SchemaError(f"transform: label_transform log needs a non-negative label; "
                               f"{spec.label!r} has {label.min} in train")
-        logged = np.log1p(label.sample.values)
+        logged = np.log1p(label.sampled().values)
         mean, std = float(logged.mean()), float(logged.std())
     else:
         mean, std = float(label.mean), float(label.std or 0.0)
@@ -298,7 +307,7 @@ def _served(dataset: Dataset, statistics: DatasetStatistics | None, split: str, 
         ctype = next(c.type for c in dataset.info.columns if c.name == column)
         why = _unusable(s.columns.get(column), column, ctype, fit=False,
                         exact_values=exact_values)
-    if why:
+    if why or s is None:  # no split statistics always come with why
         _reading(split, why)
         return None
     return s.columns[column]
@@ -316,7 +325,7 @@ def _check_other_splits(dataset: Dataset, spec: FeatureSpec, classes: list, trai
         unseen: set = set()
         served = _served(dataset, statistics, split, spec.label, exact_values=True)
         if served is not None:
-            unseen.update(v for v in served.values if v not in known)
+            unseen.update(v for v in served.values or {} if v not in known)
         else:
             read.append(split)
             for batch in dataset.iter_batches(split, columns=[spec.label]):
@@ -354,8 +363,9 @@ def _check_finite_labels(dataset: Dataset, spec: FeatureSpec,
             examples.update(pc.filter(column, broken).to_pylist()[:3])
         if bad:
             raise SchemaError(
-                f"transform: the regression label {spec.label!r} is NaN, infinite or beyond float32's "
-                f"range (|y| > {FLOAT32_MAX:.3g}) in {bad} of {rows} rows of split {split!r} "
+                f"transform: the regression label {spec.label!r} is NaN, infinite or beyond "
+                f"float32's range (|y| > {FLOAT32_MAX:.3g}) in {bad} of {rows} rows of split "
+                f"{split!r} "
                 f"(e.g. {sorted(map(str, examples))}); a label must be a finite number a model "
                 "can hold, or NULL: filter, fix or rescale those rows in the query")
     return read
@@ -366,16 +376,16 @@ def _numeric(f, s: ColumnStatistics) -> dict[str, Any]:
         raise SchemaError(f"transform: numeric feature {f.name!r} has no finite value in train")
     if max(abs(s.min), abs(s.max)) > FLOAT32_MAX:
         raise SchemaError(f"transform: numeric feature {f.name!r} has values beyond float32's "
-                          f"range in train (min {s.min:g}, max {s.max:g}); the model takes float32: "
-                          "rescale it in the query (e.g. divide by 1e30)")
+                          f"range in train (min {s.min:g}, max {s.max:g}); the model takes "
+                          "float32: rescale it in the query (e.g. divide by 1e30)")
     impute = {"mean": s.mean, "median": s.quantile(0.5), "zero": 0.0}.get(f.impute, f.impute)
     out = {"kind": "numeric", "transform": f.transform, "impute": float(impute),
            "mean": s.mean, "std": s.std or 1.0, "min": s.min, "max": s.max}
     if f.transform == "bucketize":
         qs = np.linspace(0, 1, f.buckets + 1)[1:-1]
-        out["boundaries"] = sorted({float(s.quantile(q)) for q in qs})
+        out["boundaries"] = sorted({s.sampled().quantile(q) for q in qs})
     if f.transform == "log":  # z-score the logged values (from the sample, imputed rows too)
-        logged = np.log1p(np.maximum(s.sample.values - s.min, 0.0))
+        logged = np.log1p(np.maximum(s.sampled().values - s.min, 0.0))
         out["log_mean"] = float(logged.mean())
         out["log_std"] = float(logged.std()) or 1.0
     return out

@@ -163,7 +163,7 @@ class FeatureSpec:
                                              width=100))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "feature spec") -> "FeatureSpec":
+    def from_dict(cls, data: Mapping[str, Any], where: str = "feature spec") -> FeatureSpec:
         if not isinstance(data, Mapping):
             raise InputError(f"{where}: expected a mapping with label, task and features")
         unknown = sorted(set(data) - {"label", "task", "features", "crosses", "label_transform",
@@ -208,7 +208,7 @@ class FeatureSpec:
                    {str(k): str(v) for k, v in why.items()})
 
     @classmethod
-    def load(cls, path: str | Path) -> "FeatureSpec":
+    def load(cls, path: str | Path) -> FeatureSpec:
         try:
             data = yaml.safe_load(Path(path).read_text())
         except OSError as exc:
@@ -282,7 +282,8 @@ def _feature(name: str, raw: Mapping[str, Any], where: str) -> Feature:
         raise InputError(f"{where}: feature {name!r}: kind {kind!r} is not one of {KINDS}")
     unknown = sorted(set(raw) - _KEYS[kind] - {"kind", "input", "why"})
     if unknown:
-        raise InputError(f"{where}: feature {name!r}: unknown key(s) {unknown} for a {kind} feature")
+        raise InputError(
+            f"{where}: feature {name!r}: unknown key(s) {unknown} for a {kind} feature")
     f = Feature(name, kind, input=raw.get("input") or None, why=str(raw.get("why") or ""))
     if f.input is not None and not isinstance(f.input, str):
         raise InputError(f"{where}: feature {name!r}: input must be a name, got {f.input!r}")
@@ -332,8 +333,9 @@ def infer_task(label_type: str, distinct: int) -> tuple[str, str]:
     return "multiclass", f"the label has {distinct} values ({label_type})"
 
 
-def propose_spec(types: Mapping[str, str], label: str, label_values: Mapping[Any, int] | None = None,
-                 task: str | None = None, stats: Mapping[str, Any] | None = None) -> FeatureSpec:
+def propose_spec(types: Mapping[str, str], label: str,
+                 label_values: Mapping[Any, int] | None = None, task: str | None = None,
+                 stats: Mapping[str, Any] | None = None) -> FeatureSpec:
     """A spec a careful data scientist would start from, each decision with its reason.
 
     With the train split's statistics (`stats`: column -> `ColumnStatistics`, as

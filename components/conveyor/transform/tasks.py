@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from conveyor.gcp.files import local_copy
 from conveyor.io.dataset import Dataset
-from conveyor.transform.fit import (Fitted, column_statistics, describe, fit,
-                                    matching_statistics, statistics_of_split)
+from conveyor.transform.fit import (
+    Fitted,
+    column_statistics,
+    describe,
+    fit,
+    matching_statistics,
+    statistics_of_split,
+)
 from conveyor.transform.spec import FeatureSpec, propose_spec
 
 

@@ -97,7 +97,8 @@ def _column_of(config) -> str | None:
 
 def columns_named(config) -> list[str]:
     kw = config.kwargs
-    names = [kw.get("column"), kw.get("column_A"), kw.get("column_B"), *(kw.get("column_list") or [])]
+    names = [kw.get("column"), kw.get("column_A"), kw.get("column_B"),
+             *(kw.get("column_list") or [])]
     return [n for n in names if n]
 
 
@@ -163,7 +164,8 @@ class _Gx:
 
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        asset = self.context.data_sources.add_pandas(f"conveyor-{name}").add_dataframe_asset("split")
+        source = self.context.data_sources.add_pandas(f"conveyor-{name}")
+        asset = source.add_dataframe_asset("split")
         batch = asset.add_batch_definition_whole_dataframe("chunk")
         suite = gx.ExpectationSuite(name=name)
         for i, config in enumerate(configs):  # tagged: GX may return results in another order
@@ -182,7 +184,8 @@ class _Gx:
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES})
         ordered: list = [None] * len(self.configs)
         for outcome in result.results:
-            index = (outcome.expectation_config.meta or {}).get(_INDEX)
+            config = outcome.expectation_config
+            index = ((config.meta if config is not None else None) or {}).get(_INDEX)
             if not isinstance(index, int) or not 0 <= index < len(ordered) \
                     or ordered[index] is not None:
                 raise RuntimeError(f"Great Expectations returned a result conveyor cannot match "

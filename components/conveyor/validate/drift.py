@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from conveyor.stats.columns import (CATEGORICAL, NUMERIC, TEMPORAL, ColumnStatistics,
-                                     SplitStatistics)
+from conveyor.stats.columns import CATEGORICAL, NUMERIC, TEMPORAL, ColumnStatistics, SplitStatistics
 
 JS, LINF = "jensen_shannon", "l_infinity"
 BIN_QUANTILES = tuple(np.linspace(0.05, 0.95, 19))
@@ -127,7 +126,8 @@ def distance(baseline: ColumnStatistics, current: ColumnStatistics,
                         linf_noise(p, q, _categories_seen(baseline), _categories_seen(current)))
     if baseline.kind == NUMERIC and current.kind == NUMERIC and baseline.finite \
             and current.finite:
-        edges = sorted({baseline.quantile(q) for q in BIN_QUANTILES})
+        sample = baseline.sampled()  # finite values, so a sample
+        edges = sorted({sample.quantile(q) for q in BIN_QUANTILES})
         return Distance(baseline.name, JS,
                         jensen_shannon(baseline.pmf(edges), current.pmf(edges)), threshold,
                         js_noise(len(edges) + 1, _sampled(baseline), _sampled(current)))

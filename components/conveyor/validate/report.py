@@ -17,10 +17,12 @@ from typing import Any
 
 from conveyor.reports.html import esc as _e
 from conveyor.reports.html import num as _num
-from conveyor.reports.html import page, short as _short, table as _table
+from conveyor.reports.html import page
+from conveyor.reports.html import short as _short
+from conveyor.reports.html import table as _table
+from conveyor.stats.columns import NUMERIC, TEMPORAL, ColumnStatistics, DatasetStatistics
 from conveyor.validate.checks import CheckResult
 from conveyor.validate.drift import Distance, _as_categories
-from conveyor.stats.columns import NUMERIC, TEMPORAL, ColumnStatistics, DatasetStatistics
 
 MAX_CHARTS = 24  # features with a chart (~35 kB and ~0.13 s each): a page stays under 2 MB
 SIDE_CATEGORIES = 8
@@ -78,11 +80,11 @@ def _feature_chart(index: int, column: str, result, stats: DatasetStatistics) ->
                            [series_of("baseline", base), series_of(split, current)]))
     if "train" in stats.splits and "eval" in stats.splits:
         train, evaluation = (stats.splits[n].columns.get(column) for n in ("train", "eval"))
-        kind = (_chart_kind([train, evaluation]) if train is not None and evaluation is not None
-                else None)
-        if kind:
-            panels.append((kind, "train vs eval",
-                           [series_of("train", train), series_of("eval", evaluation)]))
+        if train is not None and evaluation is not None:
+            kind = _chart_kind([train, evaluation])
+            if kind:
+                panels.append((kind, "train vs eval",
+                               [series_of("train", train), series_of("eval", evaluation)]))
     if not panels:
         panels.append((_chart_kind([current]) or "numeric", split, [series_of(split, current)]))
     kind = panels[0][0]  # one kind per chart (a column that changed type keeps the first)

@@ -122,7 +122,7 @@ class SuiteSpec:
                 "table": table}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str) -> "SuiteSpec":
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> SuiteSpec:
         if not isinstance(data.get("columns"), Mapping):
             raise InputError(f"{where}: a conveyor suite needs a 'columns' mapping")
         columns = {}
@@ -147,7 +147,8 @@ class SuiteSpec:
                     raise InputError(f"{where}: column {name!r}: {key} must be a number, got {v!r}")
             if rules.get("min") is not None and rules.get("max") is not None \
                     and rules["min"] > rules["max"]:
-                raise InputError(f"{where}: column {name!r}: min {rules['min']} > max {rules['max']}")
+                raise InputError(
+                    f"{where}: column {name!r}: min {rules['min']} > max {rules['max']}")
             if rules.get("allowed") is not None and not isinstance(rules["allowed"], list):
                 raise InputError(f"{where}: column {name!r}: allowed must be a list")
             nulls = _nulls_rule(rules.get("nulls"), f"{where}: column {name!r}: nulls")
@@ -324,14 +325,15 @@ def from_gx_json(data: Mapping[str, Any], where: str) -> list:
         raise InputError(f"{where}: a Great Expectations suite needs an 'expectations' list")
     out = []
     for i, item in enumerate(items):
-        kind = item.get("type") or item.get("expectation_type") if isinstance(item, Mapping) else None
+        kind = ((item.get("type") or item.get("expectation_type"))
+                if isinstance(item, Mapping) else None)
         if not kind:
             raise InputError(f"{where}: expectation #{i} has no 'type'")
         try:
             config = Config(type=kind, kwargs=dict(item.get("kwargs") or {}),
                             meta=dict(item.get("meta") or {}))
             config.to_domain_obj()  # unknown types and bad kwargs fail here, not mid-run
-        except Exception as exc:  # noqa: BLE001  (GX raises many kinds; all mean a bad suite)
+        except Exception as exc:  # GX raises many kinds; all mean a bad suite
             raise InputError(f"{where}: expectation #{i} ({kind}) is not valid: {exc}") from None
         out.append(config)
     return out
@@ -389,7 +391,8 @@ def infer_spec(stats: SplitStatistics, margin: float = 0.1, max_categories: int 
     columns = {}
     for name, c in stats.columns.items():
         r = ColumnRules(type=c.type, nulls=(c.nulls, c.rows) if c.rows else None)
-        if c.kind == NUMERIC and c.min is not None and math.isfinite(c.min) and math.isfinite(c.max):
+        if (c.kind == NUMERIC and c.min is not None and math.isfinite(c.min)
+                and math.isfinite(c.max)):
             r.finite = c.nan == 0 and c.inf == 0
             width = (c.max - c.min) or abs(c.max) or 1.0
             lo, hi = c.min - margin * width, c.max + margin * width

@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.gcp.files import local_copy
-from conveyor.model.layout import ASSETS_EXTRA, STATISTICS_FILE
+from conveyor.model.layout import STATISTICS_FILE
 from conveyor.validate.validate import ValidationResult, validate_dataset
 
 
 def served_baseline(model_base_path: str, scratch: str) -> tuple[Path, str] | None:
     """The training statistics pushed with the served version under the base path: a local
     file (fetched into `scratch` from gs://) and the URI that names it, or None."""
-    from conveyor.model.layout import STATISTICS_FILE
     from conveyor.registry import served_version
 
     served = served_version(model_base_path)  # the champion when labelled, else the newest

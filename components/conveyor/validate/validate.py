@@ -4,10 +4,10 @@
 is checked by the suite's expectations in the same pass. (With `statistics_source="bigquery"`,
 or "auto" for a Dataset ingested from BigQuery, not an emulator, of at least
 `conveyor.stats.bigquery.AUTO_MIN_ROWS` rows, the statistics come from one aggregate query in
-BigQuery instead and the pass runs the expectations only.) Then it compares statistics: each split against the baseline's same-named
-split (drift) and train against eval (skew). It writes the statistics (`statistics.json`, and
-`statistics.pb`: TFDV's proto), the suite it used, a machine-readable verdict (`validation.json`
-beside `statistics.json`) and an HTML report.
+BigQuery instead and the pass runs the expectations only.) Then it compares statistics: each
+split against the baseline's same-named split (drift) and train against eval (skew). It writes
+the statistics (`statistics.json`, and `statistics.pb`: TFDV's proto), the suite it used, a
+machine-readable verdict (`validation.json` beside `statistics.json`) and an HTML report.
 
 Two kinds of finding, kept apart:
 - **breakage**: a rule of a user's suite, or an inferred suite's breakage rules (schema, null
@@ -35,8 +35,11 @@ from conveyor.io.dataset import Dataset
 from conveyor.model.layout import STATISTICS_FILE
 from conveyor.stats import columns as stats
 from conveyor.stats import tfdv
-from conveyor.validate import checks, drift, report, suite as suites
+from conveyor.validate import checks, drift, report
+from conveyor.validate import suite as suites
+from conveyor.validate.drift import Distance
 from conveyor.validate.policies import problem as policy_problem
+
 #: Where the statistics come from: the Parquet rows (the reference), one aggregate query in
 #: BigQuery (a Dataset ingested from BigQuery), or BigQuery above
 #: `conveyor.stats.bigquery.AUTO_MIN_ROWS` rows when the Dataset came from it, else the rows.
@@ -53,8 +56,8 @@ class ValidationFailed(ConveyorError):
 class ValidationResult:
     passed: bool
     checks: list[checks.CheckResult]
-    drift: list[tuple[str, drift.Distance]]
-    skew: list[drift.Distance]
+    drift: list[tuple[str, Distance]]  # (split, its distance from the baseline's)
+    skew: list[Distance]
     statistics: stats.DatasetStatistics
     suite: suites.Suite
     seconds: float
@@ -148,7 +151,8 @@ class ValidationResult:
                 "columns": [{**d.to_dict(), **self.skew_figures.get(d.column, {})}
                             for d in self.skew],
             },
-            "checks": {"total": len(self.checks), "failed": sum(not c.success for c in self.checks)},
+            "checks": {"total": len(self.checks),
+                       "failed": sum(not c.success for c in self.checks)},
             "suite": self.suite.origin,
             "statistics_source": self.statistics_source,
         }
@@ -161,7 +165,8 @@ def _load_statistics(path: str | Path) -> stats.DatasetStatistics:
     try:
         data = json.loads(path.read_text())
     except OSError as exc:
-        raise InputError(f"baseline statistics: cannot read {path}: {exc.strerror or exc}") from None
+        raise InputError(
+            f"baseline statistics: cannot read {path}: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"baseline statistics: {path} is not JSON: {exc}") from None
     return stats.DatasetStatistics.from_dict(data, str(path))
@@ -288,9 +293,10 @@ def _check_options(statistics_source: str, policy: str, drift_policy: str,
     for name, value in (("policy", policy), ("drift_policy", drift_policy)):
         if policy_problem(name, value):
             raise InputError(policy_problem(name, value))
-    for name, value in (("drift_threshold", drift_threshold), ("skew_threshold", skew_threshold)):
-        if not 0 <= value <= 1:
-            raise InputError(f"{name}: must be in [0, 1], got {value}")
+    for option, threshold in (("drift_threshold", drift_threshold),
+                              ("skew_threshold", skew_threshold)):
+        if not 0 <= threshold <= 1:
+            raise InputError(f"{option}: must be in [0, 1], got {threshold}")
 
 
 def _check_columns(dataset: Dataset, chosen: Sequence[str], label_column: str | None,
@@ -336,7 +342,7 @@ def _suite(suite: str | Path | None, dataset: Dataset, chosen: Sequence[str],
         return suites.load_suite(suite)
     source = baseline_stats
     origin = f"inferred from {baseline_name}" if source else "inferred from this dataset"
-    strict = ()
+    strict: tuple[str, ...] = ()
     if source is None:
         source = computed or stats.compute_statistics(dataset, [_train(chosen)])
         strict = (label_column,) if label_column else ()
@@ -440,7 +446,7 @@ def _finite_checks(used: suites.Suite, split: str,
                    column_stats: Mapping[str, stats.ColumnStatistics],
                    types: Mapping[str, str]) -> list[checks.CheckResult]:
     """A spec's `finite` rules, from the statistics of the same pass (GX sees NaN as NULL)."""
-    out = []
+    out: list[checks.CheckResult] = []
     if used.spec is None:
         return out
     for n, rules in used.spec.columns.items():
@@ -471,8 +477,8 @@ def _schema_checks(used: suites.Suite, split: str, types: Mapping[str, str]) -> 
             named.setdefault(n, None)
     for n in named:
         if n not in types:
-            out.append(checks.CheckResult(split, "schema", "column exists", n, False,
-                                          f"missing from the dataset (columns: {', '.join(types)})"))
+            detail = f"missing from the dataset (columns: {', '.join(types)})"
+            out.append(checks.CheckResult(split, "schema", "column exists", n, False, detail))
     if used.spec is not None:
         for n, rules in used.spec.columns.items():
             if rules.type and n in types:
