@@ -12,8 +12,8 @@ import pyarrow as pa
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import quality  # noqa: E402
-from quality_data import arrow_table  # noqa: E402
+import quality
+from quality_data import arrow_table
 
 # The shape of a failed kfp.local run's log: the task's traceback (ANSI colours included), then
 # kfp's own RuntimeError; the line to keep is conveyor's error with the problems it lists.

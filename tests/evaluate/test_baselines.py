@@ -310,9 +310,9 @@ def test_a_constant_model_is_not_blessed_without_a_baseline(candidate, dataset, 
 def test_a_model_trained_on_shuffled_labels_is_not_blessed(penguin_model, tmp_path):
     import numpy as np
     import pyarrow as pa
+    from support import fit_transform, train_model, write_dataset
 
     from conveyor.local.seed import penguins
-    from support import fit_transform, train_model, write_dataset
 
     table = penguins()
     species = table.column("species").to_numpy(zero_copy_only=False)

@@ -9,9 +9,9 @@ import pytest
 from conveyor.errors import InputError
 from conveyor.evaluate import baselines as bl
 from conveyor.evaluate import floor as fl
-from conveyor.evaluate.verdict import parse_thresholds
 from conveyor.evaluate.metrics import Binary, Multiclass, Regression
 from conveyor.evaluate.tasks import finite_metrics
+from conveyor.evaluate.verdict import parse_thresholds
 
 
 def judged(task, y, p, prior_or_mean, thresholds=None):

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from conveyor.evaluate.verdict import parse_thresholds, rule_checks
-from conveyor.evaluate.metrics import Binary, Multiclass, Regression
 from conveyor.errors import InputError
+from conveyor.evaluate.metrics import Binary, Multiclass, Regression
+from conveyor.evaluate.verdict import parse_thresholds, rule_checks
 
 
 def exact_auc(y, p):

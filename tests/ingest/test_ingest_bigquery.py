@@ -8,11 +8,10 @@ import pyarrow as pa
 import pytest
 
 from conveyor import gcp
-from conveyor.errors import (EmptyDataError, InputError, QueryError, SchemaError,
-                             SourceNotFoundError)
+from conveyor.errors import EmptyDataError, InputError, QueryError, SchemaError, SourceNotFoundError
 from conveyor.ingest.bigquery import ingest_bigquery
-from conveyor.io.split import fingerprint_buckets
 from conveyor.io import Dataset
+from conveyor.io.split import fingerprint_buckets
 
 pytestmark = pytest.mark.local
 ROWS = 2000

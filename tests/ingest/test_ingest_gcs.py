@@ -130,7 +130,7 @@ def odd_table(rows: int = 400) -> pa.Table:
         return [None if every and i % every == 0 else v for i, v in enumerate(values)]
 
     i = list(range(rows))
-    t0 = dt.datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone.utc)
+    t0 = dt.datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC)
     columns = [
         pa.array(i, pa.int64()),
         pa.array(nulls([f"Zürich {k % 13}" for k in i], 5)),

@@ -99,7 +99,7 @@ def test_an_existing_table_is_refused_unless_replace(stack, tmp_path):
 
 def test_parquet_into_a_new_table_and_every_row_out_again(stack, tmp_path):
     rows = 12_345  # two REST pages (data._PAGE_ROWS)
-    ts0 = dt.datetime(2001, 9, 9, 1, 46, 40, 123456, tzinfo=dt.timezone.utc)
+    ts0 = dt.datetime(2001, 9, 9, 1, 46, 40, 123456, tzinfo=dt.UTC)
     table = pa.table({
         "Row_ID": pa.array(range(rows), pa.int32()),  # widened to INT64
         "Score": [None if i % 7 == 0 else i / 3 for i in range(rows)],

@@ -8,12 +8,10 @@ One training for the whole module (2 epochs, 180 rows), chained into the other r
 from __future__ import annotations
 
 import csv
-import json
 import random
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest

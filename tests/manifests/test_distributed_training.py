@@ -8,13 +8,13 @@ import json
 import kubernetes_validate
 import pytest
 from google.protobuf import json_format
-
 from support import loopback_api
+from test_manifests import KUBERNETES, pod_security_problems, rbac_problems, render
+
 from conveyor import images
 from conveyor.errors import InputError
 from conveyor.train import tfjob
 from conveyor.train.component import train, train_gpu
-from test_manifests import KUBERNETES, pod_security_problems, rbac_problems, render
 
 EXECUTOR_INPUT = {
     "inputs": {"parameterValues": {"hyperparameters": {"épocas": 3, "note": 'a "quoted" \\ value'},

@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from support import write_dataset
+
 from conveyor.errors import EmptyDataError, InputError
 from conveyor.io import Dataset
 from conveyor.local import seed
@@ -28,7 +28,7 @@ from conveyor.transform.fit import column_statistics, fit
 from conveyor.transform.spec import propose_spec
 from conveyor.validate.stats import compute_statistics
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 T0 = datetime.datetime(2026, 12, 1, tzinfo=UTC)
 CLASSIFIER_OUTPUTS = {"class_label": ("string", 1), "class_id": ("int", 1),
                       "probabilities": ("float", 2)}

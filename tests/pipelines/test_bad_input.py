@@ -24,8 +24,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-
 from support import PENGUINS_SUITE, write_dataset
+
 from conveyor import gcp
 from conveyor.errors import EmptyDataError, InputError, SchemaError, SourceNotFoundError
 from conveyor.io.split import fingerprint_buckets

@@ -59,7 +59,7 @@ def retrained(run: Path) -> bool:
 
 
 def iso(moment: float) -> str:
-    return datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).isoformat()
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).isoformat()
 
 
 def test_shifted_serving_traffic_is_reported_and_retrains_calm_traffic_does_not(

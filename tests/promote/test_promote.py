@@ -57,7 +57,7 @@ def instances(table: pa.Table) -> list[dict]:
 
 
 def iso(moment: float) -> str:
-    return datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).isoformat()
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).isoformat()
 
 
 def newest_run(root: Path) -> Path:

@@ -13,8 +13,8 @@ import pytest
 from conveyor.errors import InputError
 from conveyor.model import infra
 from conveyor.model.infra import InfraCheckFailed, sample_rows
-from conveyor.registry import ModelBasePath
 from conveyor.push.push import NotBlessed, StaleBaseline, push
+from conveyor.registry import ModelBasePath
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 

@@ -77,7 +77,7 @@ def test_identical_pushes_released_together_publish_one_version(base, tmp_path):
         try:
             barrier.wait()
             results.append(base.publish_if_changed(source))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=push) for _ in range(4)]

@@ -26,7 +26,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-
 from support import fit_transform, train_model, write_dataset
 
 pytestmark = pytest.mark.local

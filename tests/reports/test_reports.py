@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from support import write_dataset
+
 from conveyor.evaluate import metrics as m
 from conveyor.evaluate.outputs import write_outputs
 from conveyor.evaluate.result import Check, EvaluationResult
@@ -373,7 +373,7 @@ def test_validate_page_caps_the_charts_at_100_features_and_says_so(tmp_path):
 def test_temporal_statistics_keep_days_and_round_trip(tmp_path):
     table = pa.table({
         "d": pa.array([datetime.date(2020, 1, 1), None, datetime.date(2020, 1, 3)], pa.date32()),
-        "t": pa.array([datetime.datetime(1970, 1, 2, 12, tzinfo=datetime.timezone.utc), None,
+        "t": pa.array([datetime.datetime(1970, 1, 2, 12, tzinfo=datetime.UTC), None,
                        None], pa.timestamp("ns", tz="UTC")),
     })
     ds = write_dataset(tmp_path / "ds", table, ratios={"train": 1.0})

@@ -26,7 +26,7 @@ SIG = Signature({"island": "string", "bill_length_mm": "float", "year": "int", "
 ROW = {"island": "Biscoe", "bill_length_mm": 45.1, "year": 2008, "alive": True, "Île_x": 1.0}
 ANSWER = {"probabilities": [0.1, 0.2, 0.7], "class_id": 2, "class_label": "Gentoo",
           "cube": [[[1.0]]]}
-NOON = datetime.datetime(2026, 12, 2, 12, 0, tzinfo=datetime.timezone.utc).timestamp()
+NOON = datetime.datetime(2026, 12, 2, 12, 0, tzinfo=datetime.UTC).timestamp()
 
 
 DEFAULT = object()
@@ -67,7 +67,7 @@ def value(counter, *labels) -> float:
 def test_a_row_holds_typed_features_outputs_and_the_request():
     (row,) = rows_of(entry())
     assert row["request_id"] == "r1" and row["instance"] == 0 and row["status"] == 200
-    assert row["timestamp"] == datetime.datetime(2026, 12, 2, 12, tzinfo=datetime.timezone.utc)
+    assert row["timestamp"] == datetime.datetime(2026, 12, 2, 12, tzinfo=datetime.UTC)
     assert (row["model_name"], row["model_version"]) == ("penguins", 1)
     assert row["features"] == ROW and row["unparsed"] is None and row["error"] is None
     assert row["outputs"]["probabilities"] == [0.1, 0.2, 0.7]
@@ -232,7 +232,7 @@ def test_readers_never_see_a_half_file(tmp_path):
                 try:
                     assert 0 < pq.read_table(p).num_rows <= 200
                     seen.add(p.name)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     bad.append(f"{p.name}: {exc!r}")
 
     thread = threading.Thread(target=reader)

@@ -143,7 +143,7 @@ def test_every_request_is_logged_once_per_instance_and_sigterm_flushes_it(model,
     prefix = tmp_path / "logs"
     serve = Serve(base.uri, tmp_path, "--log-predictions", str(prefix),
                   "--log-flush-rows", "10000", "--log-flush-seconds", "3600")
-    began = datetime.datetime.now(datetime.timezone.utc)
+    began = datetime.datetime.now(datetime.UTC)
     sent, answered = {}, {}
     rng = random.Random(7)
     try:
@@ -172,7 +172,7 @@ def test_every_request_is_logged_once_per_instance_and_sigterm_flushes_it(model,
     finally:
         if serve.proc.poll() is None:
             serve.proc.kill()
-    ended = datetime.datetime.now(datetime.timezone.utc)
+    ended = datetime.datetime.now(datetime.UTC)
     logged = rows(local_log(prefix))
     assert len(logged) == 61
     by_id = {}

@@ -36,7 +36,7 @@ def with_more_types(table: pa.Table, seed_: int) -> pa.Table:
     """`table` plus a TIMESTAMP with NULLs and a FLOAT64 with NaN and +-inf."""
     rng = np.random.default_rng(seed_)
     rows = table.num_rows
-    start = datetime.datetime(2023, 1, 1, tzinfo=datetime.timezone.utc)
+    start = datetime.datetime(2023, 1, 1, tzinfo=datetime.UTC)
     listed = [None if rng.random() < 0.05 else start + datetime.timedelta(
         microseconds=int(rng.integers(0, 3 * 10**13))) for _ in range(rows)]
     ratio = rng.standard_t(2, rows) * 3  # heavy tails both ways

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
+from support import write_dataset
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from support import write_dataset
 from conveyor.errors import InputError
 from conveyor.io.dataset import Dataset
 from conveyor.stats import tfdv
@@ -42,7 +42,7 @@ def awkward_table(rows=ROWS, seed=7):
                               zip(null[::-1], rng.random(rows) < 0.3)], pa.bool_()),
         "Opened": pa.array([None if n else epoch + datetime.timedelta(days=int(d)) for n, d in
                             zip(np.roll(null, 5), rng.integers(0, 2000, rows))], pa.date32()),
-        "seen at": pa.array([datetime.datetime(2024, 3, 1, tzinfo=datetime.timezone.utc)
+        "seen at": pa.array([datetime.datetime(2024, 3, 1, tzinfo=datetime.UTC)
                              + datetime.timedelta(seconds=int(s))
                              for s in rng.integers(0, 10**8, rows)],
                             pa.timestamp("us", tz="UTC")),
@@ -136,7 +136,7 @@ def test_values_are_conveyors_figures(statistics):
         assert custom(got[("Opened",)], "conveyor_unit").str == tfdv.DAYS
         assert opened.mean == s.mean and opened.std_dev == pytest.approx(s.std)  # exact moments
         seen, s = got[("seen at",)].num_stats, split.columns["seen at"]
-        epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+        epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
         assert seen.min == pytest.approx((s.min - epoch).total_seconds() / 86400, abs=1e-9)
         empty = got[("SELECT",)].string_stats
         assert empty.common_stats.num_non_missing == 0 and not empty.top_values

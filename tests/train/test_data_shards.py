@@ -54,7 +54,8 @@ def ids_read(ds, fitted, index, count, **kw):
 ])
 def test_workers_read_disjoint_parts_that_cover_the_split(tmp_path, rows, shard_rows,
                                                           row_group_rows, workers, kind):
-    from conveyor.train.data import shard_parts, shard_rows as count_rows
+    from conveyor.train.data import shard_parts
+    from conveyor.train.data import shard_rows as count_rows
 
     ds, fitted = dataset(tmp_path, rows, shard_rows, row_group_rows)
     files = list(ds.files("train"))

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from support import free_ports, write_dataset
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]

@@ -7,8 +7,8 @@ import sys
 
 import pyarrow as pa
 import pytest
-
 from support import write_dataset
+
 from conveyor.errors import TrainingError
 from conveyor.io import Dataset
 from conveyor.train.epochs import EpochPolicy, divergence_causes, epoch_metrics

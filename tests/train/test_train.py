@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from support import write_dataset
+
 from conveyor.errors import InputError
 from conveyor.io import Dataset
 from conveyor.local.seed import penguins, reference_rows

@@ -18,11 +18,11 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import write_dataset
 
 from conveyor.errors import InputError, TrainingError
 from conveyor.transform.names import INPUT_NAME, SERVING_NAMES, reserved
 from conveyor.transform.spec import FeatureSpec, propose_spec
-from support import write_dataset
 
 
 def corpus() -> list[str]:
@@ -112,9 +112,9 @@ def small_train(tmp_path, columns: list[str], edit=None):
 def test_the_corpus_trains_exports_and_serves(tmp_path):
     import tensorflow as tf
 
+    from conveyor.io import Dataset
     from conveyor.model.inputs import model_inputs
     from conveyor.model.layout import ASSETS_EXTRA
-    from conveyor.io import Dataset
     from conveyor.transform.fit import Fitted
 
     columns = [c for c in corpus() if c != "y"]

@@ -3,8 +3,8 @@
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-
 from support import write_dataset
+
 from conveyor.errors import EmptyDataError, InputError, SchemaError
 from conveyor.io import Dataset
 from conveyor.local.seed import penguins, reference_rows

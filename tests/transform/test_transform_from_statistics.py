@@ -11,15 +11,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from kfp import dsl
-
 from support import write_dataset
+
 from conveyor.errors import SchemaError
 from conveyor.io import Dataset, DatasetWriter
+from conveyor.model.layout import STATISTICS_FILE
 from conveyor.stats.columns import SAMPLE_SIZE, DatasetStatistics, compute_statistics
 from conveyor.transform import tasks
 from conveyor.transform.fit import fit
 from conveyor.transform.spec import FeatureSpec
-from conveyor.model.layout import STATISTICS_FILE
 from conveyor.validate.validate import validate_dataset
 
 ROWS = 14_000  # train holds more finite values than the sample keeps (quantiles from a sample)

@@ -327,7 +327,7 @@ def awkward_table(rows: int, rng: np.random.Generator) -> pa.Table:
         mask = rng.random(rows) < share
         return [None if m else v for v, m in zip(values, mask)]
 
-    start = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     columns = {
         "Species": pa.array(nulls(rng.choice(["Adélie", "Gentoo", "Chin strap"], rows).tolist(),
                                   0.0), pa.string()),

@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-
 from support import write_dataset
+
 from conveyor.errors import InputError
 from conveyor.local.seed import reference_rows
 from conveyor.validate.stats import compute_statistics

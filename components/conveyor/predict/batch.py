@@ -24,9 +24,9 @@ import numpy as np
 import pyarrow as pa
 
 from conveyor import gcp
+from conveyor.errors import InputError
 from conveyor.gcp import retry
 from conveyor.gcp.sql import parse_table_id, quote_column
-from conveyor.errors import InputError
 from conveyor.io import parquet
 from conveyor.io.dataset import Dataset
 from conveyor.predict import output

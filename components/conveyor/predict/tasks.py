@@ -19,7 +19,6 @@ def _batch_predict(dataset, metrics, *, output_table: str, model=None, model_bas
                   location: str = "", write_mode: str = "create"):
     from conveyor.errors import InputError
     from conveyor.predict.batch import predict_to_bigquery
-
     from conveyor.predict.output import check_write_mode
 
     problems = check_write_mode(write_mode)

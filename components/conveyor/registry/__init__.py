@@ -7,9 +7,19 @@ it serves, whose `assets.extra/` files the steps read. See `base`, `versions`, `
 
 from conveyor.registry.base import ModelBasePath, ServedVersion, served_version
 from conveyor.registry.labels import LABEL_NAME, LABELS, LabelsError, check_labels
-from conveyor.registry.versions import (ASSETS_EXTRA, GRAPH, LOCK, MARKERS, ConflictError,
-                                        Publication, PublishError, StaleBaseline,
-                                        UntrustedVersion, canonical, number)
+from conveyor.registry.versions import (
+                                        ASSETS_EXTRA,
+                                        GRAPH,
+                                        LOCK,
+                                        MARKERS,
+                                        ConflictError,
+                                        Publication,
+                                        PublishError,
+                                        StaleBaseline,
+                                        UntrustedVersion,
+                                        canonical,
+                                        number,
+)
 
 __all__ = ["ASSETS_EXTRA", "GRAPH", "LABELS", "LABEL_NAME", "LOCK", "MARKERS", "ConflictError",
            "LabelsError", "ModelBasePath", "Publication", "PublishError", "ServedVersion",

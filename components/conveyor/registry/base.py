@@ -26,8 +26,15 @@ from conveyor.io.digest import digest
 from conveyor.registry.gcs import GcsStore
 from conveyor.registry.labels import Labelled
 from conveyor.registry.local import LocalStore
-from conveyor.registry.versions import (ASSETS_EXTRA, GRAPH, MARKERS, Publication,
-                                        UntrustedVersion, canonical, trusted_manifest)
+from conveyor.registry.versions import (
+    ASSETS_EXTRA,
+    GRAPH,
+    MARKERS,
+    Publication,
+    UntrustedVersion,
+    canonical,
+    trusted_manifest,
+)
 
 log = logging.getLogger(__name__)
 

@@ -54,8 +54,18 @@ from pathlib import Path
 from conveyor.errors import InputError, SourceNotFoundError, one_line
 from conveyor.io.digest import manifest_hash
 from conveyor.registry import versions
-from conveyor.registry.versions import (GRAPH, MARKERS, ConflictError, Publication, PublishError,
-                                        StaleBaseline, alive, canonical, check_baseline, number)
+from conveyor.registry.versions import (
+    GRAPH,
+    MARKERS,
+    ConflictError,
+    Publication,
+    PublishError,
+    StaleBaseline,
+    alive,
+    canonical,
+    check_baseline,
+    number,
+)
 
 
 class GcsStore:

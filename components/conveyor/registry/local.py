@@ -25,8 +25,15 @@ from pathlib import Path
 from conveyor.errors import one_line
 from conveyor.io.location import Location
 from conveyor.registry.labels import LABELS
-from conveyor.registry.versions import (LOCK, STAGING, Publication, PublishError, alive,
-                                        check_baseline, number)
+from conveyor.registry.versions import (
+    LOCK,
+    STAGING,
+    Publication,
+    PublishError,
+    alive,
+    check_baseline,
+    number,
+)
 
 # Copies one file into the staging folder; a module attribute so a test can make it fail.
 _copy_file = shutil.copy2

@@ -17,9 +17,9 @@ import tensorflow as tf
 
 from conveyor.errors import InputError, TrainingError, one_line
 from conveyor.io.dataset import Dataset
+from conveyor.model.layout import ASSETS_EXTRA, LABELS_FILE, SPEC_FILE
 from conveyor.train.data import chunks
 from conveyor.train.preprocess import input_dtype
-from conveyor.model.layout import ASSETS_EXTRA, LABELS_FILE, SPEC_FILE
 from conveyor.transform.fit import Fitted
 
 
