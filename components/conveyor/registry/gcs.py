@@ -54,6 +54,7 @@ from pathlib import Path
 from conveyor.errors import InputError, SourceNotFoundError, one_line
 from conveyor.io.digest import manifest_hash
 from conveyor.registry import versions
+from conveyor.registry.store import Store
 from conveyor.registry.versions import (
     GRAPH,
     MARKERS,
@@ -68,7 +69,7 @@ from conveyor.registry.versions import (
 )
 
 
-class GcsStore:
+class GcsStore(Store):
     """ModelBasePath's Cloud Storage half (`bucket_name`, `prefix`): claims, markers, uploads."""
 
     def _publish_gcs(self, model_dir: Path, hashes: dict, dedupe: bool,

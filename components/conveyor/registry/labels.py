@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from conveyor.errors import InputError, one_line
+from conveyor.registry.store import Store
 from conveyor.registry.versions import PublishError
 
 LABELS = "labels.json"  # version labels at the base path: {"champion": 1, "challenger": 2}
@@ -35,7 +36,7 @@ def check_labels(labels, where: str) -> dict[str, int]:
     return out
 
 
-class Labelled:
+class Labelled(Store):
     """ModelBasePath's labels: read, check, and update them atomically (local or gs://)."""
 
     def labels_uri(self) -> str:

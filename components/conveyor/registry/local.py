@@ -25,6 +25,7 @@ from pathlib import Path
 from conveyor.errors import one_line
 from conveyor.io.location import Location
 from conveyor.registry.labels import LABELS
+from conveyor.registry.store import Store
 from conveyor.registry.versions import (
     LOCK,
     STAGING,
@@ -39,7 +40,7 @@ from conveyor.registry.versions import (
 _copy_file = shutil.copy2
 
 
-class LocalStore:
+class LocalStore(Store):
     """ModelBasePath's local-folder half: staging, the publish lock, the rename."""
 
     def _publish_local(self, model_dir: Path, hashes: dict, dedupe: bool,

@@ -53,6 +53,7 @@ def confined_path(rel: object, where: str) -> str:
         problem = "has an empty, '.' or '..' part"
     if problem:
         raise UntrustedVersion(f"{where}: file {rel!r} is {problem}; refusing the version")
+    assert isinstance(rel, str)  # checked first above
     return rel
 
 
@@ -92,10 +93,10 @@ class PublishError(ConveyorError):
 class StaleBaseline(ConveyorError):
     """Another run published a version after this model was evaluated against its baseline."""
 
-    def __init__(self, published: int | None, baseline: int):
+    def __init__(self, published: int | None, baseline: int | None):
         self.published, self.baseline = published, baseline
         against = f"against v{baseline}" if baseline else "without a baseline"
-        if published is not None and published > baseline:
+        if published is not None and published > (baseline or 0):
             message = (f"push: another run published v{published} after this model was "
                        f"evaluated {against}; re-run evaluate")
         else:  # the baseline is gone (or was never committed)
@@ -139,7 +140,7 @@ def lease() -> float:
     try:
         return float(os.environ.get(LEASE_ENV, DEFAULT_LEASE))
     except ValueError:
-        raise InputError(f"{LEASE_ENV}: {os.environ[LEASE_ENV]!r} is not a number of seconds")
+        raise InputError(f"{LEASE_ENV}: {os.environ[LEASE_ENV]!r} is not a number of seconds") from None
 
 
 

@@ -29,6 +29,7 @@ def smearing(model: keras.Model, dataset: Dataset, split: str, fitted: Fitted,
     rows: exp of a predicted mean log is the median, not the mean, of the label; serving
     multiplies by this so predictions are unbiased in label units (what RMSE judges)."""
     scale = fitted.label_stats
+    assert scale is not None, "a log-scaled label has its statistics (transform.fit)"
     total, seen = 0.0, 0
     for x, y in chunks(dataset, split, fitted, 8192):
         z = model({k: tf.constant(v) for k, v in x.items()}, training=False).numpy().reshape(-1)
