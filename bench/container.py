@@ -5,8 +5,9 @@
     python bench/container.py --reference 200000 --pairs 3   # bench/pipeline.py's workload
 
 Needs a running stack (`eval "$(conveyor local env)"`, with the table loaded: `conveyor local
-seed --reference 200000` for the reference workload) and the image (`make image`). Each run pushes into a fresh local model base path, so every run does the same
-work (version 1, no baseline). Prints a markdown table for bench/RESULTS.md.
+seed --reference 200000` for the reference workload) and the image (`make image`). Each run
+pushes into a fresh local model base path, so every run does the same work (version 1, no
+baseline). Prints a markdown table for bench/RESULTS.md.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from quality_data import arrow_table
 
 # The shape of a failed kfp.local run's log: the task's traceback (ANSI colours included), then
 # kfp's own RuntimeError; the line to keep is conveyor's error with the problems it lists.
-LOG = """\x1b[36m23:15:50.1 - INFO - Executing task 'validate'\x1b[0m
+LOG = ("""\x1b[36m23:15:50.1 - INFO - Executing task 'validate'\x1b[0m
     Traceback (most recent call last):
       File "/x/validate.py", line 9, in run
         raise ValidationFailed(msg)
@@ -27,8 +27,9 @@ LOG = """\x1b[36m23:15:50.1 - INFO - Executing task 'validate'\x1b[0m
 
 Traceback (most recent call last):
   File "bench/quality.py", line 70, in one_run
-RuntimeError: Pipeline \x1b[95m'conveyor-training'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m.
-"""
+RuntimeError: Pipeline \x1b[95m'conveyor-training'\x1b[0m finished with status """
+       """\x1b[91mFAILURE\x1b[0m.
+""")
 
 
 def test_first_error_line_prefers_conveyors_error_and_keeps_its_listed_problems():

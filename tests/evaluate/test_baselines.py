@@ -157,7 +157,8 @@ def test_unusable_newer_versions_are_skipped_and_the_newest_usable_one_is_the_ba
         assert "not a conveyor model" in why["4"] and "conveyor.transform/v1" in why["4"]
         assert why["5"] == "it needs column(s) ['Île'] that split 'eval' does not have"
     report = markdown(results[0])
-    assert "## Baselines skipped" in report and f"- {base.version_uri(2)}: it does not load" in report
+    assert "## Baselines skipped" in report
+    assert f"- {base.version_uri(2)}: it does not load" in report
     # v5 loads, so it is the served contract: the same inputs and outputs as the candidate.
     assert results[0].signature_diff["against"] == base.version_uri(5)
     assert not results[0].signature_diff["breaking"]
@@ -242,7 +243,8 @@ def test_an_input_removed_from_the_served_signature_is_refused_unless_allowed(
     diff = result.signature_diff
     assert diff["against"] == base.version_uri(1) and diff["inputs"]["removed"] == ["beak_colour"]
     assert diff["breaking"] and "input 'beak_colour' removed" in diff["reasons"]
-    assert reasons(result) == {"1": "it needs column(s) ['beak_colour'] that split 'eval' does not have"}
+    assert reasons(result) == {
+        "1": "it needs column(s) ['beak_colour'] that split 'eval' does not have"}
     gate = [c for c in result.checks if c.metric == "signature"]
     assert len(gate) == 1 and gate[0].passed is allow and result.blessed is allow
     if not allow:
@@ -387,8 +389,8 @@ def test_better_by_noise_is_not_blessed_but_clearly_better_is(candidate, dataset
                                                                rows_the_candidate_gets_right):
     """Served: the candidate wrong on 2 rows it gets right (an accuracy 2 rows lower), then wrong
     on 30. Better by 2 rows is what a retrain on the same data often is: the default (paired
-    McNemar mid-p at 0.05: p = 0.125) does not bless it, plain `min_improvement` does; better by 30 is blessed in
-    both modes. The interval is in the report either way."""
+    McNemar mid-p at 0.05: p = 0.125) does not bless it, plain `min_improvement` does; better
+    by 30 is blessed in both modes. The interval is in the report either way."""
     right = rows_the_candidate_gets_right
     assert len(right) >= 30, len(right)
     plain = {"accuracy": {"min_improvement": 0.0}}

@@ -71,7 +71,8 @@ def test_mcnemar_is_the_mid_p_binomial_tail_of_the_discordant_rows():
     mid_p = (sum(math.comb(11, k) for k in range(10, 12)) + math.comb(11, 9) / 2) / 2 ** 11
     assert result["p_value"] == pytest.approx(mid_p, rel=1e-12)
     assert result["improvement"] == pytest.approx(7 / 40)
-    assert result["candidate"] == pytest.approx(38 / 40) and result["baseline"] == pytest.approx(31 / 40)
+    assert result["candidate"] == pytest.approx(38 / 40)
+    assert result["baseline"] == pytest.approx(31 / 40)
     assert "9 rows only the candidate" in result["note"]
     assert _binomial_tail(0, 0) == 1.0 and _binomial_tail(3, 2) == 0.0
     assert _binomial_tail(5000, 10000) == pytest.approx(0.5 + math.comb(10000, 5000) / 2 ** 10001)

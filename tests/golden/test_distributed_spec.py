@@ -196,7 +196,7 @@ def test_one_replica_compiles_to_the_training_spec(tmp_path):
     assert graph(yaml.safe_load(one)) == graph(checked_in)
     # and no custom job in it: every train task is conveyor's own container, with resources
     tasks = train_tasks(yaml.safe_load(one))
-    for task, executor in tasks.values():
+    for _, executor in tasks.values():
         assert executor["container"]["image"] in images.image_map().values()
         assert executor["container"]["resources"]["resourceMemoryRequest"] in ("4G", "12G")
     assert {t["taskInfo"]["name"] for t, _ in tasks.values()} == {"Train", "Train (GPU)"}

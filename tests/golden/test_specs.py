@@ -146,8 +146,7 @@ def test_steps_that_read_changing_state_are_never_cached(pipeline):
     spec = yaml.safe_load((REPO / "pipelines" / pipeline / "pipeline.yaml").read_text())
 
     def tasks(dag):
-        for name, task in dag["tasks"].items():
-            yield name, task
+        yield from dag["tasks"].items()
     every = {}
     for component in [spec["root"], *spec["components"].values()]:
         if "dag" in component:

@@ -32,7 +32,8 @@ def render(kustomization: str) -> list[dict]:
 
 
 def find(docs, kind, name=None):
-    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    found = [d for d in docs
+             if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
     assert found, f"no {kind} {name or ''} rendered"
     return found[0]
 

@@ -5,9 +5,10 @@ base path in the emulated GCS.
 Each case asserts the exact error class, that the message names the culprit (table, column,
 file, parameter) and what was expected, and that no version was pushed. The control,
 `test_clean_input_is_pushed`, runs the same chain on good data and sees version 1 appear, so
-"nothing was pushed" is a claim the harness could have failed. Where a case has to get past the data checks to reach the
-step under test, it runs validate with `policy="warn"` and says so. One case runs the whole
-training pipeline under kfp.local to show the pipeline, too, stops cleanly.
+"nothing was pushed" is a claim the harness could have failed. Where a case has to get past the
+data checks to reach the step under test, it runs validate with `policy="warn"` and says so.
+One case runs the whole training pipeline under kfp.local to show the pipeline, too, stops
+cleanly.
 
 Names in SQL: a table, a split key, a query parameter or a second statement in `query` that
 carries SQL is refused or stays a value; `bad_input.victim` is checked after each attempt.

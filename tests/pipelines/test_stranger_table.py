@@ -83,7 +83,8 @@ def test_a_strangers_table_trains_and_pushes_a_model_better_than_least_squares(
     assert features["Area_m2"]["transform"] in ("zscore", "log")  # log-normal, skewness ~1.5
     assert all(f.get("why") for f in features.values())
     inputs = {name: f["input"] for name, f in fitted["features"].items()}
-    assert inputs["from"] == "from_" and inputs["class"] == "class_" and inputs["Street Name"] == "Street_Name"
+    assert inputs["from"] == "from_" and inputs["class"] == "class_"
+    assert inputs["Street Name"] == "Street_Name"
     assert inputs["âge"] == "age" and inputs["Area_m2"] == "Area_m2"
     assert "identifies rows" in spec and "input: from_" in spec
 

@@ -60,30 +60,30 @@ def fake_versions(tmp_path, *numbers):
 def test_labels_are_checked_and_written_whole(tmp_path):
     base = fake_versions(tmp_path / "m", 1, 2)
     assert base.labels() == {} and base.served() == 2  # no file: the newest
-    assert base.update_labels(lambda l: {"champion": 1, "challenger": 2}) == {
+    assert base.update_labels(lambda labels: {"champion": 1, "challenger": 2}) == {
         "champion": 1, "challenger": 2}
     assert json.loads((tmp_path / "m" / LABELS).read_text()) == {"champion": 1, "challenger": 2}
     assert base.served() == 1
     with pytest.raises(LabelsError, match="version 7, which is not a published version"):
-        base.update_labels(lambda l: {**l, "golden": 7})
+        base.update_labels(lambda labels: {**labels, "golden": 7})
     with pytest.raises(LabelsError, match="'Gold Ünï' is not a label name"):
-        base.update_labels(lambda l: {**l, "Gold Ünï": 1})
+        base.update_labels(lambda labels: {**labels, "Gold Ünï": 1})
     with pytest.raises(LabelsError, match="expected a version number"):
-        base.update_labels(lambda l: {**l, "champion": True})
+        base.update_labels(lambda labels: {**labels, "champion": True})
     assert base.labels() == {"champion": 1, "challenger": 2}  # nothing written by the above
     assert not [p for p in (tmp_path / "m").iterdir() if p.name.startswith(".labels")]
     (tmp_path / "m" / LABELS).write_text("{not json")
     with pytest.raises(LabelsError, match=r"labels\.json: not JSON"):
         base.labels()
     (tmp_path / "m" / LABELS).write_text('{"champion": 1}')
-    assert base.update_labels(lambda l: {}) == {}
+    assert base.update_labels(lambda labels: {}) == {}
     assert not (tmp_path / "m" / LABELS).exists() and base.served() == 2
 
 
 def test_concurrent_label_updates_lose_nothing(tmp_path):
     base = fake_versions(tmp_path / "m", 1)
     threads = [threading.Thread(target=lambda i=i: ModelBasePath(base.uri).update_labels(
-        lambda l: {**l, f"l{i}": 1})) for i in range(12)]
+        lambda labels: {**labels, f"l{i}": 1})) for i in range(12)]
     for t in threads:
         t.start()
     for t in threads:

@@ -1,6 +1,7 @@
 """The model base path on a local folder: its parameter checks, numbering around folders it did
 not write, concurrent identical pushes, the baseline check, failed copies. No emulator needed:
-the "models" are folders of real files (the registry copies and hashes them, it never loads them)."""
+the "models" are folders of real files (the registry copies and hashes them, it never loads
+them)."""
 
 from __future__ import annotations
 

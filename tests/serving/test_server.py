@@ -229,7 +229,7 @@ def test_new_versions_are_hot_swapped_without_failing_requests(server, model):
         wait_for(lambda: served_counts(url).get(1, 0) > 0, "version 1 to answer")
         for version in (2, 3, 4):
             assert base.publish(model) == version
-            wait_for(lambda: served_counts(url).get(version, 0) >= 20,
+            wait_for(lambda version=version: served_counts(url).get(version, 0) >= 20,
                      f"version {version} to answer 20 requests")
     finally:
         stop.set()

@@ -179,9 +179,10 @@ def test_a_missing_base_path_or_bucket_keeps_the_server_up(tmp_path, bucket, cap
 def test_a_gs_base_path_heals_a_failed_download_and_a_corrupt_committed_graph(
         model, tmp_path, bucket, caplog):
     """Version 2's variables are missing from the bucket (its download fails), version 3's graph
-    was overwritten with half of itself after it was committed (its recorded SHA-256 differs), and 4/ has files but no commit
-    marker: version 1 is served. Each failed copy is removed from the cache, so when the objects
-    are put back the next attempt downloads them afresh and the newest good version is served."""
+    was overwritten with half of itself after it was committed (its recorded SHA-256 differs),
+    and 4/ has files but no commit marker: version 1 is served. Each failed copy is removed from
+    the cache, so when the objects are put back the next attempt downloads them afresh and the
+    newest good version is served."""
     from conveyor import gcp
 
     caplog.set_level(logging.INFO, logger="conveyor.serve")

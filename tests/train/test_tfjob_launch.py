@@ -3,9 +3,9 @@ the Training Operator on 127.0.0.1: the kubernetes client's real requests create
 delete kubeflow.org/v1 TFJobs and read their pods, and each created job's Chief and Worker
 commands really run as local processes with the TF_CONFIG the operator would give them.
 
-The stand-in is tests/support/tfjob_operator.py. Here the pods' commands are small Python programs that
-read the replica's real executor input (fast failure paths); tests/train/test_tfjob_component.py
-runs train's own command in them.
+The stand-in is tests/support/tfjob_operator.py. Here the pods' commands are small Python
+programs that read the replica's real executor input (fast failure paths);
+tests/train/test_tfjob_component.py runs train's own command in them.
 """
 
 from __future__ import annotations

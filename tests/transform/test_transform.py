@@ -117,7 +117,9 @@ def test_all_null_label_in_train_is_refused(tmp_path):
 @pytest.mark.parametrize("column, expected", [
     ("Area_m2", "Area_m2"), ("from", "from_"), ("class", "class_"), ("lambda", "lambda_"),
     ("2nd floor", "f_2nd_floor"), ("a/b-c", "a_b_c"), ("prix €", "prix__"), ("Âge", "Age"),
-    ("größe", "gro_e"), ("", "f_"), ("_x", "f_x"), ("self", "self_"), ("id", "id"), ("match", "match_"), ("features", "features"), ("prediction", "prediction_"), ("the \"island\"", "the__island_"),
+    ("größe", "gro_e"), ("", "f_"), ("_x", "f_x"), ("self", "self_"), ("id", "id"),
+    ("match", "match_"), ("features", "features"), ("prediction", "prediction_"),
+    ("the \"island\"", "the__island_"),
 ])
 def test_every_column_name_maps_to_a_model_input(column, expected):
     from conveyor.transform.spec import input_name

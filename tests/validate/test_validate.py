@@ -120,7 +120,8 @@ def test_drift_is_reported_with_figures_and_breaks_nothing(tmp_path, baseline, n
         assert train["current"]["mean"] - train["baseline"]["mean"] == pytest.approx(1.5, abs=0.1)
     if name == "new category":
         (train,) = [c for c in entries if c["split"] == "train"]
-        assert train["new_values"][0][0] == "zz" and train["new_share"] == pytest.approx(0.04, abs=0.01)
+        assert train["new_values"][0][0] == "zz"
+        assert train["new_share"] == pytest.approx(0.04, abs=0.01)
     report = (tmp_path / "report.html").read_text()
     assert "FAILED" not in report and "PASSED" in report
 
@@ -180,8 +181,9 @@ columns:
   label: {type: string, unique: true}
 table: {min_rows: 10, max_rows: 100, exact_columns: false}
 """)
-    result = validate_dataset(clean, report_path=tmp_path / "r.html", statistics_path=tmp_path / "s",
-                              suite_path=tmp_path / "suite", suite=spec, policy="warn")
+    result = validate_dataset(clean, report_path=tmp_path / "r.html",
+                              statistics_path=tmp_path / "s", suite_path=tmp_path / "suite",
+                              suite=spec, policy="warn")
     failed = {(c.split, c.column, c.rule.split("(")[0]) for c in result.checks if not c.success}
     assert ("train", "c0", "expect_column_values_to_be_in_set") in failed  # a4 not allowed
     assert ("train", "label", "type is string") in failed
@@ -205,9 +207,9 @@ def test_gx_suite_json_is_run_as_is(tmp_path, clean):
          "kwargs": {"column": "f0", "min_value": 5, "max_value": 6}},
         {"type": "expect_column_values_to_be_in_set",
          "kwargs": {"column": "label", "value_set": [0, 1]}}]}))
-    result = validate_dataset(clean, report_path=tmp_path / "r.html", statistics_path=tmp_path / "s",
-                              suite_path=tmp_path / "suite", suite=gx, policy="warn",
-                              chunk_rows=1000)
+    result = validate_dataset(clean, report_path=tmp_path / "r.html",
+                              statistics_path=tmp_path / "s", suite_path=tmp_path / "suite",
+                              suite=gx, policy="warn", chunk_rows=1000)
     outcome = {c.rule.split("(")[0]: c.success for c in result.checks if c.split == "train"}
     assert outcome == {"expect_column_mean_to_be_between": False,
                        "expect_column_values_to_be_in_set": True}

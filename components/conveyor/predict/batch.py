@@ -7,9 +7,9 @@ SELECT` (write_mode "create", the default: the table must not exist), `INSERT IN
 "append": into an existing table with the same columns) or `CREATE OR REPLACE TABLE` (write_mode
 "replace", only when asked). What may be written where is `conveyor.predict.output`, checked
 before the model is loaded: never the input table, never over a table unasked, never two
-columns of one name. Output columns: the passthrough columns asked for, then the model's outputs (binary:
-probability, class, class_label; multiclass: class_id, class_label and one probability_<class>
-column per class; regression: value), then model_version.
+columns of one name. Output columns: the passthrough columns asked for, then the model's
+outputs (binary: probability, class, class_label; multiclass: class_id, class_label and one
+probability_<class> column per class; regression: value), then model_version.
 """
 
 from __future__ import annotations
@@ -91,9 +91,10 @@ def predict_to_bigquery(model_dir: str | Path, dataset_path: str | Path, output_
                            for n, a in model_inputs(batch, fitted).items()})
             table = _output_table(batch, passthrough, out, fitted.spec.task, classes,
                                   model_version).cast(schema)
-            client.load_table_from_file(parquet.buffer(table), staging, job_config=bigquery.LoadJobConfig(
-                source_format=bigquery.SourceFormat.PARQUET, write_disposition=disposition,
-                schema=_bq_schema(table.schema))).result(retry=retry.bigquery())
+            client.load_table_from_file(
+                parquet.buffer(table), staging, job_config=bigquery.LoadJobConfig(
+                    source_format=bigquery.SourceFormat.PARQUET, write_disposition=disposition,
+                    schema=_bq_schema(table.schema))).result(retry=retry.bigquery())
             disposition = bigquery.WriteDisposition.WRITE_APPEND
             rows += table.num_rows
         client.query(_publish_sql(target, staging, schema.names, write_mode),

@@ -6,8 +6,8 @@ import tempfile
 
 
 def batch_predict(dataset, metrics, **kwargs):
-    """`_batch_predict` under `conveyor.failfast.fail_once`: after an attempt that failed on bad input,
-    a retry fails at once with the same error (marker beside the `metrics` output)."""
+    """`_batch_predict` under `conveyor.failfast.fail_once`: after an attempt that failed on bad
+    input, a retry fails at once with the same error (marker beside the `metrics` output)."""
     from conveyor.failfast import fail_once
 
     with fail_once(metrics.path, "batch_predict"):

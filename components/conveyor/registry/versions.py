@@ -140,7 +140,8 @@ def lease() -> float:
     try:
         return float(os.environ.get(LEASE_ENV, DEFAULT_LEASE))
     except ValueError:
-        raise InputError(f"{LEASE_ENV}: {os.environ[LEASE_ENV]!r} is not a number of seconds") from None
+        raise InputError(
+            f"{LEASE_ENV}: {os.environ[LEASE_ENV]!r} is not a number of seconds") from None
 
 
 

@@ -38,14 +38,15 @@ graph names. A column whose name is a plain identifier (letters, digits and `_`,
 letter) and not reserved keeps its name, case included. Reserved (`reserved`): Python keywords
 and soft keywords, `self` and the names of the layers the model adds after its inputs
 (`SERVING_NAMES`: `prediction`, `logits`, `hidden_0`...): each gets a trailing `_` (`self` ->
-`self_`, `from` -> `from_`); `id`, `type` or `value` keep their names. Any other name maps to one deterministically (`input_name`): letters with
-accents lose them, every other character that is not a letter, digit or `_` becomes `_`, a
-leading digit (or an empty result) gets an `f_` prefix and a leading `_` an `f`:
-`prix €` -> `prix__`, `2nd floor` -> `f_2nd_floor`, `a/b-c` -> `a_b_c`, `_x` -> `f_x`. Inputs
-must differ in more than case (TensorFlow's signature refuses `A` beside `a`). A proposed spec
-gives a column whose input would clash with another's the next free `<input>_2`, `_3`...
-(columns keeping their own name first). A written spec may set `input` by hand; two of its
-features whose inputs would clash are refused, naming both columns.
+`self_`, `from` -> `from_`); `id`, `type` or `value` keep their names. Any other name maps to
+one deterministically (`input_name`): letters with accents lose them, every other character
+that is not a letter, digit or `_` becomes `_`, a leading digit (or an empty result) gets an
+`f_` prefix and a leading `_` an `f`: `prix €` -> `prix__`, `2nd floor` -> `f_2nd_floor`,
+`a/b-c` -> `a_b_c`, `_x` -> `f_x`. Inputs must differ in more than case (TensorFlow's
+signature refuses `A` beside `a`). A proposed spec gives a column whose input would clash with
+another's the next free `<input>_2`, `_3`... (columns keeping their own name first). A written
+spec may set `input` by hand; two of its features whose inputs would clash are refused, naming
+both columns.
 
 `propose_spec` writes one from a Dataset's schema and the train split's statistics, so the
 simple case needs no hand-written spec; every decision carries its reason.
