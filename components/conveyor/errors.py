@@ -53,3 +53,18 @@ def one_line(exc: BaseException | None, limit: int = 300) -> str:
     if len(first) > limit:
         first = first[:max(limit - 3, 0)] + "..."
     return f"{type(exc).__name__}: {first}"
+
+
+#: The most characters of a user's file or value that a message quotes (`excerpt`).
+EXCERPT_CHARS = 40
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """`text` quoted for a message, cut to `limit` characters ('...' marks a cut), control
+    characters escaped. The one way a message quotes a user's value or a line of a user's file:
+    a path or a value can name anything the task can read, so a message shows a short excerpt,
+    never a whole line, value or file (RELIABILITY.md, "Nothing lost, nothing trusted")."""
+    text = str(text)
+    cut = len(text) > limit
+    shown = repr(text[:max(limit - 3, 0)] if cut else text)
+    return shown[:-1] + "..." + shown[-1] if cut else shown

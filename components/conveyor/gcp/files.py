@@ -3,6 +3,8 @@
 `local_file` is a context manager: a gs:// object is downloaded into a temporary folder that is
 removed when the block ends, so nothing stays in TMPDIR. `local_copy` returns a path that must
 outlive the call; its downloads are removed when the process exits (a task's process is the task).
+`uri_of(path)` is the gs:// URI a download was made from, so messages name the user's URI, not
+a temporary path.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from conveyor.errors import InputError, SourceNotFoundError
 
 _downloads: list[Path] = []  # local_copy's temporary folders, removed at exit
+_origins: dict[Path, str] = {}  # a download -> the gs:// URI it was made from
 
 
 @contextlib.contextmanager
@@ -27,9 +30,13 @@ def local_file(uri: str, parameter: str) -> Iterator[Path]:
         yield _existing(uri, parameter)
         return
     folder = Path(tempfile.mkdtemp(prefix="conveyor-"))
+    target = None
     try:
-        yield _download(uri, parameter, folder)
+        target = _download(uri, parameter, folder)
+        yield target
     finally:
+        if target is not None:
+            _origins.pop(target, None)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -48,6 +55,12 @@ def local_copy(uri: str, parameter: str) -> Path:
         atexit.register(_remove_downloads)
     _downloads.append(folder)
     return target
+
+
+def uri_of(path: str | Path) -> str:
+    """The gs:// URI `path` was downloaded from by `local_file` or `local_copy`, else the path
+    itself: what a message about the file should name."""
+    return _origins.get(Path(path), str(path))
 
 
 def _remove_downloads() -> None:
@@ -79,4 +92,5 @@ def _download(uri: str, parameter: str, folder: Path) -> Path:
     except NotFound:
         raise SourceNotFoundError(f"{parameter}: {uri} not found (no such object or bucket)") \
             from None
+    _origins[target] = uri
     return target

@@ -210,13 +210,12 @@ class FeatureSpec:
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureSpec:
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except OSError as exc:
-            raise InputError(f"feature spec: cannot read {path}: {exc.strerror or exc}") from None
-        except yaml.YAMLError as exc:
-            raise InputError(f"feature spec: {path} is neither YAML nor JSON: {exc}") from None
-        return cls.from_dict(data, str(path))
+        from conveyor.gcp.files import uri_of
+        from conveyor.io.documents import read_mapping  # errors never quote a non-spec file
+
+        data = read_mapping(path, "feature spec", ("label", "task", "features", "crosses",
+                                                   "label_transform", "excluded", "why"))
+        return cls.from_dict(data, uri_of(path))  # named by its gs:// URI if downloaded
 
     def check_columns(self, types: Mapping[str, str], where: str = "dataset") -> None:
         """Every column the spec names exists with a type its treatment can take."""

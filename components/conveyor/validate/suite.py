@@ -51,10 +51,14 @@ from typing import Any
 import yaml
 
 from conveyor.errors import InputError
+from conveyor.gcp.files import uri_of
 from conveyor.io.dataset import CONTRACT_TYPES
+from conveyor.io.documents import read_mapping
 from conveyor.stats.columns import CATEGORICAL, NUMERIC, SplitStatistics
 
 SPEC_FILE, GX_FILE = "suite.yaml", "expectations.json"
+#: Top-level keys of a suite: a conveyor spec's, and a GX suite's "expectations".
+SUITE_KEYS = ("columns", "table", "conveyor_suite", "expectations")
 _COLUMN_KEYS = {"type", "nullable", "max_null_fraction", "min", "max", "allowed", "unique",
                 "nulls", "finite", "expected"}
 _EXPECTED_KEYS = {"min", "max", "values"}
@@ -347,20 +351,13 @@ def load_suite(path: str | Path) -> Suite:
             if (path / name).is_file():
                 return load_suite(path / name)
         raise InputError(f"{path}: a suite folder holds {SPEC_FILE} or {GX_FILE}; found neither")
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(f"suite: cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)  # YAML is a superset of JSON
-    except yaml.YAMLError as exc:
-        raise InputError(f"suite: {path} is neither YAML nor JSON: {exc}") from None
-    if not isinstance(data, Mapping):
-        raise InputError(f"suite: {path} holds no mapping")
+    # the one reader of a user's YAML/JSON: errors never quote a file that is not a suite
+    data = read_mapping(path, "suite", SUITE_KEYS)
+    where = uri_of(path)  # a download is named by its gs:// URI
     if "expectations" in data:
-        return Suite(from_gx_json(data, str(path)), origin=f"Great Expectations suite {path}")
-    spec = SuiteSpec.from_dict(data, str(path))
-    return Suite(to_expectations(spec), spec, origin=f"conveyor suite {path}")
+        return Suite(from_gx_json(data, where), origin=f"Great Expectations suite {where}")
+    spec = SuiteSpec.from_dict(data, where)
+    return Suite(to_expectations(spec), spec, origin=f"conveyor suite {where}")
 
 
 def write_suite(suite: Suite, folder: str | Path) -> None:
