@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from conveyor.errors import InputError
+from conveyor.errors import InputError, excerpt
 
 #: A valid project id and dataset name (callers check staging datasets and projects too).
 PROJECT_ID = re.compile(r"^[a-z][a-z0-9.:-]{0,127}$")
@@ -143,3 +143,87 @@ def bigquery_parameters(params: Mapping[str, Any] | None) -> list:
                              f"{type(value).__name__}; use bool, int, float, str or "
                              "{'type': ..., 'value': ...}")
     return out
+
+
+#: A position in BigQuery's messages: `at [3:14]` (real BigQuery and the emulator), and the
+#: emulator's `Line 3, Col: 14`.
+_POSITION = re.compile(r"\[(\d+):(\d+)\]|Line (\d+), Col: (\d+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclasses.dataclass(frozen=True)
+class WrappedQuery:
+    """A user's query inside SQL conveyor wrote around it (`SELECT * FROM (\\n<query>\\n)`), and
+    where it sits there, so that the position of an error BigQuery reports in the whole SQL is
+    reported in the user's own text: `at [2:13]` of the wrapper is line 1, column 13 of the
+    query as the user wrote it (leading blank lines and a final ';' included)."""
+
+    sql: str
+    given: str      # the query as the user gave it
+    start: int      # where the statement starts in `sql`
+    lead: int       # where the statement starts in `given` (after leading whitespace)
+    length: int     # the statement's length
+
+    def explain(self, message: str) -> str:
+        """BigQuery's `message` about `sql`, its positions moved into the user's text, the
+        emulator's echo of the wrapper SQL left out, and the user's line quoted (short):
+        `Syntax error: ... at [1:13]; at line 1, column 13 of the query: 'SELEC id FROM t'`."""
+        text = _first_lines(message)
+        found: list[tuple[int, int] | None] = []
+
+        def move(match: re.Match) -> str:
+            line, column = (int(g) for g in match.groups() if g is not None)
+            here = self.position(line, column)
+            found.append(here)
+            if here is None:
+                return match.group(0) + " (of the SQL conveyor wraps around the query)"
+            if match.group(1) is not None:
+                return f"[{here[0]}:{here[1]}]"
+            return f"Line {here[0]}, Col: {here[1]}"
+
+        text = _POSITION.sub(move, text)
+        first = next((p for p in found if p is not None), None)
+        if first is None:
+            return text
+        line, column = first
+        shown = self.given.split("\n")[line - 1]
+        start = max(0, column - 1 - 20)
+        quoted = ("..." if start else "") + excerpt(shown[start:])
+        return f"{text.rstrip('. ')}; at line {line}, column {column} of the query: {quoted}"
+
+    def position(self, line: int, column: int) -> tuple[int, int] | None:
+        """(line, column) in `given` of (line, column) in `sql`, both 1-based; a position past
+        the statement's end is its end (the query stopped early); None if before its start."""
+        lines = self.sql.split("\n")
+        if not 1 <= line <= len(lines):
+            return None
+        offset = sum(len(x) + 1 for x in lines[:line - 1]) + max(column, 1) - 1
+        inside = offset - self.start
+        if inside < 0:
+            return None
+        at = self.lead + min(inside, self.length)
+        before = self.given.rfind("\n", 0, at)
+        return self.given.count("\n", 0, at) + 1, at - before
+
+
+def wrap_query(before: str, statement: str, after: str, given: str | None = None) -> WrappedQuery:
+    """`before + statement + after`, remembering where `statement` (`single_statement(given)`)
+    sits in it and in `given` (default: the statement itself)."""
+    given = statement if given is None else given
+    lead = given.find(statement) if statement else 0
+    return WrappedQuery(before + statement + after, given, len(before), max(lead, 0),
+                        len(statement))
+
+
+def _first_lines(message: str) -> str:
+    """BigQuery's message on one line, without the emulator's echo of the SQL it ran: its
+    message goes on with the SQL after `Line L, Col: C.` (a parse error) or from `LINE 1:`
+    (DuckDB's), which is conveyor's wrapper, not the user's text."""
+    kept = []
+    for line in _ANSI.sub("", message).splitlines():
+        if re.match(r"\s*LINE \d+:", line):
+            break
+        kept.append(line.strip())
+        if re.search(r"Line \d+, Col: \d+\.?\s*$", line):
+            break
+    return " ".join(k for k in kept if k)

@@ -39,9 +39,11 @@ from conveyor.gcp.sql import (
     DATASET_NAME,
     PROJECT_ID,
     TableRef,
+    WrappedQuery,
     bigquery_parameters,
     parse_table_id,
     single_statement,
+    wrap_query,
 )
 from conveyor.ingest.core import IngestResult, check_column_names, restore_names, route
 from conveyor.io.dataset_writer import DatasetWriter
@@ -93,6 +95,7 @@ def ingest_bigquery(
     _check_arguments(table, query, read_method, read_streams, staging_dataset, project)
     spec = SplitSpec.parse(split_ratios, split_key)
     params = bigquery_parameters(query_parameters)
+    given = query or None  # as the user wrote it: errors give positions in this text
     if query:
         query = single_statement(query)
         if not query:
@@ -103,7 +106,7 @@ def ingest_bigquery(
     source.update(project=project, split=spec.describe())
 
     job_config = bigquery.QueryJobConfig(query_parameters=params, use_query_cache=False)
-    schema = _dry_run_schema(client, source_sql, params, where)
+    schema = _dry_run_schema(client, source_sql, params, where, given)
     arrow_schema = _contract_schema(schema, where)
     spec.check_key_type(arrow_schema, where)
 
@@ -112,7 +115,7 @@ def ingest_bigquery(
     phases = {"check": time.monotonic() - start}
     try:
         mark = time.monotonic()
-        _materialize(client, tmp, source_sql, arrow_schema, spec, job_config, where)
+        _materialize(client, tmp, source_sql, arrow_schema, spec, job_config, where, given)
         phases["materialize"] = time.monotonic() - mark
         mark = time.monotonic()
         streams = (_storage_streams(tmp, read_streams) if read_method == "storage"
@@ -169,19 +172,21 @@ def _create_staging(client, project: str, staging_dataset: str, location: str | 
 
 
 def _materialize(client, tmp: TableRef, source_sql: str, arrow_schema: pa.Schema,
-                 spec: SplitSpec, job_config, where: str) -> None:
+                 spec: SplitSpec, job_config, where: str, given: str | None = None) -> None:
     """The source's rows with their split, in the staging table `tmp` (expiring in a day);
-    refused when the result or a split is empty."""
+    refused when the result or a split is empty. `given`: the user's query as written, whose
+    positions errors report."""
     from google.cloud import bigquery
 
-    try:
-        _run(client, f"""
+    wrapped = wrap_query(f"""
                 CREATE OR REPLACE TABLE {tmp.sql}
                 OPTIONS (expiration_timestamp = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 DAY))
                 AS SELECT * EXCEPT ({_BUCKET_COLUMN}),
                           {spec.sql_split(_BUCKET_COLUMN)} AS {SPLIT_COLUMN}
                 FROM (SELECT src.*, {spec.sql_bucket(arrow_schema.names, where)} AS {_BUCKET_COLUMN}
-                      FROM (\n{source_sql}\n) AS src)""", job_config, where)
+                      FROM (\n""", source_sql, "\n) AS src)", given)
+    try:
+        _run(client, wrapped.sql, job_config, where, wrapped if given else None)
     except QueryError as exc:
         raise _with_emulator_hint(exc, arrow_schema.names) from None
     counts = {row["split"]: row["n"] for row in _run(
@@ -240,7 +245,8 @@ def source_schema(*, table: str | None = None, query: str | None = None,
         sql, where = single_statement(query), "query"
         if not sql:
             raise InputError("query: holds no statement")
-    fields = _dry_run_schema(client, sql, bigquery_parameters(query_parameters), where)
+    fields = _dry_run_schema(client, sql, bigquery_parameters(query_parameters), where,
+                             query or None)
     return {f.name: BIGQUERY_TYPES.get(f.field_type, f.field_type) for f in fields}
 
 
@@ -259,7 +265,9 @@ def _check_table_exists(client, ref: TableRef) -> None:
         raise SourceNotFoundError(f"table: BigQuery table {ref} not found") from None
 
 
-def _run(client, sql: str, job_config, where: str) -> list:
+def _run(client, sql: str, job_config, where: str, wrapped: WrappedQuery | None = None) -> list:
+    """The rows of `sql`; BigQuery's errors as conveyor's, positions in the user's query when
+    `wrapped` says where it sits in `sql`."""
     from google.api_core import exceptions as gexc
 
     try:
@@ -267,23 +275,29 @@ def _run(client, sql: str, job_config, where: str) -> list:
                            job_retry=retry.bigquery_job())
         return list(job.result(retry=retry.bigquery(), job_retry=retry.bigquery_job()))
     except gexc.NotFound as exc:
-        raise SourceNotFoundError(f"{where}: BigQuery: {_message(exc)}") from None
+        raise SourceNotFoundError(f"{where}: BigQuery: {_message(exc, wrapped)}") from None
     except gexc.BadRequest as exc:
-        raise QueryError(f"{where}: BigQuery rejected the query: {_message(exc)}") from None
+        raise QueryError(f"{where}: BigQuery rejected the query: {_message(exc, wrapped)}") \
+            from None
 
 
-def _dry_run_schema(client, source_sql: str, params: list, where: str) -> list:
+def _dry_run_schema(client, source_sql: str, params: list, where: str,
+                    given: str | None = None) -> list:
+    """The columns `source_sql` gives, by a dry run. `given`: the user's query as written (of
+    which `source_sql` is the statement): an error's position is reported in it."""
     from google.api_core import exceptions as gexc
     from google.cloud import bigquery
 
+    wrapped = wrap_query("SELECT * FROM (\n", source_sql, "\n)", given)
+    explained = wrapped if given else None
     config = bigquery.QueryJobConfig(dry_run=True, use_query_cache=False, query_parameters=params)
     try:
-        job = client.query(f"SELECT * FROM (\n{source_sql}\n)", job_config=config,
-                           retry=retry.bigquery())
+        job = client.query(wrapped.sql, job_config=config, retry=retry.bigquery())
     except gexc.NotFound as exc:
-        raise SourceNotFoundError(f"{where}: BigQuery: {_message(exc)}") from None
+        raise SourceNotFoundError(f"{where}: BigQuery: {_message(exc, explained)}") from None
     except gexc.BadRequest as exc:
-        raise QueryError(f"{where}: BigQuery rejected the query: {_message(exc)}") from None
+        raise QueryError(f"{where}: BigQuery rejected the query: {_message(exc, explained)}") \
+            from None
     return list(job.schema or [])
 
 
@@ -298,11 +312,15 @@ def _with_emulator_hint(exc: QueryError, names: list[str]) -> QueryError:
         "BigQuery can. On the emulator, load the data with other names for those columns")
 
 
-def _message(exc) -> str:
+def _message(exc, wrapped: WrappedQuery | None = None) -> str:
+    """BigQuery's message; with `wrapped`, its positions moved into the user's query and that
+    line quoted (`WrappedQuery.explain`)."""
     errors = getattr(exc, "errors", None) or []
     if errors and isinstance(errors[0], dict) and errors[0].get("message"):
-        return errors[0]["message"]
-    return str(getattr(exc, "message", exc)).splitlines()[0]
+        text = errors[0]["message"]
+    else:
+        text = str(getattr(exc, "message", exc)).splitlines()[0]
+    return wrapped.explain(text) if wrapped is not None else text
 
 
 def _contract_schema(fields: list, where: str) -> pa.Schema:
