@@ -215,6 +215,18 @@ def wrap_query(before: str, statement: str, after: str, given: str | None = None
                         len(statement))
 
 
+def error_message(exc: BaseException, wrapped: WrappedQuery | None = None) -> str:
+    """BigQuery's own message in a google-api-core error (its first error's, without the
+    request's URL); with `wrapped`, its positions moved into the user's query
+    (`WrappedQuery.explain`)."""
+    errors = getattr(exc, "errors", None) or []
+    if errors and isinstance(errors[0], dict) and errors[0].get("message"):
+        text = str(errors[0]["message"])
+    else:
+        text = (str(getattr(exc, "message", exc)).splitlines() or [""])[0]
+    return wrapped.explain(text) if wrapped is not None else text
+
+
 def _first_lines(message: str) -> str:
     """BigQuery's message on one line, without the emulator's echo of the SQL it ran: its
     message goes on with the SQL after `Line L, Col: C.` (a parse error) or from `LINE 1:`

@@ -41,6 +41,7 @@ from conveyor.gcp.sql import (
     TableRef,
     WrappedQuery,
     bigquery_parameters,
+    error_message,
     parse_table_id,
     single_statement,
     wrap_query,
@@ -275,10 +276,10 @@ def _run(client, sql: str, job_config, where: str, wrapped: WrappedQuery | None 
                            job_retry=retry.bigquery_job())
         return list(job.result(retry=retry.bigquery(), job_retry=retry.bigquery_job()))
     except gexc.NotFound as exc:
-        raise SourceNotFoundError(f"{where}: BigQuery: {_message(exc, wrapped)}") from None
+        raise SourceNotFoundError(f"{where}: BigQuery: {error_message(exc, wrapped)}") from None
     except gexc.BadRequest as exc:
-        raise QueryError(f"{where}: BigQuery rejected the query: {_message(exc, wrapped)}") \
-            from None
+        message = error_message(exc, wrapped)
+        raise QueryError(f"{where}: BigQuery rejected the query: {message}") from None
 
 
 def _dry_run_schema(client, source_sql: str, params: list, where: str,
@@ -294,10 +295,11 @@ def _dry_run_schema(client, source_sql: str, params: list, where: str,
     try:
         job = client.query(wrapped.sql, job_config=config, retry=retry.bigquery())
     except gexc.NotFound as exc:
-        raise SourceNotFoundError(f"{where}: BigQuery: {_message(exc, explained)}") from None
-    except gexc.BadRequest as exc:
-        raise QueryError(f"{where}: BigQuery rejected the query: {_message(exc, explained)}") \
+        raise SourceNotFoundError(f"{where}: BigQuery: {error_message(exc, explained)}") \
             from None
+    except gexc.BadRequest as exc:
+        message = error_message(exc, explained)
+        raise QueryError(f"{where}: BigQuery rejected the query: {message}") from None
     return list(job.schema or [])
 
 
@@ -310,17 +312,6 @@ def _with_emulator_hint(exc: QueryError, names: list[str]) -> QueryError:
         f"{exc}; the BigQuery emulator (bqemulator) lower-cases the column names of the split "
         f"query and then cannot find those with non-ASCII upper-case letters ({odd}); real "
         "BigQuery can. On the emulator, load the data with other names for those columns")
-
-
-def _message(exc, wrapped: WrappedQuery | None = None) -> str:
-    """BigQuery's message; with `wrapped`, its positions moved into the user's query and that
-    line quoted (`WrappedQuery.explain`)."""
-    errors = getattr(exc, "errors", None) or []
-    if errors and isinstance(errors[0], dict) and errors[0].get("message"):
-        text = errors[0]["message"]
-    else:
-        text = str(getattr(exc, "message", exc)).splitlines()[0]
-    return wrapped.explain(text) if wrapped is not None else text
 
 
 def _contract_schema(fields: list, where: str) -> pa.Schema:

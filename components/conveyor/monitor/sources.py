@@ -72,7 +72,7 @@ def read_bigquery(window: Window, served: Served, *, table: str = "", query: str
 
     from conveyor import gcp
     from conveyor.gcp import retry
-    from conveyor.gcp.sql import parse_table_id, single_statement
+    from conveyor.gcp.sql import error_message, parse_table_id, single_statement, wrap_query
 
     client = gcp.bigquery_client(project or None, location or None)
     if table:
@@ -82,8 +82,10 @@ def read_bigquery(window: Window, served: Served, *, table: str = "", query: str
         source_sql, where = single_statement(query), "traffic query"
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", timestamp_column or ""):
         raise InputError(f"timestamp_column: {timestamp_column!r} is not a column name")
-    sql = (f"SELECT * FROM (\n{source_sql}\n) AS traffic WHERE `{timestamp_column}` >= @start "
-           f"AND `{timestamp_column}` < @end")
+    wrapped = wrap_query("SELECT * FROM (\n", source_sql, f"\n) AS traffic WHERE "
+                         f"`{timestamp_column}` >= @start AND `{timestamp_column}` < @end",
+                         query or None)
+    sql, explained = wrapped.sql, (wrapped if not table else None)  # positions in the query
     config = bigquery.QueryJobConfig(use_query_cache=False, query_parameters=[
         bigquery.ScalarQueryParameter("start", "TIMESTAMP", window.start),
         bigquery.ScalarQueryParameter("end", "TIMESTAMP", window.end)])
@@ -98,9 +100,11 @@ def read_bigquery(window: Window, served: Served, *, table: str = "", query: str
             accumulate(traffic, pa.Table.from_batches([batch]), window, timestamp_column,
                         where, set())
     except gexc.NotFound as exc:
-        raise SourceNotFoundError(f"{where}: BigQuery: {exc.message}") from None
+        raise SourceNotFoundError(f"{where}: BigQuery: {error_message(exc, explained)}") \
+            from None
     except gexc.BadRequest as exc:
-        raise InputError(f"{where}: BigQuery rejected the query: {exc.message}") from None
+        message = error_message(exc, explained)
+        raise InputError(f"{where}: BigQuery rejected the query: {message}") from None
     return traffic
 
 
