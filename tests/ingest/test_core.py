@@ -41,3 +41,12 @@ def test_names_a_dataset_cannot_take(names, words):
 def test_odd_but_valid_names_pass():
     check_column_names(["from", "1st", "a-b", "a/b", "with space", "prix €", "日本語",
                         "__conveyor", "conveyor_split"], "f.csv")
+
+
+def test_a_long_name_is_quoted_short():
+    """A CSV's header is its first line, whatever the file holds: never quoted whole."""
+    line = "root:$6$salt$" + "s" * 100 + ":19700:0:99999:7:::"
+    with pytest.raises(SchemaError) as err:
+        check_column_names([line, "x", line], "f.csv")
+    assert "is given twice (columns 1 and 3)" in str(err.value)
+    assert "'root:$6$salt$sss" in str(err.value) and "s" * 40 not in str(err.value)

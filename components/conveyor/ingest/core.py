@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from conveyor.errors import SchemaError
+from conveyor.errors import SchemaError, excerpt
 from conveyor.io.dataset import DatasetInfo
 from conveyor.io.dataset_writer import DatasetWriter
 from conveyor.io.split import RESERVED_COLUMNS, SPLIT_COLUMN, SplitSpec
@@ -52,7 +52,8 @@ def check_column_names(names: Sequence[str], where: str) -> None:
     a name conveyor reserves (in any case), a name given twice, or two names that differ only in
     case. The last is BigQuery's rule (its column names are case-insensitive): a Dataset's columns
     must be able to go back into BigQuery (batch_predict's passthrough columns, a table loaded
-    from its files), and BigQuery ingest matches the columns it reads back ignoring case."""
+    from its files), and BigQuery ingest matches the columns it reads back ignoring case. Names
+    are quoted short (`excerpt`): a CSV's header is its first line, whatever the file is."""
     reserved = {r.casefold(): r for r in RESERVED_COLUMNS}
     seen: dict[str, tuple[int, str]] = {}
     for number, name in enumerate(names, start=1):
@@ -62,17 +63,18 @@ def check_column_names(names: Sequence[str], where: str) -> None:
                 "needs a name (give it one in the query or the file's header)")
         key = name.casefold()
         if key in reserved:
-            raise SchemaError(f"{where}: column name {name!r} is reserved by conveyor "
+            raise SchemaError(f"{where}: column name {excerpt(name)} is reserved by conveyor "
                               f"({reserved[key]!r}, in any case); rename the column")
         if key in seen:
             first, other = seen[key]
             if other == name:
-                raise SchemaError(f"{where}: column name {name!r} is given twice (columns "
+                raise SchemaError(f"{where}: column name {excerpt(name)} is given twice (columns "
                                   f"{first} and {number}); column names must be unique")
             raise SchemaError(
-                f"{where}: columns {other!r} (column {first}) and {name!r} (column {number}) "
-                "differ only in case; BigQuery column names are case-insensitive and a Dataset's "
-                "columns must be able to go back to BigQuery: rename one of them")
+                f"{where}: columns {excerpt(other)} (column {first}) and {excerpt(name)} "
+                f"(column {number}) differ only in case; BigQuery column names are "
+                "case-insensitive and a Dataset's columns must be able to go back to BigQuery: "
+                "rename one of them")
         seen[key] = (number, name)
 
 

@@ -7,7 +7,9 @@ memory stays bounded whatever the files' size. The split uses the same rule as B
 
 The schema is that of the first file (for CSV, the types pyarrow infers from its first block);
 every later file must have the same columns with values of those types, or the error names the
-file and column. Column names are kept exactly as the first file has them (case, spaces,
+file and column. A value that does not fit its column's type, in any block of any file, is
+named with its column, the rows read before it and what to do (`conveyor.io.csv_file`). Column
+names are kept exactly as the first file has them (case, spaces,
 unicode); an empty name, a name given twice or two that differ only in case are refused
 (`conveyor.ingest.core.check_column_names`). Nothing is left behind on error: the Dataset writer
 removes what it wrote.
@@ -16,7 +18,6 @@ removes what it wrote.
 from __future__ import annotations
 
 import fnmatch
-import re
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -27,6 +28,7 @@ from conveyor import gcp
 from conveyor.errors import InputError, SchemaError, SourceNotFoundError
 from conveyor.gcp import retry
 from conveyor.ingest.core import IngestResult, check_column_names, route
+from conveyor.io.csv_file import CsvBatches
 from conveyor.io.dataset import contract_schema, contract_type
 from conveyor.io.dataset_writer import DatasetWriter
 from conveyor.io.split import SPLIT_COLUMN, SplitSpec
@@ -114,37 +116,18 @@ def _check_columns(blob, found: pa.Schema, schema: pa.Schema | None) -> None:
 
 
 def _csv_batches(blob, schema: pa.Schema | None, delimiter: str) -> Iterator[pa.RecordBatch]:
-    import pyarrow.csv as pcsv
-
+    """The file's batches; the first file's `schema` fixes a later file's types. A value or
+    row that does not fit is named by `CsvBatches` (column, value, rows before it)."""
     raw = blob.open("rb", retry=retry.storage())
     stream = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), "gzip") \
         if blob.name.lower().endswith(".gz") else raw
-    convert = pcsv.ConvertOptions(column_types=schema, strings_can_be_null=True)
-    columns = schema
     try:
-        reader = pcsv.open_csv(stream, read_options=pcsv.ReadOptions(block_size=_CSV_BLOCK),
-                               parse_options=pcsv.ParseOptions(delimiter=delimiter),
-                               convert_options=convert)
-        columns = reader.schema
+        reader = CsvBatches(stream, _uri(blob), block_size=_CSV_BLOCK, delimiter=delimiter,
+                            column_types=schema, types_from="the first file")
         _check_columns(blob, reader.schema, schema)
         yield from reader
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowKeyError) as exc:
-        raise SchemaError(
-            f"{_uri(blob)}: not readable as CSV with the expected columns and types "
-            f"({_name_column(exc, columns)}); the types come from the first block of the first file"
-        ) from None
     finally:
         raw.close()
-
-
-def _name_column(exc: Exception, schema: pa.Schema | None) -> str:
-    """pyarrow's CSV error, with the column it numbers ("In CSV column #4: ...") named."""
-    text = str(exc)
-    found = re.search(r"CSV column #(\d+)", text)
-    if found and schema is not None and int(found.group(1)) < len(schema):
-        field = schema.field(int(found.group(1)))
-        return f"column {field.name!r} ({field.type}): {text}"
-    return text
 
 
 def _parquet_batches(blob, schema: pa.Schema | None) -> Iterator[pa.RecordBatch]:

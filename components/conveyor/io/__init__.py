@@ -1,7 +1,9 @@
 """Shared on-disk formats and storage. `conveyor.io.dataset` is the Dataset artifact contract
 (written by `conveyor.io.dataset_writer`); `conveyor.io.parquet` other Parquet files;
 `conveyor.io.split` the hash split rule; `conveyor.io.location` a local-or-gs:// file;
-`conveyor.io.digest` file hashes of a folder.
+`conveyor.io.digest` file hashes of a folder; `conveyor.io.documents` a user's YAML/JSON file
+(a suite, a feature spec) and `conveyor.io.csv_file` a CSV file, both read with errors that name
+what is wrong and never quote more of the file than a short excerpt.
 
 The names below are imported on first use, not with the package: `conveyor.io.location` is
 used on paths (the CLI, the local stack, the registry) that must not pay pandas' and pyarrow's

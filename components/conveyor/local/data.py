@@ -57,11 +57,11 @@ def _batches(path: Path) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     if not path.is_file():
         raise SourceNotFoundError(f"FILE: {path} does not exist or is not a file")
     try:
-        if file_format(path) == "csv":
-            import pyarrow.csv as pcsv
+        if file_format(path) == "csv":  # a value not fitting its column: named, with its rows
+            from conveyor.io.csv_file import CsvBatches
 
-            reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=_CSV_BLOCK),
-                                   convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
+            reader = CsvBatches(path, f"FILE: {path}", block_size=_CSV_BLOCK)
+            assert reader.schema is not None  # set once the reader is open
             return reader.schema, iter(reader)
         from conveyor.io import parquet
 
@@ -259,9 +259,9 @@ def _run_query(sql: str, project: str | None, **pages):
 
 
 def _message(exc) -> str:
-    from conveyor.ingest.bigquery import _message as message
+    from conveyor.gcp.sql import error_message
 
-    return message(exc)
+    return error_message(exc)
 
 
 def query(sql: str, *, max_rows: int = 20, project: str | None = None) -> QueryResult:
