@@ -22,11 +22,13 @@ class ModelNameError(InputError):
 
 
 def check_model_name(name: object) -> str:
-    """`name` if requests can reach it at /v1/models/{name}, else ModelNameError saying why."""
+    """`name` if requests reach it at /v1/models/{name} as it is written, else ModelNameError
+    saying what a name may hold."""
     if isinstance(name, str) and MODEL_NAME.fullmatch(name):
         return name
     shown = repr(name) if not isinstance(name, str) or len(name) <= 60 else f"{name[:60]!r}..."
     raise ModelNameError(
-        f"--model-name: {shown} cannot be reached at /v1/models/NAME; a model name is 1 to 200 "
-        "ASCII letters, digits, '.', '_' or '-', starting with a letter or digit (no '/', ':', "
-        "'%', spaces or other characters a URL would have to escape), e.g. 'penguins'")
+        f"--model-name: {shown} is not a name requests can use in /v1/models/NAME as it stands; "
+        "a model name is 1 to 200 ASCII letters, digits, '.', '_' or '-', starting with a "
+        "letter or digit (no '/', ':', '%', spaces or other characters a URL would have to "
+        "escape), e.g. 'penguins'")
