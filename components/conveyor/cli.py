@@ -212,6 +212,9 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from conveyor.serving import check_model_name
+
+    check_model_name(args.model_name)  # before anything loads: no URL could reach it
     from conveyor.serving.server import serve
 
     for option, value in (("--max-request-bytes", args.max_request_bytes),

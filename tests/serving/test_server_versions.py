@@ -107,7 +107,7 @@ def test_at_start_the_newest_version_that_loads_is_served_and_readyz_names_the_r
     shutil.copytree(model, root / "5")
     (root / "5" / "saved_model.pb").write_text("see README\n")
     (root / "5.tmp").mkdir()  # not a version number: not a version, not reported
-    (root / "６").mkdir()  # a fullwidth digit: not a version number either
+    (root / "６").mkdir()  # a fullwidth digit: never a version number, reported as such
 
     manager = ModelManager(base.uri, "penguins", clock=Clock())
     with client(manager) as app:
@@ -121,18 +121,19 @@ def test_at_start_the_newest_version_that_loads_is_served_and_readyz_names_the_r
     status = ready.json()
     assert (status["model"], status["version"], status["loaded_versions"]) == ("penguins", 2, [2])
     reasons = {s["version"]: s["reason"] for s in status["skipped"]}
-    assert list(reasons) == ["5", "4", "3"]  # newest first
+    assert list(reasons) == ["６", "5", "4", "3"]  # newest first, never-versions before
+    assert "only ASCII digits" in reasons["６"]
     assert "Cannot parse file" in reasons["5"]
     assert "no 'serving_default' signature" in reasons["4"]
     assert "variables" in reasons["3"]
     assert predicted.status_code == 200, predicted.text
-    assert 'conveyor_serving_skipped_versions{model="penguins"} 3.0' in metrics
+    assert 'conveyor_serving_skipped_versions{model="penguins"} 4.0' in metrics
     assert 'conveyor_serving_load_failures{model="penguins"} 3.0' in metrics
     assert 'conveyor_serving_loaded_version{model="penguins"} 2.0' in metrics
     [swap] = swaps(caplog)
     assert swap.startswith("penguins: serving version 2 (was none); loaded and warmed up in ")
     assert float(swap.split(" in ")[1].split(" s")[0]) > 0  # real seconds, not the fake clock
-    assert swap.endswith("; skipping newer: 3, 4, 5 (see /readyz)")
+    assert swap.endswith("; skipping newer: 3, 4, 5, ６ (see /readyz)")
     assert all("\n" not in r.getMessage() for r in caplog.records)  # one line each
 
 

@@ -33,6 +33,7 @@ from conveyor.registry.versions import (
     Publication,
     UntrustedVersion,
     canonical,
+    not_a_version,
     trusted_manifest,
 )
 
@@ -101,6 +102,37 @@ class ModelBasePath(Labelled, LocalStore, GcsStore):
             return sorted(v for p in base.iterdir()
                           if (v := canonical(p.name)) is not None and (p / GRAPH).exists())
         return self._numbers(f"{MARKERS}/committed/")
+
+    def scan(self) -> tuple[list[int], dict[str, str]]:
+        """(the published versions, ascending; {folder name: why it is not a version}) in one
+        listing: the one place where a folder becomes a version or is refused, for readers
+        that report what they skip (`conveyor serve`). Reported: every all-digit folder that
+        is not a published version (`007`, `١`, a number past int64, a folder without its
+        graph or, on gs://, without its commit marker); other names (`labels.json`, `5.tmp`)
+        are not versions and not worth a word."""
+        if self.gcs:
+            versions = self.versions()
+            published = {str(v) for v in versions}
+            unusable = {name: not_a_version(name) or (
+                "not published: no commit marker (a push still writing, one that died, or "
+                "files copied by hand)") for name in self._folder_names()
+                if name not in published}
+            return versions, unusable
+        base = Path(self.uri)
+        found: list[int] = []
+        unusable = {}
+        for path in base.iterdir() if base.is_dir() else []:
+            why, version = not_a_version(path.name), canonical(path.name)
+            if why is None and version is not None:
+                if not path.is_dir():
+                    why = "not a folder"
+                elif not (path / GRAPH).is_file():
+                    why = "no saved_model.pb: not a SavedModel, or one still being copied"
+                else:
+                    found.append(version)
+            if why is not None:
+                unusable[path.name] = why
+        return sorted(found), unusable
 
     def latest(self) -> int | None:
         versions = self.versions()

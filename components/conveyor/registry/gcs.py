@@ -65,6 +65,7 @@ from conveyor.registry.versions import (
     alive,
     canonical,
     check_baseline,
+    check_room,
     number,
 )
 
@@ -119,7 +120,7 @@ class GcsStore(Store):
         folders = set(self._folders())
         top = max(ours, default=0)
         skipped = sorted(n for n in folders - ours if n > top)
-        version = max(ours | folders, default=0) + 1
+        version = check_room(max(ours | folders, default=0) + 1, self.uri)
         while True:
             if self._create_marker(f"{MARKERS}/claims/{version}", claim):
                 if not self._list(f"{version}/", max_results=1):
@@ -287,6 +288,11 @@ class GcsStore(Store):
 
     def _folders(self) -> list[int]:
         """The numbers of the numeric `<n>/` folders directly under the base path."""
+        return sorted(n for name in self._folder_names() if (n := number(name)) is not None)
+
+    def _folder_names(self) -> list[str]:
+        """The names of the `<name>/` folders directly under the base path that are all digits,
+        of any script (`7`, `007`, `١`): the version-like ones (one listing call)."""
         from conveyor import gcp
         from conveyor.gcp import retry
 
@@ -297,7 +303,7 @@ class GcsStore(Store):
             for _ in pages:  # prefixes are filled as the pages are read
                 pass
         names = (p[len(top):].rstrip("/") for p in pages.prefixes)
-        return sorted(n for name in names if (n := number(name)) is not None)
+        return sorted(name for name in names if name.isdigit())
 
     def _list(self, rel_prefix: str, max_results: int | None = None) -> list[str]:
         from conveyor import gcp

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conveyor.errors import InputError, one_line
 from conveyor.registry.store import Store
-from conveyor.registry.versions import PublishError
+from conveyor.registry.versions import INT64_MAX, PublishError
 
 LABELS = "labels.json"  # version labels at the base path: {"champion": 1, "challenger": 2}
 LABEL_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
@@ -29,9 +29,10 @@ def check_labels(labels, where: str) -> dict[str, int]:
         if not isinstance(label, str) or not LABEL_NAME.fullmatch(label):
             raise LabelsError(f"{where}: label {label!r} is not a label name (lowercase letter, "
                               "then up to 62 lowercase letters, digits, '_' or '-')")
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        if (isinstance(version, bool) or not isinstance(version, int) or version < 1
+                or version > INT64_MAX):
             raise LabelsError(f"{where}: label {label!r} names {version!r}; expected a version "
-                              "number (an integer >= 1)")
+                              f"number (an integer from 1 to {INT64_MAX})")
         out[label] = version
     return out
 

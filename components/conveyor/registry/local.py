@@ -33,6 +33,7 @@ from conveyor.registry.versions import (
     PublishError,
     alive,
     check_baseline,
+    check_room,
     number,
 )
 
@@ -61,6 +62,7 @@ class LocalStore(Store):
                     return Publication(latest, new=False)
                 check_baseline(baseline, latest)
                 version, skipped = self._next_local(base)
+                check_room(version, self.uri)
                 while True:
                     try:
                         os.rename(staging, base / str(version))

@@ -1,6 +1,8 @@
 """Version numbers, the files and markers of a model base path, and what a publish reports.
 
-Numbers. A version's folder name is ASCII digits in canonical form (`7`, not `07` or `²`).
+Numbers. A version's folder name is ASCII digits in canonical form (`7`, not `07` or `²`),
+at most 2^63 - 1 (TensorFlow Serving reads it as an int64). Any other all-digit name (`١`, `²`,
+`007`, `99999999999999999999`) is never a version; `not_a_version` says why, for the log.
 Every numeric folder counts when a number is chosen, published by conveyor or not: a publish
 takes the next number above every numeric folder, never writes into an existing one, and reports
 the numbers it skipped because of folders conveyor did not publish (`Publication.skipped`), such
@@ -25,6 +27,7 @@ LEASE_ENV = "CONVEYOR_PUBLISH_LEASE"
 DEFAULT_LEASE = 30.0  # seconds without a heartbeat after which a claim is abandoned
 
 _NUMERIC = re.compile(r"[0-9]+")
+INT64_MAX = 2**63 - 1  # the largest version number: TensorFlow Serving's versions are int64
 
 
 class UntrustedVersion(InputError):
@@ -115,15 +118,46 @@ class Publication:
 
 
 def number(name: str) -> int | None:
-    """The number a folder name stands for in TensorFlow Serving's eyes (ASCII digits), else
-    None. `²` and `٣` are not numbers here (str.isdigit says they are; int() refuses `²`)."""
-    return int(name) if _NUMERIC.fullmatch(name) else None
+    """The number a folder name stands for in TensorFlow Serving's eyes (ASCII digits, within
+    int64), else None. `²` and `٣` are not numbers here (str.isdigit says they are; int() reads
+    `٣` as 3), nor is a number past int64 (TensorFlow Serving cannot parse it)."""
+    if not _NUMERIC.fullmatch(name):
+        return None
+    value = int(name.lstrip("0") or "0") if len(name.lstrip("0")) <= 19 else None
+    return value if value is not None and value <= INT64_MAX else None
 
 
 def canonical(name: str) -> int | None:
     """The version a folder name is when conveyor publishes it: `7`, not `007`."""
     n = number(name)
     return n if n is not None and str(n) == name else None
+
+
+def not_a_version(name: str) -> str | None:
+    """Why a folder whose name is all digits (of any script) is not a version folder, for the
+    log; None for a version's name (`7`) and for a name that is not all digits (`labels.json`,
+    `5.tmp`: not a version, nothing worth saying)."""
+    if canonical(name) is not None or not name.isdigit():
+        return None
+    shown = repr(name) if len(name) <= 30 else f"{name[:24]!r}... ({len(name)} digits)"
+    if not name.isascii():
+        return (f"folder name {shown} is not a version number: only ASCII digits are "
+                "(TensorFlow Serving reads no other)")
+    n = number(name)
+    if n is None:
+        return (f"folder name {shown} is past the largest version number, {INT64_MAX} "
+                "(TensorFlow Serving reads versions as int64)")
+    return (f"folder name {shown} is not a version number as conveyor and `push` write it "
+            f"(version {n} is the folder '{n}')")
+
+
+def check_room(version: int, uri: str) -> int:
+    """`version` if it is still a version number (not past int64), else PublishError: a folder
+    named 9223372036854775807 leaves no number to publish under."""
+    if version > INT64_MAX:
+        raise PublishError(f"model_base_path: {uri} has a folder numbered {INT64_MAX}, the "
+                           "largest version number; no version can be published after it")
+    return version
 
 
 def alive(pid: int) -> bool:

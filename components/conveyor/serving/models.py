@@ -11,10 +11,10 @@ skipped: the version already served keeps serving, and at start (or after a rest
 older version is tried, down to the oldest. A skipped version is tried again with exponential
 backoff (2 s, doubling, at most 5 min between attempts), so a transient store fault heals by
 itself; each attempt is logged once. Folders that look like versions but are not loadable as
-they stand (no `saved_model.pb`, a name such as `007`, on gs:// a folder without a commit marker)
-are reported, once, and never loaded. `status()` (served on `/readyz`) says what is served and
-which newer versions are skipped, and why. Every swap is logged: from, to, seconds to load and
-warm up.
+they stand (no `saved_model.pb`, on gs:// no commit marker, a name such as `007`, `١` or a number
+past int64: `ModelBasePath.scan`) are reported, once, and never loaded. `status()` (served on
+`/readyz`) says what is served and which newer versions are skipped, and why. Every swap is
+logged: from, to, seconds to load and warm up.
 
 Version labels (docs/promotion.md). When the base path has a `labels.json` (TensorFlow
 Serving's version labels, written by push in challenger mode and by promote), the `champion`
@@ -22,9 +22,17 @@ version is served by default instead of the newest, and the `challenger`, loaded
 reached by its label (`get_label`) and takes `canary_percent` of the default traffic (chosen by
 the server). Labels are re-read at every poll: a promotion swaps the default to the new
 champion within a poll, a rollback drops the challenger's share. A labelled version that does
-not load is skipped as above (the champion that was served stays served). A labels file that
-cannot be read counts as a failed poll: nothing changes. Without a labels file, the newest
-version is served, as always.
+not load is skipped as above. Without a labels file, the newest version is served, as always.
+
+The labels file never takes the server down. When it is not usable as it stands (not JSON, not
+{label: version}, a version that is not an integer in range, unreadable), the last good labels
+read stay in force, and without any (a broken file at start) the newest version that loads is
+served. When the champion cannot be served (a version no longer published, deleted by a
+retention job; one that does not load), the last good champion keeps serving if it is loaded,
+else the newest version that loads; a challenger that cannot be served takes no share (its
+requests go to the default). Each case is logged once, shown on `/readyz` (`labels_error`,
+`fallback`) and counted by the server's `conveyor_serving_labels_fallback` gauge; a fixed
+file is taken within a poll.
 
 One loaded version (its signature, and how a request becomes its tensors) is
 `conveyor.serving.loaded`.
@@ -32,9 +40,9 @@ One loaded version (its signature, and how a request becomes its tensors) is
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
-import re
 import shutil
 import tempfile
 import threading
@@ -45,20 +53,37 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.errors import one_line
-from conveyor.registry import ModelBasePath
+from conveyor.registry import LabelsError, ModelBasePath, number
+from conveyor.serving import check_model_name
 from conveyor.serving.loaded import Loaded
 
 log = logging.getLogger("conveyor.serve")
 KEEP = 2  # versions kept loaded
 
-
-_VERSION_NAME = re.compile(r"[0-9]+")  # ASCII digits only, as TensorFlow Serving reads them
 _POLL_ERROR_EVERY = 60.0  # seconds between repeats of the same "polling failed" line
 
 
 def _reason(exc: BaseException) -> str:
     """A failure's reason as one log line."""
     return one_line(exc, 400)
+
+
+def canary(request_id: str, percent: float) -> bool:
+    """Whether the request with this id goes to the challenger at `percent` (deterministic,
+    and independent of `log_format.sampled`: another hash)."""
+    if percent <= 0:
+        return False
+    if percent >= 100:
+        return True
+    digest = hashlib.sha256(b"conveyor-canary:" + request_id.encode("utf-8", "surrogatepass"))
+    return int.from_bytes(digest.digest()[:8], "big") < percent / 100 * 2 ** 64
+
+
+def _rank(name: str) -> float:
+    """A folder name's place among versions: its number, or beyond every version for a name
+    that can never be one (`١`, a number past int64), so that it is always reported."""
+    n = number(name)
+    return math.inf if n is None else n
 
 
 @dataclass
@@ -93,7 +118,7 @@ class ModelManager:
                  cache_dir: str | None = None, retry_first: float = 2.0,
                  retry_max: float = 300.0, clock: Callable[[], float] = time.monotonic):
         self.base = ModelBasePath(base_path)
-        self.name = name
+        self.name = check_model_name(name)
         self.poll_seconds = poll_seconds
         self.retry_first, self.retry_max = retry_first, retry_max
         self.cache = cache_dir or tempfile.mkdtemp(prefix="conveyor-serve-")
@@ -108,65 +133,25 @@ class ModelManager:
         self._poll_error_logged = -math.inf
         self._poll_failures = 0
         self._clock = clock
-        self.labels: dict[str, int] = {}  # the base path's version labels, as last read
+        self.labels: dict[str, int] = {}  # the version labels in force: the last good ones read
+        self.labels_error: str | None = None  # why the labels file is not used as it stands
+        self.fallback: str | None = None  # why the default version is not the labels' champion
+        self._champion_served: int | None = None  # the last version served as the champion
         self.canary_percent = 0.0  # share of default requests the challenger answers (server)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.on_load: Callable[[Loaded], None] = lambda loaded: None
         self.on_poll: Callable[[ModelManager], None] = lambda manager: None
 
-    # -- listing -------------------------------------------------------------------------------
-
-    def _scan(self) -> tuple[list[int], dict[str, str]]:
-        """(the versions to consider loading, ascending; {folder name: why it is not one})."""
-        if self.base.gcs:
-            versions = self.base.versions()
-            published = {str(v) for v in versions}
-            unusable = {name: "not published: no commit marker (a push still writing, one that "
-                              "died, or files copied by hand)"
-                        for name in self._gcs_folders() if name not in published}
-            return versions, unusable
-        base = Path(self.base.uri)
-        versions, unusable = [], {}
-        if not base.is_dir():
-            return versions, unusable
-        names = {p.name: p for p in base.iterdir() if _VERSION_NAME.fullmatch(p.name)}
-        for name, path in names.items():
-            number = int(name)
-            if name != str(number):
-                unusable[name] = (f"folder name {name!r} is not a version number as conveyor "
-                                  f"and `push` write it (version {number} is the folder "
-                                  f"'{number}')")
-            elif not path.is_dir():
-                unusable[name] = "not a folder"
-            elif not (path / "saved_model.pb").is_file():
-                unusable[name] = ("no saved_model.pb: not a SavedModel, or one still being "
-                                  "copied")
-            else:
-                versions.append(number)
-        return sorted(versions), unusable
-
-    def _gcs_folders(self) -> list[str]:
-        """The version-like folder names right under a gs:// base path (one listing call)."""
-        from conveyor import gcp
-        from conveyor.gcp import retry
-
-        prefix = f"{self.base.prefix}/" if self.base.prefix else ""
-        pages = gcp.storage_client().list_blobs(self.base.bucket_name, prefix=prefix,
-                                                delimiter="/", retry=retry.storage())
-        for _ in pages:  # the folders ("prefixes") are known once the pages are read
-            pass
-        names = (p[len(prefix):].rstrip("/") for p in pages.prefixes)
-        return [n for n in names if _VERSION_NAME.fullmatch(n)]
-
     # -- polling -------------------------------------------------------------------------------
 
     def poll_once(self) -> None:
-        """List the base path; load the newest version newer than the served one that loads
-        (a version that failed before only once its backoff is over)."""
+        """List the base path and read its labels; load what they call for (the champion and
+        the other labelled versions, else the newest version newer than the served one that
+        loads; a version that failed before only once its backoff is over)."""
         try:
-            versions, unusable = self._scan()
-            labels = self.base.labels()
+            versions, unusable = self.base.scan()
+            labels = self._labels_in_force()
         except Exception as exc:  # a poll failing must not stop serving
             self._polling_failed(exc)
         else:
@@ -176,12 +161,47 @@ class ModelManager:
                          self.labels or "none")
             with self._lock:
                 self.labels = labels
+            fallback = self.fallback
             if "champion" in labels:
                 self._consider_labels(versions, unusable, labels)
             else:
                 self._consider(versions, unusable)
+                if self.labels_error is None:  # no labels, as they stand: no champion to keep
+                    self._champion_served = None
+                self.fallback = None if self.labels_error is None else (
+                    "the labels file is not usable and no labels were read before it broke: "
+                    "serving the newest version that loads" + (
+                        f", {self.current.version}" if self.current else " (none loads yet)"))
+            if self.fallback != fallback:
+                if self.fallback is not None:
+                    log.warning("%s: %s", self.name, self.fallback)
+                else:
+                    log.info("%s: fallback over: serving version %s%s", self.name,
+                             self.current.version if self.current else "none",
+                             " (the champion label)" if "champion" in labels else "")
         self.polls += 1
         self.on_poll(self)
+
+    def _labels_in_force(self) -> dict[str, int]:
+        """The labels file's labels, or, when it is not usable as it stands (LabelsError: not
+        JSON, not {label: version}, unreadable), the last good ones read ({} if none was),
+        with why in `labels_error`, logged once. Other errors (the store unreachable) raise:
+        a failed poll, which changes nothing."""
+        try:
+            labels = self.base.labels()
+        except LabelsError as exc:
+            reason = _reason(exc)
+            if reason != self.labels_error:
+                log.warning("%s: ignoring the labels file: %s; %s", self.name, reason,
+                            f"keeping the last good labels {self.labels}" if self.labels else
+                            "no labels were read before it: as without labels")
+            self.labels_error = reason
+            return dict(self.labels)
+        if self.labels_error is not None:
+            log.info("%s: the labels file %s is usable again: %s", self.name,
+                     self.base.labels_uri(), labels or "no labels")
+            self.labels_error = None
+        return labels
 
     def _polling_failed(self, exc: Exception) -> None:
         self._poll_failures += 1
@@ -202,37 +222,46 @@ class ModelManager:
 
     def _consider(self, versions: list[int], unusable: dict[str, str]) -> None:
         served = self.current.version if self.current else -1
-        unusable = {n: r for n, r in unusable.items() if int(n) > served}
-        for name, reason in sorted(unusable.items(), key=lambda item: int(item[0])):
-            if self._unusable.get(name) != reason:  # once, not at every poll
-                log.warning("%s: skipped folder %s of %s: %s", self.name, name, self.base.uri,
-                            reason)
+        self._set_unusable({n: r for n, r in unusable.items() if _rank(n) > served})
         with self._lock:
-            self._unusable = unusable
             for version in [v for v in self._failed if v <= served or v not in versions]:
                 del self._failed[version]
-        for version in sorted((v for v in versions if v > served), reverse=True):
+        self._load_newest(v for v in versions if v > served)
+
+    def _load_newest(self, candidates) -> int | None:
+        """Load the newest of `candidates` that loads (skipping those waiting for their next
+        attempt); its number, or None."""
+        for version in sorted(candidates, reverse=True):
             failed = self._failed.get(version)
             if failed is not None and failed.waiting(self._clock()):
                 continue
             if self._load(version):
-                return
+                return version
+        return None
+
+    def _set_unusable(self, unusable: dict[str, str]) -> None:
+        """The folders to report as skipped; each logged once, not at every poll."""
+        for name, reason in sorted(unusable.items(), key=lambda item: _rank(item[0])):
+            if self._unusable.get(name) != reason:
+                log.warning("%s: skipped folder %s of %s: %s", self.name, name, self.base.uri,
+                            reason)
+        with self._lock:
+            self._unusable = unusable
 
     def _consider_labels(self, versions: list[int], unusable: dict[str, str],
                          labels: dict[str, int]) -> None:
         """Load the labelled versions not loaded yet (champion first), then serve the champion
-        by default if it is loaded."""
+        by default; when it cannot be served, fall back (`_fall_back`)."""
         published = set(versions)
-        wanted = [labels["champion"], *(v for k, v in sorted(labels.items())
-                                        if k != "champion" and v != labels["champion"])]
-        with self._lock:
-            self._unusable = {n: r for n, r in unusable.items() if int(n) in wanted}
-            for version in [v for v in self._failed if v not in wanted]:
-                del self._failed[version]
-            for label, version in labels.items():
-                if version not in published and str(version) not in self._unusable:
-                    self._unusable[str(version)] = (f"labelled {label!r} but not a published "
-                                                    "version")
+        champion = labels["champion"]
+        wanted = [champion, *(v for k, v in sorted(labels.items())
+                              if k != "champion" and v != champion)]
+        reported = {n: r for n, r in unusable.items()
+                    if number(n) is None or number(n) in wanted}  # None: never a version
+        for label, version in labels.items():
+            if version not in published and str(version) not in reported:
+                reported[str(version)] = f"labelled {label!r} but not a published version"
+        self._set_unusable(reported)
         for version in wanted:
             if version in self.loaded or version not in published:
                 continue
@@ -240,32 +269,55 @@ class ModelManager:
             if failed is not None and failed.waiting(self._clock()):
                 continue
             self._load(version)
-        self._settle()
+        if champion in self.loaded and champion in published:
+            with self._lock:
+                for version in [v for v in self._failed if v not in wanted]:
+                    del self._failed[version]  # a fallback's candidates: not tried any more
+            self._settle(champion, None)
+            return
+        why = (f"the champion label names version {champion}, which "
+               + ("is not published (any more)" if champion not in published else
+                  f"does not load ({self.errors.get(champion, 'not loaded yet')})"))
+        self._fall_back(versions, why)
 
-    def _settle(self) -> list[int]:
-        """Choose the default version (the champion when labelled and loaded, else the newest
-        loaded) and evict versions beyond KEEP that no label names; returns the evicted."""
+    def _fall_back(self, versions: list[int], why: str) -> None:
+        """Serve the best version that can be justified while the champion cannot be: the
+        last good champion if it is still loaded, else the newest version that loads."""
         with self._lock:
-            labelled = set(self.labels.values())
-            champion = self.labels.get("champion")
-            keep = labelled | set(sorted(self.loaded)[-KEEP:])
+            for version in [v for v in self._failed if v not in versions]:
+                del self._failed[version]
+        last = self._champion_served
+        if last is not None and last in self.loaded:
+            self._settle(last, f"{why}: serving the last good champion, version {last}")
+            return
+        newest = max(self.loaded, default=None)
+        loaded = self._load_newest(v for v in versions if newest is None or v > newest)
+        choice = loaded if loaded is not None else newest
+        self._settle(choice, f"{why}: serving the newest version that loads, {choice}"
+                     if choice is not None else f"{why}, and no other version loads")
+
+    def _settle(self, default: int | None, fallback: str | None) -> list[int]:
+        """Serve `default` by default (None: keep the version served), note why it is not the
+        labels' champion (`fallback`, None when it is), and evict versions beyond KEEP that no
+        label names; returns the evicted."""
+        with self._lock:
+            previous = self.current
+            if default is not None and default in self.loaded:
+                self.current = self.loaded[default]
+            keep = set(self.labels.values()) | set(sorted(self.loaded)[-KEEP:])
             if self.current is not None:
                 keep.add(self.current.version)
-            if champion in self.loaded:
-                keep.add(champion)
             evicted = sorted(v for v in self.loaded if v not in keep)
             for old in evicted:
                 del self.loaded[old]
-            previous = self.current
-            if champion in self.loaded:
-                self.current = self.loaded[champion]
-            elif self.loaded and not champion:
-                self.current = self.loaded[max(self.loaded)]
+            self.fallback = fallback
+            if fallback is None and self.current is not None:
+                self._champion_served = self.current.version
         for old in evicted:
             self._drop_download(old)
         if self.current is not None and previous is not self.current and previous is not None:
             log.info("%s: default version %s (was %s)%s", self.name, self.current.version,
-                     previous.version, " (the champion label)" if champion else "")
+                     previous.version, " (the champion label)" if fallback is None else "")
         return evicted
 
     def get_label(self, label: str) -> Loaded | None:
@@ -304,9 +356,9 @@ class ModelManager:
                 if "champion" not in self.labels or v == version:
                     del self._failed[v]
             self._unusable = {n: r for n, r in self._unusable.items()
-                              if int(n) > version or ("champion" in self.labels
-                                                      and int(n) != version)}
-            skipped = sorted([*map(str, self._failed), *self._unusable], key=int)
+                              if _rank(n) > version or ("champion" in self.labels
+                                                        and _rank(n) != version)}
+            skipped = sorted([*map(str, self._failed), *self._unusable], key=_rank)
         for old in evicted:
             self._drop_download(old)
         role = next((k for k, v in self.labels.items() if v == version), "")
@@ -352,23 +404,31 @@ class ModelManager:
         with self._lock:
             entries = [*self._failed.values(),
                        *(Skipped(n, r) for n, r in self._unusable.items())]
-        entries.sort(key=lambda s: int(s.version), reverse=True)
+        entries.sort(key=lambda s: _rank(s.version), reverse=True)
         return [s.describe(now) for s in entries]
 
     def status(self) -> dict[str, Any]:
-        """What `/readyz` says: the model, the version served and the newer ones skipped."""
+        """What `/readyz` says: the model, the version served and the newer ones skipped; the
+        labels in force, why the labels file is not used as it stands (`labels_error`) and why
+        the default version is not the labels' champion (`fallback`), None when all is well."""
         with self._lock:
             current, loaded = self.current, sorted(self.loaded, reverse=True)
+            labels, challenger = dict(self.labels), self.labels.get("challenger")
         state = ("AVAILABLE" if current else "LOADING" if self.polls == 0 else "UNAVAILABLE")
-        with self._lock:
-            labels = dict(self.labels)
         out: dict[str, Any] = {"model": self.name, "base_path": self.base.uri, "state": state,
                "version": current.version if current else None, "loaded_versions": loaded,
-               "skipped": self.skipped(), "polling_error": self._poll_error}
+               "skipped": self.skipped(), "polling_error": self._poll_error,
+               "labels_error": self.labels_error, "fallback": self.fallback}
         if labels:
-            out["labels"] = labels
-            out["canary_percent"] = self.canary_percent if "challenger" in labels else 0.0
+            out["labels"] = labels  # the challenger's share: none while it is not loaded
+            out["canary_percent"] = self.canary_percent if challenger in loaded else 0.0
         return out
+
+    def fallbacks(self) -> dict[str, bool]:
+        """Which fallbacks are in force (the server's `conveyor_serving_labels_fallback`):
+        `labels_file`, the labels file is not used as it stands; `champion`, the default
+        version is not the champion the labels name (or there are no labels to name one)."""
+        return {"labels_file": self.labels_error is not None, "champion": self.fallback is not None}
 
     # -- the polling thread --------------------------------------------------------------------
 

@@ -7,8 +7,10 @@
     GET  /metrics                                    Prometheus text format
     GET  /healthz                                    liveness
     GET  /readyz                                     readiness, as JSON: the model, the version
-                                                     served (200; 503 while none is), and the
-                                                     newer versions skipped, with their reasons
+                                                     served (200; 503 while none is), the newer
+                                                     versions skipped, with their reasons, and
+                                                     any labels fallback (`labels_error`,
+                                                     `fallback`: see `serving.models`)
 
 Errors are TensorFlow Serving's shape, `{"error": "..."}`: 400 for a bad request, 404 for an
 unknown model, version or path, 405 for a wrong method, 413 for a body over `max_body_bytes`
@@ -32,6 +34,8 @@ a version or label goes to the `champion`, `/labels/{l}` to the version labelled
 the `challenger`, chosen by the request id (deterministic: a retried request with the same
 X-Request-Id meets the same version; independent of the prediction log's sampling). The
 version that answered is in the `X-Model-Version` header, the log and the request metrics.
+A broken labels file, or a champion that cannot be served, never takes the server down (see
+`conveyor.serving.models`): `conveyor_serving_labels_fallback{model, reason}` is 1 meanwhile.
 
 Every predict answer carries an `X-Request-Id` header: the client's own, else one made up. With a
 `PredictionLog` (`--log-predictions`), a sample of predict requests chosen by that id is handed
@@ -40,7 +44,6 @@ to it after the answer is made (it only enqueues; see `conveyor.serving.predicti
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -62,22 +65,11 @@ from starlette.routing import Route
 from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES
 from conveyor.serving.loaded import Loaded, RequestError, TooManyInstances
 from conveyor.serving.log_format import Entry, request_id
-from conveyor.serving.models import ModelManager
+from conveyor.serving.models import ModelManager, canary
 from conveyor.serving.prediction_log import PredictionLog
 
-_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|"
+_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)|"
                    r"/labels/(?P<label>[^/:]+))?(?P<suffix>/metadata|:predict)?$")
-
-
-def canary(request_id: str, percent: float) -> bool:
-    """Whether the request with this id goes to the challenger at `percent` (deterministic,
-    and independent of `log_format.sampled`: another hash)."""
-    if percent <= 0:
-        return False
-    if percent >= 100:
-        return True
-    digest = hashlib.sha256(b"conveyor-canary:" + request_id.encode("utf-8", "surrogatepass"))
-    return int.from_bytes(digest.digest()[:8], "big") < percent / 100 * 2 ** 64
 
 
 class ServingJSON(JSONResponse):
@@ -271,6 +263,9 @@ class ServingMetrics:
                              "served one that are not served", per_model, registry=registry)
         self.failures = Gauge("conveyor_serving_load_failures", "Load attempts that failed "
                               "since the server started", per_model, registry=registry)
+        self.fallback = Gauge("conveyor_serving_labels_fallback", "1 while serving falls back "
+                              "(reason: labels_file, champion; see /readyz)", ["model", "reason"],
+                              registry=registry)
         self.model = manager.name
 
     def loaded(self, loaded: Loaded) -> None:
@@ -281,6 +276,8 @@ class ServingMetrics:
         """The manager's `on_poll`: after each poll of the base path."""
         self.skipped.labels(manager.name).set(len(manager.skipped()))
         self.failures.labels(manager.name).set(manager.load_failures)
+        for reason, on in manager.fallbacks().items():
+            self.fallback.labels(manager.name, reason).set(1.0 if on else 0.0)
         if self.monitoring is not None:
             self.monitoring.maybe_refresh()
 
