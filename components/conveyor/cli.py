@@ -213,9 +213,10 @@ def _submit(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from conveyor.serving import check_model_name
+    from conveyor.serving.listener import limits_of
+    from conveyor.serving.server import serve
 
     check_model_name(args.model_name)  # before anything loads: no URL could reach it
-    from conveyor.serving.server import serve
 
     for option, value in (("--max-request-bytes", args.max_request_bytes),
                           ("--max-instances", args.max_instances)):
@@ -226,7 +227,7 @@ def _serve(args: argparse.Namespace) -> int:
     serve(args.model_base_path, args.model_name, args.host, args.port, args.poll_seconds,
           args.max_request_bytes, args.max_instances, _prediction_log(args),
           args.monitoring_uri or os.environ.get("CONVEYOR_MONITORING_URI", ""),
-          canary_percent=args.canary_percent)
+          canary_percent=args.canary_percent, limits=limits_of(args))
     return 0
 
 
@@ -377,7 +378,7 @@ def _add_submit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`conveyor serve`: the TF Serving REST API, its limits, monitoring gauges and canary."""
-    from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES
+    from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES, listener
 
     srv = sub.add_parser("serve", help="serve a model base path with the TF Serving REST API")
     srv.add_argument("--model-base-path", required=True, help="local folder or gs:// prefix")
@@ -385,11 +386,13 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     srv.add_argument("--host", default="127.0.0.1",
                      help="address to bind (default loopback only; 0.0.0.0 opens it to all)")
     srv.add_argument("--port", type=int, default=8501)
-    srv.add_argument("--poll-seconds", type=float, default=2.0)
+    srv.add_argument("--poll-seconds", type=float, default=2.0, help="seconds between looks "
+                     "for new versions and labels (default 2); 0: load once, never look again")
     srv.add_argument("--max-request-bytes", type=int, default=MAX_BODY_BYTES,
                      help=f"larger request bodies get 413 (default {MAX_BODY_BYTES})")
     srv.add_argument("--max-instances", type=int, default=MAX_INSTANCES,
                      help=f"more rows in one request get 413 (default {MAX_INSTANCES})")
+    listener.add_arguments(srv)
     _add_prediction_logging(srv)
     srv.add_argument("--monitoring-uri", metavar="URI",
                      help="export the newest monitoring result found here (a monitoring.json, "

@@ -1,13 +1,17 @@
 """Where the prediction log's files go: a local folder or a gs:// prefix (over
 `conveyor.io.location`).
 
-Files are written whole or not at all: locally to a dot-named temporary file in the same
-folder, fsynced and renamed into place (readers such as pyarrow's datasets skip dot files); on
-Cloud Storage as one create-only upload (an object is visible only once complete).
+Files are written whole or not at all: locally to a temporary file in this process's own
+scratch folder, `PREFIX/.conveyor-tmp/writer-<pid>-<hex>/`, fsynced and renamed into place
+(readers such as pyarrow's datasets skip dot folders); on Cloud Storage as one create-only
+upload (an object is visible only once complete). A process killed mid-write leaves its
+temporary file in its scratch folder; the next process to open the same local prefix removes
+it (`conveyor.serving.leftovers`: only folders whose owner is dead, with a log line).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
@@ -15,9 +19,11 @@ from pathlib import Path
 
 from conveyor.errors import InputError, SourceNotFoundError, one_line
 from conveyor.io.location import Location, PreconditionError
+from conveyor.serving.leftovers import Claim, claim
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
+SCRATCH = ".conveyor-tmp"  # under a local prefix: the writers' scratch folders
 
 
 # -- where files go ------------------------------------------------------------------------------
@@ -34,25 +40,58 @@ class Sink:
         """Raise an InputError now if files cannot be written (fail fast)."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Let go of what the sink holds between writes (nothing, unless local)."""
+
 
 class LocalSink(Sink):
     def __init__(self, folder: str):
         self.uri = os.path.normpath(folder)
         self.root = Path(self.uri)
-        self.location = Location.parse(self.uri)
+        self._scratch: Claim | None = None
+
+    def _scratch_folder(self) -> Path:
+        """This process's scratch folder, claimed (and dead writers' swept) at first use, and
+        claimed again if it went away (the prefix was moved or removed)."""
+        if self._scratch is not None and not self._scratch.path.is_dir():
+            self._scratch.abandon()
+            self._scratch = None
+        if self._scratch is None:
+            self._scratch = claim(self.root / SCRATCH, "writer-",
+                                  "prediction log scratch folder")
+        return self._scratch.path
 
     def write(self, relative: str, data: bytes) -> None:
-        self.location.child(relative).write_bytes(data)  # whole: a temporary, then a rename
+        target = self.root / relative
+        temp = self._scratch_folder() / f"{uuid.uuid4().hex}.tmp"
+        try:
+            with open(temp, "xb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, target)  # readers see the whole file or none
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
 
     def check(self) -> None:
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".conveyor-probe-{uuid.uuid4().hex}"
+            probe = self._scratch_folder() / "probe"
             probe.write_bytes(b"")
             probe.unlink()
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                raise PermissionError(f"no permission to write into {self.uri}")
         except OSError as exc:
             raise InputError(f"--log-predictions: {self.uri} is not a writable folder: "
                              f"{exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        if self._scratch is not None:
+            self._scratch.release()
+            self._scratch = None
+            with contextlib.suppress(OSError):  # left if another writer still uses it
+                (self.root / SCRATCH).rmdir()
 
 
 class GcsSink(Sink):

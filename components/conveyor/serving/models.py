@@ -438,7 +438,9 @@ class ModelManager:
                 self.poll_once()
             except Exception:  # a bug here must not end the polling for good
                 log.exception("%s: polling %s raised; polling goes on", self.name, self.base.uri)
-            if self._stop.wait(self.poll_seconds):
+            if self.poll_seconds == 0 and self.current is not None:
+                return  # 0: load once, then never poll (TF Serving's poll_wait_seconds=0)
+            if self._stop.wait(self.poll_seconds or self.retry_first):  # 0: until one loads
                 return
 
     def start(self) -> threading.Thread:

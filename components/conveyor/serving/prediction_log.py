@@ -13,7 +13,9 @@ and their requests' body bytes against `queue_bytes`; a request that would pass 
 dropped whole and counted (`conveyor_prediction_log_rows_dropped_total{reason="queue_full"}`,
 and a log line at most once a minute). A batch that fails to write is dropped and counted
 (`reason="write_failed"`), the server keeps serving. `close()` (a clean stop, SIGTERM) writes
-everything queued before it returns.
+everything queued before it returns. Local files are written in a scratch folder of the
+process's own and renamed into place; a killed process's is removed by the next one
+(`conveyor.serving.log_sinks`).
 """
 
 from __future__ import annotations
@@ -171,6 +173,8 @@ class PredictionLog:
             self._thread.join(timeout)
         with self._cond:
             left = self._rows
+        if self._thread is None or not self._thread.is_alive():
+            self.sink.close()  # its scratch folder (a writer still running keeps it)
         if left:
             log.warning("prediction log: %d rows still unwritten after %.0f s at stop",
                         left, timeout)

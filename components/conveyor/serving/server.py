@@ -40,18 +40,20 @@ A broken labels file, or a champion that cannot be served, never takes the serve
 Every predict answer carries an `X-Request-Id` header: the client's own, else one made up. With a
 `PredictionLog` (`--log-predictions`), a sample of predict requests chosen by that id is handed
 to it after the answer is made (it only enqueues; see `conveyor.serving.prediction_log`).
+
+Slow and idle connections are cut off, and their number bounded, by `conveyor.serving.listener`
+(`--read-timeout`, `--idle-timeout`, `--max-connections`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
-import shutil
-import signal
-import sys
-import threading
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -62,7 +64,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from conveyor.errors import InputError
 from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES
+from conveyor.serving.leftovers import claim
+from conveyor.serving.listener import ConnectionLimits, log_to_stderr, run
 from conveyor.serving.loaded import Loaded, RequestError, TooManyInstances
 from conveyor.serving.log_format import Entry, request_id
 from conveyor.serving.models import ModelManager, canary
@@ -428,28 +433,38 @@ def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
     if manager.current is not None:
         metrics.loaded(manager.current)
     endpoints = Endpoints(manager, metrics, max_body_bytes, max_instances, prediction_log)
-    return Starlette(routes=[
+    app = Starlette(routes=[
         Route("/metrics", endpoints.metrics), Route("/healthz", endpoints.healthz),
         Route("/readyz", endpoints.readyz),
         Route("/v1/models/{rest:path}", endpoints.models, methods=["GET", "POST"]),
     ], exception_handlers={HTTPException: endpoints.http_error})
+    app.state.serving_metrics = metrics
+    return app
 
 
 def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
           poll_seconds: float = 2.0, max_body_bytes: int = MAX_BODY_BYTES,
           max_instances: int = MAX_INSTANCES,
           prediction_log: PredictionLog | None = None, monitoring_uri: str = "",
-          canary_percent: float = 0.0) -> None:
+          canary_percent: float = 0.0, limits: ConnectionLimits | None = None) -> None:
     """Serve `base_path` until interrupted; on loopback unless `host` says otherwise.
 
-    With a `prediction_log`, its prefix is checked first (an InputError if it cannot be written:
-    nothing is served), and a clean stop writes every row it queued before the process ends."""
-    import uvicorn
-
-    _log_to_stderr()
+    `poll_seconds` 0 loads a version once and never polls again (TF Serving's
+    file_system_poll_wait_seconds=0). The connections' deadlines and limit are `limits`
+    (`conveyor.serving.listener`). With a `prediction_log`, its prefix is checked first (an
+    InputError if it cannot be written: nothing is served), and a clean stop writes every row it
+    queued before the process ends. Versions fetched from gs:// go to a cache in TMPDIR that a
+    clean stop removes, and a restart removes a killed predecessor's (`leftovers`)."""
+    limits = limits or ConnectionLimits()
+    limits.check()
+    if not (isinstance(poll_seconds, (int, float)) and 0 <= poll_seconds < math.inf):
+        raise InputError(f"--poll-seconds: expected 0 (load once, never poll again) or a "
+                         f"positive number of seconds, got {poll_seconds!r}")
+    log_to_stderr()
     if prediction_log is not None:
         prediction_log.check()
-    manager = ModelManager(base_path, name, poll_seconds)
+    cache = claim(Path(tempfile.gettempdir()), "conveyor-serve-", "download cache")
+    manager = ModelManager(base_path, name, poll_seconds, cache_dir=str(cache.path))
     app = create_app(manager, max_body_bytes, max_instances, prediction_log, monitoring_uri,
                      canary_percent)
     if prediction_log is not None:
@@ -462,36 +477,10 @@ def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
           + (f"; drift gauges from {monitoring_uri}" if monitoring_uri else "")
           + (f"; the challenger (if labelled) answers {canary_percent:g}% of the requests"
              if canary_percent else ""), flush=True)
-
-    def stop(signum, frame):
-        raise SystemExit(128 + signum)
-
-    # uvicorn shuts down gracefully on SIGTERM, then raises it again with the handler that was
-    # set before it ran: with the default one the process would end without the cleanup below.
-    # (Handlers can only be set in the main thread; uvicorn handles no signals elsewhere either.)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, stop)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        run(app, host, port, limits, app.state.serving_metrics.registry)
     finally:
         manager.stop()
         if prediction_log is not None:  # uvicorn has answered every request in flight
             prediction_log.close()
-        shutil.rmtree(manager.cache, ignore_errors=True)  # the versions fetched into its cache
-
-
-def _log_to_stderr() -> None:
-    """conveyor serve's own lines (swaps, skipped versions, polling errors) on stderr, one line
-    each with a UTC timestamp, unless the process configured logging already."""
-    logger = logging.getLogger("conveyor.serve")
-    if logger.handlers or logging.getLogger().handlers:
-        logger.setLevel(logging.INFO)
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                  "%Y-%m-%dT%H:%M:%SZ")
-    formatter.converter = time.gmtime
-    handler.setFormatter(formatter)
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+        cache.release()  # the versions fetched into it
