@@ -101,7 +101,8 @@ def test_the_env_hint_of_up_names_a_given_root():
     from conveyor.local.stack import env_command
 
     assert env_command(None) == f'eval "$({conveyor_command("local env")})"'
-    assert env_command("/tmp/a b") == f'eval "$({conveyor_command("local env")} --root \'/tmp/a b\')"'
+    given = conveyor_command("local env --root '/tmp/a b'")
+    assert env_command("/tmp/a b") == f'eval "$({given})"'
 
 
 def test_query_rows_are_printed_aligned_with_nulls():

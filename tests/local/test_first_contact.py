@@ -52,7 +52,8 @@ def write_shops(path: Path, rows: int = 240) -> Path:
         out.writerow(["Shop ID", "Region", "visits/day", "Churned"])
         for i in range(rows):
             visits = rnd.randint(1, 100)
-            out.writerow([i, rnd.choice("NSEW"), visits, int((visits < 40) != (rnd.random() < 0.1))])
+            churned = (visits < 40) != (rnd.random() < 0.1)
+            out.writerow([i, rnd.choice("NSEW"), visits, int(churned)])
     return path
 
 
@@ -135,7 +136,7 @@ def test_the_run_console_falls_silent_when_its_reader_goes_away():
     os.close(write_fd)
 
 
-# -- on the emulators --------------------------------------------------------------------------------
+# -- on the emulators ---------------------------------------------------------------------------
 
 README_OWN_TABLE = "## Running a pipeline locally"
 
