@@ -12,13 +12,15 @@
     conveyor demo                            the penguins preset of it, then a prediction
 
 Errors are one line on stderr (exit 2 for bad input, 1 otherwise); `--debug` shows tracebacks.
+Output into a pipe that closes early (`| head`) ends the command quietly, with the status a
+shell gives a program stopped by SIGPIPE (141).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -26,89 +28,9 @@ from conveyor.errors import ConveyorError, InputError
 from conveyor.version import __version__
 
 
-def _env_command(root: str | None) -> str:
-    """The command that points a shell at the stack under `root` (None: the default one)."""
-    return "conveyor local env" + (f" --root {shlex.quote(str(root))}" if root else "")
-
-
-def _use_stack(args: argparse.Namespace) -> None:
-    """Point this process's clients at a running stack: the one under `--root` if given, else
-    the one the environment already names (`eval "$(conveyor local env)"`), else the one under
-    the default root."""
-    from conveyor import gcp
-    from conveyor.local import LocalStack
-
-    if not args.root and os.environ.get(gcp.BIGQUERY_ENDPOINT_ENV) \
-            and os.environ.get(gcp.STORAGE_EMULATOR_ENV):
-        return
-    stack = LocalStack(args.root)
-    info = stack.status()
-    if info is None:
-        raise ConveyorError(f"no stack running under {stack.root}; run `conveyor local up"
-                            + (f" --root {shlex.quote(str(args.root))}`" if args.root else "`"))
-    info.activate()
-
-
-def _load(args: argparse.Namespace) -> int:
-    from conveyor.local import data
-
-    if bool(args.table) == bool(args.gcs):
-        raise InputError("load: give exactly one of --table dataset.table or --gcs gs://...")
-    _use_stack(args)
-    if args.table:
-        rows = data.load_table(args.file, args.table, replace=args.replace)
-        print(f"{rows} rows -> {args.table}")
-    else:
-        print(data.upload(args.file, args.gcs, replace=args.replace))
-    return 0
-
-
-def _query(args: argparse.Namespace) -> int:
-    from conveyor.local import data
-
-    if args.max_rows < 0:
-        raise InputError(f"query: --max-rows must be 0 or more, got {args.max_rows}")
-    if args.out:
-        data.file_format(Path(args.out), "--out")
-        _use_stack(args)
-        rows = data.query_to_file(args.sql, args.out, replace=args.replace)
-        print(f"{rows} rows -> {args.out}")
-        return 0
-    _use_stack(args)
-    result = data.query(args.sql, max_rows=args.max_rows)
-    print(_format_rows(result.columns, result.rows))
-    if result.total_rows > len(result.rows):
-        print(f"({len(result.rows)} of {result.total_rows} rows shown; --max-rows N shows more, "
-              "--out FILE.csv|.parquet writes them all)")
-    else:
-        print(f"({result.total_rows} row{'s' if result.total_rows != 1 else ''})")
-    return 0
-
-
-def _format_rows(columns: list[str], rows: list[tuple]) -> str:
-    """An aligned text table; NULL for missing values."""
-    def show(value) -> str:
-        return "NULL" if value is None else str(value).replace("\n", "\\n")
-
-    cells = [columns] + [[show(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _fetch(args: argparse.Namespace) -> int:
-    from conveyor.local import data
-
-    data.parse_gs_uri(args.uri, "URI")
-    _use_stack(args)
-    files = data.fetch(args.uri, args.dir)
-    print(f"{len(files)} file{'s' if len(files) != 1 else ''} -> {args.dir}")
-    return 0
-
-
 def _local(args: argparse.Namespace) -> int:
     from conveyor.local import LocalStack, StackInfo, seed
+    from conveyor.local.stack import env_command, not_running
 
     stack = LocalStack(args.root, project=args.project)
     info: StackInfo | None  # up() returns one; status() None when nothing runs
@@ -118,7 +40,7 @@ def _local(args: argparse.Namespace) -> int:
               f"(Storage Read gRPC {info.bigquery_storage_endpoint})")
         print(f"GCS        {info.gcs_endpoint}")
         print(f"data       {info.root}")
-        print(f"point a shell at it with:  eval \"$({_env_command(args.root)})\"")
+        print(f"point a shell at it with:  {env_command(args.root)}")
     elif args.action == "down":
         print("stopped" if stack.down() else f"no stack recorded under {stack.root}")
     elif args.action == "status":
@@ -131,14 +53,13 @@ def _local(args: argparse.Namespace) -> int:
     elif args.action == "env":
         info = stack.status()
         if info is None:
-            raise ConveyorError(f"no stack running under {stack.root}; run `conveyor local up"
-                                + (f" --root {shlex.quote(str(args.root))}`" if args.root else "`"))
+            raise not_running(stack.root, args.root)
         for key, value in info.environ().items():
             print(f"export {key}={value}")
     elif args.action == "seed":
         info = stack.status()
         if info is None:
-            raise ConveyorError(f"no stack running under {stack.root}; run `conveyor local up`")
+            raise not_running(stack.root, args.root)
         info.activate()
         if args.penguins or not args.reference:
             print(f"penguins: {seed.seed_penguins()} rows -> {seed.DEMO_TABLE}, {seed.DEMO_CSV}")
@@ -275,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
                            verbose=args.verbose, raise_on_error=False, image=image)
     if result.ok:
         return 0
-    print(f"conveyor: error: {result.error_line()}", file=sys.stderr)
+    print(f"conveyor: error: {result.error_message()}", file=sys.stderr)
     return 2 if result.input_error else 1
 
 
@@ -304,31 +225,9 @@ def _add_local(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                              metavar="ROWS",
                              help="the benchmark's reference workload at ROWS rows (repeatable)")
         cmd.set_defaults(func=_local)
-    _add_local_data(actions)
+    from conveyor.local.commands import add_data_commands
 
-
-def _add_local_data(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`conveyor local load|query|fetch`: files into the stack, rows and objects out of it."""
-    stack_help = ("stack folder; without it, the stack the environment points at "
-                  "(conveyor local env), else the default one")
-    load = actions.add_parser("load", help="a CSV or Parquet file into a table or gs://")
-    load.add_argument("file", metavar="FILE", help="a .csv or .parquet file")
-    load.add_argument("--table", help="dataset.table: created with the file's columns")
-    load.add_argument("--gcs", help="gs://bucket/path (or gs://bucket/folder/): the file copied")
-    load.add_argument("--replace", action="store_true", help="replace an existing table/object")
-    load.set_defaults(func=_load)
-    query = actions.add_parser("query", help="run SQL; print rows or write them to a file")
-    query.add_argument("sql", metavar="SQL")
-    query.add_argument("--max-rows", type=int, default=20, help="rows to print (default 20)")
-    query.add_argument("--out", help="write every row to FILE.csv or FILE.parquet instead")
-    query.add_argument("--replace", action="store_true", help="replace an existing --out file")
-    query.set_defaults(func=_query)
-    fetch = actions.add_parser("fetch", help="copy a gs:// object or prefix to a local folder")
-    fetch.add_argument("uri", metavar="URI", help="gs://bucket/prefix, e.g. a model version")
-    fetch.add_argument("dir", metavar="DIR", help="a new (or empty) local folder")
-    fetch.set_defaults(func=_fetch)
-    for cmd in (load, query, fetch):
-        cmd.add_argument("--root", default=argparse.SUPPRESS, help=stack_help)
+    add_data_commands(actions)
 
 
 def _add_compile_and_images(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -480,7 +379,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _closed_pipe() -> int:
+    """Output went to a pipe that closed (`conveyor ... | head`): nothing more to say. Further
+    writes (Python's own flush at exit included) go nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)

@@ -3,9 +3,12 @@
 A preset of `conveyor run training --local` (`conveyor.local.run`): start the local emulator
 stack if none runs, seed the Palmer penguins if missing, run the training pipeline (preflight,
 ingest, validate, transform, train, evaluate, push if blessed) through `kfp.local` against the
-emulated BigQuery and GCS with the penguins' arguments, then start `conveyor serve` on the pushed
-model base path (in the emulated GCS), send it a prediction and print the answer. Rerun, it
-pushes a new version only if the new model beats the served one.
+emulated BigQuery and GCS with the penguins' arguments, print where the Dataset, the reports
+(validate's, evaluate's: files that open in a browser), the model and its TensorBoard logs are,
+then start `conveyor serve` on the pushed model base path (in the emulated GCS), send it a
+prediction and print the answer. Rerun, it pushes a new version only if the new model beats the
+served one. The epochs are train's own choice (an upper bound from the row count, cut by early
+stopping), as for any table: the demo passes no hyper-parameter.
 """
 
 from __future__ import annotations
@@ -74,6 +77,12 @@ def predict_once(base_path: str, name: str, row: dict, log: Path | None = None,
             out.close()
 
 
+def _report(task, output: str) -> Path:
+    """Where a task's report is: its file with the suffix a browser needs (`report.html`),
+    else the artifact itself."""
+    return task.reports.get(output) or Path(task.artifacts[output])
+
+
 def main(stack_root: str | None = None, pipeline_root: str = "local_outputs",
          keep_stack: bool = False, verbose: bool = False) -> int:
     """`conveyor demo`: exit status 0, or 2 when a task failed on bad input, else 1."""
@@ -96,15 +105,18 @@ def main(stack_root: str | None = None, pipeline_root: str = "local_outputs",
         result = run("training", ARGUMENTS, pipeline_root=pipeline_root, verbose=verbose,
                      raise_on_error=False)
         if not result.ok:
-            print(f"conveyor: error: {result.error_line()}", file=sys.stderr)
+            print(f"conveyor: error: {result.error_message()}", file=sys.stderr)
             return 2 if result.input_error else 1
         tasks = result.run_dir
         assert tasks is not None  # a run that succeeded has its folder
         summary = Dataset(tasks / "bigquery-ingest" / "dataset").info.summary().splitlines()[0]
         print(f"[demo] Dataset: {summary}")
-        print(f"[demo] validation report (HTML): {tasks / 'validate' / 'report'}")
+        validated, evaluated = result.task("validate"), result.task("evaluate")
+        print(f"[demo] validation report (HTML): {_report(validated, 'report')}")
         print(f"[demo] model (SavedModel): {tasks / 'train' / 'model'}")
         print(f"[demo] TensorBoard: tensorboard --logdir {tasks / 'train' / 'tensorboard'}")
+        print(f"[demo] evaluation report (HTML): {_report(evaluated, 'html_report')}; "
+              f"Markdown: {_report(evaluated, 'report')}")
         evaluation = json.loads((tasks / "evaluate" / "evaluation" / "evaluation.json").read_text())
         print(f"[demo] blessed: {evaluation['blessed']} (baseline: "
               f"{evaluation['baseline_uri'] or 'none'}); "

@@ -1,6 +1,7 @@
 import pytest
 
 from conveyor import cli
+from conveyor.gcp.hints import conveyor_command
 
 
 def test_errors_are_one_line_without_traceback(tmp_path, capsys):
@@ -86,7 +87,8 @@ def test_data_commands_without_a_stack_say_how_to_start_one(tmp_path, capsys, mo
     root = tmp_path / "my stack"
     assert cli.main(["local", "query", "SELECT 1", "--root", str(root)]) == 1
     err = capsys.readouterr().err
-    assert f"no stack running under {root}; run `conveyor local up --root '{root}'`" in err
+    up = conveyor_command(f"local up --root '{root}'")
+    assert f"no stack running under {root}; start it with `{up}`" in err
 
 
 def test_root_is_taken_before_or_after_the_action(tmp_path, capsys):
@@ -96,10 +98,15 @@ def test_root_is_taken_before_or_after_the_action(tmp_path, capsys):
 
 
 def test_the_env_hint_of_up_names_a_given_root():
-    assert cli._env_command(None) == "conveyor local env"
-    assert cli._env_command("/tmp/a b") == "conveyor local env --root '/tmp/a b'"
+    from conveyor.local.stack import env_command
+
+    assert env_command(None) == f'eval "$({conveyor_command("local env")})"'
+    given = conveyor_command("local env --root '/tmp/a b'")
+    assert env_command("/tmp/a b") == f'eval "$({given})"'
 
 
 def test_query_rows_are_printed_aligned_with_nulls():
-    text = cli._format_rows(["Id", "prix €"], [(1, None), (22, "a\nb")])
+    from conveyor.local.commands import format_rows
+
+    text = format_rows(["Id", "prix €"], [(1, None), (22, "a\nb")])
     assert text.splitlines() == ["Id  prix €", "--  ------", "1   NULL", "22  a\\nb"]

@@ -20,7 +20,14 @@ def test_demo_ingests_the_penguins_end_to_end(tmp_path):
     assert "344 rows in 2 splits, 8 columns" in run.stdout
     assert "stack stopped" in run.stdout
     report = run.stdout.split("validation report (HTML): ")[1].split()[0]
+    assert report.endswith("/validate/report.html")  # opens as a page, not as source
     assert "PASSED" in open(report).read()
+    evaluated = run.stdout.split("evaluation report (HTML): ")[1].splitlines()[0]
+    page, markdown = evaluated.split("; Markdown: ")
+    assert page.endswith("/evaluate/html_report.html") and markdown.endswith("/evaluate/report.md")
+    assert open(page).read().lstrip().lower().startswith("<!doctype html")
+    assert Path(markdown).is_file()
+    assert "skip" not in run.stdout  # a CPU run says nothing of the GPU branch
     model = run.stdout.split("model (SavedModel): ")[1].split()[0]
     assert (Path(model) / "saved_model.pb").exists()
     assert "blessed: True (baseline: none); pushed" in run.stdout

@@ -98,6 +98,7 @@ def test_training_on_our_csv_is_quiet_pushes_and_logs_every_task(trained):
     folder = run_dir(done.stdout)
     assert folder.parent == runs and folder.name.startswith("conveyor-training-")
     assert "train/" in done.stdout and "model/" in done.stdout
+    assert "report.html" in done.stdout and (folder / "validate" / "report.html").is_file()
     assert (folder / "train" / "model" / "saved_model.pb").exists()
     logs = folder / "logs"
     assert f"logs: {logs}/" in done.stdout
@@ -238,8 +239,10 @@ def test_a_failing_run_prints_the_error_and_its_log_and_exits_2(loaded, tmp_path
     assert done.returncode == 2, done.stdout + done.stderr
     assert len(done.stdout.splitlines()) < 15, done.stdout
     line = task_line(done.stdout, "preflight")
-    assert "InputError" in line and "'churned?' is not a column" in line
+    assert line.endswith("InputError")  # the error itself: once, on stderr
     log = Path(re.search(r"^its log: (.+)$", done.stdout, re.M).group(1))
     assert log.name == "preflight.log" and "Traceback" in log.read_text()
     assert done.stderr.count("\n") == 1 and "'churned?' is not a column" in done.stderr
+    assert "is not a column" not in done.stdout
+    assert "did you mean 'Churned?'" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr

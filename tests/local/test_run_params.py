@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -291,9 +292,11 @@ def test_the_capture_routes_each_task_stream_to_its_log_and_shows_one_line_per_e
         shown = f.read().splitlines()
     assert [line.split()[:2] for line in shown] == [
         ["start", "ingest"], ["done", "ingest"], ["start", "train"], ["failed", "train"],
-        ["retry", "train"], ["FAILED", "train"], ["skip", "push"]]
+        ["retry", "train"], ["FAILED", "train"]]
     assert shown[1].endswith("5 rows (all 5)")
     assert "attempt 1 of 2: TrainingError: loss became NaN; retrying in 2 s" in shown[3]
+    assert shown[5].endswith("TrainingError")  # the message itself is told once, at the end
+    assert "loss became NaN" not in shown[5]
     assert not any("noise" in line or "executor_input" in line for line in shown)
     ingest_log = (tmp_path / "logs" / "ingest.log").read_text()
     assert "executor_input JSON" in ingest_log and "\x1b[" not in ingest_log
@@ -307,36 +310,18 @@ def test_the_capture_routes_each_task_stream_to_its_log_and_shows_one_line_per_e
     assert sys.stdout is not None and os.write(1, b"") == 0  # descriptors restored
 
 
-def test_skipped_branches_are_named_by_their_dsl_names_and_tasks(tmp_path):
-    from conveyor.local.pipeline import branches
-
-    component, _ = resolve("training")
-    named = branches(component.pipeline_spec)
-    assert sorted(v for v in named.values() if v.startswith("blessed")) == \
-        ["blessed: push", "blessed: push-2"]
-    assert "on-gpu: evaluate-2, push-2, train-2" in named.values()
-    read_fd, write_fd = os.pipe()
-    blessed = next(k for k, v in named.items() if v == "blessed: push")
-    with progress.Capture(tmp_path / "logs", console=progress.Console(write_fd, tty=False),
-                          branches=named):
-        logging.getLogger().info(f"Skipping conditional task {blessed} (condition evaluated "
-                                 "to False)")
-        logging.getLogger().info("Skipping conditional task condition-9 (condition evaluated "
-                                 "to False)")  # unknown and unnamed: not shown
-    os.close(write_fd)
-    with os.fdopen(read_fd) as f:
-        assert f.read().splitlines() == ["  skip    blessed: push  (condition false)"]
-
-
 def test_a_task_kfp_local_refuses_is_reported_as_that_tasks_failure(tmp_path, monkeypatch):
     """A container component cannot run under kfp.local's SubprocessRunner: kfp raises inside
     the task; the run reports it on that task (exit 1, not bad input) and keeps its log."""
     from conveyor import gcp
     from conveyor.local.run import run_component
 
-    # "a stack is running" as far as the run can tell; this task never reaches one
-    monkeypatch.setenv(gcp.BIGQUERY_ENDPOINT_ENV, "http://127.0.0.1:9")
-    monkeypatch.setenv(gcp.STORAGE_EMULATOR_ENV, "http://127.0.0.1:9")
+    # "a stack is running" as far as the run can tell (something listens where the
+    # environment says); this task never reaches one
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    monkeypatch.setenv(gcp.BIGQUERY_ENDPOINT_ENV, f"http://127.0.0.1:{port}")
+    monkeypatch.setenv(gcp.STORAGE_EMULATOR_ENV, f"http://127.0.0.1:{port}")
 
     module = tmp_path / "loud.py"  # (this test file's future annotations would confuse kfp)
     module.write_text(textwrap.dedent('''
@@ -364,6 +349,7 @@ def test_a_task_kfp_local_refuses_is_reported_as_that_tasks_failure(tmp_path, mo
     assert "FAILED  shout" in shown and "RuntimeError" in shown
     assert result.log.exists() and result.log.parent.parent == result.run_dir
     assert "Traceback" in result.log.read_text()
+    listener.close()
 
 
 # -- values inside the parameters, refused in seconds (one definition each: conveyor.params) ----

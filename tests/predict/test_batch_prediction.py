@@ -95,11 +95,10 @@ def test_an_existing_table_is_kept_unless_append_or_replace_is_asked_for(
     assert [dict(r) for r in client.query(f"SELECT * FROM {unrelated}").result()] == [
         {"id": 1, "note": "keep me"}]
 
-    out = fresh_table()
-    batch_prediction.pipeline(table=penguins, output_table=out, model_base_path=pushed,
-                              passthrough=["species"])
-    batch_prediction.pipeline(table=penguins, output_table=out, model_base_path=pushed,
-                              passthrough=["species"], write_mode="append")
+    out = fresh_table()  # append to a table not there yet makes it (the README's example)
+    for _ in range(2):
+        batch_prediction.pipeline(table=penguins, output_table=out, model_base_path=pushed,
+                                  passthrough=["species"], write_mode="append")
     assert count(out) == 2 * 344
     batch_prediction.pipeline(table=penguins, output_table=out, model_base_path=pushed,
                               passthrough=["species"], write_mode="replace")

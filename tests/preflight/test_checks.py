@@ -6,6 +6,7 @@ import time
 import pytest
 
 from conveyor.errors import InputError, SourceNotFoundError
+from conveyor.gcp.hints import conveyor_command
 from conveyor.preflight.checks import check
 
 pytestmark = pytest.mark.local
@@ -37,6 +38,22 @@ def test_a_missing_bucket_or_table_is_reported_as_missing(penguins, stack):
     with pytest.raises(SourceNotFoundError, match="not found"):
         check(label="species", model_base_path="gs://no-such-conveyor-bucket/m",
               table="conveyor_demo.no_such_table")
+
+
+def test_what_is_missing_comes_with_what_to_do(penguins, stack):
+    """On the local stack: the command that creates the bucket, the closest table and the
+    command that loads a file as the table (on Google Cloud the bucket's command is gcloud's:
+    tests/gcp/test_hints.py)."""
+    with pytest.raises(SourceNotFoundError) as raised:
+        check(label="species", model_base_path="gs://no-such-conveyor-bucket/m",
+              table="conveyor_demo.penguin")
+    message = str(raised.value)
+    assert (f"bucket gs://no-such-conveyor-bucket not found; create it on the local stack with "
+            f"`{conveyor_command('local bucket')} gs://no-such-conveyor-bucket`") in message
+    assert ("table conveyor-test.conveyor_demo.penguin not found (did you mean "
+            "'conveyor_demo.penguins'?); to load a CSV or Parquet file as this table on the "
+            f"local stack: `{conveyor_command('local load')} FILE --table "
+            "conveyor_demo.penguin`") in message
 
 
 def test_parameters_that_cannot_agree(tmp_path, stack):

@@ -1,8 +1,15 @@
-"""Construction of BigQuery, BigQuery Storage and Cloud Storage clients (see `conveyor.gcp`)."""
+"""Construction of BigQuery, BigQuery Storage and Cloud Storage clients (see `conveyor.gcp`).
+
+On Google Cloud a client needs Application Default Credentials; without them (and without the
+local stack's variables) google-auth's `DefaultCredentialsError` says only that none were found,
+so it is raised again, same type, saying how to point the process at the local stack instead.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the clients are imported lazily: compiling pipelines needs none of them
@@ -34,6 +41,20 @@ def _anonymous():
     return AnonymousCredentials()
 
 
+@contextlib.contextmanager
+def _credentials_named() -> Iterator[None]:
+    """google-auth's DefaultCredentialsError, again, naming the local stack's commands."""
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        yield
+    except DefaultCredentialsError as exc:
+        from conveyor.gcp.hints import no_credentials
+
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise DefaultCredentialsError(f"{no_credentials()} ({first})") from None
+
+
 def bigquery_client(project: str | None = None, location: str | None = None) -> bigquery.Client:
     """A BigQuery client for `project`, on the emulator when `CONVEYOR_BIGQUERY_ENDPOINT` is set."""
     from google.api_core.client_options import ClientOptions
@@ -48,7 +69,8 @@ def bigquery_client(project: str | None = None, location: str | None = None) -> 
             credentials=_anonymous(),
             client_options=ClientOptions(api_endpoint=endpoint),
         )
-    return bigquery.Client(project=project, location=location)
+    with _credentials_named():
+        return bigquery.Client(project=project, location=location)
 
 
 def bigquery_read_client() -> bigquery_storage.BigQueryReadClient:
@@ -69,7 +91,8 @@ def bigquery_read_client() -> bigquery_storage.BigQueryReadClient:
         return bigquery_storage.BigQueryReadClient(
             transport=BigQueryReadGrpcTransport(channel=channel)
         )
-    return bigquery_storage.BigQueryReadClient()
+    with _credentials_named():
+        return bigquery_storage.BigQueryReadClient()
 
 
 def storage_client(project: str | None = None) -> storage.Client:
@@ -79,4 +102,5 @@ def storage_client(project: str | None = None) -> storage.Client:
     project = resolve_project(project)
     if os.environ.get(STORAGE_EMULATOR_ENV):
         return storage.Client(project=project or "conveyor-local", credentials=_anonymous())
-    return storage.Client(project=project)
+    with _credentials_named():
+        return storage.Client(project=project)

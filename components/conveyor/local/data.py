@@ -5,7 +5,9 @@
   to a staging table first and the target is then created from it in one statement, so the
   target is never half-loaded, and an existing target is refused unless `replace`.
 - `upload(file, "gs://bucket/path")`: a file into Cloud Storage (the bucket is created if need
-  be); an existing object is refused unless `replace`.
+  be); an existing object is refused unless `replace`. `ensure_buckets(names)` creates buckets
+  (`conveyor local bucket`, and `conveyor run --local` for the buckets its gs:// parameters
+  name: `buckets_named`).
 - `query(sql)`: a bounded number of rows to print, or every row into a CSV or Parquet file.
   Rows are paged through the REST API (`tabledata.list`): the Storage Read API cannot read a
   query's anonymous result table on the emulator, and the client's own `to_dataframe()` would
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -31,7 +34,7 @@ import pyarrow as pa
 
 from conveyor import gcp
 from conveyor.errors import InputError, QueryError, SchemaError, SourceNotFoundError
-from conveyor.gcp import retry
+from conveyor.gcp import hints, retry
 
 FILE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 #: Contract type -> BigQuery type (every contract type has exactly one).
@@ -206,6 +209,45 @@ def parse_gs_uri(uri: str, parameter: str) -> tuple[str, str]:
     return bucket, name
 
 
+#: A Cloud Storage bucket name (3-63 characters; dots allow up to 222).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
+
+
+def buckets_named(value) -> list[str]:
+    """The buckets the gs:// URIs in a parameter value name (strings, inside lists and dicts
+    too), in order, each once; malformed names are left to the step that reads them."""
+    found: list[str] = []
+    if isinstance(value, str):
+        if value.startswith("gs://"):
+            name = value[5:].split("/", 1)[0]
+            if _BUCKET.fullmatch(name) and ".." not in name:
+                found.append(name)
+    elif isinstance(value, dict):
+        for item in value.values():
+            found += buckets_named(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            found += buckets_named(item)
+    return list(dict.fromkeys(found))
+
+
+def ensure_buckets(names: list[str], project: str | None = None) -> list[str]:
+    """Create each bucket of `names` that does not exist yet; the ones created."""
+    from google.api_core.exceptions import Conflict
+
+    client = gcp.storage_client(project)
+    created = []
+    for name in names:
+        if client.bucket(name).exists(retry=retry.storage()):
+            continue
+        try:
+            client.create_bucket(name, retry=retry.storage())
+            created.append(name)
+        except Conflict:  # made meanwhile by another process
+            pass
+    return created
+
+
 def upload(path: str | os.PathLike[str], uri: str, *, replace: bool = False,
            project: str | None = None) -> str:
     """Upload a file to `gs://bucket/name` (to `.../<file name>` when the URI ends with '/');
@@ -253,7 +295,14 @@ def _run_query(sql: str, project: str | None, **pages):
         job = client.query(sql, retry=retry.bigquery(), job_retry=retry.bigquery_job())
         return job.result(retry=retry.bigquery(), job_retry=retry.bigquery_job(), **pages)
     except gexc.NotFound as exc:
-        raise SourceNotFoundError(f"SQL: BigQuery: {_message(exc)}") from None
+        message = f"SQL: BigQuery: {_message(exc)}"
+        named = re.search(r"Not found: (?:Table|Dataset) ([\w.:-]+)", message)
+        if named:
+            table = named.group(1).replace(":", ".").rstrip(".")
+            if table.startswith(f"{client.project}.") and table.count(".") == 2:
+                table = table[len(client.project) + 1:]
+            message += hints.missing_table(client, table) if "." in table else ""
+        raise SourceNotFoundError(message) from None
     except gexc.BadRequest as exc:
         raise QueryError(f"SQL: BigQuery rejected the query: {_message(exc)}") from None
 

@@ -4,8 +4,7 @@
 `path/to/module.py:function`, `package.module:function` or a compiled YAML) into a kfp component;
 `parse_cli_params` reads `--param NAME=VALUE`; `check_arguments` checks the arguments against the
 pipeline's inputs (and a reference pipeline's values against `conveyor.pipelines.checks`), every
-problem named at once, so a bad argument never costs a stack start or a task. `branches` names
-the DAG's branches for the console's skip lines (`conveyor.local.progress`).
+problem named at once, so a bad argument never costs a stack start or a task.
 """
 
 from __future__ import annotations
@@ -114,34 +113,6 @@ def _where(exc: BaseException, path: Path) -> str:
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
               if Path(f.filename).resolve() == path.resolve()]
     return f" at {path}:{frames[-1].lineno}" if frames else ""
-
-
-def branches(pipeline_spec) -> dict[str, str]:
-    """DAG task name of each branch (dsl.If/Elif/Else, sub-pipeline) -> '<its name>: <the
-    tasks in it>', e.g. 'condition-2' -> 'blessed: push', for the skip lines."""
-    components = pipeline_spec.components
-
-    def leaves(component_name: str) -> list[str]:
-        comp = components[component_name]
-        if comp.WhichOneof("implementation") != "dag":
-            return []
-        out: list[str] = []
-        for task_name, task in comp.dag.tasks.items():
-            inner = components[task.component_ref.name]
-            out += leaves(task.component_ref.name) if inner.WhichOneof("implementation") == "dag" \
-                else [task_name]
-        return out
-
-    out = {}
-    dags = [pipeline_spec.root.dag] + [c.dag for c in components.values()
-                                       if c.WhichOneof("implementation") == "dag"]
-    for dag in dags:
-        for task_name, task in dag.tasks.items():
-            if components[task.component_ref.name].WhichOneof("implementation") == "dag":
-                inside = sorted(leaves(task.component_ref.name))
-                label = task.task_info.name or task_name
-                out[task_name] = f"{label}: {', '.join(inside)}" if inside else label
-    return out
 
 
 def inputs(component) -> dict:

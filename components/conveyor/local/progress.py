@@ -9,9 +9,12 @@
   the parent's `print`, so a task's whole stream (executor input JSON, Great Expectations'
   closure notices, TF banners, tracebacks) goes through the router;
 - a filter on the root logger reads kfp.local's own records ("Executing task 'x'", "Task 'x'
-  finished with status SUCCESS", "Task x failed (attempt 1/3). Retrying ...", "Skipping ...",
-  "Pipeline 'p' finished with status ...") and turns them into progress lines, written to the
-  console's original descriptor (saved before the redirection).
+  finished with status SUCCESS", "Task x failed (attempt 1/3). Retrying ...", "Pipeline 'p'
+  finished with status ...") and turns them into progress lines, written to the console's
+  original descriptor (saved before the redirection). Task names are the pipeline's step names
+  (`conveyor.local.names`); at the end, one line names the steps that did not run and why
+  (a false condition by its name in the pipeline, or an earlier failure), never a branch the run
+  did not take because another one ran (the GPU branch of a CPU run).
 
 With `verbose`, nothing is redirected at the descriptor level and the router also writes the
 whole stream to the console, as a plain kfp.local run does (the log files are still written).
@@ -37,14 +40,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from conveyor.local.task_report import figures, strip_ansi, task_error
+from conveyor.local.names import StepNames, skip_line
+from conveyor.local.task_report import figures, link_reports, strip_ansi, task_error
 
 _START = re.compile(r"^Executing task '(?P<task>[^']+)'")
 _FINISH = re.compile(r"^Task '(?P<task>[^']+)' finished with status (?P<status>[A-Z]+)")
 _RETRY = re.compile(r"^Task (?P<task>\S+) failed \(attempt (?P<attempt>\d+)/(?P<of>\d+)\)\. "
                     r"Retrying in (?P<delay>[0-9.]+)s")
-_SKIP_CONDITION = re.compile(r"^Skipping conditional task (?P<task>\S+)")
-_SKIP_UPSTREAM = re.compile(r"^Skipping task (?P<task>\S+): upstream task\(s\) (?P<deps>.*) failed")
 _PIPELINE_DONE = re.compile(r"^Pipeline '(?P<pipeline>[^']+)' finished with status "
                             r"(?P<status>[A-Z]+)")
 _EPOCH = re.compile(r"Epoch (\d+)/(\d+)")
@@ -67,25 +69,37 @@ class TaskEvent:
     log: Path | None = None
     folder: Path | None = None
     outputs: dict = dataclasses.field(default_factory=dict)
+    reports: dict[str, Path] = dataclasses.field(default_factory=dict)  # name -> report.html
     detail: str = ""  # the last progress hint seen in its stream (e.g. "epoch 12/200")
 
 
 class Console:
     """Progress lines on a file descriptor; on a terminal a running task's line is rewritten in
-    place (elapsed seconds, epoch), elsewhere each task gets a start line and an end line."""
+    place (elapsed seconds, epoch), elsewhere each task gets a start line and an end line. When
+    the reader goes away (`| head` closed the pipe) the console falls silent and the run goes on
+    to its end: its logs are files, and a run stopped halfway would leave half a run."""
 
     def __init__(self, fd: int, tty: bool | None = None):
         self.fd = fd
         self.tty = os.isatty(fd) if tty is None else tty
         self._lock = threading.Lock()
         self._open = False  # a start line without its newline (terminal only)
+        self.closed = False  # the reader went away: nothing more is written
+
+    def _write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            os.write(self.fd, data)
+        except BrokenPipeError:
+            self.closed = True
 
     def write(self, text: str) -> None:
         with self._lock:
             if self._open:
                 text = "\r\x1b[K" + text
                 self._open = False
-            os.write(self.fd, text.encode("utf-8", "replace"))
+            self._write(text.encode("utf-8", "replace"))
 
     def line(self, text: str) -> None:
         self.write(text + "\n")
@@ -96,7 +110,7 @@ class Console:
             self.line(text)
             return
         with self._lock:
-            os.write(self.fd, ("\r\x1b[K" + text).encode("utf-8", "replace"))
+            self._write(("\r\x1b[K" + text).encode("utf-8", "replace"))
             self._open = True
 
 
@@ -156,24 +170,25 @@ class Capture:
     `logs` is a new folder for `run.log` and the task logs; `console` writes progress to a
     descriptor that is not 1 or 2 (a dup of the terminal made before); `locate(task, log)`
     returns a finished task's folder (from its log so far), or None; the caller may move the
-    log folder meanwhile and say so with `moved(new_folder)`.
+    log folder meanwhile and say so with `moved(new_folder)`; `steps` (the pipeline's step
+    names) says at the end which steps did not run.
     """
 
     def __init__(self, logs: Path, *, console: Console, verbose: bool = False,
                  locate: Callable[[str, str], Path | None] = lambda task, log: None,
-                 branches: dict[str, str] | None = None, ticker_seconds: float = 1.0):
+                 steps: StepNames | None = None, ticker_seconds: float = 1.0):
         self.logs = logs
         self.verbose = verbose
         self.console = console
         self._locate = locate
-        self._branches = branches or {}
+        self._steps = steps
+        self._told_not_run = False
         self._ticker_seconds = ticker_seconds
         self.tasks: list[TaskEvent] = []
         self.current: TaskEvent | None = None
         self.pipeline_status = ""
         self._pending_failure: TaskEvent | None = None
         self._retrying: TaskEvent | None = None
-        self.skipped: list[str] = []
         self._task_file: TextIO | None = None
         self._partial = ""
         self._lock = threading.RLock()
@@ -214,11 +229,11 @@ class Capture:
             self._ticker.join(timeout=5)
         with self._lock:
             self._flush_pending_failure()
-            self._flush_skipped()
             if self.current is not None and self.current.status == "RUNNING":
                 self.current.status = "FAILURE"  # the run ended under it (kfp raised)
                 self.current.seconds = time.monotonic() - self.current.started
-                self.console.line(_task_line("FAILED", self.current, _one_line(self.current)))
+                self.console.line(_task_line("FAILED", self.current, _kind(self.current)))
+            self._tell_not_run()
         root = logging.getLogger()
         root.removeFilter(self._filter)
         root.removeHandler(self._handler)
@@ -287,25 +302,22 @@ class Capture:
                 self._finish(m["task"], m["status"])
             elif m := _RETRY.match(message):
                 self._retry(int(m["attempt"]), int(m["of"]), float(m["delay"]))
-            elif m := _SKIP_CONDITION.match(message):
-                self._flush_pending_failure()
-                branch = self._branches.get(m["task"]) or _branch(m["task"])
-                if branch:  # an unnamed branch ('condition-4') says nothing to a reader
-                    self.console.line(f"  {'skip':<7} {branch}  (condition false)")
-            elif m := _SKIP_UPSTREAM.match(message):
-                self._flush_pending_failure()
-                self.skipped.append(m["task"])
             elif m := _PIPELINE_DONE.match(message):
                 self._flush_pending_failure()
                 self.pipeline_status = m["status"]
-                self._flush_skipped()
+                self._tell_not_run()
 
-    def _flush_skipped(self) -> None:
-        if self.skipped:
-            names = [_branch(self._branches.get(t, t).split(": ")[0]) for t in self.skipped]
-            names = [n for n in names if n]
-            self.console.line(f"  {'skip':<7} {', '.join(names)} (an upstream task failed)")
-            self.skipped = []
+    def _tell_not_run(self) -> None:
+        """Once, at the end: the steps that did not run and why (`conveyor.local.names`)."""
+        if self._told_not_run or self._steps is None:
+            return
+        self._told_not_run = True
+        failed = self.pipeline_status not in ("", "SUCCESS") or \
+            any(t.status == "FAILURE" for t in self.tasks)
+        steps, reasons = self._steps.not_run(failed, [t.name for t in self.tasks])
+        line = skip_line(steps, reasons, failed)
+        if line:
+            self.console.line(line)
 
     def _start(self, name: str) -> None:
         self._flush_pending_failure()
@@ -345,6 +357,11 @@ class Capture:
                 task.outputs = json.loads((folder / "executor_output.json").read_text())
             except (OSError, ValueError):
                 task.outputs = {}
+            if self._steps is not None:
+                try:
+                    task.reports = link_reports(folder, self._steps.output_types(name))
+                except OSError:  # a report's name is a nicety, never a failure
+                    task.reports = {}
         if task.status == "SUCCESS":
             task.error_type = task.error = ""
             try:
@@ -369,7 +386,7 @@ class Capture:
         task = self._pending_failure
         self._pending_failure = None
         if task is not None:
-            self.console.line(_task_line("FAILED", task, _one_line(task)))
+            self.console.line(_task_line("FAILED", task, _kind(task)))
 
 
 def _one_line(task: TaskEvent) -> str:
@@ -379,10 +396,10 @@ def _one_line(task: TaskEvent) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def _branch(task: str) -> str:
-    """'condition-blessed-3' -> 'blessed'; '' for an unnamed branch ('condition-4')."""
-    found = re.fullmatch(r"condition-(.+)-\d+", task)
-    return found.group(1) if found else ("" if re.fullmatch(r"condition-\d+", task) else task)
+def _kind(task: TaskEvent) -> str:
+    """A failed task's line: the kind of error only. The error itself is told once, at the end
+    (`conveyor run`: on stderr; the Python API: in the PipelineFailed it raises)."""
+    return task.error_type.rpartition(".")[2] or "failed"
 
 
 def _file_name(task: str) -> str:

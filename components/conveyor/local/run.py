@@ -14,9 +14,14 @@ The emulator stack is the one `stack_root` names, else the one the environment p
 stopped afterwards unless `keep_stack`). kfp.local runs the tasks one after the other in
 subprocesses of this interpreter (`SubprocessRunner(use_venv=False)`: a fresh venv would lack
 conveyor and kfp), or, with `image` (`--docker`), in containers of conveyor's image
-(`conveyor.local.docker`). The console shows one line per task (see
-`conveyor.local.progress`); every task's log is a file under `<run folder>/logs/`. Which pipeline
-and which arguments are settled first, by `conveyor.local.pipeline`.
+(`conveyor.local.docker`). The buckets that the gs:// arguments name are created on the local
+stack if missing, one line saying so each (on Google Cloud a missing bucket is an error that
+names the gcloud command: preflight). The console shows one line per task, under the
+pipeline's step names (see `conveyor.local.progress` and `conveyor.local.names`); every task's
+log is a file under `<run folder>/logs/`, and every HTML or Markdown report also has a name
+ending in `.html` / `.md` beside its artifact. A failed run's error is told once: in the
+PipelineFailed raised, or by the caller (`conveyor run`: on stderr). Which pipeline and which
+arguments are settled first, by `conveyor.local.pipeline`.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from typing import Any
 
 from conveyor.errors import ConveyorError
 from conveyor.local import progress
-from conveyor.local.pipeline import branches, check_arguments, resolve
+from conveyor.local.names import StepNames
+from conveyor.local.pipeline import check_arguments, resolve
 from conveyor.local.task_report import artifact_paths, is_input_error, strip_ansi, task_folder
 
 
@@ -58,6 +64,8 @@ class TaskResult:
     artifacts: dict[str, str]  # output name -> URI (metrics artifacts left out)
     error_type: str = ""
     error: str = ""
+    #: output name -> the report's file with its suffix (`report.html`) beside the artifact
+    reports: dict[str, Path] = dataclasses.field(default_factory=dict)
 
     @property
     def input_error(self) -> bool:
@@ -102,44 +110,57 @@ class RunResult:
         raise KeyError(f"no task {name!r} ran (tasks: {', '.join(t.name for t in self.tasks)})")
 
     def error_line(self) -> str:
+        """Why the run failed, in one line."""
+        return self.error_message(lines=1)
+
+    def error_message(self, lines: int = 8) -> str:
+        """Why the run failed: the failed task, its error's kind and up to `lines` lines of its
+        message (continuation lines indented)."""
         failed = self.failed
         if failed is not None:
             kind = failed.error_type.rpartition(".")[2]
-            first = (failed.error.splitlines() or ["failed"])[0]
-            return f"task {failed.name} failed: {kind + ': ' if kind else ''}{first}"
+            message = "\n  ".join((failed.error or "failed (no traceback in its log)")
+                                  .splitlines()[:lines])
+            return f"task {failed.name} failed: {kind + ': ' if kind else ''}{message}"
         if self.error:
             return self.error
         return f"pipeline {self.name} finished with status {self.status}"
 
     def summary(self) -> str:
-        """The lines printed after the task lines: where the artifacts and logs are."""
+        """The lines printed after the task lines: where the artifacts and logs are (the error
+        itself is told once, by whoever reports the failure: see the module docstring)."""
         lines = []
         if self.ok:
             lines.append(f"{self.name}: SUCCESS in {self.seconds:.1f} s, {len(self.tasks)} tasks")
         else:
-            lines.append(f"{self.name}: FAILED after {self.seconds:.1f} s")
             failed = self.failed
-            if failed is not None:
-                kind = failed.error_type.rpartition(".")[2]
-                message = failed.error or "no traceback in its log"
-                lines.append(f"error in {failed.name}: {kind + ': ' if kind else ''}"
-                             + "\n  ".join(message.splitlines()[:8]))
+            lines.append(f"{self.name}: FAILED after {self.seconds:.1f} s"
+                         + (f" in {failed.name}" if failed is not None else ""))
+            if failed is not None and failed.log is not None:
                 lines.append(f"its log: {failed.log}")
-            elif self.error:
-                lines.append(f"error: {self.error}")
         if self.run_dir is not None:
             lines.append(f"run folder: {self.run_dir}")
             for task in self.tasks:
-                inside, outside = [], []
-                for name, uri in sorted(task.artifacts.items()):
-                    if uri == str(self.run_dir / task.name / name):
-                        inside.append(f"{name}/")
-                    else:
-                        outside.append(f"{name} {uri}")
-                if inside or outside:
-                    lines.append(f"  {task.name + '/':<24} " + "  ".join(inside + outside))
+                shown = _artifact_names(self.run_dir / task.name, task)
+                if shown:
+                    lines.append(f"  {task.name + '/':<24} " + "  ".join(shown))
         lines.append(f"logs: {self.logs}/  (run.log: the whole stream; one <task>.log per task)")
         return "\n".join(lines)
+
+
+def _artifact_names(folder: Path, task: TaskResult) -> list[str]:
+    """A task's artifacts as the summary shows them: `name/` for a folder, a report by its
+    file with the suffix (`report.html`), any other file by name; an artifact outside the
+    task's folder by its URI."""
+    inside, outside = [], []
+    for name, uri in sorted(task.artifacts.items()):
+        if uri != str(folder / name):
+            outside.append(f"{name} {uri}")
+        elif name in task.reports:
+            inside.append(task.reports[name].name)
+        else:
+            inside.append(f"{name}/" if Path(uri).is_dir() else name)
+    return inside + outside
 
 
 # -- the stack ----------------------------------------------------------------------------------
@@ -159,11 +180,11 @@ def use_stack(stack_root: str | os.PathLike[str] | None = None,
               keep_stack: bool = False) -> Iterator[StackUse]:
     """The stack under `stack_root`, else the one the environment names, else the default one;
     started if none runs there (and then stopped on the way out unless `keep_stack`)."""
-    from conveyor import gcp
     from conveyor.local import LocalStack
+    from conveyor.local.stack import check_environment, environment_names_stack
 
-    if not stack_root and os.environ.get(gcp.BIGQUERY_ENDPOINT_ENV) \
-            and os.environ.get(gcp.STORAGE_EMULATOR_ENV):
+    if not stack_root and environment_names_stack():
+        check_environment()  # a stack stopped since: fail now, naming the command
         yield StackUse(None, started=False, stops=False)
         return
     stack = LocalStack(stack_root)
@@ -314,6 +335,7 @@ def _run(component, label: str, name: str, arguments: dict, root: Path,
                          f"{used.info.gcs_endpoint}, data in {used.info.root}"
                          + (" (started; stopped at the end)" if used.stops else
                             " (started; left running)" if used.started else ""))
+        _create_buckets(arguments, console)
         task_runner = local.SubprocessRunner(use_venv=False)
         if image:
             from conveyor.local import docker
@@ -323,16 +345,27 @@ def _run(component, label: str, name: str, arguments: dict, root: Path,
         folder = _RunFolder(root, name)
         logs = root / f".conveyor-logs-{os.getpid()}-{time.time_ns()}"
         started = time.monotonic()
+        steps = StepNames(component.pipeline_spec)
         capture = progress.Capture(logs, verbose=verbose, console=console, locate=folder.locate,
-                                   branches=branches(component.pipeline_spec))
+                                   steps=steps)
         folder.attach(capture)
         console.line(f"{label}: running {name} through kfp.local"
                      + (f", every task in {image}" if image else ""))
-        with capture, _scratch(root):
+        with capture, _scratch(root), steps.naming():
             error_type, error = _call(component, arguments, capture)
         seconds = time.monotonic() - started
         run_dir = folder.settle()
         return _result(label, name, capture, run_dir, round(seconds, 2), error_type, error)
+
+
+def _create_buckets(arguments: Mapping[str, Any], console: progress.Console) -> None:
+    """Create on the local stack each bucket a gs:// argument names that does not exist yet,
+    one line each: a fresh stack has none, and a pipeline's first push needs one."""
+    from conveyor.local import data
+
+    for parameter, value in arguments.items():
+        for bucket in data.ensure_buckets(data.buckets_named(value)):
+            console.line(f"created bucket gs://{bucket} on the local stack ({parameter} names it)")
 
 
 def _call(component, arguments: dict, capture: progress.Capture) -> tuple[str, str]:
@@ -358,8 +391,8 @@ def _result(label: str, name: str, capture: progress.Capture, run_dir: Path, sec
     """The RunResult of a finished run, from what the capture saw."""
     tasks = [TaskResult(name=t.name, status=t.status, seconds=round(t.seconds, 2),
                         attempts=t.attempts, figures=t.figures, log=t.log, folder=t.folder,
-                        artifacts=artifact_paths(t.outputs),
-                        error_type=t.error_type, error=t.error) for t in capture.tasks]
+                        artifacts=artifact_paths(t.outputs), error_type=t.error_type,
+                        error=t.error, reports=dict(t.reports)) for t in capture.tasks]
     failed = any(t.status != "SUCCESS" for t in tasks) or bool(error) \
         or capture.pipeline_status not in ("", "SUCCESS") or not tasks
     if not tasks and not error:

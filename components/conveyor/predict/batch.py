@@ -76,8 +76,8 @@ def predict_to_bigquery(model_dir: str | Path, dataset_path: str | Path, output_
     client = gcp.bigquery_client(project, location)
     target = parse_table_id(output_table, client.project, "output_table")
     output.check_not_input(target, dataset.info.source, client.project)
-    output.check_existing(_existing_table(client, target), target, write_mode,
-                          _bq_schema(schema))
+    existing = _existing_table(client, target)
+    output.check_existing(existing, target, write_mode, _bq_schema(schema))
     serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
     inputs = serve.structured_input_signature[1]
     client.create_dataset(f"{target.project}.{target.dataset}", exists_ok=True,
@@ -97,7 +97,9 @@ def predict_to_bigquery(model_dir: str | Path, dataset_path: str | Path, output_
                     schema=_bq_schema(table.schema))).result(retry=retry.bigquery())
             disposition = bigquery.WriteDisposition.WRITE_APPEND
             rows += table.num_rows
-        client.query(_publish_sql(target, staging, schema.names, write_mode),
+        # append to a table not there yet: make it, as BigQuery's WRITE_APPEND would
+        publish = "create" if write_mode == "append" and existing is None else write_mode
+        client.query(_publish_sql(target, staging, schema.names, publish),
                      retry=retry.bigquery(), job_retry=retry.bigquery_job()).result(
                          retry=retry.bigquery(), job_retry=retry.bigquery_job())
     finally:

@@ -7,7 +7,8 @@ Checked before any prediction work (seconds, not the length of a run), each refu
   (ids compared after filling in the default project and dropping backticks, in any case);
 - `write_mode` says what happens when the output table exists: "create" (the default) refuses
   an existing table; "append" adds the rows to an existing table whose columns (names and types)
-  are the output's, and refuses one whose columns differ, naming them; "replace" replaces the
+  are the output's (creating the table when there is none yet), and refuses one whose columns
+  differ, naming them; "replace" replaces the
   table, and only when asked for by name;
 - no two output columns may share a name, in BigQuery's sense (case-insensitive): a passthrough
   column named like a prediction column (`value`, `class_label`, `model_version`...) or two class

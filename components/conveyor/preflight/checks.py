@@ -2,9 +2,12 @@
 that takes a version, and a source whose schema has the label, the slices and the split key.
 
 Every problem found is reported at once, in one `InputError` (a `SourceNotFoundError` when the
-only problems are missing things), each line naming the parameter and what was expected. The
-source's schema comes from a BigQuery dry run (no rows read, nothing billed); the base path is
-probed by `ModelBasePath.check_writable` (a probe object written and deleted).
+only problems are missing things), each line naming the parameter and what was expected, and
+for what is missing what to do (`conveyor.gcp.hints`): the command that creates a bucket (on
+the local stack, or gcloud's), the closest existing table, the command that loads a file as a
+table on the local stack. The source's schema comes from a BigQuery dry run (no rows read,
+nothing billed); the base path is probed by `ModelBasePath.check_writable` (a probe object
+written and deleted).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from conveyor.errors import InputError, SourceNotFoundError
-from conveyor.gcp import retry
+from conveyor.gcp import bigquery_client, hints, retry
 from conveyor.params import did_you_mean
 from conveyor.params import problems as parameter_problems
 
@@ -57,10 +60,14 @@ def check(*, label: str, model_base_path: str, table: str = "", query: str = "",
                             "{\"train\": 0.8, \"eval\": 0.2}")
     except InputError as exc:
         problems.append(str(exc))
+    base = None
     try:
-        ModelBasePath(model_base_path).check_writable()
+        base = ModelBasePath(model_base_path)
+        base.check_writable()
     except SourceNotFoundError as exc:
-        missing.append(str(exc))
+        bucket = base.bucket_name if base is not None else ""
+        missing.append(_with_hint(str(exc), hints.missing_bucket(bucket, location)
+                                  if bucket else ""))
     except InputError as exc:
         problems.append(str(exc))
     columns: dict[str, str] = {}
@@ -69,7 +76,9 @@ def check(*, label: str, model_base_path: str, table: str = "", query: str = "",
             columns = source_schema(table=table or None, query=query or None,
                                     project=project or None, location=location or None)
         except SourceNotFoundError as exc:
-            missing.append(str(exc))
+            hint = hints.missing_table(bigquery_client(project or None, location or None),
+                                       table) if table else ""
+            missing.append(_with_hint(str(exc), hint))
         except InputError as exc:
             problems.append(str(exc))
     if columns:
@@ -85,6 +94,14 @@ def check(*, label: str, model_base_path: str, table: str = "", query: str = "",
         kind = SourceNotFoundError if missing and not problems else InputError
         raise kind("preflight: " + "; ".join(everything))
     return Preflight(columns, [])
+
+
+def _with_hint(message: str, hint: str) -> str:
+    """`message` and what to do (`conveyor.gcp.hints`), without a second "did you mean" when
+    the code that raised already gave one."""
+    if "did you mean" in message and hint.startswith(" (did you mean"):
+        hint = hint[hint.index(")") + 1:]
+    return message + hint
 
 
 def _not_a_column(parameter: str, name: str, columns: dict[str, Any], where: str) -> str:
