@@ -206,5 +206,11 @@ def test_bigquery_lists_the_held_out_rows_by_the_recorded_rule(stack):
     from conveyor.io.split import second_buckets
 
     ids = np.arange(-2000, 3000)
-    want = ids[second_buckets(pa.array(ids)) < 2000].tolist()
+    buckets = second_buckets(pa.array(ids))
+    want = ids[buckets < 2000].tolist()
     assert listed == want and 800 < len(want) < 1200
+    # the bucket itself, row by row (a threshold alone rarely tells DIV from a floor division)
+    bucket_sql = rule.rsplit(" < ", 1)[0]
+    got = [row["b"] for row in client.query(
+        f"SELECT {bucket_sql} AS b FROM split_test.ids ORDER BY id").result()]
+    assert got == buckets.tolist()
