@@ -141,28 +141,82 @@ def test_a_split_with_few_row_groups_is_sampled_by_rows(tmp_path):
         list(range(0, 100, 10)), list(range(1, 100, 10))]
 
 
-def test_a_validation_sample_without_labels_falls_back_to_the_whole_split(tmp_path):
+def test_a_validation_sample_without_labels_falls_back_to_the_whole_holdout(tmp_path):
     """The labels are NULL in exactly the row groups a 1-in-4 sample picks: validation reads
-    the whole split rather than switching itself off."""
-    from conveyor.train.data import validation_sample
+    the whole holdout rather than switching itself off."""
+    from conveyor.io.split import Holdout
+    from conveyor.train.data import plan_validation
 
-    t = table(4096)
+    t = table(20_000)
     label = [None if (i // 64) % 4 == 2 else v for i, v in enumerate(t.column(LABEL).to_pylist())]
     t = t.set_column(2, LABEL, pa.array(label, pa.string()))
     with DatasetWriter(tmp_path / "ds", t.schema, ["train"], {"type": "test"},
-                       shard_rows=1024, row_group_rows=64) as writer:
+                       shard_rows=4096, row_group_rows=64) as writer:
         writer.write("train", t)
     ds = Dataset(tmp_path / "ds")
     fitted = fit(ds, FeatureSpec.from_dict({"label": LABEL, "task": "binary", "features": {
         "select": {"kind": "numeric"}}}))
-    assert validation_sample(ds, "train", fitted, 1024) == (1, 3072)
-    assert validation_sample(ds, "train", fitted, 0) == (1, 3072)
+    holdout = Holdout.of(ds.info)
+    held = holdout.held_out(pa.record_batch(t.select(list(holdout.columns)).to_batches()[0]))
+    labelled = np.array([v is not None for v in label])
+    whole = plan_validation(ds, "train", fitted, 0)
+    assert (whole.every, whole.labelled) == (1, int((held & labelled).sum()))
+    assert whole.training_rows == 20_000 - int(held.sum())
+    sampled = plan_validation(ds, "train", fitted, 500)  # 1 row group in 4 would have none
+    assert (sampled.every, sampled.labelled) == (1, whole.labelled)
+
+
+def read_side(ds, fitted, holdout, held_out, index=0, count=1, every=1):
+    from conveyor.train.data import chunks
+
+    return [i for x, _ in chunks(ds, "train", fitted, 64, shard=(index, count), every=every,
+                                 holdout=holdout, held_out=held_out)
+            for i in x["select"].astype(int).tolist()]
+
+
+@pytest.mark.parametrize("shard_rows, row_group_rows, workers", [
+    (100, 100, 3), (1000, 64, 4), (1000, 1000, 3)])
+def test_training_and_validation_rows_split_the_train_rows_on_any_number_of_workers(
+        tmp_path, shard_rows, row_group_rows, workers):
+    """The rows held out (validation) and the others (training) are disjoint and together
+    every labelled train row, on one worker or several: each worker keeps its side of its own
+    part, by the same rule, so the workers' validation rows are one worker's."""
+    from conveyor.io.split import Holdout, content_buckets
+
+    ds, fitted = dataset(tmp_path, 1000, shard_rows, row_group_rows, null_every=9)
+    holdout = Holdout.of(ds.info)
+    assert holdout.key is None and holdout.upper == 2000  # 1,000 rows: 20 %, by content
+    validation, training = (read_side(ds, fitted, holdout, True),
+                            read_side(ds, fitted, holdout, False))
+    labelled = [i for i in range(1000) if i % 9]
+    assert not set(validation) & set(training)
+    assert sorted(validation + training) == labelled
+    rows = table(1000, null_every=9)
+    want = np.flatnonzero(content_buckets(rows.to_batches()[0]) < 2000)
+    assert validation == [i for i in want.tolist() if i % 9]
+    assert 150 < len(validation) < 250
+    shares = [read_side(ds, fitted, holdout, True, i, workers) for i in range(workers)]
+    assert all(shares) and sorted(i for s in shares for i in s) == sorted(validation)
+    trained = [read_side(ds, fitted, holdout, False, i, workers) for i in range(workers)]
+    assert sorted(i for s in trained for i in s) == sorted(training)
+
+
+def test_a_big_holdout_is_validated_on_a_spread_sample(tmp_path):
+    from conveyor.io.split import Holdout
+
+    ds, fitted = dataset(tmp_path, 4096, 1024, 64)  # 4 files of 16 row groups of 64 rows
+    holdout = Holdout.of(ds.info)
+    every_row = read_side(ds, fitted, holdout, True)
+    sample = read_side(ds, fitted, holdout, True, every=4)
+    assert set(sample) < set(every_row)
+    assert sorted({i // 64 for i in sample}) == list(range(2, 64, 4))  # in all 4 files
+    assert sample == [i for i in every_row if (i // 64) % 4 == 2]
 
 
 def plateau(patience=4, lr=0.01):
     from conveyor.train.epochs import Plateau
 
-    return Plateau(patience, lr, lr / 32)
+    return Plateau(patience, lr, lr / 32, lr_patience=max(2, patience // 2))
 
 
 def test_plateau_stops_after_patience_epochs_without_improvement():
@@ -190,7 +244,7 @@ def test_plateau_halves_the_learning_rate_as_keras_does():
     import keras
 
     losses = [1.0, 0.9, 0.9, 0.89995, 0.95] + [0.7] * 12
-    p = plateau(patience=4, lr=0.01)  # learning-rate patience max(2, 4 // 2) = 2
+    p = plateau(patience=4, lr=0.01)  # learning-rate patience 2
     ours = []
     for e, v in enumerate(losses):
         p.update(e, v)

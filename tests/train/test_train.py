@@ -180,19 +180,96 @@ def test_bad_hyperparameters_are_named(tmp_path, hparams, words):
     assert words in str(err.value)
 
 
-def test_validation_reads_a_sample_of_an_eval_split_above_validation_rows(tmp_path, capsys):
-    from conveyor.train.data import labelled_rows, sample_every, sample_parts
+def keyed_dataset(path, table, key):
+    """A Dataset split on `key` as ingest splits it, the split recorded as ingest records it."""
+    import pyarrow as pa
 
+    from conveyor.io import DatasetWriter
+    from conveyor.io.split import SplitSpec
+
+    spec = SplitSpec.parse(None, key)
+    index = spec.assign(table.combine_chunks().to_batches()[0])
+    with DatasetWriter(path, table.schema, spec.names,
+                       {"type": "test", "split": spec.describe()}, row_group_rows=256) as w:
+        for i, name in enumerate(spec.names):
+            w.write(name, table.filter(pa.array(index == i)))
+    return path
+
+
+def test_model_selection_never_sees_the_eval_split(tmp_path):
+    """Issue 26: the rows train chose its epoch, its learning rates and its stopping point on
+    are held out of the train split, and disjoint from the eval split that evaluate scores:
+    the eval split's files are garbage here, and the KFP task body trains and publishes all
+    the same. Its record lists the validation rows (by the split key, in BigQuery's SQL), and
+    the validation loss it reports is the exported weights' loss on exactly those rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import tensorflow as tf
+    from kfp import dsl
+
+    from conveyor.model.inputs import LabelEncoder, model_inputs
+    from conveyor.train import tasks
+    from conveyor.transform.fit import Fitted
+
+    table = reference_rows(4000)
+    table = table.append_column("id", pa.array(range(10_000, 14_000), pa.int64()))
+    ds = keyed_dataset(tmp_path / "ds", table, "id")
+    spec = {"label": "label", "task": "binary",
+            "features": {**{f"f{i}": {"kind": "numeric"} for i in range(8)},
+                         "c0": {"kind": "categorical"}}}
+    fit(Dataset(ds), FeatureSpec.from_dict(spec)).write(tmp_path / "t")
+    eval_ids = set(Dataset(ds).read_table("eval", ["id"]).column("id").to_pylist())
+    for f in Dataset(ds).files("eval"):  # unreadable from here on
+        f.write_bytes(b"not a parquet file")
+
+    model = dsl.Model(uri=str(tmp_path / "model"))
+    metrics = dsl.Metrics(uri=str(tmp_path / "metrics"))
+    result = tasks.train(dsl.Dataset(uri=str(ds)), dsl.Artifact(uri=str(tmp_path / "t")), model,
+                         metrics, dsl.Artifact(uri=str(tmp_path / "tb")),
+                         hyperparameters={"epochs": 4, "batch_size": 64})
+
+    from conveyor.io.split import second_buckets
+
+    record = model.metadata["validation"]
+    assert record["key"] == "id" and record["split"] == "train"
+    assert record["rule"] == ("ABS(MOD(DIV(FARM_FINGERPRINT(CAST(`id` AS STRING)), 10000), "
+                              "10000)) < 2000")
+    train = Dataset(ds).read_table("train")
+    held = second_buckets(train.column("id")) < record["buckets"][1]
+    validation_ids = set(pc.filter(train.column("id"), pa.array(held)).to_pylist())
+    training_ids = set(train.column("id").to_pylist()) - validation_ids
+    assert validation_ids and training_ids and not validation_ids & eval_ids
+    assert record["validation_rows"] == metrics.metadata["validation_rows"] == len(validation_ids)
+    assert record["training_rows"] == metrics.metadata["training_rows"] == len(training_ids)
+    assert 0.15 < len(validation_ids) / train.num_rows < 0.25
+
+    fitted = Fitted.load(tmp_path / "t")
+    rows = train.filter(pa.array(held))
+    x = {k: tf.constant(v) for k, v in model_inputs(rows.combine_chunks().to_batches()[0],
+                                                   fitted).items()}
+    y = LabelEncoder(fitted, scaled=True)(rows.column("label"), "train").reshape(-1, 1)
+    p = result.model(x, training=False).numpy()
+    loss = float(tf.keras.losses.BinaryCrossentropy()(y, p))
+    assert abs(loss - metrics.metadata["val_loss"]) < 1e-4, (loss, metrics.metadata)
+
+
+def test_train_refuses_to_validate_on_the_split_evaluate_scores(tmp_path):
+    ds, transform = prepared(tmp_path, reference_rows(300), "label", spec={
+        "label": "label", "task": "binary", "features": {"f0": {"kind": "numeric"}}})
+    with pytest.raises(InputError, match="train_split and eval_split are both 'train'"):
+        run_train(tmp_path, ds, transform, eval_split="train")
+
+
+def test_a_big_holdout_is_validated_on_a_sample_of_validation_rows(tmp_path, capsys):
     ds, transform = prepared(tmp_path, reference_rows(3000), "label", spec={
         "label": "label", "task": "binary", "features": {"f0": {"kind": "numeric"}}})
-    eval_rows = Dataset(ds).split("eval").rows
     result = run_train(tmp_path, ds, transform, hparams={"epochs": 2, "batch_size": 64,
-                                                         "validation_rows": eval_rows // 4})
-    every = sample_every(eval_rows, eval_rows // 4)
-    sample = labelled_rows(sample_parts(list(Dataset(ds).files("eval")), every), "label")
-    assert every in (4, 5) and 0 < sample <= eval_rows // 4
-    assert (f"validating each epoch on 1 row group (or row) in {every} of split 'eval' "
-            f"({sample:,} labelled of its {eval_rows:,} rows") in capsys.readouterr().out
+                                                         "validation_rows": 100})
+    out = capsys.readouterr().out
+    assert "held out of split 'train' (1 row group or row in " in out
+    assert "hyperparameter validation_rows=100)" in out
+    assert 0 < result.metrics["validation_rows"] <= 120
+    assert result.validation["sampled_row_groups_every"] > 1
     assert np.isfinite(result.metrics["val_loss"])
 
 

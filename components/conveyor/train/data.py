@@ -12,10 +12,15 @@ every `count`-th row group, else (fewer row groups than workers) every `count`-t
 read by two workers, and together they read every row. The assignment follows the Dataset's file
 order, the same on every worker, before any shuffling.
 
-Validation reads a sample of a big eval split (`every` > 1, from `Hyperparameters.
-validation_rows`): every `every`-th row group counted over the whole split, so the sample is
-spread from its first file to its last rather than its first rows, and shared out among the
-workers like a split; with fewer row groups than that, every `every`-th row.
+Validation reads rows held out of the train split (`conveyor.io.split.Holdout`: a hash bucket of
+the split key, or of the row's content), never the eval split, which is left to the evaluate
+step: the epoch kept, early stopping and the learning-rate schedule are chosen on rows that the
+scores evaluate reports never come from. Training reads the other rows of the train split. Both
+read the same files and each keeps its side of the holdout, row by row, so with several workers
+each validates on the held-out rows of its own part. A big holdout is sampled (`every` > 1, from
+`Hyperparameters.validation_rows`): its rows in every `every`-th row group counted over the
+whole split, so the sample is spread from its first file to its last; with fewer row groups than
+that, in every `every`-th row.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import tensorflow as tf
 
 from conveyor.errors import EmptyDataError, InputError
 from conveyor.io.dataset import Dataset, read_shard, shard_row_groups
+from conveyor.io.split import Holdout
 from conveyor.model.inputs import LabelEncoder, model_inputs
 from conveyor.train.preprocess import input_dtype
 from conveyor.transform.fit import Fitted
@@ -98,12 +104,6 @@ def sample_parts(files: Sequence[ShardFile], every: int = 1, index: int = 0, cou
     return [Part(f, None, every * count, index) for f in files]
 
 
-def labelled_rows(parts: Sequence[Part], label: str) -> int:
-    """Rows of `parts` with a `label`."""
-    return sum(b.num_rows - b.column(0).null_count
-               for b in _part_batches(parts, [label], 1 << 20))
-
-
 def shard_rows(files: Sequence[ShardFile], index: int = 0, count: int = 1) -> int:
     """Rows (labelled or not) in worker `index`'s parts, from the Parquet footers alone."""
     total = 0
@@ -130,27 +130,42 @@ def _part_batches(parts: Sequence[Part], columns: list[str], chunk_rows: int
             yield batch
 
 
+def _kept(batch: pa.RecordBatch, label: str, holdout: Holdout | None, held_out: bool
+          ) -> pa.RecordBatch:
+    """The rows of `batch` with a label, on the `held_out` side of `holdout` (if any)."""
+    keep = pc.is_valid(batch.column(label))
+    if holdout is not None:
+        side = holdout.held_out(batch)
+        keep = pc.and_(keep, pa.array(side if held_out else ~side))
+    return batch if pc.all(keep).as_py() else batch.filter(keep)
+
+
+def _columns(fitted: Fitted, holdout: Holdout | None) -> list[str]:
+    """The columns read: the features, the label and what the holdout hashes (once each)."""
+    return list(dict.fromkeys([*fitted.features, fitted.spec.label,
+                               *(holdout.columns if holdout else ())]))
+
+
 def chunks(dataset: Dataset, split: str, fitted: Fitted, chunk_rows: int, *,
            shuffle: bool = False, seed: int = 0, repeat: bool = False,
-           shard: tuple[int, int] = (0, 1), every: int = 1
-           ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+           shard: tuple[int, int] = (0, 1), every: int = 1, holdout: Holdout | None = None,
+           held_out: bool = False) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
     """(features, label) arrays of up to `chunk_rows` rows each, shard after shard; with
     `shuffle`, shards in a new order each pass and rows shuffled within each chunk; with
     `shard=(index, count)`, only worker `index`'s part of the split (`shard_parts`); with
-    `every` > 1, of every `every`-th row group (`sample_parts`)."""
-    names = list(fitted.features)
+    `every` > 1, of every `every`-th row group (`sample_parts`); with a `holdout`, only the rows
+    it holds out (`held_out`) or only the others."""
     encode = LabelEncoder(fitted, scaled=True)
     rng = np.random.default_rng(seed)
     parts = sample_parts(list(dataset.files(split)), every, *shard)
+    columns = _columns(fitted, holdout)
     while True:
         order = list(parts)
         if shuffle and all(p.stride == 1 for p in order):  # striding counts rows in file order
             rng.shuffle(order)
         seen = 0
-        for batch in _part_batches(order, [*names, fitted.spec.label], chunk_rows):
-            labelled = pc.is_valid(batch.column(fitted.spec.label))
-            if not pc.all(labelled).as_py():
-                batch = batch.filter(labelled)
+        for batch in _part_batches(order, columns, chunk_rows):
+            batch = _kept(batch, fitted.spec.label, holdout, held_out)
             if not batch.num_rows:
                 continue
             x = model_inputs(batch, fitted)
@@ -165,16 +180,18 @@ def chunks(dataset: Dataset, split: str, fitted: Fitted, chunk_rows: int, *,
             return
         if not seen:  # repeating nothing would never end
             where = f" (worker {shard[0]} of {shard[1]})" if shard[1] > 1 else ""
+            held = " outside its validation holdout" if holdout is not None else ""
             raise EmptyDataError(f"train: split {split!r}{where} has no row with a label "
-                                 f"{fitted.spec.label!r} to train on")
+                                 f"{fitted.spec.label!r}{held} to train on")
 
 
 def tf_dataset(dataset: Dataset, split: str, fitted: Fitted, batch_size: int, *,
                shuffle_buffer: int = 0, seed: int = 0, repeat: bool = False,
-               shard: tuple[int, int] = (0, 1), every: int = 1) -> tf.data.Dataset:
-    """Batches of `batch_size` rows: Python hands tf.data large chunks (`shuffle_buffer` rows,
-    or 32 batches), the next one prepared while the current one is consumed, which tf.data cuts
-    into batches (`rebatch`) and prefetches in C++."""
+               shard: tuple[int, int] = (0, 1), every: int = 1, holdout: Holdout | None = None,
+               held_out: bool = False) -> tf.data.Dataset:
+    """Batches of `batch_size` rows of `chunks`: Python hands tf.data large chunks
+    (`shuffle_buffer` rows, or 32 batches), the next one prepared while the current one is
+    consumed, which tf.data cuts into batches (`rebatch`) and prefetches in C++."""
     task = fitted.spec.task
     signature = (
         {f["input"]: tf.TensorSpec([None], input_dtype(f), name=f["input"])
@@ -184,23 +201,72 @@ def tf_dataset(dataset: Dataset, split: str, fitted: Fitted, batch_size: int, *,
     chunk_rows = max(shuffle_buffer, batch_size * 32)
     return tf.data.Dataset.from_generator(
         lambda: chunks(dataset, split, fitted, chunk_rows, shuffle=bool(shuffle_buffer),
-                       seed=seed, repeat=repeat, shard=shard, every=every),
+                       seed=seed, repeat=repeat, shard=shard, every=every, holdout=holdout,
+                       held_out=held_out),
         output_signature=signature,
     ).prefetch(2).rebatch(batch_size).prefetch(tf.data.AUTOTUNE)  # next chunk while this one trains
 
 
-def validation_sample(dataset: Dataset, split: str, fitted: Fitted, validation_rows: int
-                      ) -> tuple[int, int]:
-    """(every, labelled): validation reads 1 row group in `every` of `split` (1: all of it),
-    which hold `labelled` rows with a label; said when `every` > 1. A sample without a label
-    falls back to the whole split. (`validation_rows`: the hyperparameter.)"""
-    rows, files = dataset.split(split).rows, list(dataset.files(split))
-    every = sample_every(rows, validation_rows)
-    labelled = labelled_rows(sample_parts(files, every), fitted.spec.label)
-    if every > 1 and not labelled:
-        every, labelled = 1, labelled_rows(sample_parts(files), fitted.spec.label)
-    if every > 1:
-        print(f"train: validating each epoch on 1 row group (or row) in {every} of split {split!r} "
-              f"({labelled:,} labelled of its {rows:,} rows; hyperparameter validation_rows="
-              f"{validation_rows:,}); the evaluate step scores them all")
-    return every, labelled
+@dataclasses.dataclass(frozen=True)
+class Validation:
+    """What train validates on: the rows of `split` that `holdout` holds out (None: no
+    validation, every row trains), those in 1 row group in `every`; `labelled` of them have a
+    label. `training_rows` are left to train on (estimated from the holdout's share when
+    `every` > 1: the rest of the split is not read to count them)."""
+
+    split: str
+    holdout: Holdout | None
+    every: int
+    labelled: int
+    training_rows: int
+
+    def describe(self) -> dict:
+        """The record train publishes: which rows it validated on, and how to list them."""
+        record: dict = {"split": self.split, "validation_rows": self.labelled,
+                        "training_rows": self.training_rows}
+        if self.holdout is None:
+            return record | {"held_out": "none: too few rows; early stopping off"}
+        return record | self.holdout.describe() | {"sampled_row_groups_every": self.every}
+
+
+def _count(dataset: Dataset, split: str, fitted: Fitted, holdout: Holdout, every: int
+           ) -> tuple[int, int, int]:
+    """(rows held out, of them labelled, labelled rows not held out) in 1 row group in `every`
+    of `split`."""
+    label = fitted.spec.label
+    held = held_labelled = kept_labelled = 0
+    parts = sample_parts(list(dataset.files(split)), every)
+    for batch in _part_batches(parts, list(dict.fromkeys([label, *holdout.columns])), 1 << 18):
+        side = holdout.held_out(batch)
+        labelled = pc.is_valid(batch.column(label)).to_numpy(zero_copy_only=False)
+        held += int(side.sum())
+        held_labelled += int((side & labelled).sum())
+        kept_labelled += int((~side & labelled).sum())
+    return held, held_labelled, kept_labelled
+
+
+def plan_validation(dataset: Dataset, split: str, fitted: Fitted, validation_rows: int
+                    ) -> Validation:
+    """The validation rows held out of the train `split` (`Holdout.of` the Dataset), sampled
+    to about `validation_rows` (the hyperparameter; 0: all), and counted; said in one line. A
+    split too small to hold out a labelled row and keep one to train on is not held out:
+    training then runs all its epochs on every row, without validation."""
+    rows = dataset.split(split).rows
+    holdout = Holdout.of(dataset.info, split)
+    every = sample_every(round(rows * holdout.fraction), validation_rows)
+    held, labelled, kept = _count(dataset, split, fitted, holdout, every)
+    if every > 1 and not labelled:  # a sample without a label: read the whole holdout
+        every = 1
+        held, labelled, kept = _count(dataset, split, fitted, holdout, every)
+    training = rows - held if every == 1 else rows - round(rows * holdout.fraction)
+    if not labelled or (every == 1 and not kept):
+        print(f"train: split {split!r} ({rows:,} rows) is too small to hold out validation "
+              "rows; training on every row, all epochs, without validation", flush=True)
+        return Validation(split, None, 1, 0, rows)
+    sample = (f" (1 row group or row in {every} of them: hyperparameter validation_rows="
+              f"{validation_rows:,})" if every > 1 else "")
+    print(f"train: validating each epoch on {labelled:,} labelled rows held out of split "
+          f"{split!r}{sample}, {holdout.fraction:.0%} of its rows by "
+          f"{holdout.describe()['rule']}; training on the other {training:,} rows; the eval "
+          "split is left to the evaluate step", flush=True)
+    return Validation(split, holdout, every, labelled, training)

@@ -1,13 +1,15 @@
 """Training on several workers: MultiWorkerMirroredStrategy in a custom loop.
 
 `model.fit` fails under that strategy in Keras 3 (keras-team/keras#20585), so this loop keeps
-by hand what `model.fit` gives one worker: per-epoch eval loss and metrics (all-reduced over the
-workers' eval shards), TensorBoard scalars, and per-epoch `tf.train.Checkpoint`s in
+by hand what `model.fit` gives one worker: per-epoch validation loss and metrics (all-reduced over
+the workers' validation rows), TensorBoard scalars, and per-epoch `tf.train.Checkpoint`s in
 `checkpoint_dir` (the chief's; other workers save to a temporary folder, as TensorFlow requires
 every worker to save) from which a restarted cluster resumes. What to do after each epoch (stop
 early, keep the best weights, halve the learning rate, a NaN loss as `TrainingError`) is the
 same `conveyor.train.epochs.EpochPolicy` as on one worker. Each worker reads its own part of the
-split (`conveyor.train.data.shard_parts`); the global batch is `batch_size` x replicas, and
+train split (`conveyor.train.data.shard_parts`), and of it trains on the rows the holdout keeps
+and validates on those it holds out: the same rule on every worker, so together they validate on
+the rows one worker would, never on the eval split; the global batch is `batch_size` x replicas, and
 every worker runs the same steps per epoch. Only the chief writes the model, TensorBoard logs
 and removes the checkpoints; others export to a temporary folder they delete.
 """
@@ -31,7 +33,7 @@ import tensorflow as tf
 from conveyor.errors import EmptyDataError
 from conveyor.io.dataset import Dataset
 from conveyor.train import cluster as clusters
-from conveyor.train.data import shard_rows, tf_dataset, validation_sample
+from conveyor.train.data import Validation, shard_rows, tf_dataset
 from conveyor.train.epochs import EpochPolicy, divergence_causes, epoch_metrics
 from conveyor.train.export import export, smearing
 from conveyor.train.hyperparameters import Hyperparameters
@@ -128,7 +130,7 @@ def _shaped(y, prediction, task: str):
 
 
 def _steps_per_epoch(hp: Hyperparameters, rows: int, global_batch: int) -> int:
-    """Train rows // global batch (or `steps / epochs`): the same on every worker."""
+    """Training rows // global batch (or `steps / epochs`): the same on every worker."""
     if hp.steps:
         return max(1, math.ceil(hp.steps / hp.epochs))
     return max(1, rows // global_batch)
@@ -147,11 +149,12 @@ def _check_shards(dataset: Dataset, split: str, cluster: clusters.Cluster) -> No
 
 
 def _inputs(strategy: tf.distribute.Strategy, cluster: clusters.Cluster, dataset: Dataset,
-            fitted: Fitted, hp: Hyperparameters, global_batch: int, train_split: str,
-            eval_split: str):
-    """(the distributed train input, this worker's eval shard or None): each worker reads its
-    own part of both splits."""
+            fitted: Fitted, hp: Hyperparameters, global_batch: int, validation: Validation):
+    """(the distributed train input, this worker's validation shard or None): each worker
+    reads its own part of the train split, and keeps from it the rows to train on, or those
+    held out for validation: the same holdout on every worker."""
     shard = (cluster.worker_index, cluster.num_workers)
+    train_split, holdout = validation.split, validation.holdout
 
     def train_input(context: tf.distribute.InputContext) -> tf.data.Dataset:
         if (context.input_pipeline_id, context.num_input_pipelines) != shard:
@@ -161,15 +164,13 @@ def _inputs(strategy: tf.distribute.Strategy, cluster: clusters.Cluster, dataset
         return tf_dataset(dataset, train_split, fitted,
                           context.get_per_replica_batch_size(global_batch),
                           shuffle_buffer=hp.shuffle_buffer, seed=hp.seed + shard[0],
-                          repeat=True, shard=shard)
+                          repeat=True, shard=shard, holdout=holdout)
 
     train_data = strategy.distribute_datasets_from_function(train_input)
     eval_ds = None
-    if eval_split in dataset.splits:
-        every, labelled = validation_sample(dataset, eval_split, fitted, hp.validation_rows)
-        if labelled:  # all workers' count, alike on every worker
-            eval_ds = tf_dataset(dataset, eval_split, fitted, hp.batch_size, shard=shard,
-                                 every=every)
+    if holdout is not None and validation.labelled:  # all workers' count, alike on each
+        eval_ds = tf_dataset(dataset, train_split, fitted, hp.batch_size, shard=shard,
+                             every=validation.every, holdout=holdout, held_out=True)
     return train_data, eval_ds
 
 
@@ -342,15 +343,16 @@ def _run_epochs(loop: _Loop, train_data, policy: EpochPolicy, checkpoints: _Chec
 def train_distributed(strategy: tf.distribute.Strategy, cluster: clusters.Cluster,
                       dataset: Dataset, fitted: Fitted, hp: Hyperparameters, *,
                       module_file: str | None, model_path: Path, transform_path: str | Path,
-                      log_dirs: list[str], checkpoint_dir: Path, train_split: str,
-                      eval_split: str, start: float) -> TrainResult:
+                      log_dirs: list[str], checkpoint_dir: Path, validation: Validation,
+                      start: float) -> TrainResult:
     """The custom training loop under MultiWorkerMirroredStrategy (see the module)."""
     replicas = strategy.num_replicas_in_sync
     global_batch = hp.batch_size * replicas
-    steps_per_epoch = _steps_per_epoch(hp, dataset.split(train_split).rows, global_batch)
+    train_split = validation.split
+    steps_per_epoch = _steps_per_epoch(hp, validation.training_rows, global_batch)
     _check_shards(dataset, train_split, cluster)
     train_data, eval_ds = _inputs(strategy, cluster, dataset, fitted, hp, global_batch,
-                                  train_split, eval_split)
+                                  validation)
     with strategy.scope():
         model = build_model(fitted, hp, module_file)
         optimizer = keras.optimizers.Adam(hp.learning_rate)

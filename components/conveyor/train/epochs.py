@@ -2,16 +2,21 @@
 
 One worker trains with Keras' `model.fit`; several train in a custom loop (`model.fit` fails
 under MultiWorkerMirroredStrategy, keras-team/keras#20585). Both hand each epoch's logs (`loss`,
-`val_loss`, metrics) to an `EpochPolicy`, which decides, from the eval loss:
+`val_loss`, metrics) to an `EpochPolicy`, which decides, from the validation loss (on rows held
+out of the train split, `conveyor.train.data.plan_validation`; never the eval split):
 
-- a NaN or infinite training or eval loss: `TrainingError` naming the likely cause (nothing is
-  exported then);
-- a new best epoch (lowest finite eval loss): its weights are the ones to export;
-- the learning rate halved when the eval loss stalls (floored), as Keras' `ReduceLROnPlateau`;
-- stop when the eval loss has not improved for `patience` epochs, as Keras' `EarlyStopping`.
+- a NaN or infinite training or validation loss: `TrainingError` naming the likely cause
+  (nothing is exported then);
+- a new best epoch (lowest finite validation loss): its weights are the ones to export;
+- the learning rate halved when the validation loss stalls for `lr_patience` epochs (default
+  half the patience, at least 3), down to 1/8 of the initial rate, as Keras'
+  `ReduceLROnPlateau` does;
+- stop when the validation loss has not improved for `patience` epochs, as Keras'
+  `EarlyStopping`. The automatic patience (`Hyperparameters.resolved`) grows as the validation
+  rows get fewer and their loss noisier.
 
-Without an eval loss (no eval split) or with `patience` 0, training runs all its epochs. After a
-resume, only the epochs of this run are compared. Pure Python: no TensorFlow needed.
+Without a validation loss (no rows held out) or with `patience` 0, training runs all its epochs.
+After a resume, only the epochs of this run are compared. Pure Python: no TensorFlow needed.
 """
 
 from __future__ import annotations
@@ -29,14 +34,16 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass
 class Plateau:
-    """Early stopping and learning-rate halving on the eval loss, as Keras' `EarlyStopping`
-    (min_delta 0) and `ReduceLROnPlateau` (min_delta 1e-4, factor 0.5) decide them.
-    `patience` 0 turns both off."""
+    """Early stopping and learning-rate halving on the validation loss, as Keras'
+    `EarlyStopping` (min_delta 0) and `ReduceLROnPlateau` (min_delta 1e-4, factor 0.5) decide
+    them. `patience` 0 turns both off."""
 
     patience: int
     learning_rate: float
     min_learning_rate: float
-    lr_patience: int = 0  # 0: max(2, patience // 2)
+    #: 0: max(3, patience // 2): a noisy loss stalls for an epoch or two by chance, and each
+    #: halving slows training for good
+    lr_patience: int = 0
     best: float = math.inf
     wait: int = 0
     lr_best: float = math.inf
@@ -44,10 +51,10 @@ class Plateau:
 
     def __post_init__(self):
         if not self.lr_patience:
-            self.lr_patience = max(2, self.patience // 2)
+            self.lr_patience = max(3, self.patience // 2)
 
     def update(self, epoch: int, loss: float) -> bool:
-        """Record `epoch`'s eval loss; True when training should stop. May lower
+        """Record `epoch`'s validation loss; True when training should stop. May lower
         `learning_rate`."""
         if not self.patience:
             return False
@@ -99,10 +106,11 @@ class EpochPolicy:
 
     def __init__(self, patience: int, learning_rate: float, causes: Sequence[str] = (),
                  min_learning_rate: float | None = None):
-        """`patience` 0 (or no eval loss in the logs) turns early stopping and the learning-rate
-        halving off; the learning rate never goes below `min_learning_rate` (default: the
-        initial one / 32). `causes`: what to blame a diverged loss on (`divergence_causes`)."""
-        floor = learning_rate / 32 if min_learning_rate is None else min_learning_rate
+        """`patience` 0 (or no validation loss in the logs) turns early stopping and the
+        learning-rate halving off; the learning rate never goes below `min_learning_rate`
+        (default: the initial one / 8, three halvings: a lower one mostly stalls a run that was
+        still improving). `causes`: what to blame a diverged loss on (`divergence_causes`)."""
+        floor = learning_rate / 8 if min_learning_rate is None else min_learning_rate
         self.plateau = Plateau(patience, learning_rate, floor)
         self.causes = list(causes) or ["a learning_rate too high for this data (try 10x lower)"]
         self.best_loss = math.inf
@@ -118,12 +126,13 @@ class EpochPolicy:
         self.plateau.learning_rate = value
 
     def check_finite(self, epoch: int, logs: Mapping[str, float]) -> None:
-        """Raise `TrainingError` when `epoch`'s training or eval loss is NaN or infinite."""
+        """Raise `TrainingError` when `epoch`'s training or validation loss is NaN or
+        infinite."""
         for key in ("loss", "val_loss"):
             value = logs.get(key)
             if value is not None and not math.isfinite(value):
                 raise TrainingError(
-                    f"train: the {'training' if key == 'loss' else 'eval'} loss became "
+                    f"train: the {'training' if key == 'loss' else 'validation'} loss became "
                     f"{value} at epoch {epoch + 1}; stopped, nothing exported. Likely cause: "
                     + "; ".join(self.causes))
 

@@ -27,16 +27,17 @@ class Hyperparameters:
     dropout: float = 0.0
     learning_rate: float = 1e-3
     batch_size: int = 0  # 0: from the train rows (`auto_batch_size`)
-    epochs: int = 0  # 0: from the train rows (`auto_epochs`), stopped early on the eval loss
-    steps: int = 0  # total training steps; 0: `epochs` full passes over the train split
-    #: epochs without eval-loss improvement before stopping; 0: off; -1: automatic (on, 5 or
-    #: 10 epochs, unless `steps` fixes the budget)
+    #: 0: from the train rows (`auto_epochs`), stopped early on the validation loss
+    epochs: int = 0
+    steps: int = 0  # total training steps; 0: `epochs` full passes over the training rows
+    #: epochs without validation-loss improvement before stopping; 0: off; -1: automatic (on,
+    #: 5 to 20 epochs by the validation rows: `auto_patience`; off when `steps` fixes the budget)
     early_stopping_patience: int = -1
     shuffle_buffer: int = 65536
     seed: int = 0
-    #: eval rows validated on after each epoch; a bigger eval split gives an evenly spread
-    #: sample of its row groups (`data.sample_every`); 0: every row. The evaluate step always
-    #: scores the whole split.
+    #: validation rows (held out of the train split, `data.plan_validation`) read after each
+    #: epoch; a bigger holdout gives an evenly spread sample of its row groups
+    #: (`data.sample_every`); 0: every row. The eval split is never read by train.
     validation_rows: int = 1_000_000
 
     @classmethod
@@ -60,8 +61,8 @@ class Hyperparameters:
             if getattr(hyperparameters, name) < 0:
                 raise InputError(f"hyperparameters: {name} must be at least 1 (0: automatic)")
         if hyperparameters.validation_rows < 0:
-            raise InputError("hyperparameters: validation_rows must be >= 0 (0: the whole eval "
-                             f"split), not {hyperparameters.validation_rows}")
+            raise InputError("hyperparameters: validation_rows must be >= 0 (0: every row held "
+                             f"out for validation), not {hyperparameters.validation_rows}")
         if hyperparameters.early_stopping_patience < -1:
             raise InputError("hyperparameters: early_stopping_patience must be >= 0 (0: off) "
                              "or -1 (automatic)")
@@ -69,15 +70,17 @@ class Hyperparameters:
             raise InputError("hyperparameters: learning_rate must be positive")
         return hyperparameters
 
-    def resolved(self, rows: int) -> Hyperparameters:
-        """A copy with the automatic settings (0 / -1) chosen for `rows` training rows."""
+    def resolved(self, rows: int, validating: int | None = None) -> Hyperparameters:
+        """A copy with the automatic settings (0 / -1) chosen for `rows` training rows and
+        `validating` labelled validation rows (None: as many as train rows)."""
         chosen = dataclasses.replace(self)
         if not chosen.batch_size:
             chosen.batch_size = auto_batch_size(rows)
         steps_per_epoch = max(1, rows // chosen.batch_size)
         if chosen.early_stopping_patience == -1:
-            chosen.early_stopping_patience = (0 if self.steps
-                                              else (10 if steps_per_epoch < 50 else 5))
+            chosen.early_stopping_patience = (
+                0 if self.steps
+                else auto_patience(rows if validating is None else validating, steps_per_epoch))
         if not chosen.epochs:
             chosen.epochs = auto_epochs(rows, chosen.batch_size) if not chosen.steps else 10
         return chosen
@@ -142,6 +145,19 @@ def check(value: Any) -> list[str]:
 def auto_batch_size(rows: int) -> int:
     """About 64 steps per pass over the rows, as a power of two from 32 to 512."""
     return int(min(512, max(32, 2 ** round(math.log2(max(rows, 1) / 64)))))
+
+
+def auto_patience(validating: int, steps_per_epoch: int) -> int:
+    """Epochs without a better validation loss before training stops, scaled to that loss's
+    noise: its standard error grows as 1 / sqrt(rows), so over few rows it wanders and a
+    chance low can make the next ten epochs look worse while the model still improves. Below
+    1,000 validation rows 20 epochs (such tables are cheap to train on), below 10,000 (or
+    under 50 steps an epoch) 10, else 5."""
+    if validating < 1_000:
+        return 20
+    if validating < 10_000 or steps_per_epoch < 50:
+        return 10
+    return 5
 
 
 def auto_epochs(rows: int, batch_size: int) -> int:

@@ -20,10 +20,14 @@ class TrainResult:
     examples_per_second: float  # over all epochs run, tracing and validation included
     steady_examples_per_second: float  # training steps after the first (which traces)
     seconds: float
-    best_epoch: int | None = None  # the epoch whose weights were exported (eval loss), from 0
+    #: the epoch whose weights were exported (lowest validation loss), from 0
+    best_epoch: int | None = None
     hyperparameters: Hyperparameters | None = None  # as resolved for this run
     cluster: clusters.Cluster = clusters.SINGLE  # this process's role
     global_batch_size: int = 0  # examples per step over all replicas (multi-worker runs)
+    #: the rows validated on (`conveyor.train.data.Validation.describe`): how many, and the
+    #: rule that lists them
+    validation: dict = dataclasses.field(default_factory=dict)
 
     @property
     def is_chief(self) -> bool:

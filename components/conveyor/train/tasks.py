@@ -82,5 +82,6 @@ def _publish(result, model, metrics, tensorboard) -> None:
     metrics.log_metric("resumed_from_epoch", result.first_epoch)
     model.metadata.update({"framework": "tensorflow", "format": "saved_model",
                            "signature": "serving_default",
-                           "hyperparameters": dataclasses.asdict(result.hyperparameters)})
+                           "hyperparameters": dataclasses.asdict(result.hyperparameters),
+                           "validation": result.validation})
     tensorboard.metadata["log_dir"] = tensorboard.path

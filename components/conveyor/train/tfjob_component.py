@@ -39,13 +39,13 @@ def train_tfjob(
         dataset: The Dataset to train on.
         preprocessing: The fitted preprocessing from transform.
         model: SavedModel; serving_default takes raw features of shape [None].
-        metrics: Final training and eval metrics, examples per second, resumed epoch.
+        metrics: Training and validation metrics at the best epoch, validation and training rows, examples per second, resumed epoch.
         tensorboard: TensorBoard logs.
-        hyperparameters: model (dnn, wide_deep), hidden_units, embedding_dim, learning_rate, batch_size, epochs, steps, early_stopping_patience, dropout, seed, shuffle_buffer, validation_rows (eval rows validated on after each epoch, a spread sample of a bigger eval split; default 1000000, 0: all).
+        hyperparameters: model (dnn, wide_deep), hidden_units, embedding_dim, learning_rate, batch_size, epochs, steps, early_stopping_patience, dropout, seed, shuffle_buffer, validation_rows (rows held out of train_split validated on after each epoch, a spread sample of a bigger holdout; default 1000000, 0: all).
         module_file: Path or gs:// URI of a module defining build_model(hparams, feature_spec).
         log_dir_uri: Extra TensorBoard log dir, e.g. gs:// for Vertex AI TensorBoard.
         train_split: Split to train on.
-        eval_split: Split for validation metrics and early stopping.
+        eval_split: The split evaluate scores: never read by train, which validates (early stopping, best epoch, learning rate) on rows held out of train_split.
         train_replicas: Machines (pods) to train on: 1 chief and train_replicas - 1 workers.
         namespace: Namespace of the TFJob; default: this task's own.
         service_account: Kubernetes service account of the replicas' pods.

@@ -1,12 +1,15 @@
 """Train a Keras model over a Dataset with its fitted transform, and export it for serving.
 
-- Input: `tf.data` pipelines streaming the train split (shuffled) and the eval split.
+- Input: `tf.data` pipelines streaming the train split (shuffled) less the validation rows held
+  out of it (`conveyor.train.data.plan_validation`), and those validation rows. The eval split
+  is never read: the scores evaluate reports come from rows no choice of train has seen.
 - Model: `conveyor.train.model` (DNN, wide-and-deep, or a user module), preprocessing inside.
 - Distribution: chosen from the devices present (`choose_strategy`).
-- Defaults (`Hyperparameters.resolved`): batch size and an epoch bound from the train rows,
-  early stopping on the eval loss, the learning rate halved when the eval loss stalls, and the
-  weights of the best epoch (lowest eval loss) exported, not the last: the rules of
-  `conveyor.train.epochs.EpochPolicy`, shared with the multi-worker loop.
+- Defaults (`Hyperparameters.resolved`): batch size and an epoch bound from the training rows,
+  early stopping on the validation loss (its patience from the validation rows), the learning
+  rate halved when the validation loss stalls, and the weights of the best epoch (lowest
+  validation loss) exported, not the last: the rules of `conveyor.train.epochs.EpochPolicy`,
+  shared with the multi-worker loop.
 - Callbacks: TensorBoard (to the TensorBoard artifact, and optionally a gs:// log dir),
   `BackupAndRestore` in `checkpoint_dir` so a preempted or retried task resumes from its last
   finished epoch. A NaN or infinite loss stops training at once with a `TrainingError` that
@@ -35,7 +38,7 @@ import tensorflow as tf
 from conveyor.errors import InputError, TrainingError
 from conveyor.io.dataset import Dataset
 from conveyor.train import cluster as clusters
-from conveyor.train.data import tf_dataset, validation_sample
+from conveyor.train.data import Validation, plan_validation, tf_dataset
 from conveyor.train.distributed import multi_worker_strategy, train_distributed
 from conveyor.train.epochs import EpochPolicy, divergence_causes, epoch_metrics
 from conveyor.train.export import export, smearing
@@ -153,7 +156,9 @@ def train(dataset_path: str | Path, transform_path: str | Path, model_path: str 
           log_dir_uri: str | None = None, checkpoint_dir: str | Path | None = None,
           module_file: str | None = None, train_split: str = "train",
           eval_split: str = "eval") -> TrainResult:
-    """Train on `train_split`, validate on `eval_split` (if present), export to `model_path`.
+    """Train on `train_split` less its validation rows, validate on those, export to
+    `model_path`. `eval_split` names the split the evaluate step scores: never read here, and
+    it may not be `train_split`.
 
     With a cluster of several workers in `TF_CONFIG` / `CLUSTER_SPEC`, every worker calls this
     with the same arguments; only the chief writes `model_path` and the TensorBoard logs."""
@@ -168,48 +173,55 @@ def train(dataset_path: str | Path, transform_path: str | Path, model_path: str 
     if train_split not in dataset.splits:
         raise InputError(f"train: the dataset has no {train_split!r} split "
                          f"(splits: {', '.join(dataset.splits)})")
+    if eval_split == train_split:
+        raise InputError(f"train: train_split and eval_split are both {train_split!r}: the "
+                         "scores evaluate reports would come from rows the model trained on; "
+                         "name another eval split")
     keras.utils.set_random_seed(hp.seed)
-    rows = dataset.split(train_split).rows
-    hp = hp.resolved(rows)
+    validation = plan_validation(dataset, train_split, fitted, hp.validation_rows)
+    hp = hp.resolved(validation.training_rows, validation.labelled)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else Path(f"{model_path}.checkpoints")
     log_dirs = [str(d) for d in (tensorboard_path, log_dir_uri) if d]
     if strategy is not None:
-        return train_distributed(
+        result = train_distributed(
             strategy, cluster, dataset, fitted, hp, module_file=module_file,
             model_path=Path(model_path), transform_path=transform_path, log_dirs=log_dirs,
-            checkpoint_dir=checkpoint_dir, train_split=train_split, eval_split=eval_split,
-            start=start)
-    return _train_single(dataset, fitted, hp, module_file=module_file,
-                         model_path=Path(model_path), transform_path=transform_path,
-                         log_dirs=log_dirs, checkpoint_dir=checkpoint_dir,
-                         train_split=train_split, eval_split=eval_split, start=start)
+            checkpoint_dir=checkpoint_dir, validation=validation, start=start)
+    else:
+        result = _train_single(dataset, fitted, hp, module_file=module_file,
+                               model_path=Path(model_path), transform_path=transform_path,
+                               log_dirs=log_dirs, checkpoint_dir=checkpoint_dir,
+                               validation=validation, start=start)
+    result.validation = validation.describe()
+    result.metrics["validation_rows"] = float(validation.labelled)
+    result.metrics["training_rows"] = float(validation.training_rows)
+    return result
 
 
-def _eval_input(dataset: Dataset, eval_split: str, fitted: Fitted, hp: Hyperparameters
-                ) -> tuple[tf.data.Dataset | None, int | None]:
-    """(the eval input, its steps), or (None, None) without an eval split or labelled rows."""
-    if eval_split not in dataset.splits:
+def _validation_input(dataset: Dataset, fitted: Fitted, hp: Hyperparameters,
+                      validation: Validation) -> tuple[tf.data.Dataset | None, int | None]:
+    """(the validation input, its steps), or (None, None) without validation rows."""
+    if validation.holdout is None or not validation.labelled:
         return None, None
-    every, labelled = validation_sample(dataset, eval_split, fitted, hp.validation_rows)
-    if not labelled:
-        return None, None
-    return (tf_dataset(dataset, eval_split, fitted, hp.batch_size, every=every),
-            math.ceil(labelled / hp.batch_size))
+    return (tf_dataset(dataset, validation.split, fitted, hp.batch_size, every=validation.every,
+                       holdout=validation.holdout, held_out=True),
+            math.ceil(validation.labelled / hp.batch_size))
 
 
 def _train_single(dataset: Dataset, fitted: Fitted, hp: Hyperparameters, *,
                   module_file: str | None, model_path: Path, transform_path: str | Path,
-                  log_dirs: list[str], checkpoint_dir: Path, train_split: str,
-                  eval_split: str, start: float) -> TrainResult:
+                  log_dirs: list[str], checkpoint_dir: Path, validation: Validation,
+                  start: float) -> TrainResult:
     """`model.fit` on this process's devices, the epoch policy as a callback."""
-    rows = dataset.split(train_split).rows
+    train_split = validation.split
     if hp.steps:
         steps_per_epoch = max(1, math.ceil(hp.steps / hp.epochs))
     else:
-        steps_per_epoch = max(1, rows // hp.batch_size)
+        steps_per_epoch = max(1, validation.training_rows // hp.batch_size)
     train_ds = tf_dataset(dataset, train_split, fitted, hp.batch_size,
-                          shuffle_buffer=hp.shuffle_buffer, seed=hp.seed, repeat=True)
-    eval_ds, eval_steps = _eval_input(dataset, eval_split, fitted, hp)
+                          shuffle_buffer=hp.shuffle_buffer, seed=hp.seed, repeat=True,
+                          holdout=validation.holdout)
+    eval_ds, eval_steps = _validation_input(dataset, fitted, hp, validation)
 
     progress = _Progress()
     policy = _Policy(EpochPolicy(hp.early_stopping_patience if eval_ds is not None else 0,
