@@ -26,6 +26,7 @@ from conveyor.local import seed
 from conveyor.transform.fit import fit
 from conveyor.transform.spec import MAX_CATEGORY_CODES, propose_spec
 from conveyor.validate import labels
+from conveyor.validate import suite as suites
 from conveyor.validate.validate import ValidationFailed, validate_dataset
 
 WHERE = ("train", "eval")
@@ -74,6 +75,10 @@ def test_one_row_of_a_new_class_gets_one_verdict_in_train_and_in_eval(penguins, 
         (warning,) = result.warnings
         assert "'Emperor' 1 row(s)" in warning and "too few rows to learn or judge" in warning
         verdicts.append((result.passed, result.broken, result.drifted, len(result.warnings)))
+        # the suite written for the next run allows the classes of every split, both ways
+        written = suites.load_suite(tmp_path / where / "suite" / suites.SPEC_FILE)
+        assert written.spec.columns["species"].allowed == ["Adelie", "Chinstrap", "Emperor",
+                                                           "Gentoo"]
         types = {c.name: c.type for c in Dataset(data).info.columns}
         spec = propose_spec(types, "species", {"a": 1, "b": 1, "c": 1, "d": 1})
         fitted.append(fit(Dataset(data), spec))

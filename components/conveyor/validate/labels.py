@@ -22,6 +22,10 @@ with every split's statistics at once, by rules that give the same verdict where
   and every squared-error metric (RMSE, R2) would measure that one row. The median and the
   quartiles hardly move when such a row lands in train, so the verdict does not depend on where
   it lands.
+
+A suite validate infers from this dataset takes the label's rules from every split too
+(`table_rules`: its classes `allowed`, its range): met by this run by construction, they hold
+the next run that reuses the suite written out.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from typing import Any
 
 from conveyor.stats.columns import CATEGORICAL, NUMERIC, ColumnStatistics, SplitStatistics
 from conveyor.validate.checks import CheckResult
-from conveyor.validate.suite import SIGNIFICANCE
+from conveyor.validate.suite import SIGNIFICANCE, ColumnRules, infer_spec
 
 RARE_CLASS_ROWS = 10  # fewer rows in the whole table: too few to learn or judge (a warning)
 MAX_CLASS_CODES = 20  # as transform.spec.MAX_CATEGORY_CODES: an int64 label of <= 20 values
@@ -103,6 +107,34 @@ class ClassCounts:
                 f"{self.chance_outside_train(value):.2g}: the split is not random for this class "
                 "(a split key its rows share?) or the class is new in whole; the model could "
                 "never predict it: split by another key, or drop or merge the class")
+
+
+def merged(columns: Mapping[str, ColumnStatistics]) -> ColumnStatistics:
+    """One column's statistics over several splits: counts, range, NaN/inf and values (what
+    suite inference reads; no moments or sample)."""
+    parts = list(columns.values())
+    out = ColumnStatistics(parts[0].name, parts[0].type)
+    for c in parts:
+        out.count, out.nulls = out.count + c.count, out.nulls + c.nulls
+        out.nan, out.inf, out.finite = out.nan + c.nan, out.inf + c.inf, out.finite + c.finite
+        if c.min is not None:
+            out.min = c.min if out.min is None else min(out.min, c.min)
+            out.max = c.max if out.max is None else max(out.max, c.max)
+        if c.values is not None:
+            out.values = dict(out.values or {})
+            for value, n in c.values.items():
+                out.values[value] = out.values.get(value, 0) + n
+            out.truncated = out.truncated or c.truncated
+    return out
+
+
+def table_rules(columns: Mapping[str, ColumnStatistics], margin: float) -> ColumnRules:
+    """The label's rules of a suite inferred from this dataset, from every split at once (its
+    classes `allowed`): what the next run reusing the suite is held to."""
+    label = merged(columns)
+    spec = infer_spec(SplitStatistics(label.rows, {label.name: label}), margin=margin,
+                      strict_values=(label.name,))
+    return spec.columns[label.name]
 
 
 def is_classes(columns: Mapping[str, ColumnStatistics]) -> bool:

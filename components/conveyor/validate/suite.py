@@ -373,7 +373,7 @@ def write_suite(suite: Suite, folder: str | Path) -> None:
 
 
 def infer_spec(stats: SplitStatistics, margin: float = 0.1, max_categories: int = 100,
-               strict_values: tuple[str, ...] = (), free: tuple[str, ...] = ()) -> SuiteSpec:
+               strict_values: tuple[str, ...] = ()) -> SuiteSpec:
     """A spec from a baseline's statistics, breakage apart from drift (module docstring).
 
     Breakage (fails under policy fail):
@@ -381,10 +381,7 @@ def infer_spec(stats: SplitStatistics, margin: float = 0.1, max_categories: int 
     - nulls: the baseline's (nulls, rows), checked sample-size aware;
     - numeric columns whose baseline min >= 0: min 0 (a negative value is impossible);
     - numeric columns without NaN or inf in the baseline: finite;
-    - columns in `strict_values`: their values.
-
-    Columns in `free` get a type and nulls rule only (validate's label, when the suite comes from
-    the train split of the data it checks: `conveyor.validate.labels` judges its values).
+    - columns in `strict_values` (a label checked against its own train split): their values.
 
     Drift (reported, never fails):
     - numeric: expected [min - margin x range, max + margin x range], clipped at 0 for a
@@ -394,9 +391,6 @@ def infer_spec(stats: SplitStatistics, margin: float = 0.1, max_categories: int 
     columns = {}
     for name, c in stats.columns.items():
         r = ColumnRules(type=c.type, nulls=(c.nulls, c.rows) if c.rows else None)
-        columns[name] = r
-        if name in free:
-            continue
         if (c.kind == NUMERIC and c.min is not None and math.isfinite(c.min)
                 and math.isfinite(c.max)):
             r.finite = c.nan == 0 and c.inf == 0
@@ -417,6 +411,7 @@ def infer_spec(stats: SplitStatistics, margin: float = 0.1, max_categories: int 
                 r.allowed = values
             else:
                 r.expected_values = values
+        columns[name] = r
     return SuiteSpec(columns, min_rows=1, exact_columns=True)
 
 

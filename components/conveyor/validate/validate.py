@@ -30,6 +30,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from conveyor.errors import ConveyorError, InputError
 from conveyor.io.dataset import Dataset
 from conveyor.model.layout import STATISTICS_FILE
@@ -344,20 +346,37 @@ def _suite(suite: str | Path | None, dataset: Dataset, chosen: Sequence[str],
            computed: stats.DatasetStatistics | None, label_column: str | None,
            infer_margin: float) -> suites.Suite:
     """The suite: given, else inferred from the baseline, else from this dataset's train split.
-    Inferred from the train split, the label's values get no rule (only its type and nulls):
-    a rule from train checked on eval would judge the split's luck (a new class or an extreme
-    label failing in eval, passing in train); `conveyor.validate.labels` judges them on every
-    split at once. Against a baseline a new class is drift (retrain)."""
+    Inferred from this dataset, the label's rules come from every split (its classes
+    `allowed`, its range...), not from train's alone: a rule from train checked on eval would
+    judge the split's luck (one row of a new class failed in eval, passed in train). They are
+    met by this run by construction and bind the next one that reuses the suite written out;
+    `conveyor.validate.labels` judges the label's values now. Against a baseline a new class is
+    drift (retrain)."""
     if suite:
         return suites.load_suite(suite)
     source = baseline_stats
     origin = f"inferred from {baseline_name}" if source else "inferred from this dataset"
-    free: tuple[str, ...] = ()
+    own = source is None
     if source is None:
         source = computed or stats.compute_statistics(dataset, [_train(chosen)])
-        free = (label_column,) if label_column else ()
-    spec = suites.infer_spec(source.split(_train(chosen)), margin=infer_margin, free=free)
+    spec = suites.infer_spec(source.split(_train(chosen)), margin=infer_margin)
+    if own and label_column:
+        spec.columns[label_column] = labels.table_rules(
+            _label_statistics(dataset, chosen, label_column, computed), infer_margin)
     return suites.Suite(suites.to_expectations(spec), spec, origin=origin)
+
+
+def _label_statistics(dataset: Dataset, chosen: Sequence[str], label: str,
+                      computed: stats.DatasetStatistics | None
+                      ) -> dict[str, stats.ColumnStatistics]:
+    """The label's statistics in each split: from `computed` (BigQuery's), else read (the label
+    column alone)."""
+    if computed is not None:
+        return {s: computed.splits[s].columns[label] for s in chosen}
+    types = {c.name: c.type for c in dataset.info.columns}
+    schema = pa.schema([dataset.schema.field(label)])
+    return {s: stats.split_statistics(dataset.iter_batches(s, [label]), schema, types)
+            .columns[label] for s in chosen}
 
 
 def _check_split(dataset: Dataset, name: str, used: suites.Suite,
