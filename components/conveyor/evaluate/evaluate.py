@@ -13,8 +13,9 @@ and log loss below the prior's; multiclass accuracy 10% of the way from the majo
 and 2 standard errors above it, and log loss below the prior's; regression RMSE 5% and 2 paired
 standard errors below the naive RMSE, and below the train median's likewise (one extreme label
 drags the mean, not the median), and R2 > 0 on the eval rows, even with the floor off: a
-regression model never beats the floor by being less absurd than a poisoned mean. Reported as `naive_metrics` (evaluation.json), beside the
-candidate and baseline in the report, and as `naive_<metric>` in the metrics artifact.
+regression model never clears the floor by being less absurd than a poisoned mean. Reported as
+`naive_metrics` (evaluation.json), beside the candidate and baseline in the report, and as
+`naive_<metric>` in the metrics artifact.
 
 Baseline (`conveyor.evaluate.baselines`): the one given, else the newest of the 5 newest versions
 under the model base path that can be evaluated on this data; each version that cannot (a

@@ -242,10 +242,10 @@ def fit(dataset: Dataset, spec: FeatureSpec, train_split: str = "train",
                              f"({rows} rows, label {spec.label!r} NULL in all)")
     classes = None
     if spec.task != "regression":  # the classes of every split (conveyor.validate.labels)
-        counts, more = table_label_counts(dataset, spec.label, train_split,
-                                          dict(label.values or {}), statistics)
+        table, more = table_label_counts(dataset, spec.label, train_split,
+                                         dict(label.values or {}), statistics)
         read += more
-        classes = _label_classes(spec, counts)
+        classes = _label_classes(spec, table)
     else:
         read += _check_finite_labels(dataset, spec, statistics)
     features = {}

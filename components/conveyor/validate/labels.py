@@ -32,10 +32,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from conveyor.stats.columns import CATEGORICAL, NUMERIC, ColumnStatistics, SplitStatistics
+import pyarrow as pa
+
+from conveyor.io.dataset import Dataset
+from conveyor.stats.columns import (
+    CATEGORICAL,
+    NUMERIC,
+    ColumnStatistics,
+    DatasetStatistics,
+    SplitStatistics,
+    split_statistics,
+)
 from conveyor.validate.checks import CheckResult
 from conveyor.validate.suite import SIGNIFICANCE, ColumnRules, infer_spec
 
@@ -126,6 +136,18 @@ def merged(columns: Mapping[str, ColumnStatistics]) -> ColumnStatistics:
                 out.values[value] = out.values.get(value, 0) + n
             out.truncated = out.truncated or c.truncated
     return out
+
+
+def per_split(dataset: Dataset, splits: Sequence[str], label: str,
+              computed: DatasetStatistics | None) -> dict[str, ColumnStatistics]:
+    """The label's statistics in each split: from `computed` (BigQuery's), else read (the label
+    column alone, before validate's pass: the suite it infers needs them)."""
+    if computed is not None:
+        return {s: computed.splits[s].columns[label] for s in splits}
+    types = {c.name: c.type for c in dataset.info.columns}
+    schema = pa.schema([dataset.schema.field(label)])
+    return {s: split_statistics(dataset.iter_batches(s, [label]), schema, types).columns[label]
+            for s in splits}
 
 
 def table_rules(columns: Mapping[str, ColumnStatistics], margin: float) -> ColumnRules:

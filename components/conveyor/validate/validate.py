@@ -30,8 +30,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from conveyor.errors import ConveyorError, InputError
 from conveyor.io.dataset import Dataset
 from conveyor.model.layout import STATISTICS_FILE
@@ -345,12 +343,9 @@ def _suite(suite: str | Path | None, dataset: Dataset, chosen: Sequence[str],
            baseline_stats: stats.DatasetStatistics | None, baseline_name: str | None,
            computed: stats.DatasetStatistics | None, label_column: str | None,
            infer_margin: float) -> suites.Suite:
-    """The suite: given, else inferred from the baseline, else from this dataset's train split.
-    Inferred from this dataset, the label's rules come from every split (its classes
-    `allowed`, its range...), not from train's alone: a rule from train checked on eval would
-    judge the split's luck (one row of a new class failed in eval, passed in train). They are
-    met by this run by construction and bind the next one that reuses the suite written out;
-    `conveyor.validate.labels` judges the label's values now. Against a baseline a new class is
+    """The suite: given, else inferred from the baseline, else from this dataset's train split,
+    the label's rules from every split (`conveyor.validate.labels.table_rules`: a rule of
+    train's checked on eval would judge the split's luck). Against a baseline a new class is
     drift (retrain)."""
     if suite:
         return suites.load_suite(suite)
@@ -362,21 +357,8 @@ def _suite(suite: str | Path | None, dataset: Dataset, chosen: Sequence[str],
     spec = suites.infer_spec(source.split(_train(chosen)), margin=infer_margin)
     if own and label_column:
         spec.columns[label_column] = labels.table_rules(
-            _label_statistics(dataset, chosen, label_column, computed), infer_margin)
+            labels.per_split(dataset, chosen, label_column, computed), infer_margin)
     return suites.Suite(suites.to_expectations(spec), spec, origin=origin)
-
-
-def _label_statistics(dataset: Dataset, chosen: Sequence[str], label: str,
-                      computed: stats.DatasetStatistics | None
-                      ) -> dict[str, stats.ColumnStatistics]:
-    """The label's statistics in each split: from `computed` (BigQuery's), else read (the label
-    column alone)."""
-    if computed is not None:
-        return {s: computed.splits[s].columns[label] for s in chosen}
-    types = {c.name: c.type for c in dataset.info.columns}
-    schema = pa.schema([dataset.schema.field(label)])
-    return {s: stats.split_statistics(dataset.iter_batches(s, [label]), schema, types)
-            .columns[label] for s in chosen}
 
 
 def _check_split(dataset: Dataset, name: str, used: suites.Suite,
