@@ -181,6 +181,77 @@ def test_naive_reference_from_counts_and_from_an_old_transform():
     assert mean.prediction == 4100.0 and np.all(mean.predict(3) == 4100.0)
 
 
+def regression_floor(y, p, mean, median=None, thresholds=None):
+    """(passed, checks) of the regression floor as evaluate runs it: the scoring state fed the
+    rows in two batches, then `State.floor_checks` (mean, median, R2)."""
+    from conveyor.evaluate.scoring import State
+
+    state = State("regression", 0, fl.NaiveReference("regression", mean, "test", median), ())
+    for part in np.array_split(np.arange(len(y)), 2):
+        rows = len(part)
+        state.update({"value": p[part]}, "value", y[part], p[part],
+                     {"overall": np.ones(rows, dtype=bool)}, rows)
+    checks = state.floor_checks(fl.parse_floor(thresholds, "regression"))
+    return all(c[4] for c in checks), checks
+
+
+def test_a_train_mean_dragged_by_one_label_blesses_no_absurd_model():
+    """Issue 25, class 3, as it happened: one body mass of 1e30 among 261 train rows made the
+    train mean 3.8e27; a model answering ~2e14 g for every bird (R2 = -5.6e22 on the 81 eval
+    rows) beat that mean by 24 orders of magnitude and was blessed. The train median (4,075 g)
+    and R2 > 0 refuse it; a real model still passes every check."""
+    rng = np.random.default_rng(25)
+    y = rng.normal(4200.0, 800.0, 81)
+    mean, median = 3.831e27, 4075.0
+    absurd = rng.normal(2.0e14, 1.0e13, 81)
+    passed, checks = regression_floor(y, absurd, mean, median)
+    assert not passed
+    by_rule = {c[1].split(":")[0].split(" by ")[0]: c for c in checks}
+    assert by_rule["beats the naive reference"][4]  # the poisoned mean alone would bless it
+    assert not by_rule["beats the train median (4075 for every row)"][4]
+    r2 = next(c for c in checks if c[0] == "r2")
+    assert not r2[4] and r2[2] < -1e22 and "the eval rows' own mean" in r2[1]
+    # without a median (a transform before it was recorded), R2 alone still refuses it
+    assert not regression_floor(y, absurd, mean)[0]
+    good = y + rng.normal(0.0, 300.0, 81)
+    assert regression_floor(y, good, float(np.mean(y)), median)[0]
+    assert regression_floor(y, good, mean, median)[0]  # poisoned mean, real model: blessed
+
+
+def test_a_negative_r2_is_never_blessed_even_with_the_floor_off():
+    rng = np.random.default_rng(3)
+    y = rng.normal(100.0, 10.0, 500)
+    worse = y.mean() + 1.2 * (rng.permutation(y) - y.mean())  # R2 about -1.4
+    passed, checks = regression_floor(y, worse, float(y.mean()), float(np.median(y)),
+                                      {"naive_floor": False})
+    assert not passed and [c[0] for c in checks] == ["r2"]
+    # eval labels all equal: R2 is undefined, no check (the other rules still judge)
+    same = np.full(50, 7.0)
+    assert regression_floor(same, same + 0.5, 7.0, 7.0, {"naive_floor": False}) == (True, [])
+
+
+def test_regression_metrics_keep_their_digits_for_large_labels():
+    """R2 from sum(y^2) - sum(y)^2 / n lost every digit for labels of 1e9 +- 1 (it gave any
+    value); the merged sum of squared deviations keeps them."""
+    rng = np.random.default_rng(7)
+    y = 1e9 + rng.normal(size=20_000)
+    p = y + rng.normal(scale=0.5, size=20_000)
+    acc = Regression()
+    for part in np.array_split(np.arange(len(y)), 7):
+        acc.update(y[part], p[part])
+    assert acc.result()["r2"] == pytest.approx(0.75, abs=0.02)
+    assert acc.sst == pytest.approx(np.sum((y - y.mean()) ** 2), rel=1e-9)
+
+
+def test_the_median_is_read_from_the_transform_and_described():
+    ref = fl.naive_reference("regression", None, {"raw_mean": 3.8e27, "raw_median": 4075.0},
+                             lambda: pytest.fail("not used"))
+    assert ref.median == 4075.0 and "and the train median 4075" in ref.describe([])
+    old = fl.naive_reference("regression", None, {"raw_mean": 4100.0},
+                             lambda: pytest.fail("not used"))
+    assert old.median is None and "median" not in old.describe([])
+
+
 class _Result:
     metrics = {"overall": {"auc": 0.81, "calibration": float("nan"), "examples": 10.0}}
     baseline_metrics = {"overall": {"auc": float("inf")}}

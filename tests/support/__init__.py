@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from support.data import PENGUINS_SUITE, write_dataset
+from support.data import PENGUINS_SUITE, key_landing_in, write_dataset
 from support.models import HPARAMS, fit_transform, train_model
 from support.network import free_ports, loopback_api
 
 #: The repository's root folder.
 REPO = Path(__file__).resolve().parents[2]
 
-__all__ = ["HPARAMS", "PENGUINS_SUITE", "REPO", "fit_transform", "free_ports", "loopback_api",
-           "train_model", "write_dataset"]
+__all__ = ["HPARAMS", "PENGUINS_SUITE", "REPO", "fit_transform", "free_ports", "key_landing_in",
+           "loopback_api", "train_model", "write_dataset"]

@@ -18,7 +18,15 @@ The floor, by default (`DEFAULT_FLOOR`), on the same eval rows:
   from that share to 1, 2 binomial standard errors of that share on these rows); and log loss
   below the prior's. A 1,000-class model at 0.76 % accuracy (majority share 0.3 %) needs 10 %;
 - regression: RMSE <= naive RMSE minus margin, margin = max(5% of the naive RMSE, what 2 paired
-  standard errors of the per-row squared-error difference are worth in RMSE).
+  standard errors of the per-row squared-error difference are worth in RMSE); the same against
+  the train median (`label_stats["raw_median"]`, when the transform recorded it); and, always,
+  even with the floor off, R2 > 0 on the eval rows (`r2_check`).
+
+The mean is not a floor the data cannot poison: one label of 1e30 among penguins' body masses
+made it 3.8e27, so a model at R2 = -5.6e22 (every prediction ~2e14 g, its log-scale smearing
+factor dragged by the same row) beat it by 24 orders of magnitude and was blessed (issue 25).
+The median hardly moves for a few extreme rows, and R2 > 0 asks the candidate to beat the eval
+rows' own mean, the best constant there is for them: no train statistic enters it at all.
 
 The standard-error terms keep chance from blessing on a small eval split (a model trained on
 shuffled labels scores around the reference, give or take noise); on large splits the skill
@@ -59,6 +67,7 @@ class NaiveReference:
     task: str
     prediction: Any  # binary: P(class 1); multiclass: the prior vector; regression: the mean
     source: str
+    median: float | None = None  # regression: the train median, a second, robust reference
 
     def predict(self, rows: int) -> np.ndarray:
         if self.task == "multiclass":
@@ -67,7 +76,10 @@ class NaiveReference:
 
     def describe(self, classes: list[str]) -> str:
         if self.task == "regression":
-            return f"the train mean {float(self.prediction):.6g} for every row ({self.source})"
+            median = (f"; and the train median {self.median:.6g}" if self.median is not None
+                      else "")
+            return (f"the train mean {float(self.prediction):.6g} for every row ({self.source})"
+                    + median)
         prior = (self.prediction if self.task == "multiclass"
                  else [1 - self.prediction, self.prediction])
         shown = ", ".join(f"{c}: {p:.3f}" for c, p in list(zip(classes, prior))[:10])
@@ -80,11 +92,13 @@ def naive_reference(task: str, label_counts: list[int] | None,
     """The naive reference from the candidate's transform; `fallback()` -> (counts or mean,
     source) counts it from data when the transform predates `label_counts` / `raw_mean`."""
     if task == "regression":
+        median = (label_stats or {}).get("raw_median")
+        median = float(median) if median is not None and math.isfinite(median) else None
         if label_stats and label_stats.get("raw_mean") is not None:
             return NaiveReference(task, float(label_stats["raw_mean"]),
-                                  "the transform's train mean")
+                                  "the transform's train mean", median)
         mean, source = fallback()
-        return NaiveReference(task, float(mean), source)
+        return NaiveReference(task, float(mean), source, median)
     counts, source = ((label_counts, "the transform's train label counts") if label_counts
                       else fallback())
     counts = np.asarray(counts, dtype=np.float64)
@@ -145,7 +159,9 @@ class RowStats:
 
     rows: int = 0
     positives: int = 0  # binary
-    paired: PairedSquaredError | None = None  # regression
+    paired: PairedSquaredError | None = None  # regression: vs the train mean
+    paired_median: PairedSquaredError | None = None  # regression: vs the train median
+    label_ss: float | None = None  # regression: the eval labels' squared deviations, summed
 
 
 def default_margin(task: str, metric: str, naive: float, stats: RowStats) -> tuple[float, str]:
@@ -178,24 +194,47 @@ def default_margin(task: str, metric: str, naive: float, stats: RowStats) -> tup
 
 
 def floor_checks(task: str, floor: Mapping[str, float | None], metrics: Mapping[str, float],
-                 naive: Mapping[str, float],
-                 stats: RowStats) -> list[tuple[str, str, float, float, bool]]:
-    """(metric, rule, value, naive value, passed) per floor rule, on the overall metrics."""
+                 naive: Mapping[str, float], stats: RowStats,
+                 median: tuple[float, Mapping[str, float]] | None = None
+                 ) -> list[tuple[str, str, float, float, bool]]:
+    """(metric, rule, value, naive value, passed) per floor rule, on the overall metrics;
+    `median` (the train median and its metrics on the same rows) adds, for a regression, the
+    same rule against it."""
     out: list[tuple[str, str, float, float, bool]] = []
     for metric, given in floor.items():
         if metric not in metrics or metric not in naive:
             raise InputError(f"thresholds: {OVER_NAIVE} of {metric!r}: the metric is not "
                              f"computed for this task (computed: "
                              f"{', '.join(sorted(k for k in metrics if k != 'examples'))})")
-        value, reference = float(metrics[metric]), float(naive[metric])
-        if given is None:
-            margin, why = default_margin(task, metric, reference, stats)
-        else:
-            margin, why = given, f"thresholds' {OVER_NAIVE}"
-        sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
-        better = sign * (value - reference)
-        passed = bool(math.isfinite(value) and math.isfinite(margin) and better >= margin)
-        rule = ("is better than the naive reference" if margin == STRICT and given is None
-                else f"beats the naive reference by >= {margin:.4g}: {why}")
-        out.append((metric, rule, value, reference, passed))
+        out.append(_versus(task, metric, given, float(metrics[metric]), float(naive[metric]),
+                           stats, "the naive reference"))
+        if median is not None and metric in median[1]:
+            value, robust = float(median[1][metric]), dataclasses.replace(
+                stats, paired=stats.paired_median)
+            out.append(_versus(task, metric, given, float(metrics[metric]), value, robust,
+                               f"the train median ({median[0]:.6g} for every row)"))
     return out
+
+
+def _versus(task: str, metric: str, given: float | None, value: float, reference: float,
+            stats: RowStats, name: str) -> tuple[str, str, float, float, bool]:
+    if given is None:
+        margin, why = default_margin(task, metric, reference, stats)
+    else:
+        margin, why = given, f"thresholds' {OVER_NAIVE}"
+    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    better = sign * (value - reference)
+    passed = bool(math.isfinite(value) and math.isfinite(margin) and better >= margin)
+    rule = (f"is better than {name}" if margin == STRICT and given is None
+            else f"beats {name} by >= {margin:.4g}: {why}")
+    return metric, rule, value, reference, passed
+
+
+def r2_check(r2: float, stats: RowStats) -> tuple[str, str, float, float, bool] | None:
+    """A regression model must have R2 > 0 on the eval rows: beat their own mean, the best
+    constant for them, which no label of the train split can poison. Always on: a negative R2
+    is never worth serving. None when the eval labels are all equal (R2 is undefined)."""
+    if stats.label_ss is None or not stats.label_ss > 0:
+        return None
+    return ("r2", "is above 0: better than the eval rows' own mean for every row (any constant "
+            "does no better)", r2, 0.0, bool(math.isfinite(r2) and r2 > 0))

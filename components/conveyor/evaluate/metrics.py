@@ -239,9 +239,13 @@ class Multiclass:
 
 
 class Regression:
+    """RMSE, MAE and R2 from running sums; the labels' mean and sum of squared deviations are
+    merged batch by batch (Chan et al.), not read from sum(y^2) - sum(y)^2 / n, which loses
+    every digit when the labels are large next to their spread."""
+
     def __init__(self) -> None:
         self.n = 0
-        self.sse = self.sae = self.sum_y = self.sum_y2 = 0.0
+        self.sse = self.sae = self.mean_y = self.m2_y = 0.0
         self.sample: PairSample | None = None
 
     def track(self, size: int = SAMPLE_PAIRS) -> None:
@@ -257,19 +261,30 @@ class Regression:
 
     def update(self, y: np.ndarray, p: np.ndarray) -> None:
         y, p = y.astype(np.float64), p.astype(np.float64)
+        if not len(y):
+            return
         if self.sample is not None:
             self.sample.update(y.ravel(), p.ravel())
         e = p - y
-        self.n += len(y)
         self.sse += float(np.sum(e * e))
         self.sae += float(np.sum(np.abs(e)))
-        self.sum_y += float(y.sum())
-        self.sum_y2 += float(np.sum(y * y))
+        n_b, mean_b = len(y), float(y.mean())
+        m2_b = float(np.sum((y - mean_b) ** 2))
+        n = self.n + n_b
+        delta = mean_b - self.mean_y
+        self.m2_y += m2_b + delta * delta * self.n * n_b / n
+        self.mean_y += delta * n_b / n
+        self.n = n
+
+    @property
+    def sst(self) -> float:
+        """The labels' sum of squared deviations from their own mean (R2's denominator)."""
+        return self.m2_y
 
     def result(self) -> dict[str, float]:
         if not self.n:
             return {}
-        sst = self.sum_y2 - self.sum_y ** 2 / self.n
+        sst = self.m2_y
         return {"rmse": float(np.sqrt(self.sse / self.n)), "mae": self.sae / self.n,
                 "r2": 1 - self.sse / sst if sst > 0 else 0.0, "examples": float(self.n)}
 

@@ -217,6 +217,10 @@ class State:
             self.acc["overall"].track(*([list(curve_classes)] if task == "multiclass" else []))
         self.naive: dict[str, Any] = {}
         self.paired = fl.PairedSquaredError() if task == "regression" else None
+        # regression: the train median on the same rows (overall), a reference no few
+        # extreme labels can drag (`conveyor.evaluate.floor`)
+        self.median = accumulator(task) if naive.median is not None else None
+        self.paired_median = fl.PairedSquaredError() if naive.median is not None else None
         self.rows = self.positives = self.answered = 0
         self.shapes: dict = {}
         self.infra_note = ""
@@ -242,9 +246,32 @@ class State:
             self.positives += int(np.sum(y > 0.5))
         if self.paired is not None:
             self.paired.update(y, p, q)
+        if self.median is not None and self.paired_median is not None:
+            m = np.full(rows, float(self.naive_ref.median or 0.0))
+            self.median.update(y, m)
+            self.paired_median.update(y, p, m)
 
     def row_stats(self) -> fl.RowStats:
-        return fl.RowStats(self.rows, self.positives, self.paired)
+        overall = self.acc["overall"]
+        return fl.RowStats(self.rows, self.positives, self.paired, self.paired_median,
+                           overall.sst if self.task == "regression" else None)
+
+    def median_metrics(self) -> tuple[float, dict[str, float]] | None:
+        """(the train median, its overall metrics on the evaluated rows), or None."""
+        if self.median is None or self.naive_ref.median is None:
+            return None
+        return self.naive_ref.median, self.median.result()
+
+    def floor_checks(self, floor: dict[str, float | None]
+                     ) -> list[tuple[str, str, float, float, bool]]:
+        """The naive floor's checks on the overall metrics (`conveyor.evaluate.floor`): vs the
+        train prior or mean, vs the train median, and a regression's R2 > 0 (always on)."""
+        overall = self.acc["overall"].result()
+        stats = self.row_stats()
+        out = fl.floor_checks(self.task, floor, overall, self.naive["overall"].result(), stats,
+                              self.median_metrics())
+        r2 = fl.r2_check(overall["r2"], stats) if self.task == "regression" else None
+        return out + ([r2] if r2 is not None else [])
 
 
 def _groups(batch, slices, acc, task, classes) -> dict[str, np.ndarray]:

@@ -41,6 +41,7 @@ from conveyor.stats.columns import (
     SplitStatistics,
 )
 from conveyor.transform.spec import DATETIME_TYPES, FLOAT32_MAX, MAX_CLASSES, FeatureSpec
+from conveyor.validate.labels import ClassCounts
 
 FORMAT = "conveyor.transform/v1"
 DEFAULT_TOP_K = 10_000
@@ -55,7 +56,8 @@ class Fitted:
     rows: int
     dataset_fingerprint: str = ""
     #: regression: mean and std of the label as trained (after `transform`: none or log), and
-    #: `raw_mean` (the train mean in label units: the naive reference's prediction)
+    #: `raw_mean` (the train mean in label units: the naive reference's prediction) and
+    #: `raw_median` (the train median: evaluate's robust reference)
     label_stats: dict[str, Any] | None = None
     label_counts: list[int] | None = None  # classification: train rows per class
 
@@ -238,9 +240,12 @@ def fit(dataset: Dataset, spec: FeatureSpec, train_split: str = "train",
     if label.count == 0:
         raise EmptyDataError(f"transform: split {train_split!r} has no row with a label "
                              f"({rows} rows, label {spec.label!r} NULL in all)")
-    classes = _label_classes(spec, label)
-    if classes is not None:
-        read += _check_other_splits(dataset, spec, classes, train_split, statistics)
+    classes = None
+    if spec.task != "regression":  # the classes of every split (conveyor.validate.labels)
+        table, more = table_label_counts(dataset, spec.label, train_split,
+                                         dict(label.values or {}), statistics)
+        read += more
+        classes = _label_classes(spec, table)
     else:
         read += _check_finite_labels(dataset, spec, statistics)
     features = {}
@@ -280,20 +285,46 @@ def _label_scale(spec: FeatureSpec, label: ColumnStatistics) -> dict[str, Any]:
         mean, std = float(label.mean), float(label.std or 0.0)
     return {"transform": spec.label_transform, "mean": mean, "std": std or 1.0,
             "raw_mean": float(label.mean), "raw_std": float(label.std or 0.0),
+            # evaluate's second naive reference, which a few extreme labels cannot drag
+            "raw_median": label.quantile(0.5),
             "min": float(label.min), "max": float(label.max)}
 
 
-def _label_classes(spec: FeatureSpec, label: ColumnStatistics) -> list | None:
-    if spec.task == "regression":
-        return None
-    classes = sorted(label.values or {}, key=lambda v: (str(type(v)), v))
+def _label_classes(spec: FeatureSpec, counts: ClassCounts) -> list:
+    """The label's classes: those of every split, so that where a rare class's rows land
+    decides nothing. A class no train row has gets an output the model learns never to give
+    (evaluate counts its rows as misses); one a random split would not have left out of train
+    is refused (`ClassCounts.not_by_chance`)."""
+    train = counts.train
+    seen = [c for c in counts.per_split.get(train, {}) if counts.in_train(c)]
+    refused = counts.not_by_chance()
+    if refused:
+        split = next(s for s, n in counts.per_split.items()
+                     if s != train and any(n.get(v) for v in refused))
+        shown = sorted((v for v in refused if counts.per_split[split].get(v)), key=str)
+        raise SchemaError(
+            f"transform: split {split!r} has label class(es) {shown[:10]} of {spec.label!r} not "
+            f"seen in {train!r} (classes: {_ordered(seen)[:20]}): {counts.refusal(refused[0])}")
+    classes = _ordered(counts.classes)
+    where = f"in the table ({len(seen)} in {train!r})" if len(seen) != len(classes) else \
+        f"in {train!r}"
     if spec.task == "binary" and len(classes) != 2:
         raise SchemaError(f"transform: a binary label needs exactly 2 classes; {spec.label!r} has "
-                          f"{len(classes)} in train: {classes[:10]}")
+                          f"{len(classes)} {where}: {classes[:10]}")
     if spec.task == "multiclass" and not 2 <= len(classes) <= MAX_CLASSES:
         raise SchemaError(f"transform: a multiclass label needs 2 to {MAX_CLASSES} classes; "
-                          f"{spec.label!r} has {len(classes)} in train")
+                          f"{spec.label!r} has {len(classes)} {where}")
+    unseen = counts.unseen()
+    if unseen:
+        print(f"transform: label class(es) {_ordered(unseen)[:10]} of {spec.label!r} have no row "
+              f"in {train!r} ({'; '.join(counts.where(v) for v in unseen[:3])}): the model gets "
+              "an output for each and learns never to give it; evaluate counts their rows as "
+              "misses", flush=True)
     return classes
+
+
+def _ordered(values) -> list:
+    return sorted(values, key=lambda v: (str(type(v)), v))
 
 
 def _served(dataset: Dataset, statistics: DatasetStatistics | None, split: str, column: str,
@@ -313,30 +344,27 @@ def _served(dataset: Dataset, statistics: DatasetStatistics | None, split: str, 
     return s.columns[column]
 
 
-def _check_other_splits(dataset: Dataset, spec: FeatureSpec, classes: list, train: str,
-                        statistics: DatasetStatistics | None = None) -> list[str]:
-    """Refuse a class of another split that train lacks; the splits read (the others came
-    from their label's value counts in `statistics`)."""
-    known = set(classes)
+def table_label_counts(dataset: Dataset, label: str, train: str, train_counts: dict,
+                       statistics: DatasetStatistics | None = None
+                       ) -> tuple[ClassCounts, list[str]]:
+    """Rows per label class in every split (train's are `train_counts`; the others' come from
+    their label's value counts in `statistics`, else from their rows), and the splits read."""
+    per_split: dict[str, dict] = {train: train_counts}
     read = []
     for split in dataset.splits:
         if split == train:
             continue
-        unseen: set = set()
-        served = _served(dataset, statistics, split, spec.label, exact_values=True)
+        served = _served(dataset, statistics, split, label, exact_values=True)
         if served is not None:
-            unseen.update(v for v in served.values or {} if v not in known)
-        else:
-            read.append(split)
-            for batch in dataset.iter_batches(split, columns=[spec.label]):
-                values = pc.unique(pc.drop_null(batch.column(0))).to_pylist()
-                unseen.update(v for v in values if v not in known)
-        if unseen:
-            raise SchemaError(
-                f"transform: split {split!r} has label class(es) {sorted(unseen, key=str)[:10]} of "
-                f"{spec.label!r} not seen in {train!r} (classes: {classes[:20]}); the model could "
-                "never predict them: ingest more data or merge rare classes")
-    return read
+            per_split[split] = dict(served.values or {})
+            continue
+        read.append(split)
+        found: dict = {}
+        for batch in dataset.iter_batches(split, columns=[label]):
+            for item in pc.value_counts(pc.drop_null(batch.column(0))).to_pylist():
+                found[item["values"]] = found.get(item["values"], 0) + item["counts"]
+        per_split[split] = found
+    return ClassCounts(per_split, train), read
 
 
 def _check_finite_labels(dataset: Dataset, spec: FeatureSpec,

@@ -11,6 +11,7 @@ from conveyor.transform.fit import (
     fit,
     matching_statistics,
     statistics_of_split,
+    table_label_counts,
 )
 from conveyor.transform.spec import FeatureSpec, propose_spec
 
@@ -54,7 +55,8 @@ def _transform(dataset, preprocessing, *, label: str = "", task: str = "",
                              f"(columns: {', '.join(types)})")
         served = statistics_of_split(data, given, train_split, list(types))
         stats = served or column_statistics(data, train_split, list(types))
-        spec = propose_spec(types, label, task=task or None, stats=stats[1])
+        spec = propose_spec(types, label, _table_values(data, label, train_split, stats[1], given),
+                            task=task or None, stats=stats[1])
         if served:
             stats = None  # fit takes them from `given` again (no row read) and says so
     elif spec is None:
@@ -67,6 +69,17 @@ def _transform(dataset, preprocessing, *, label: str = "", task: str = "",
                                    "label_classes": [str(c) for c in fitted.label_classes or []]})
     print(describe(fitted), flush=True)
     return fitted
+
+
+def _table_values(data, label: str, train_split: str, train: dict, given) -> dict | None:
+    """The label's values counted over every split, so that the task proposed (binary or
+    multiclass) does not depend on the split a rare class's rows land in; None when the train
+    split's count is truncated or there is none (a float label: regression anyway)."""
+    column = train[label]
+    if column.values is None or column.truncated:
+        return None
+    counts, _ = table_label_counts(data, label, train_split, dict(column.values), given)
+    return {value: counts.total(value) for value in counts.classes}
 
 
 def read_statistics(statistics):

@@ -59,7 +59,7 @@ class CheckResult:
     observed: str = ""
     unexpected: int = 0
     examples: list = dataclasses.field(default_factory=list)
-    severity: str = "breakage"  # breakage | drift
+    severity: str = "breakage"  # breakage | drift | warning (conveyor.validate.labels)
 
     @property
     def broken(self) -> bool:
@@ -68,6 +68,11 @@ class CheckResult:
     @property
     def drifted(self) -> bool:
         return not self.success and self.severity == "drift"
+
+    @property
+    def warned(self) -> bool:
+        """Not met, and only worth a word: never a failure, never drift."""
+        return not self.success and self.severity == "warning"
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -144,8 +144,9 @@ def render(*, title: str, result, policy: str, stats: DatasetStatistics) -> str:
     by_column: dict[str, list[tuple[str, Distance]]] = {}
     for s, d in drifted:
         by_column.setdefault(d.column, []).append((s, d))
+    warned = [c for c in checks if c.warned]
     parts = [*_header(title, result, policy, broken, soft, drifted),
-             *_breakage(broken), *_drift(result, drift),
+             *_breakage(broken), *_warnings(warned), *_drift(result, drift),
              *_drifted_columns(result, by_column, chart),  # takes their charts out of `chart`
              *_expectations(soft), *_skew(result, skew),
              *_distributions(chart, len(shown), len(columns), bool(by_column)),
@@ -166,8 +167,9 @@ def _header(title: str, result, policy: str, broken: Sequence[CheckResult],
             f"<p>{verdict} "
             f"<span class='muted'>policy {_e(policy)}, drift policy {_e(result.drift_policy)}; "
             f"suite: {_e(result.suite.origin)}; "
-            f"{len(checks) - len(broken) - len(soft)}/{len(checks)} checks passed, "
+            f"{sum(c.success for c in checks)}/{len(checks)} checks passed, "
             f"{len(broken)} broken, {len(soft)} expectation(s) drifted, "
+            f"{sum(c.warned for c in checks)} warning(s), "
             f"{len(drifted)} feature(s) drifted, {len(skewed)} skewed</span></p>",
             f"<p class='muted'>baseline: {_e(result.baseline) if result.baseline else 'none'}"
             "</p>"]
@@ -186,6 +188,12 @@ def _failed_checks(failed: Sequence[CheckResult]) -> str:
 
 def _breakage(broken: Sequence[CheckResult]) -> list[str]:
     return ["<h2>Breakage (stops the run under policy fail)</h2>", _failed_checks(broken)]
+
+
+def _warnings(warned: Sequence[CheckResult]) -> list[str]:
+    if not warned:
+        return []
+    return ["<h2>Warnings (reported, never a failure)</h2>", _failed_checks(warned)]
 
 
 def _expectations(soft: Sequence[CheckResult]) -> list[str]:
@@ -260,7 +268,8 @@ def _all_checks(checks: Sequence[CheckResult]) -> list[str]:
             _table(["split", "column", "rule", "severity", "result", "observed"],
                    ([_e(c.split), _e(c.column or "(table)"), f"<code>{_e(c.rule)}</code>",
                      _e(c.severity), "pass" if c.success else
-                     ("FAIL" if c.broken else "drift"), _e(c.observed)] for c in checks),
+                     ("FAIL" if c.broken else "warning" if c.warned else "drift"),
+                     _e(c.observed)] for c in checks),
                    [c.broken for c in checks])]
 
 

@@ -89,8 +89,8 @@ def _validate(dataset, report, metrics, statistics, suite, *, input_suite=None,
     suite.metadata["origin"] = result.suite.origin
     state = ("BROKEN (policy warn)" if result.broken else "PASSED")
     state += ", DRIFTED" if result.drifted else ""
-    print(state + "".join(f"\n  {line}" for line in result.breakage + result.drift_lines),
-          flush=True)
+    print(state + "".join(f"\n  {line}" for line in result.breakage + result.drift_lines)
+          + "".join(f"\n  warning: {line}" for line in result.warnings), flush=True)
     return result.passed
 
 

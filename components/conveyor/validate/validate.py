@@ -35,7 +35,7 @@ from conveyor.io.dataset import Dataset
 from conveyor.model.layout import STATISTICS_FILE
 from conveyor.stats import columns as stats
 from conveyor.stats import tfdv
-from conveyor.validate import checks, drift, report
+from conveyor.validate import checks, drift, labels, report
 from conveyor.validate import suite as suites
 from conveyor.validate.drift import Distance
 from conveyor.validate.policies import problem as policy_problem
@@ -83,6 +83,11 @@ class ValidationResult:
     @property
     def breakage(self) -> list[str]:
         return [c.line() for c in self.checks if c.broken]
+
+    @property
+    def warnings(self) -> list[str]:
+        """Findings that neither break nor drift (a rare label class): reported only."""
+        return [c.line() for c in self.checks if c.warned]
 
     def _figure(self, split: str, column: str) -> str:
         summary = self.figures.get(split, {}).get(column, {}).get("summary")
@@ -139,6 +144,7 @@ class ValidationResult:
             "passed": self.passed,
             "broken": self.broken,
             "breakage": [c.to_dict() for c in self.checks if c.broken],
+            "warnings": [c.to_dict() for c in self.checks if c.warned],
             "drift": {
                 "drifted": self.drifted,
                 "baseline": self.baseline,
@@ -264,6 +270,8 @@ def validate_dataset(
         split_results, split_stats[name] = _check_split(dataset, name, used, computed,
                                                          label_column, chunk_rows)
         results += split_results
+    if label_column:  # on every split at once: no row's split decides (conveyor.validate.labels)
+        results += labels.label_checks(split_stats, label_column, _train(chosen))
     statistics = stats.DatasetStatistics(split_stats, dataset.info.fingerprint)
     drifts, figures = _drift(split_stats, baseline_stats, drift_threshold, feature_thresholds)
     skews, skew_figures = _skew(split_stats, skew_threshold, feature_thresholds)
@@ -335,19 +343,21 @@ def _suite(suite: str | Path | None, dataset: Dataset, chosen: Sequence[str],
            baseline_stats: stats.DatasetStatistics | None, baseline_name: str | None,
            computed: stats.DatasetStatistics | None, label_column: str | None,
            infer_margin: float) -> suites.Suite:
-    """The suite: given, else inferred from the baseline, else from this dataset's train split.
-    Inferred from the train split, the label's classes are breakage (a class eval has and
-    train lacks cannot be learned); against a baseline a new class is drift (retrain)."""
+    """The suite: given, else inferred from the baseline, else from this dataset's train split,
+    the label's rules from every split (`conveyor.validate.labels.table_rules`: a rule of
+    train's checked on eval would judge the split's luck). Against a baseline a new class is
+    drift (retrain)."""
     if suite:
         return suites.load_suite(suite)
     source = baseline_stats
     origin = f"inferred from {baseline_name}" if source else "inferred from this dataset"
-    strict: tuple[str, ...] = ()
+    own = source is None
     if source is None:
         source = computed or stats.compute_statistics(dataset, [_train(chosen)])
-        strict = (label_column,) if label_column else ()
-    spec = suites.infer_spec(source.split(_train(chosen)), margin=infer_margin,
-                             strict_values=strict)
+    spec = suites.infer_spec(source.split(_train(chosen)), margin=infer_margin)
+    if own and label_column:
+        spec.columns[label_column] = labels.table_rules(
+            labels.per_split(dataset, chosen, label_column, computed), infer_margin)
     return suites.Suite(suites.to_expectations(spec), spec, origin=origin)
 
 
