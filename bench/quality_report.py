@@ -74,20 +74,28 @@ def fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
-def _interval(paired: dict | None) -> str:
+def _score(metric: str, value: float, signed: bool = False) -> str:
+    """AUC and accuracy to 4 decimals; RMSE (any scale) to 4 significant digits."""
+    sign = "+" if signed else ""
+    return f"{value:{sign}.4f}" if metric != "rmse" else f"{value:{sign}.4g}"
+
+
+def _interval(metric: str, paired: dict | None) -> str:
     if not paired or paired.get("low") is None:
         return "—"
-    return f"{paired['diff']:+.4g} [{paired['low']:+.3g}, {paired['high']:+.3g}]"
+    return (f"{_score(metric, paired['diff'], True)} [{_score(metric, paired['low'], True)}, "
+            f"{_score(metric, paired['high'], True)}]")
 
 
 def _train_cell(record: dict) -> str:
     train = (record.get("conveyor") or {}).get("train") or {}
-    value = train.get(record.get("metric") or METRIC[record["task"]])
-    if value is None:
+    metric = METRIC[record["task"]]
+    if train.get(metric) is None:
         return "—"
     extra = (f" (acc {train['accuracy']:.3f})" if record["task"] == "binary"
              else f" (R² {train['r2']:.3f})" if record["task"] == "regression" else "")
-    return fmt(value) + extra + (" **memorized**" if record.get("memorized") else "")
+    return (_score(metric, train[metric]) + extra
+            + (" **memorized**" if record.get("memorized") else ""))
 
 
 HEADER = ("| set | trait | rows | task | metric | conveyor | best linear | HGB | "
@@ -111,7 +119,7 @@ def table(records: list[dict]) -> str:
                  fmt(linear.get(metric)) + (f" ({linear['model']})" if linear.get("model") and
                                            r["task"] == "regression" else ""),
                  fmt(sk.get("hgb", {}).get(metric)),
-                 _interval((r.get("paired") or {}).get("linear")),
+                 _interval(metric, (r.get("paired") or {}).get("linear")),
                  r.get("verdict_linear", "—"),
                  "—" if gap is None else f"{100 * gap:+.1f} %",
                  _train_cell(r), fmt(c.get("pipeline_s")), fmt(c.get("blessed")),
@@ -159,7 +167,8 @@ def verdict(records: list[dict], noise_sets: set[str] | frozenset[str] = frozens
         lines.append("[FAIL] median gap to HGB: no set scored")
     noise = [r for r in records if r["set"] in noise_sets]
     pushed = [r["set"] for r in noise if (r.get("conveyor") or {}).get("pushed") is not False]
-    lines.append(f"[{_check(bool(noise) and not pushed)}] the noise set is not pushed"
+    lines.append((f"[{_check(not pushed)}]" if noise else "[n/a]")
+                 + " the noise set is not pushed"
                  + (f": pushed or not run: {', '.join(pushed)}" if pushed else
                     "" if noise else ": no noise set in this run"))
     memorized = [r["set"] for r in records if r.get("memorized")]

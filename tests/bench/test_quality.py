@@ -115,14 +115,14 @@ def test_table_and_verdict_with_a_failed_set():
     failed = {"set": "b", "rows": 20, "task": "regression",
               "conveyor": {"status": "failed", "error": "conveyor.errors.QueryError: boom"}}
     text = quality.table([ok, failed])
-    assert ("| a | rare class | 10 | binary | auc | 0.9 | 0.85 | 0.91 | +0.05 [+0.01, +0.09] | "
-            "better | +1.1 % | 0.95 (acc 0.900) | 12.5 | yes | yes |") in text
+    assert ("| a | rare class | 10 | binary | auc | 0.9 | 0.85 | 0.91 | +0.0500 [+0.0100, "
+            "+0.0900] | better | +1.1 % | 0.9500 (acc 0.900) | 12.5 | yes | yes |") in text
     assert "- b: FAILED: `conveyor.errors.QueryError: boom`" in text
     summary = quality.verdict([ok, failed])
     assert "failed on 1 (b)" in summary
     assert "[FAIL] not significantly worse than the best linear model" in summary
     assert "better on 1, tie on 0, worse on 0; not judged: b" in summary
-    assert "[FAIL] the noise set is not pushed: no noise set in this run" in summary
+    assert "[n/a] the noise set is not pushed: no noise set in this run" in summary
 
 
 def _judged(name, verdict, gap, pushed=True, memorized=False, metric="auc"):
