@@ -44,8 +44,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import quality_baselines as baselines  # noqa: E402
 import quality_paired as paired  # noqa: E402
-from quality_baselines import sklearn_baselines  # noqa: E402
 from quality_data import SETS, arrow_table, load_into_bigquery  # noqa: E402
 from quality_report import METRIC, TOLERANCE, compare, table, verdict  # noqa: E402
 
@@ -157,6 +157,18 @@ def run_conveyor(name: str, work: Path) -> dict:
 
 # -- the whole benchmark ---------------------------------------------------------------------
 
+def run_baselines(dataset: str, label: str, task: str, work: Path) -> tuple[dict, dict]:
+    """The scikit-learn references in a child with capped memory (quality_baselines)."""
+    with open(work / "baselines_log.txt", "w") as log:
+        child = subprocess.run([sys.executable, __file__, "--baselines", dataset, label, task,
+                                str(work)], stdout=log, stderr=subprocess.STDOUT,
+                               timeout=RUN_TIMEOUT_S)
+    if child.returncode:
+        raise RuntimeError(first_error_line((work / "baselines_log.txt").read_text(
+            errors="replace")))
+    return baselines.load_baselines(work)
+
+
 def score_conveyor(record: dict, rows: dict | None, work: Path) -> None:
     """conveyor's trained model on the run's train and eval rows (a child: TensorFlow), its
     exact scores, and the paired differences with each reference on the eval rows."""
@@ -208,8 +220,8 @@ def run_set(name: str, out: Path) -> dict:
     rows = None
     if conveyor.get("dataset"):
         try:
-            record["sklearn"], rows = sklearn_baselines(conveyor["dataset"], data_set.label,
-                                                        data_set.task)
+            record["sklearn"], rows = run_baselines(conveyor["dataset"], data_set.label,
+                                                    data_set.task, work)
         except Exception as exc:
             record["sklearn"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
     if conveyor.get("model") and conveyor.get("dataset"):
@@ -240,11 +252,14 @@ def main() -> int:
                         help="print the table of an earlier run's results.json, and exit")
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--predict", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--baselines", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         return one_run(*args.one)
     if args.predict:
         return paired.predict_splits(*args.predict)
+    if args.baselines:
+        return baselines.baselines_child(*args.baselines)
     if args.table:
         document = json.loads(Path(args.table).read_text())
         for r in document["sets"]:  # error lines again from the logs (the parser may be newer)

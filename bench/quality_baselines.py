@@ -4,23 +4,31 @@ does).
 
 - linear: LinearRegression and RidgeCV (best of the two on eval: generous to the baseline) or
   LogisticRegression; median imputation + standard scaling of numbers, one-hot encoding of
-  strings and bools (missing its own category), dates as day numbers;
+  strings and bools (missing its own category; above 1,000 levels the train split's 999 most
+  frequent are kept and the rest share one column: RidgeCV's cross-validation of 47 k movie
+  titles would build a 47 k x 47 k matrix), dates as day numbers;
 - HGB: HistGradientBoosting{Regressor,Classifier}, defaults, native categorical support (strings
   and bools as pandas categories; above 250 levels the train split's 250 most frequent are
   kept, the rest missing), dates as day numbers.
 
 Each is scored with the metric conveyor's evaluate reports (RMSE and R², AUC, accuracy), and its
 per-row predictions on the eval rows are kept for the paired comparison (bench/quality_paired.py).
+They run in a child process with a cap on its memory (`baselines_child`), so a reference that
+outgrows the shared machine fails alone, with a MemoryError, instead of waking the OOM killer.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from pathlib import Path
 
 from quality_paired import labels_present
 
 MAX_HGB_LEVELS = 250
+MAX_ONEHOT_LEVELS = 1000
+MEMORY_LIMIT_BYTES = 12 << 30  # the baselines' child: address space, of the machine's 24 GiB
 
 
 def _frames(dataset_path: str, label: str):
@@ -137,7 +145,8 @@ def sklearn_baselines(dataset_path: str, label: str, task: str) -> tuple[dict, d
     x_train, x_eval = _matrix(train, types, "onehot"), _matrix(evaluation, types, "onehot")
     pre = ColumnTransformer([
         ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
-        ("categorical", OneHotEncoder(handle_unknown="ignore"), categorical),
+        ("categorical", OneHotEncoder(handle_unknown="infrequent_if_exist",
+                                      max_categories=MAX_ONEHOT_LEVELS), categorical),
     ])
     out = {"train_rows": len(train), "eval_rows": len(evaluation)}
     rows: dict = {"positive": None}
@@ -171,3 +180,34 @@ def sklearn_baselines(dataset_path: str, label: str, task: str) -> tuple[dict, d
     out["seconds"] = round(time.monotonic() - started, 1)
     rows["y"] = _eval_labels(task, y_eval, rows["positive"])
     return out, rows
+
+
+def baselines_child(dataset_path: str, label: str, task: str, out_dir: str) -> int:
+    """Child: `sklearn_baselines` under MEMORY_LIMIT_BYTES; writes baselines.json (the scores)
+    and baselines.npz (the eval rows: y, linear, hgb)."""
+    import resource
+
+    import numpy as np
+
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = MEMORY_LIMIT_BYTES if hard == resource.RLIM_INFINITY else min(hard,
+                                                                          MEMORY_LIMIT_BYTES)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    scores, rows = sklearn_baselines(dataset_path, label, task)
+    out = Path(out_dir)
+    np.savez(out / "baselines.npz", **{k: rows[k] for k in ("y", "linear", "hgb")})
+    (out / "baselines.json").write_text(json.dumps({"scores": scores,
+                                                    "positive": rows["positive"]}))
+    return 0
+
+
+def load_baselines(out_dir: str | Path) -> tuple[dict, dict]:
+    """baselines_child's output: (the scores, the eval rows as `sklearn_baselines` returns)."""
+    import numpy as np
+
+    out = Path(out_dir)
+    saved = json.loads((out / "baselines.json").read_text())
+    with np.load(out / "baselines.npz") as arrays:
+        rows = {k: arrays[k] for k in arrays.files}
+    rows["positive"] = saved["positive"]
+    return saved["scores"], rows
