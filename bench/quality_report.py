@@ -74,10 +74,14 @@ def fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
-def _score(metric: str, value: float, signed: bool = False) -> str:
-    """AUC and accuracy to 4 decimals; RMSE (any scale) to 4 significant digits."""
-    sign = "+" if signed else ""
-    return f"{value:{sign}.4f}" if metric != "rmse" else f"{value:{sign}.4g}"
+def _score(metric: str, value: float | None, signed: bool = False) -> str:
+    """AUC and accuracy to 4 decimals; RMSE (any scale) to 5 significant digits, a difference
+    of RMSEs to 4."""
+    if value is None:
+        return "—"
+    if metric != "rmse":
+        return f"{value:+.4f}" if signed else f"{value:.4f}"
+    return f"{value:+,.4g}" if signed else f"{value:,.5g}"
 
 
 def _interval(metric: str, paired: dict | None) -> str:
@@ -115,10 +119,11 @@ def table(records: list[dict]) -> str:
         linear = sk.get("linear", {})
         gap = r.get("gap_hgb")
         cells = [r["set"], r.get("trait", ""), fmt(r.get("rows")), r["task"], metric,
-                 fmt(conveyor_value(r)),
-                 fmt(linear.get(metric)) + (f" ({linear['model']})" if linear.get("model") and
-                                           r["task"] == "regression" else ""),
-                 fmt(sk.get("hgb", {}).get(metric)),
+                 _score(metric, conveyor_value(r)),
+                 _score(metric, linear.get(metric)) + (f" ({linear['model']})"
+                                                       if linear.get("model") and
+                                                       r["task"] == "regression" else ""),
+                 _score(metric, sk.get("hgb", {}).get(metric)),
                  _interval(metric, (r.get("paired") or {}).get("linear")),
                  r.get("verdict_linear", "—"),
                  "—" if gap is None else f"{100 * gap:+.1f} %",

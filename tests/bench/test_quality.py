@@ -115,7 +115,7 @@ def test_table_and_verdict_with_a_failed_set():
     failed = {"set": "b", "rows": 20, "task": "regression",
               "conveyor": {"status": "failed", "error": "conveyor.errors.QueryError: boom"}}
     text = quality.table([ok, failed])
-    assert ("| a | rare class | 10 | binary | auc | 0.9 | 0.85 | 0.91 | +0.0500 [+0.0100, "
+    assert ("| a | rare class | 10 | binary | auc | 0.9000 | 0.8500 | 0.9100 | +0.0500 [+0.0100, "
             "+0.0900] | better | +1.1 % | 0.9500 (acc 0.900) | 12.5 | yes | yes |") in text
     assert "- b: FAILED: `conveyor.errors.QueryError: boom`" in text
     summary = quality.verdict([ok, failed])
