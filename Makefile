@@ -88,9 +88,9 @@ images: ## build conveyor's images with docker buildx (REGISTRY=..., PUSH=1 to p
 check-image-install: ## run the CPU Dockerfile's install step as a plain pip install in a clean venv
 	bash images/check_install.sh
 
-freeze: $(STAMP) ## regenerate constraints.txt from a clean venv of setup.py's [test] extra
+freeze: $(STAMP) ## regenerate constraints.txt from a clean venv of setup.py's [test] and [bench] extras
 	rm -rf .venv-freeze && $(PYTHON) -m venv .venv-freeze
-	.venv-freeze/bin/python -m pip install --quiet --disable-pip-version-check ".[test]"
+	.venv-freeze/bin/python -m pip install --quiet --disable-pip-version-check ".[test,bench]"
 	.venv-freeze/bin/python -m pip freeze --exclude conveyor-kfp > constraints.txt
 	rm -rf .venv-freeze
 
