@@ -3,7 +3,7 @@ fixture: a CSV of our own loaded with `conveyor local load`, then training (quie
 lines), batch prediction and continuous training with the model it pushed, a pipeline of the
 user's own (a module file), a compiled YAML, the Python API, and a run that fails.
 
-One training for the whole module (2 epochs, 180 rows), chained into the other runs."""
+One training for the whole module (10 epochs, 180 rows: a fifth of train is held out for validation, so 2 epochs no longer learn the rule), chained into the other runs."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.local, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 TABLE = "run_cli.ShopsChurn_2026"  # from the CSV below (the emulator refuses non-ASCII table ids)
 LABEL = "Churned?"
-EPOCHS = '{"epochs": 2}'
+EPOCHS = '{"epochs": 10}'
 NOISE = ("executor_input", "Skipping registering function", "cuda", "absl", "RuntimeWarning",
          "UserWarning", "Streamed logs", "[KFP Executor")
 
@@ -90,7 +90,7 @@ def test_training_on_our_csv_is_quiet_pushes_and_logs_every_task(trained):
     assert "344" not in done.stdout  # not the penguins
     assert re.search(r"180 rows \(train \d+, eval \d+\)", task_line(done.stdout, "bigquery-ingest"))
     assert "checks passed" in task_line(done.stdout, "validate")
-    assert re.search(r"2 epochs \(best [12]\), val_accuracy 0\.\d{4}",
+    assert re.search(r"10 epochs \(best \d+\), val_accuracy 0\.\d{4}",
                      task_line(done.stdout, "train"))
     assert re.search(r"auc 0\.\d{4} \(naive 0\.\d{4}\), BLESSED",
                      task_line(done.stdout, "evaluate"))
@@ -106,8 +106,8 @@ def test_training_on_our_csv_is_quiet_pushes_and_logs_every_task(trained):
                  "push"):
         assert (logs / f"{task}.log").stat().st_size > 0, task
     assert "Skipping registering function" in (logs / "validate.log").read_text()
-    assert "Epoch 2/2" in (logs / "train.log").read_text()
-    assert "Epoch 2/2" not in (logs / "validate.log").read_text()
+    assert "Epoch 10/10" in (logs / "train.log").read_text()
+    assert "Epoch 10/10" not in (logs / "validate.log").read_text()
     assert "executor_input" in (logs / "run.log").read_text()
 
 
@@ -152,7 +152,7 @@ def test_continuous_training_retrains_against_the_served_version(trained):
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert len(done.stdout.splitlines()) < 60, done.stdout
     assert "nothing drifted" in task_line(done.stdout, "validate")
-    assert "2 epochs" in task_line(done.stdout, "train")
+    assert "10 epochs" in task_line(done.stdout, "train")
     assert "baseline" in task_line(done.stdout, "evaluate")  # evaluated against version 1
     folder = run_dir(done.stdout)
     assert folder.name.startswith("conveyor-continuous-training-")
