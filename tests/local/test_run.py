@@ -3,7 +3,8 @@ fixture: a CSV of our own loaded with `conveyor local load`, then training (quie
 lines), batch prediction and continuous training with the model it pushed, a pipeline of the
 user's own (a module file), a compiled YAML, the Python API, and a run that fails.
 
-One training for the whole module (10 epochs, 180 rows: a fifth of train is held out for validation, so 2 epochs no longer learn the rule), chained into the other runs."""
+One training for the whole module (10 epochs, 180 rows: a fifth of train validates, so 2
+epochs no longer learn the rule), chained into the other runs."""
 
 from __future__ import annotations
 
