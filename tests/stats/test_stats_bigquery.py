@@ -2,10 +2,10 @@
 
 Tables from `conveyor.local.seed.houses` (mixed-case, keyword, spaced and unicode names, NULLs,
 a bool, a DATE, an int-coded category, a zipf-skewed street name, a log-normal area), plus a
-TIMESTAMP and a FLOAT64 with NaN and +-inf added here. Each is ingested for real, then its
+TIMESTAMP and a FLOAT64 with zeros, NaN and +-inf added here. Each is ingested for real, then its
 statistics come from both paths. Tolerances:
-- rows, counts, NULLs, NaN, inf, finite, min, max, value counts (at most 10,000 distinct), and
-  the whole value sample of a split with at most 8,192 finite values: equal;
+- rows, counts, NULLs, NaN, inf, zeros, finite, min, max, value counts (at most 10,000
+  distinct), and the whole value sample of a split with at most 8,192 finite values: equal;
 - mean, standard deviation and m2: within 1e-9 relative (summation order);
 - quantiles of a split with more finite values than the sample: each BigQuery quantile's rank in
   the split's real values within 0.03 of its level (the sample's standard error is < 0.006);
@@ -33,13 +33,14 @@ RATIOS = {"train": 0.7, "eval": 0.2, "test": 0.1}
 
 
 def with_more_types(table: pa.Table, seed_: int) -> pa.Table:
-    """`table` plus a TIMESTAMP with NULLs and a FLOAT64 with NaN and +-inf."""
+    """`table` plus a TIMESTAMP with NULLs and a FLOAT64 with zeros, NaN and +-inf."""
     rng = np.random.default_rng(seed_)
     rows = table.num_rows
     start = datetime.datetime(2023, 1, 1, tzinfo=datetime.UTC)
     listed = [None if rng.random() < 0.05 else start + datetime.timedelta(
         microseconds=int(rng.integers(0, 3 * 10**13))) for _ in range(rows)]
     ratio = rng.standard_t(2, rows) * 3  # heavy tails both ways
+    ratio[rng.random(rows) < 0.03] = 0.0
     ratio[rng.random(rows) < 0.01] = np.nan
     ratio[rng.random(rows) < 0.002] = np.inf
     ratio[rng.random(rows) < 0.002] = -np.inf
@@ -98,6 +99,7 @@ def assert_same_statistics(got, want, dataset: Dataset):
             where = f"{split}.{name}"
             assert (gc.type, gc.count, gc.nulls) == (wc.type, wc.count, wc.nulls), where
             assert (gc.nan, gc.inf, gc.finite) == (wc.nan, wc.inf, wc.finite), where
+            assert gc.zeros == wc.zeros, where  # the overview's zeros %
             assert (gc.min, gc.max) == (wc.min, wc.max), where
             for figure in ("mean", "std", "m2"):
                 a, b = getattr(gc, figure), getattr(wc, figure)

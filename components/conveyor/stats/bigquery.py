@@ -13,7 +13,7 @@ each split is compared with the Dataset's: a source that changed since ingest (r
 deleted or edited) raises `SourceChangedError` rather than describing other data.
 
 What each figure is, against the Parquet path:
-- rows, count, nulls, NaN, +-inf, finite: `COUNT`/`COUNTIF`, exact (equal);
+- rows, count, nulls, NaN, +-inf, zeros, finite: `COUNT`/`COUNTIF`, exact (equal);
 - min, max, mean, standard deviation of the finite values: `MIN`/`MAX`/`AVG`/`VAR_POP` in
   FLOAT64 (equal up to floating-point summation order, ~1e-12 relative);
 - the value sample behind quantiles, histograms and drift: a uniform sample without replacement
@@ -146,7 +146,8 @@ def build_query(columns: Sequence[tuple[str, str]], spec, source_sql: str,
             x = f"IF({ok}, CAST({k} AS FLOAT64), NULL)"
             if ctype == "float64":
                 aggs += [f"COUNTIF(IS_NAN({k})) AS {k}_nan", f"COUNTIF(IS_INF({k})) AS {k}_inf"]
-            aggs += [f"COUNTIF({ok}) AS {k}_finite", f"AVG({x}) AS {k}_mean",
+            aggs += [f"COUNTIF({ok}) AS {k}_finite", f"COUNTIF({k} = 0) AS {k}_zeros",
+                     f"AVG({x}) AS {k}_mean",
                      f"VAR_POP({x}) AS {k}_var", f"MIN({x}) AS {k}_min", f"MAX({x}) AS {k}_max",
                      f"ARRAY_AGG(IF({ok}, CAST({k} AS FLOAT64), 0.0) ORDER BY IF({ok}, 0, 1), p "
                      f"LIMIT {sample_size}) AS {k}_sample"]
@@ -213,6 +214,7 @@ def _columns(row: Mapping[str, Any], columns: Sequence[tuple[str, str]]
         stats.nulls = rows - stats.count
         if stats.kind == NUMERIC:
             stats.finite = int(row[f"{k}_finite"])
+            stats.zeros = int(row[f"{k}_zeros"])
             if ctype == "float64":
                 stats.nan, stats.inf = int(row[f"{k}_nan"]), int(row[f"{k}_inf"])
             values = np.asarray(row[f"{k}_sample"] or [], dtype=np.float64)[: stats.finite]

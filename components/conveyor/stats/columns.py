@@ -1,7 +1,7 @@
 """Per-column statistics of a Dataset, computed in one streaming pass per split.
 
 For each split and column:
-- numeric (int64, float64): count of values, nulls, NaN and +-inf, mean and standard deviation
+- numeric (int64, float64): count of values, nulls, NaN, +-inf and zeros, mean and standard deviation
   (merged per batch with Chan's formulas), min, max, and a uniform sample of `SAMPLE_SIZE`
   finite values from which quantiles and histograms are read. The sample is deterministic: each
   row draws a priority from a generator seeded with 0 in row order, and the lowest priorities
@@ -118,6 +118,7 @@ class ColumnStatistics:
     # numeric (temporal: `finite`, `mean` and `m2` are those of the day numbers)
     nan: int = 0
     inf: int = 0
+    zeros: int | None = 0  # values equal to 0 (None: statistics written before they were counted)
     mean: float | None = None
     m2: float = 0.0
     finite: int = 0
@@ -189,6 +190,8 @@ class ColumnStatistics:
         finite = np.isfinite(values) & valid
         self.nan += int(nan.sum())
         self.inf += int((valid & ~finite & ~nan).sum())
+        if self.zeros is not None:
+            self.zeros += int(((values == 0) & valid).sum())
         if self.sample is None:
             self.sample = Sample()
         self.sample.update(values, finite)
@@ -256,8 +259,8 @@ class ColumnStatistics:
         out: dict[str, Any] = {"type": self.type, "kind": self.kind, "count": self.count,
                                "nulls": self.nulls, "null_fraction": round(self.null_fraction, 6)}
         if self.kind == NUMERIC:
-            out.update(nan=self.nan, inf=self.inf, finite=self.finite, mean=self.mean,
-                       m2=self.m2, std=self.std, min=self.min, max=self.max,
+            out.update(nan=self.nan, inf=self.inf, zeros=self.zeros, finite=self.finite,
+                       mean=self.mean, m2=self.m2, std=self.std, min=self.min, max=self.max,
                        quantiles={str(q): self.quantile(q) for q in QUANTILES},
                        sample=self.sample.encode() if self.sample is not None else None)
         if self.kind == TEMPORAL:
@@ -278,6 +281,7 @@ class ColumnStatistics:
         stats = cls(name=name, type=data["type"], count=data["count"], nulls=data["nulls"])
         if stats.kind == NUMERIC:
             stats.nan, stats.inf, stats.finite = data["nan"], data["inf"], data["finite"]
+            stats.zeros = data.get("zeros")  # None in statistics written before zeros were
             stats.mean, stats.m2, stats.min, stats.max = (data["mean"], data["m2"],
                                                            data["min"], data["max"])
             if data.get("sample"):

@@ -10,8 +10,8 @@ How conveyor's columns map (TFDV has no BOOL, DATE or TIMESTAMP):
 - int64 -> INT, float64 -> FLOAT: `num_stats`: mean, std_dev (population), min, max over the
   finite values; median and two histograms read from the value sample: QUANTILES (10 equal-mass
   buckets) and STANDARD (10 equal-width buckets over [min, max], counts scaled to the finite
-  count), `num_nan` = NaN count; `num_zeros` when it is known exactly (int64 whose value counts
-  are complete);
+  count), `num_nan` = NaN count; `num_zeros` when it is known exactly (counted by the pass, or an
+  int64 whose value counts are complete);
 - string -> STRING, bool -> STRING ('true'/'false', as BigQuery casts them): `string_stats`:
   unique (tracked distinct values), top values (20), a rank histogram (up to 1000 values),
   avg_length; a custom statistic `conveyor_truncated` = 1 when more values existed than tracked;
@@ -93,7 +93,9 @@ def _numeric(feature, stats: ColumnStatistics) -> None:
             num.min, num.max = float(stats.min), float(stats.max)
             num.median = float(np.quantile(sample, 0.5)) if len(sample) else num.mean
             _histograms(num, sample, num.min, num.max, float(stats.finite), stats.nan)
-        if stats.type == "int64" and stats.values is not None and not stats.truncated:
+        if stats.zeros is not None:
+            num.num_zeros = stats.zeros
+        elif stats.type == "int64" and stats.values is not None and not stats.truncated:
             num.num_zeros = int(stats.values.get(0, 0))
         return
     # temporal: days since 1970
