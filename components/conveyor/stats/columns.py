@@ -339,6 +339,36 @@ class DatasetStatistics:
         return self.splits.get("train") or next(iter(self.splits.values()))
 
 
+ID_DISTINCT_SHARE = 0.95  # distinct values per row above which a column identifies rows
+MIN_ID_ROWS = 50
+
+
+def identifies_rows(s: ColumnStatistics) -> bool:
+    """Whether a string or int64 column holds distinct values in (nearly) every row: an id, not a
+    feature (transform leaves it out of the features, validate out of drift and charts).
+    Integers must also be dense (ids, counters), so a continuous measure stored as integers
+    (prices, areas) is not one. Beyond the tracked values, judged by how often those repeat."""
+    if s.type not in ("string", "int64") or s.count < MIN_ID_ROWS:
+        return False
+    if s.truncated:
+        repeated = sum(1 for c in (s.values or {}).values() if c > 1)
+        unique_like = repeated <= 0.05 * len(s.values or {1: 1})
+    else:
+        unique_like = (s.distinct or 0) >= ID_DISTINCT_SHARE * s.count
+    if not unique_like:
+        return False
+    if s.type == "int64":
+        span = (s.max - s.min + 1) if s.min is not None and s.max is not None else math.inf
+        return span <= 2 * s.count
+    return True
+
+
+def id_reason(s: ColumnStatistics) -> str:
+    """How the report and the feature spec say why `s` identifies rows."""
+    return (f"{'~' if s.truncated else ''}{s.distinct}{'+' if s.truncated else ''} "
+            f"distinct values in {s.count} rows: identifies rows")
+
+
 def split_statistics(batches: Iterable[pa.RecordBatch], schema: pa.Schema,
                      types: Mapping[str, str]) -> SplitStatistics:
     columns = {name: ColumnStatistics(name, types[name]) for name in schema.names}

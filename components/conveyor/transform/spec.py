@@ -63,6 +63,7 @@ from typing import Any
 import yaml
 
 from conveyor.errors import InputError, SchemaError
+from conveyor.stats.columns import id_reason, identifies_rows
 from conveyor.transform.names import INPUT_NAME, distinct_inputs, input_name, reserved
 
 TASKS = ("binary", "multiclass", "regression")
@@ -81,8 +82,6 @@ FLOAT32_MAX = 3.4028234663852886e38
 # -- proposal thresholds (see `propose_spec`) ---------------------------------------------------
 MAX_CATEGORY_CODES = 20  # an integer column with at most this many values is a set of codes
 MAX_VOCABULARY = 10_000  # larger string columns are hashed
-ID_DISTINCT_SHARE = 0.95  # distinct values per row above which a column identifies rows
-MIN_ID_ROWS = 50
 SKEW_FOR_LOG = 2.0  # skewness of a non-negative column above which it is log-transformed
 
 
@@ -422,8 +421,7 @@ def _propose(name: str, ctype: str, s) -> tuple[Feature | None, str]:
     if ctype == "bool":
         return Feature(name, "categorical"), "bool: a two-valued category (NULL its own value)"
     if ctype in ("string", "int64") and _identifies_rows(s, ctype):
-        return None, (f"{'~' if s.truncated else ''}{distinct}{'+' if s.truncated else ''} "
-                      f"distinct values in {s.count} rows: identifies rows, not a feature")
+        return None, f"{id_reason(s)}, not a feature"
     if ctype == "int64" and distinct is not None and not s.truncated \
             and distinct <= MAX_CATEGORY_CODES:
         if distinct <= 1:  # one value and NULLs: the NULL pattern is all there is
@@ -447,21 +445,9 @@ def _propose(name: str, ctype: str, s) -> tuple[Feature | None, str]:
 
 
 def _identifies_rows(s, ctype: str) -> bool:
-    """Distinct values in (nearly) every row. Integers must also be dense (ids, counters), so
-    a continuous measure stored as integers (prices, areas) stays a feature."""
-    if s.count < MIN_ID_ROWS:
-        return False
-    if s.truncated:  # beyond the tracked values: judge by how often the tracked ones repeat
-        repeated = sum(1 for c in (s.values or {}).values() if c > 1)
-        unique_like = repeated <= 0.05 * len(s.values or {1: 1})
-    else:
-        unique_like = (s.distinct or 0) >= ID_DISTINCT_SHARE * s.count
-    if not unique_like:
-        return False
-    if ctype == "int64":
-        span = (s.max - s.min + 1) if s.min is not None and s.max is not None else math.inf
-        return span <= 2 * s.count
-    return True
+    """Distinct values in (nearly) every row (`conveyor.stats.columns.identifies_rows`, the rule
+    validate also leaves such columns out of drift by)."""
+    return ctype in ("string", "int64") and identifies_rows(s)
 
 
 def _heavy_tailed(s) -> str:
