@@ -127,14 +127,12 @@ def _numeric_panel(ax, series: Sequence[Series], temporal: bool) -> str:
     if hi - lo > 3 * (inner[1] - inner[0]) and inner[1] > inner[0]:  # long tails: clip them
         lo, hi = float(inner[0]), float(inner[1])
         note = "tails beyond 0.5-99.5% in the end bins"
-    if hi <= lo:  # a constant column
-        lo, hi = lo - 0.5, hi + 0.5
-    edges = np.linspace(lo, hi, BINS + 1)
+    edges = histogram_edges(lo, hi, integer=all(bool(np.all(v == np.round(v))) for v in present))
     for i, (s, v, color) in enumerate(zip(series, finite, colors(len(series)))):
         if not len(v):
             continue
-        counts, _ = np.histogram(np.clip(v, lo, hi), edges)
-        share = _shares(counts)
+        counts, _ = np.histogram(np.clip(v, edges[0], edges[-1]), edges)
+        share = bar_heights(counts, edges)
         if i == 0 and len(series) > 1:
             ax.stairs(share, edges, fill=True, color=color, alpha=0.55, label=_legend(s))
         else:
@@ -152,6 +150,29 @@ def _numeric_panel(ax, series: Sequence[Series], temporal: bool) -> str:
     ax.set_yticks([])  # shapes are compared, not heights read (and ticks cost a third)
     ax.spines["left"].set_visible(False)
     return note
+
+
+def histogram_edges(lo: float, hi: float, integer: bool = False, bins: int = BINS) -> np.ndarray:
+    """Bin edges over [lo, hi]: `bins` equal bins; for integer values, edges halfway between
+    integers (k - 0.5), one integer per bin over a small range and the same whole number of
+    integers per bin over a large one (the last bin ends at `hi` + 0.5, so it may hold fewer:
+    `bar_heights` evens that out). A constant column gets one bin around its value."""
+    if integer:
+        first, last = math.floor(lo), math.ceil(hi)
+        width = max(1, math.ceil((last - first + 1) / bins))
+        edges = np.arange(first - 0.5, last + 0.5 + width, width, dtype=float)
+        edges = edges[edges < last + 0.5]
+        return np.append(edges, last + 0.5)
+    if hi <= lo:  # a constant column
+        lo, hi = lo - 0.5, hi + 0.5
+    return np.linspace(lo, hi, bins + 1)
+
+
+def bar_heights(counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Each bin's share of the values per unit of width, scaled so that equal bins show their
+    shares: a narrower bin (the last of integer bins) is not a dip for uniform values."""
+    widths = np.diff(edges)
+    return _shares(counts) * (widths.mean() / widths)
 
 
 def _categorical_panel(ax, series: Sequence[Series], k: int = TOP_K) -> str:

@@ -1,11 +1,12 @@
 """Per-column statistics of a Dataset, computed in one streaming pass per split.
 
 For each split and column:
-- numeric (int64, float64): count of values, nulls, NaN, +-inf and zeros, mean and standard deviation
-  (merged per batch with Chan's formulas), min, max, and a uniform sample of `SAMPLE_SIZE`
-  finite values from which quantiles and histograms are read. The sample is deterministic: each
-  row draws a priority from a generator seeded with 0 in row order, and the lowest priorities
-  are kept, so the same Dataset always gives the same statistics, however it is chunked;
+- numeric (int64, float64): count of values, nulls, NaN, +-inf and zeros, mean and standard
+  deviation (merged per batch with Chan's formulas), min, max, and a uniform sample of
+  `SAMPLE_SIZE` finite values from which quantiles and histograms are read. The sample is
+  deterministic: each row draws a priority from a generator seeded with 0 in row order, and the
+  lowest priorities are kept, so the same Dataset always gives the same statistics, however it
+  is chunked;
 - categorical (string, bool): count, nulls, exact value frequencies up to `MAX_TRACKED_VALUES`
   distinct values (beyond that the column is marked `truncated` and new values are not tracked);
 - temporal (timestamp, date): count, nulls, min, max, the count, mean and standard deviation of

@@ -14,7 +14,8 @@ across chunks according to what it measures:
 - anything else (aggregates such as a column's mean): run by Great Expectations once on the whole
   split, loading only the columns it names (memory then grows with the split).
 
-Schema checks (types and missing columns of a conveyor spec) are conveyor's own. An expectation
+Schema checks (types and missing columns of a conveyor spec: `schema_checks`) and a spec's
+`finite` rules (`finite_checks`, from the statistics) are conveyor's own. An expectation
 whose meta has `conveyor_severity: drift` (an inferred suite's `expected` rules) gives a result of
 severity `drift`: reported with its figures, never a failure of the data.
 """
@@ -22,13 +23,14 @@ severity `drift`: reported with its figures, never a failure of the data.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from conveyor.io.dataset import Dataset
+from conveyor.stats.columns import NUMERIC, ColumnStatistics
 
 #: Uncompressed bytes of one chunk. Great Expectations' temporaries are a multiple of the chunk,
 #: and what the allocators keep between chunks grows with it: at 512 k rows of the reference
@@ -364,3 +366,45 @@ def _run_whole(dataset: Dataset, split: str, configs: Sequence) -> list[CheckRes
     for tally, outcome in zip(tallies, _Runner(configs, f"{split}-whole").run(frame)):
         tally.add(outcome)
     return [t.whole_result(split) for t in tallies]
+
+
+def schema_checks(used: Any, split: str, types: Mapping[str, str]) -> list[CheckResult]:
+    """Columns the suite (`conveyor.validate.suite.Suite`) names that the dataset lacks, and its
+    spec's type rules."""
+    out: list[CheckResult] = []
+    named: dict[str, None] = {}
+    for config in used.expectations:
+        for n in columns_named(config):
+            named.setdefault(n, None)
+    if used.spec is not None:
+        for n in used.spec.columns:
+            named.setdefault(n, None)
+    for n in named:
+        if n not in types:
+            detail = f"missing from the dataset (columns: {', '.join(types)})"
+            out.append(CheckResult(split, "schema", "column exists", n, False, detail))
+    if used.spec is not None:
+        for n, rules in used.spec.columns.items():
+            if rules.type and n in types:
+                out.append(CheckResult(split, "schema", f"type is {rules.type}", n,
+                                       rules.type == types[n], f"type is {types[n]}"))
+    return out
+
+
+def finite_checks(used: Any, split: str,
+                  column_stats: Mapping[str, ColumnStatistics]) -> list[CheckResult]:
+    """The `finite` rules of a suite's spec (`conveyor.validate.suite.Suite`), from the
+    statistics of the same pass (GX sees NaN as NULL)."""
+    out: list[CheckResult] = []
+    if used.spec is None:
+        return out
+    for n, rules in used.spec.columns.items():
+        c = column_stats.get(n)
+        if not rules.finite or c is None or c.kind != NUMERIC:
+            continue
+        bad = c.nan + c.inf
+        out.append(CheckResult(
+            split, "values", "finite (no NaN or +-inf; the baseline had none)", n, bad == 0,
+            f"{c.nan} NaN and {c.inf} infinite of {c.count} values" if bad
+            else f"{c.count} finite values", bad))
+    return out

@@ -8,8 +8,13 @@ A suite can be given as
         bill_length_mm: {type: float64, max_null_fraction: 0.05, min: 25.0, max: 65.0}
         species: {type: string, nullable: false, allowed: [Adelie, Chinstrap, Gentoo]}
         id: {type: int64, unique: true}
+        order_id: {type: int64, excluded: "an order number"}
       table: {min_rows: 100, max_rows: 1000000, exact_columns: true}
 
+  `excluded` (a reason, or `false`) leaves a column out of drift, skew and the report's charts
+  and overview (its other rules still hold); a column the suite does not mark is left out when
+  it identifies rows (`conveyor.stats.columns.identifies_rows`, transform's rule for ids), unless
+  marked `excluded: false` (`excluded_columns`);
 - a **Great Expectations 1.x suite** as JSON (`{"name": ..., "expectations": [{"type": ...,
   "kwargs": {...}}]}`), run as it is;
 - or be **inferred** from statistics (`infer_spec`), which separates **breakage** from **drift**:
@@ -25,6 +30,10 @@ A suite can be given as
           type: string
           nulls: {seen: 0, rows: 275}
           expected: {values: [Biscoe, Dream, Torgersen]}   # drift only: new categories
+        sample_id:
+          type: int64
+          nulls: {seen: 0, rows: 275}
+          excluded: 275 distinct values in 275 rows: identifies rows   # no drift, no chart
       table: {min_rows: 1, exact_columns: true, significance: 0.001}
 
   `nulls` is sample-size aware: the limit for a split of n rows is the one-sided binomial
@@ -54,13 +63,19 @@ from conveyor.errors import InputError
 from conveyor.gcp.files import uri_of
 from conveyor.io.dataset import CONTRACT_TYPES
 from conveyor.io.documents import read_mapping
-from conveyor.stats.columns import CATEGORICAL, NUMERIC, SplitStatistics
+from conveyor.stats.columns import (
+    CATEGORICAL,
+    NUMERIC,
+    SplitStatistics,
+    id_reason,
+    identifies_rows,
+)
 
 SPEC_FILE, GX_FILE = "suite.yaml", "expectations.json"
 #: Top-level keys of a suite: a conveyor spec's, and a GX suite's "expectations".
 SUITE_KEYS = ("columns", "table", "conveyor_suite", "expectations")
 _COLUMN_KEYS = {"type", "nullable", "max_null_fraction", "min", "max", "allowed", "unique",
-                "nulls", "finite", "expected"}
+                "nulls", "finite", "expected", "excluded"}
 _EXPECTED_KEYS = {"min", "max", "values"}
 _TABLE_KEYS = {"min_rows", "max_rows", "exact_columns", "significance"}
 SIGNIFICANCE = 0.001
@@ -82,6 +97,7 @@ class ColumnRules:
     expected_min: float | None = None  # drift only
     expected_max: float | None = None
     expected_values: list | None = None
+    excluded: str | bool | None = None  # why it is left out of drift; False: never; None: unsaid
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -102,6 +118,8 @@ class ColumnRules:
                     if getattr(self, f"expected_{k}") is not None}
         if expected:
             out["expected"] = expected
+        if self.excluded is not None:
+            out["excluded"] = self.excluded
         return out
 
 
@@ -167,13 +185,18 @@ class SuiteSpec:
                                      f"number, got {v!r}")
             if expected.get("values") is not None and not isinstance(expected["values"], list):
                 raise InputError(f"{where}: column {name!r}: expected values must be a list")
+            excluded = rules.get("excluded")
+            if excluded is not None and not isinstance(excluded, (str, bool)):
+                raise InputError(f"{where}: column {name!r}: excluded must be a reason (text), "
+                                 f"true or false, got {excluded!r}")
             columns[str(name)] = ColumnRules(
                 type=rules.get("type"), nullable=bool(rules.get("nullable", True)),
                 max_null_fraction=frac, min=rules.get("min"), max=rules.get("max"),
                 allowed=rules.get("allowed"), unique=bool(rules.get("unique", False)),
                 nulls=nulls, finite=bool(rules.get("finite", False)),
                 expected_min=expected.get("min"), expected_max=expected.get("max"),
-                expected_values=expected.get("values"))
+                expected_values=expected.get("values"),
+                excluded="excluded by the suite" if excluded is True else excluded)
         table = data.get("table") or {}
         if not isinstance(table, Mapping):
             raise InputError(f"{where}: table must be a mapping, got {table!r}")
@@ -384,10 +407,15 @@ def infer_spec(stats: SplitStatistics, margin: float = 0.1, max_categories: int 
     - numeric: expected [min - margin x range, max + margin x range], clipped at 0 for a
       non-negative domain and at 1 for a [0, 1] one, integers for int64;
     - string and bool columns with at most `max_categories` values: those values.
+
+    A column that identifies rows (not one in `strict_values`) is marked `excluded`, with no
+    drift rule: new ids are not drift.
     """
     columns = {}
     for name, c in stats.columns.items():
         r = ColumnRules(type=c.type, nulls=(c.nulls, c.rows) if c.rows else None)
+        if name not in strict_values and identifies_rows(c):
+            r.excluded = id_reason(c)
         if (c.kind == NUMERIC and c.min is not None and math.isfinite(c.min)
                 and math.isfinite(c.max)):
             r.finite = c.nan == 0 and c.inf == 0
@@ -400,9 +428,10 @@ def infer_spec(stats: SplitStatistics, margin: float = 0.1, max_categories: int 
                     hi = min(hi, 1.0)
             if c.type == "int64":
                 lo, hi = math.floor(lo), math.ceil(hi)
-            r.expected_min, r.expected_max = _round(lo), _round(hi)
+            if not r.excluded:
+                r.expected_min, r.expected_max = _round(lo), _round(hi)
         if c.kind == CATEGORICAL and c.values is not None and not c.truncated \
-                and 0 < len(c.values) <= max_categories:
+                and 0 < len(c.values) <= max_categories and not r.excluded:
             values = sorted(c.values, key=str)
             if name in strict_values:
                 r.allowed = values
@@ -410,6 +439,24 @@ def infer_spec(stats: SplitStatistics, margin: float = 0.1, max_categories: int 
                 r.expected_values = values
         columns[name] = r
     return SuiteSpec(columns, min_rows=1, exact_columns=True)
+
+
+def excluded_columns(suite: Suite, stats: SplitStatistics,
+                     label: str | None = None) -> dict[str, str]:
+    """Columns of `stats` left out of drift, skew and the report's charts, with the reason: those
+    the suite marks `excluded`, and any other that identifies rows in `stats` (unless the suite
+    says `excluded: false`); never the label."""
+    rules = suite.spec.columns if suite.spec is not None else {}
+    out = {}
+    for name, c in stats.columns.items():
+        said = rules[name].excluded if name in rules else None
+        if name == label or said is False:
+            continue
+        if isinstance(said, str):
+            out[name] = said
+        elif identifies_rows(c):
+            out[name] = id_reason(c)
+    return out
 
 
 def _round(x: float) -> float | int:

@@ -369,7 +369,7 @@ def _check_split(dataset: Dataset, name: str, used: suites.Suite,
     (unless `computed`, from BigQuery, has them)."""
     present = set(dataset.schema.names)
     types = {c.name: c.type for c in dataset.info.columns}
-    results = _schema_checks(used, name, types)
+    results = checks.schema_checks(used, name, types)
     runnable = [c for c in used.expectations_for(dataset.split(name).rows)
                 if all(n in present for n in checks.columns_named(c))]
     if computed is not None:  # from BigQuery: the pass below runs the expectations only
@@ -387,7 +387,7 @@ def _check_split(dataset: Dataset, name: str, used: suites.Suite,
 
     results += checks.run_expectations(dataset, name, runnable, chunk_rows=chunk_rows,
                                        on_batch=update)
-    results += _finite_checks(used, name, column_stats, types)
+    results += checks.finite_checks(used, name, column_stats)
     if label_column and column_stats[label_column].count == 0:
         raise InputError(f"label_column: {label_column!r} is NULL in all "
                          f"{counter['rows']} rows of split {name!r}; nothing to learn from")
@@ -452,46 +452,5 @@ def _write_atomic(path: Path, text: str) -> None:
     partial.replace(path)
 
 
-def _finite_checks(used: suites.Suite, split: str,
-                   column_stats: Mapping[str, stats.ColumnStatistics],
-                   types: Mapping[str, str]) -> list[checks.CheckResult]:
-    """A spec's `finite` rules, from the statistics of the same pass (GX sees NaN as NULL)."""
-    out: list[checks.CheckResult] = []
-    if used.spec is None:
-        return out
-    for n, rules in used.spec.columns.items():
-        c = column_stats.get(n)
-        if not rules.finite or c is None or c.kind != stats.NUMERIC:
-            continue
-        bad = c.nan + c.inf
-        out.append(checks.CheckResult(
-            split, "values", "finite (no NaN or +-inf; the baseline had none)", n, bad == 0,
-            f"{c.nan} NaN and {c.inf} infinite of {c.count} values" if bad
-            else f"{c.count} finite values", bad))
-    return out
-
-
 def _train(splits: Sequence[str]) -> str:
     return "train" if "train" in splits else splits[0]
-
-
-def _schema_checks(used: suites.Suite, split: str, types: Mapping[str, str]) -> list:
-    """Columns the suite names that the dataset lacks, and a spec's type rules."""
-    out = []
-    named: dict[str, None] = {}
-    for config in used.expectations:
-        for n in checks.columns_named(config):
-            named.setdefault(n, None)
-    if used.spec is not None:
-        for n in used.spec.columns:
-            named.setdefault(n, None)
-    for n in named:
-        if n not in types:
-            detail = f"missing from the dataset (columns: {', '.join(types)})"
-            out.append(checks.CheckResult(split, "schema", "column exists", n, False, detail))
-    if used.spec is not None:
-        for n, rules in used.spec.columns.items():
-            if rules.type and n in types:
-                out.append(checks.CheckResult(split, "schema", f"type is {rules.type}", n,
-                                              rules.type == types[n], f"type is {types[n]}"))
-    return out
