@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics as _statistics
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -135,12 +135,14 @@ def distance(baseline: ColumnStatistics, current: ColumnStatistics,
 
 
 def compare(baseline: SplitStatistics, current: SplitStatistics, default_threshold: float,
-            thresholds: Mapping[str, float] | None = None) -> list[Distance]:
-    """Distances of every column present in both, with per-column thresholds."""
+            thresholds: Mapping[str, float] | None = None,
+            skip: Collection[str] = ()) -> list[Distance]:
+    """Distances of every column present in both but those in `skip` (excluded columns), with
+    per-column thresholds."""
     thresholds = thresholds or {}
     out = []
     for name, base in baseline.columns.items():
-        if name not in current.columns:
+        if name not in current.columns or name in skip:
             continue
         d = distance(base, current.columns[name], float(thresholds.get(name, default_threshold)))
         if d is not None:

@@ -1,10 +1,14 @@
 """The validation report: one self-contained HTML page (inline CSS and SVG charts, no scripts,
 no network), so it renders offline and in the Kubeflow UI's HTML viewer.
 
-Breakage first, then drift: for every drifted column the baseline's and the current summary
-side by side (rows, null share, mean, std, p5/p50/p95, min/max, top categories) with the one-line
-"mean 120 -> 180" figures, and per feature a small chart of the current split beside the
-baseline and train beside eval (histograms of the statistics' value samples for numbers, by day
+The header names what was validated (the BigQuery table, query or GCS files), the Dataset's
+fingerprint, the time (UTC) and the baseline, with the verdict and its counts (drift counted per
+column). Breakage first, then the overview of every column (`conveyor.validate.overview`, as
+Facets Overview shows one) and the excluded columns (ids: no drift, skew or chart), then drift:
+for every drifted column the baseline's and the current summary side by side (rows, null share,
+mean, std, p5/p50/p95, min/max, top categories) with the one-line "mean 120 -> 180" figures, and
+per feature a small chart of the current split beside the baseline and train beside eval
+(histograms of the statistics' value samples for numbers, integers binned on integers, by day
 for dates and timestamps; the top categories plus "other" for categories). Charts are capped at
 `MAX_CHARTS` features (drifted, then skewed, then in column order); the page says how many were
 left out. matplotlib is imported only when charts are drawn.
@@ -12,15 +16,16 @@ left out. matplotlib is imported only when charts are drawn.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from conveyor.reports.html import esc as _e
-from conveyor.reports.html import num as _num
 from conveyor.reports.html import page
 from conveyor.reports.html import short as _short
 from conveyor.reports.html import table as _table
 from conveyor.stats.columns import NUMERIC, TEMPORAL, ColumnStatistics, DatasetStatistics
+from conveyor.validate import overview
 from conveyor.validate.checks import CheckResult
 from conveyor.validate.drift import Distance, _as_categories
 
@@ -54,12 +59,13 @@ def _drift_split(column: str, drift: Sequence[tuple[str, Distance]]) -> str | No
     return max(found)[2] if found else None
 
 
-def _charted(stats: DatasetStatistics, drift, skew) -> list[str]:
+def _charted(stats: DatasetStatistics, drift, skew, excluded: Collection[str] = ()) -> list[str]:
+    """The columns with a chart, drifted and skewed first; never an excluded one."""
     first = next(iter(stats.splits.values()))
     order = list(first.columns)
     drifted = [d.column for _, d in drift if d.exceeded]
     skewed = [d.column for d in skew if d.exceeded]
-    return list(dict.fromkeys([*drifted, *skewed, *order]))
+    return [c for c in dict.fromkeys([*drifted, *skewed, *order]) if c not in excluded]
 
 
 def _feature_chart(index: int, column: str, result, stats: DatasetStatistics) -> str:
@@ -129,34 +135,40 @@ def _side_rows(figure: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def render(*, title: str, result, policy: str, stats: DatasetStatistics) -> str:
-    """The page for a `ValidationResult`: breakage first, then drift with its figures and
-    charts, skew, every check, and each split's statistics."""
+def render(*, title: str, result, policy: str, stats: DatasetStatistics,
+           source: Mapping[str, Any] | None = None, dataset_path: str | Path = "") -> str:
+    """The page for a `ValidationResult`: the header (what, when, against which baseline),
+    breakage, the overview of every column, then drift with its figures and charts, skew and
+    every check. `source`: the Dataset's record of where its rows came from."""
     checks: Sequence[CheckResult] = result.checks
     drift: Sequence[tuple[str, Distance]] = result.drift
     skew: Sequence[Distance] = result.skew
     broken = [c for c in checks if c.broken]
     soft = [c for c in checks if c.drifted]
     drifted = [(s, d) for s, d in drift if d.exceeded]
-    columns = _charted(stats, drift, skew) if stats.splits else []
+    excluded = getattr(result, "excluded", {}) or {}
+    columns = _charted(stats, drift, skew, excluded) if stats.splits else []
     shown = columns[:MAX_CHARTS]
     chart = {column: _feature_chart(i, column, result, stats) for i, column in enumerate(shown)}
     by_column: dict[str, list[tuple[str, Distance]]] = {}
     for s, d in drifted:
         by_column.setdefault(d.column, []).append((s, d))
     warned = [c for c in checks if c.warned]
-    parts = [*_header(title, result, policy, broken, soft, drifted),
-             *_breakage(broken), *_warnings(warned), *_drift(result, drift),
+    parts = [overview.STYLE, *_header(title, result, policy, broken, soft, drifted),
+             overview.facts(source, dataset_path, stats, result.baseline),
+             *_breakage(broken), *_warnings(warned),
+             *overview.overview(stats, excluded, by_column), *overview.excluded(excluded, stats),
+             *_drift(result, drift),
              *_drifted_columns(result, by_column, chart),  # takes their charts out of `chart`
              *_expectations(soft), *_skew(result, skew),
              *_distributions(chart, len(shown), len(columns), bool(by_column)),
-             *_all_checks(checks), *_statistics(stats)]
+             *_all_checks(checks)]
     return page(title, parts)
 
 
 def _header(title: str, result, policy: str, broken: Sequence[CheckResult],
             soft: Sequence[CheckResult], drifted: Sequence[tuple[str, Distance]]) -> list[str]:
-    """The title, the verdict with the counts, and the baseline."""
+    """The title, and the verdict with the counts (drift: columns, whatever the splits)."""
     checks = result.checks
     skewed = [d for d in result.skew if d.exceeded]
     verdict = ("<span class='verdict fail'>FAILED: broken data</span>" if broken else
@@ -170,9 +182,14 @@ def _header(title: str, result, policy: str, broken: Sequence[CheckResult],
             f"{sum(c.success for c in checks)}/{len(checks)} checks passed, "
             f"{len(broken)} broken, {len(soft)} expectation(s) drifted, "
             f"{sum(c.warned for c in checks)} warning(s), "
-            f"{len(drifted)} feature(s) drifted, {len(skewed)} skewed</span></p>",
-            f"<p class='muted'>baseline: {_e(result.baseline) if result.baseline else 'none'}"
-            "</p>"]
+            f"{_drifted_count(drifted)}, {len(skewed)} skewed</span></p>"]
+
+
+def _drifted_count(drifted: Sequence[tuple[str, Distance]]) -> str:
+    """"3 column(s) drifted (a, b, c)": columns, not column x split pairs."""
+    columns = list(dict.fromkeys(d.column for _, d in drifted))
+    named = ", ".join(_short(c, 40) for c in columns[:8]) + (", ..." if len(columns) > 8 else "")
+    return f"{len(columns)} column(s) drifted" + (f" ({_e(named)})" if columns else "")
 
 
 def _failed_checks(failed: Sequence[CheckResult]) -> str:
@@ -271,26 +288,3 @@ def _all_checks(checks: Sequence[CheckResult]) -> list[str]:
                      ("FAIL" if c.broken else "warning" if c.warned else "drift"),
                      _e(c.observed)] for c in checks),
                    [c.broken for c in checks])]
-
-
-def _statistics(stats: DatasetStatistics) -> list[str]:
-    """Each split's columns: type, values, nulls and a one-line summary."""
-    parts = []
-    for name, split in stats.splits.items():
-        parts.append(f"<h2>Statistics: {_e(name)} ({split.rows} rows)</h2>")
-        rows = [[_e(c.name), _e(c.type), c.count, c.nulls, f"{c.null_fraction:.2%}",
-                 _e(_column_summary(c))] for c in split.columns.values()]
-        parts.append(_table(["column", "type", "values", "nulls", "null %", "summary"], rows))
-    return parts
-
-
-def _column_summary(c: ColumnStatistics) -> str:
-    if c.kind == NUMERIC:
-        return (f"mean {_num(c.mean)}, std {_num(c.std)}, min {_num(c.min)}, "
-                f"median {_num(c.quantile(0.5))}, max {_num(c.max)}"
-                + (f", NaN {c.nan}" if c.nan else "")
-                + (f", inf {c.inf}" if c.inf else ""))
-    if c.values is not None:
-        top = ", ".join(f"{_short(k)} ({v})" for k, v in c.top(8))
-        return f"{c.distinct}{'+' if c.truncated else ''} distinct: {top}"
-    return f"min {c.min}, max {c.max}"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from conveyor.io.dataset import Dataset
 from conveyor.model.layout import STATISTICS_FILE
 from conveyor.stats import columns as stats
 from conveyor.stats import tfdv
-from conveyor.validate import checks, drift, labels, report
+from conveyor.validate import checks, drift, labels, overview, report
 from conveyor.validate import suite as suites
 from conveyor.validate.drift import Distance
 from conveyor.validate.policies import problem as policy_problem
@@ -67,6 +67,7 @@ class ValidationResult:
     drift_policy: str = "warn"
     baseline_statistics: stats.DatasetStatistics | None = None  # for the report's charts
     statistics_source: str = "rows"  # where the statistics came from: rows or bigquery
+    excluded: dict[str, str] = dataclasses.field(default_factory=dict)  # column -> why: no drift
 
     @property
     def broken(self) -> bool:
@@ -125,7 +126,7 @@ class ValidationResult:
             "success_ratio": round((total - failed) / total, 6) if total else 1.0,
             "failed_expectations": sum(c.broken for c in self.checks),
             "drift_findings": sum(c.drifted for c in self.checks),
-            "drifted_features": sum(d.exceeded for _, d in self.drift),
+            "drifted_features": len({d.column for _, d in self.drift if d.exceeded}),
             "max_drift": round(max((d.value for _, d in self.drift), default=0.0), 6),
             "skewed_features": sum(d.exceeded for d in self.skew),
             "max_skew": round(max((d.value for d in self.skew), default=0.0), 6),
@@ -160,6 +161,7 @@ class ValidationResult:
             "checks": {"total": len(self.checks),
                        "failed": sum(not c.success for c in self.checks)},
             "suite": self.suite.origin,
+            "excluded": dict(self.excluded),
             "statistics_source": self.statistics_source,
         }
 
@@ -273,16 +275,18 @@ def validate_dataset(
     if label_column:  # on every split at once: no row's split decides (conveyor.validate.labels)
         results += labels.label_checks(split_stats, label_column, _train(chosen))
     statistics = stats.DatasetStatistics(split_stats, dataset.info.fingerprint)
-    drifts, figures = _drift(split_stats, baseline_stats, drift_threshold, feature_thresholds)
-    skews, skew_figures = _skew(split_stats, skew_threshold, feature_thresholds)
+    excluded = suites.excluded_columns(used, split_stats[_train(chosen)], label_column)
+    drifts, figures = _drift(split_stats, baseline_stats, drift_threshold, feature_thresholds,
+                             excluded)
+    skews, skew_figures = _skew(split_stats, skew_threshold, feature_thresholds, excluded)
 
     result = ValidationResult(
         passed=False, checks=results, drift=drifts, skew=skews, statistics=statistics,
         suite=used, seconds=time.monotonic() - start, figures=figures,
         skew_figures=skew_figures, baseline=baseline_name, drift_policy=drift_policy,
-        baseline_statistics=baseline_stats, statistics_source=used_source)
+        baseline_statistics=baseline_stats, statistics_source=used_source, excluded=excluded)
     result.passed = not result.broken and not result.drifted
-    _write_outputs(result, dataset_path, report_path, statistics_path, suite_path, policy)
+    _write_outputs(result, dataset, report_path, statistics_path, suite_path, policy)
 
     if policy == "fail" and result.failures:
         listed = result.failures
@@ -396,38 +400,41 @@ def _check_split(dataset: Dataset, name: str, used: suites.Suite,
 
 def _drift(split_stats: Mapping[str, stats.SplitStatistics],
            baseline_stats: stats.DatasetStatistics | None, drift_threshold: float,
-           feature_thresholds: Mapping[str, float] | None
+           feature_thresholds: Mapping[str, float] | None, excluded: Collection[str] = ()
            ) -> tuple[list[tuple[str, drift.Distance]], dict[str, dict[str, dict]]]:
     """(each split's distances to the baseline's same-named split, the figures of every column
-    of the same kind in both, per split); nothing without a baseline."""
+    of the same kind in both, per split; none for an `excluded` column); nothing without a
+    baseline."""
     drifts: list[tuple[str, drift.Distance]] = []
     figures: dict[str, dict[str, dict]] = {}
     if baseline_stats is None:
         return drifts, figures
     for name, current in split_stats.items():
         base_split = baseline_stats.split(name)
-        for d in drift.compare(base_split, current, drift_threshold, feature_thresholds):
+        for d in drift.compare(base_split, current, drift_threshold, feature_thresholds,
+                               skip=excluded):
             drifts.append((name, d))
         figures[name] = {c: drift.figures(base_split.columns[c], current.columns[c])
                          for c in current.columns
-                         if c in base_split.columns
+                         if c in base_split.columns and c not in excluded
                          and base_split.columns[c].kind == current.columns[c].kind}
     return drifts, figures
 
 
 def _skew(split_stats: Mapping[str, stats.SplitStatistics], skew_threshold: float,
-          feature_thresholds: Mapping[str, float] | None
+          feature_thresholds: Mapping[str, float] | None, excluded: Collection[str] = ()
           ) -> tuple[list[drift.Distance], dict[str, dict]]:
-    """(train/eval distances, the figures of each column compared); nothing without both."""
+    """(train/eval distances, the figures of each column compared; none for an `excluded`
+    column); nothing without both."""
     if "train" not in split_stats or "eval" not in split_stats:
         return [], {}
     train, evaluation = split_stats["train"], split_stats["eval"]
-    skews = drift.compare(train, evaluation, skew_threshold, feature_thresholds)
+    skews = drift.compare(train, evaluation, skew_threshold, feature_thresholds, skip=excluded)
     return skews, {d.column: drift.figures(train.columns[d.column], evaluation.columns[d.column])
                    for d in skews}
 
 
-def _write_outputs(result: ValidationResult, dataset_path: str | Path,
+def _write_outputs(result: ValidationResult, dataset: Dataset,
                    report_path: str | Path, statistics_path: str | Path,
                    suite_path: str | Path, policy: str) -> None:
     """The statistics (JSON and TFDV's proto), the verdict, the suite and the report, each
@@ -442,8 +449,9 @@ def _write_outputs(result: ValidationResult, dataset_path: str | Path,
     suites.write_suite(result.suite, suite_path)
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(Path(report_path), report.render(
-        title=f"conveyor validate: {Path(dataset_path).name}", result=result, policy=policy,
-        stats=statistics))
+        title=f"conveyor validate: {overview.source_name(dataset.info.source, dataset.path)}",
+        result=result, policy=policy, stats=statistics, source=dataset.info.source,
+        dataset_path=dataset.path))
 
 
 def _write_atomic(path: Path, text: str) -> None:
