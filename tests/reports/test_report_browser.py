@@ -258,7 +258,7 @@ def test_each_report_loads_offline_and_shows_its_charts(chromium, reports, name,
     assert "</html>" in dom and "<script" not in dom
     if name == "validate-drift":
         assert "Drifted columns: baseline and current side by side" in dom
-        assert f"baseline: {reports['served_uri']}" in dom
+        assert f"<b>baseline:</b> {reports['served_uri']}" in dom
         assert "conveyor-baseline-" not in dom  # not the deleted scratch copy
         assert re.search(r"mean 4\d{3}(\.\d+)? -&gt; 6\d{3}", dom), "body mass x1.5"
     else:

@@ -346,7 +346,7 @@ def test_validate_page_with_drift_hostile_names_null_and_constant_columns(tmp_pa
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "&lt;i&gt;c&lt;/i&gt;" in page
     assert "prix €/ünïcödé" in page
-    assert "baseline: gs://models/m/3/assets.extra/x.json" in page
+    assert "<b>baseline:</b> gs://models/m/3/assets.extra/x.json" in page
     assert str(tmp_path / "bs") not in page
     # one chart per column (8), two panels each; the drifted column's figures side by side
     assert sum(t == "svg" for t, _ in tags.tags) == 8
