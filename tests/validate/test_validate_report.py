@@ -17,7 +17,6 @@ from support import write_dataset
 
 from conveyor.io import DatasetWriter
 from conveyor.io.split import SplitSpec
-from conveyor.validate import overview
 from conveyor.validate.validate import validate_dataset
 
 
@@ -134,6 +133,8 @@ def test_the_header_names_the_table_fingerprint_time_and_baseline(small):
 
 
 def test_source_names_for_a_query_and_gcs_files():
+    from conveyor.validate import overview
+
     files = {"type": "gcs", "format": "parquet",
              "uris": [f"gs://lake/orders/2026/part-{i}.parquet" for i in range(3)]}
     assert overview.source_name(files, "/x/ds") == (

@@ -225,6 +225,9 @@ def _drift(result, drift: Sequence[tuple[str, Distance]]) -> list[str]:
               "threshold and the distance sampling alone reaches (p 0.001) at these sizes</p>")]
     if not drift:
         return [*parts, "<p class='muted'>no baseline statistics given</p>"]
+    compared = len({d.column for _, d in drift})
+    parts.append(f"<p>{_drifted_count([(s, d) for s, d in drift if d.exceeded])} of {compared} "
+                 "compared; a row per split and column below</p>")
     return [*parts, _table(
         ["split", "column", "metric", "distance", "threshold", "sampling noise", "drifted",
          "baseline -> current"],
