@@ -5,7 +5,8 @@ no request of its own; the dumped DOM holds the charts, and a screenshot is not 
 Reports come from real runs: penguins trained as binary (sex, against a weaker published
 baseline on the GCS emulator), multiclass (island) and regression (body mass) models, and a
 covariate shift validated against the served version's statistics on the GCS emulator (so
-the report names the baseline by its gs:// URI).
+the report names the baseline by its gs:// URI; the new data records a BigQuery table as its
+source and carries an id column, which is listed as excluded and not charted).
 
 Chromium missing: the test skips, unless CONVEYOR_REQUIRE_CHROMIUM is set (.ci/run sets it),
 then it fails. With CONVEYOR_REPORT_SCREENSHOTS=DIR the screenshots are also written to DIR
@@ -196,8 +197,11 @@ def reports(stack, bucket, tmp_path_factory) -> dict:
     # validate: the served version's training statistics on gs://, then shifted new data
     from conveyor.local.seed import penguins
 
+    def with_ids(table: pa.Table) -> pa.Table:  # an id column: excluded, never charted
+        return table.append_column("sample_id", pa.array(range(table.num_rows), pa.int64()))
+
     served = root / "served"
-    validate_dataset(write_dataset(root / "clean", penguins()),
+    validate_dataset(write_dataset(root / "clean", with_ids(penguins())),
                      report_path=served / "report.html", statistics_path=served / "stats",
                      suite_path=served / "suite")
     version = root / "version"
@@ -205,7 +209,9 @@ def reports(stack, bucket, tmp_path_factory) -> dict:
     shutil.copy(served / "stats" / STATISTICS_FILE, version / "assets.extra" / STATISTICS_FILE)
     served_base = f"gs://{name}/served-{os.getpid()}"
     ModelBasePath(served_base).publish(version)
-    shifted = write_dataset(root / "shifted", _shifted(penguins(), np.random.default_rng(5)))
+    shifted = write_dataset(root / "shifted",
+                            with_ids(_shifted(penguins(), np.random.default_rng(5))),
+                            source={"type": "bigquery", "table": "shop-prod.field.penguins"})
     report, metrics, statistics, suite = _artifacts(
         root / "validate", report=dsl.HTML, metrics=dsl.Metrics, statistics=dsl.Artifact,
         suite=dsl.Artifact)
@@ -261,6 +267,10 @@ def test_each_report_loads_offline_and_shows_its_charts(chromium, reports, name,
         assert f"<b>baseline:</b> {reports['served_uri']}" in dom
         assert "conveyor-baseline-" not in dom  # not the deleted scratch copy
         assert re.search(r"mean 4\d{3}(\.\d+)? -&gt; 6\d{3}", dom), "body mass x1.5"
+        assert "<h1>conveyor validate: BigQuery table shop-prod.field.penguins</h1>" in dom
+        assert "Overview: every column at a glance" in dom
+        assert "3 column(s) drifted" in dom  # body mass, flipper length, island
+        assert "<b>sample_id</b></td><td>int64</td>" in dom  # excluded, listed, not charted
     else:
         assert "<title>" in dom.split("<body", 1)[1]  # the charts' accessible names
 

@@ -8,8 +8,9 @@ from pathlib import Path
 PENGUINS_SUITE = Path(__file__).resolve().parent / "penguins_suite.yaml"
 
 
-def write_dataset(path, table, ratios=None, key=None):
-    """A Dataset artifact of `table`'s rows, split as ingest would split them (no emulator)."""
+def write_dataset(path, table, ratios=None, key=None, source=None):
+    """A Dataset artifact of `table`'s rows, split as ingest would split them (no emulator);
+    `source`: what its `dataset.json` records as the rows' origin (default a test's)."""
     import pyarrow as pa
 
     from conveyor.io import DatasetWriter
@@ -17,7 +18,7 @@ def write_dataset(path, table, ratios=None, key=None):
 
     spec = SplitSpec.parse(ratios or {"train": 0.8, "eval": 0.2}, key)
     index = spec.assign(table.combine_chunks().to_batches()[0])
-    with DatasetWriter(path, table.schema, spec.names, {"type": "test"}) as writer:
+    with DatasetWriter(path, table.schema, spec.names, source or {"type": "test"}) as writer:
         for i, name in enumerate(spec.names):
             writer.write(name, table.filter(pa.array(index == i)))
     return path
