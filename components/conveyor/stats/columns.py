@@ -191,12 +191,12 @@ class ColumnStatistics:
         finite = np.isfinite(values) & valid
         self.nan += int(nan.sum())
         self.inf += int((valid & ~finite & ~nan).sum())
-        if self.zeros is not None:
-            self.zeros += int(((values == 0) & valid).sum())
         if self.sample is None:
             self.sample = Sample()
         self.sample.update(values, finite)
         x = values[finite]
+        if self.zeros is not None:
+            self.zeros += int(np.count_nonzero(x == 0))
         if self.type == "int64":  # small integer domains (labels, codes) also get frequencies
             self._update_categorical(column)
         if not len(x):
