@@ -24,6 +24,7 @@ import numpy as np
 
 from conveyor.reports import charts
 from conveyor.reports.html import esc, figure, num, page, short, spec_text, table
+from conveyor.reports.wording import calibration_line
 
 MAX_MATRIX_CLASSES = 20
 KEY_METRICS = {"binary": ("auc", "auc_pr", "accuracy", "log_loss"),
@@ -350,27 +351,6 @@ def _cutoff_table(d: Mapping[str, Any]) -> list[str]:
             "n/a: nothing to divide by (no row predicted positive, or no positive row)</p>",
             table(["cut-off", "predicted positive", "precision", "recall", "F1", "accuracy",
                    "false positives", "false negatives", "note"], cells)]
-
-
-def calibration_line(result) -> str:
-    """Calibration in one line: what the ratio is, which way it errs."""
-    value = result.metrics.get("overall", {}).get("calibration")
-    if value is None:
-        return ""
-    d = getattr(result, "decision", None) or {}
-    mean_p, rate = d.get("mean_predicted"), d.get("positive_rate")
-    parts = (f"mean predicted probability {mean_p:.4g} / observed positive rate {rate:.4g}"
-             if mean_p is not None and rate is not None else
-             "mean predicted probability / observed positive rate")
-    if not math.isfinite(value):
-        way = "undefined: no positive row"
-    elif abs(value - 1) < 0.005:
-        way = "about right"
-    else:
-        way = "over-predicts positives" if value > 1 else "under-predicts positives"
-    return (f"calibration {value:.4g} = {parts}: 1 is perfect, above 1 over-predicts, below 1 "
-            f"under-predicts (here: {way}); calibration_error is the absolute difference of "
-            "the two")
 
 
 def _skipped(result) -> list[str]:
