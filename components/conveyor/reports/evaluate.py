@@ -48,8 +48,8 @@ def _binary_confusion(result) -> list[str]:
     labels = (result.classes if len(result.classes) == 2 else ["0", "1"])
     return [figure(charts.render(charts.confusion, "bcm", np.asarray(result.confusion, float),
                                  labels, title=f"confusion matrix at {threshold:g}"),
-                   f"rows: true class, columns: predicted (probability >= {threshold:g} of "
-                   f"{labels[1]!r}); shaded by the share of the true class")]
+                   f"rows: true class, columns: predicted ({labels[1]!r} when its probability "
+                   f"is at least {threshold:g}); shaded by the share of the true class")]
 
 
 def _binary_charts(result) -> list[str]:
