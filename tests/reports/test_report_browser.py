@@ -180,7 +180,7 @@ def reports(stack, bucket, tmp_path_factory) -> dict:
     binary = root / "binary"
     weak = _train(binary, _penguins("sex"), "sex", "binary", 1)
     strong = _train(binary, _penguins("sex"), "sex", "binary", 8)
-    binary_base = f"gs://{name}/binary-{os.getpid()}"
+    binary_base = f"gs://{name}/binary-{os.getpid()}/penguin-sex"  # the report's model name
     ModelBasePath(binary_base).publish(weak)
     out["evaluate-binary"] = _evaluate(binary / "run", strong, binary / "ds",
                                        model_base_path=binary_base)
@@ -228,9 +228,9 @@ def reports(stack, bucket, tmp_path_factory) -> dict:
     return out
 
 
-EXPECTED_CHARTS = {"validate-drift": 8, "evaluate-binary": 3, "evaluate-multiclass": 4,
+EXPECTED_CHARTS = {"validate-drift": 8, "evaluate-binary": 4, "evaluate-multiclass": 4,
                    "evaluate-regression": 1}
-WINDOW = {"validate-drift": "1280,2600", "evaluate-binary": "1280,1250",
+WINDOW = {"validate-drift": "1280,2600", "evaluate-binary": "1280,1900",
           "evaluate-multiclass": "1280,1250", "evaluate-regression": "1280,1000"}
 
 
@@ -273,6 +273,14 @@ def test_each_report_loads_offline_and_shows_its_charts(chromium, reports, name,
         assert "<b>sample_id</b></td><td>int64</td>" in dom  # excluded, listed, not charted
     else:
         assert "<title>" in dom.split("<body", 1)[1]  # the charts' accessible names
+        assert dom.count("<h2>Metrics by slice</h2>") == 1  # one slice table
+    if name == "evaluate-binary":  # the header names the model; the decision threshold
+        assert "<h1>conveyor evaluate: penguin-sex</h1>" in dom
+        assert "candidate, not published yet (newest published: version 1)" in dom
+        assert ", serving version 1" in dom and "baseline: version 1: gs://" in dom
+        assert "decision threshold <b>0.5</b>" in dom
+        assert "Precision, recall and F1 by cut-off" in dom
+        assert "1 is perfect, above 1 over-predicts" in dom
 
     shot = tmp_path / f"{name}.png"
     _, requests = browse(chromium, page, tmp_path / "profile", f"--screenshot={shot}",

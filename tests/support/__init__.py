@@ -2,6 +2,7 @@
 pytest's `pythonpath` (pyproject.toml), so a test says `from support import write_dataset`.
 
 - `support.data`: Dataset artifacts written as ingest writes them, the penguins suite file.
+- `support.evaluations`: binary evaluation results from scores counted by hand.
 - `support.models`: a fitted transform and a trained model, built the way the steps build them.
 - `support.network`: free loopback ports, a loopback stand-in for a cloud API.
 - `support.tfjob_operator`: a stand-in Kubernetes API and Training Operator on 127.0.0.1.
@@ -12,11 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from support.data import PENGUINS_SUITE, key_landing_in, write_dataset
+from support.evaluations import HAND_P, HAND_Y, accumulated, binary_result
 from support.models import HPARAMS, fit_transform, train_model
 from support.network import free_ports, loopback_api
 
 #: The repository's root folder.
 REPO = Path(__file__).resolve().parents[2]
 
-__all__ = ["HPARAMS", "PENGUINS_SUITE", "REPO", "fit_transform", "free_ports", "key_landing_in",
-           "loopback_api", "train_model", "write_dataset"]
+__all__ = ["HAND_P", "HAND_Y", "HPARAMS", "PENGUINS_SUITE", "REPO", "accumulated",
+           "binary_result", "fit_transform", "free_ports", "key_landing_in", "loopback_api",
+           "train_model", "write_dataset"]

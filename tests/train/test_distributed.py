@@ -208,6 +208,20 @@ def test_two_workers_killed_resume_train_like_one_and_only_the_chief_publishes(
     assert not checkpoints.exists()
     assert sorted(p.name for p in (tmp_path / "worker").iterdir()) == ["model.checkpoints"]
     assert [list(d.iterdir()) for d in tmpdirs] == [[], []]
+    # TensorBoard: the chief's log dir marks the exported epoch, says why, and holds the hparams
+    from tensorboard.backend.event_processing import event_accumulator as ea
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    from tensorboard.util import tensor_util
+
+    board = ea.EventAccumulator(str(out / "tb"), size_guidance={ea.TENSORS: 0})
+    board.Reload()
+    (exported,) = board.Tensors("exported_epoch")
+    assert tensor_util.make_ndarray(exported.tensor_proto).item() == published["best_epoch"]
+    why = tensor_util.make_ndarray(board.Tensors("exported_epoch/why")[0].tensor_proto)
+    assert f"resumed from a checkpoint at epoch {first + 1}" in why.item().decode()
+    session = plugin_data_pb2.HParamsPluginData.FromString(
+        board.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+    assert session.hparams["workers"].number_value == 2
 
     # the model predicts like the single-worker one: eval accuracy within 0.05 of it (and of
     # its own validation figure, on rows held out of train), class probabilities within 0.1 of

@@ -55,6 +55,7 @@ file hashes, which push accepts instead of loading the model in yet another proc
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import sys
 import tempfile
 import time
@@ -94,9 +95,11 @@ def evaluate_model(
     allow_breaking_signature: bool = False,
     batch_rows: int = 16384,
     max_baselines: int = bl.MAX_BASELINES,
+    model_uri: str | None = None,
 ) -> EvaluationResult:
     """Evaluate `model_path` on `split` of the Dataset against the naive floor, the baseline
-    (`baseline_path`, else the newest usable version under `model_base_path`) and thresholds."""
+    (`baseline_path`, else the newest usable version under `model_base_path`) and thresholds.
+    `model_uri`: the candidate as the reports name it (default `model_path`)."""
     start = time.monotonic()
     # A process that had no TensorFlow before loading the model cannot be the one that saved it.
     fresh = "tensorflow" not in sys.modules
@@ -121,9 +124,26 @@ def evaluate_model(
                          f"{run.fitted.spec.label!r}; nothing to evaluate")
     verdict = _judge(run, state, baseline, rules, floor, candidate_signature, search.served,
                      allow_breaking_signature)
-    return _result(run, state, baseline, verdict, search, naive, fresh, files, start,
-                   newest_version_uri=base.version_uri(versions[-1])
-                   if base is not None and versions else None)
+    result = _result(run, state, baseline, verdict, search, naive, fresh, files, start,
+                     newest_version_uri=base.version_uri(versions[-1])
+                     if base is not None and versions else None)
+    result.model = identity(run, model_uri or str(model_path), base, versions, search.served)
+    return result
+
+
+def identity(run: sc.Run, uri: str, base: Any, versions: Sequence[int],
+             served: tuple[str, dict] | None) -> dict[str, Any]:
+    """What the reports' header names: the model (the model base path's last folder, None
+    without one), the candidate's URI and its version when it is a published one, the newest
+    published version, the served one, the label and task, and when evaluate ran (UTC)."""
+    name = base.uri.rstrip("/").rpartition("/")[2] or base.uri if base is not None else None
+    return {"name": name, "uri": uri, "base_path": base.uri if base is not None else None,
+            "version": base.version_of(uri) if base is not None else None,
+            "newest_version": versions[-1] if versions else None,
+            "served_version": base.version_of(served[0]) if base is not None and served
+            else None,
+            "label": run.fitted.spec.label, "task": run.task, "split": run.split,
+            "evaluated_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
 
 
 def _load_candidate(model_path: str | Path, dataset_path: str | Path, split: str,
@@ -226,5 +246,6 @@ def _result(run: sc.Run, state: sc.State, baseline: sc.ScoredBaseline | None,
         signature_diff=verdict.signature_diff, signature=verdict.signature,
         comparison=verdict.comparison,
         curves=sc.result_curves(task, acc, baseline),
+        decision=acc.decision() if task == "binary" else None,
         predictions=(state.predictions.record() if state.predictions.statistics.rows == state.rows
                      else None))

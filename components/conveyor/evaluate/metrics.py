@@ -1,8 +1,10 @@
 """Streaming evaluation metrics (numpy only): accumulate batch by batch, read at the end.
 
 - binary: AUC ROC and AUC PR (from score histograms over 10,000 equal-width thresholds, as
-  Keras' AUC does with `num_thresholds`), accuracy, precision and recall at 0.5, log loss, and
-  calibration (mean prediction / mean label); a ROC curve and a confusion matrix for the UI;
+  Keras' AUC does with `num_thresholds`), accuracy, precision and recall at the decision
+  threshold (0.5, `conveyor.model.decision`), log loss, and calibration (mean prediction / mean
+  label); a ROC curve and a confusion matrix for the UI; the threshold table from the same
+  histograms (`conveyor.evaluate.cutoffs`);
 - multiclass: accuracy, macro and weighted F1, log loss, and the confusion matrix;
 - regression: RMSE, MAE and R squared (from sums).
 
@@ -20,6 +22,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from conveyor.evaluate import cutoffs
+from conveyor.model import decision
 
 EPS = 1e-7
 BINS = 10_000
@@ -135,10 +140,18 @@ class Binary:
         return _curves(self.pos, self.neg)
 
     def confusion(self) -> list[list[int]]:
-        cut = BINS // 2
+        """[[tn, fp], [fn, tp]] at the decision threshold (`conveyor.model.decision`)."""
+        cut = int(round(decision.THRESHOLD * BINS))
         tn, fp = int(self.neg[:cut].sum()), int(self.neg[cut:].sum())
         fn, tp = int(self.pos[:cut].sum()), int(self.pos[cut:].sum())
         return [[tn, fp], [fn, tp]]
+
+    def decision(self) -> dict[str, Any] | None:
+        """The confusion matrix at the decision threshold and the threshold table
+        (`conveyor.evaluate.cutoffs.summary`); None without rows."""
+        if not self.n:
+            return None
+        return cutoffs.summary(self.pos, self.neg, self.sum_p / self.n)
 
     def result(self) -> dict[str, float]:
         if not self.n:

@@ -10,6 +10,7 @@ from pathlib import Path
 from conveyor.evaluate.result import EvaluationResult
 from conveyor.model.layout import EVALUATION_FILE, PREDICTIONS_FILE
 from conveyor.reports.html import spec_text
+from conveyor.reports.wording import calibration_line
 
 
 def write_outputs(result: EvaluationResult, evaluation_dir: str | Path,
@@ -40,8 +41,46 @@ def _cell(metrics: Mapping[str, float] | None, key: str) -> str:
     return f"{value:.4f}" if math.isfinite(value) else str(value)
 
 
+def _model_line(result: EvaluationResult) -> list[str]:
+    model = result.model
+    if not model:
+        return []
+    version = (f"version {model['version']}" if model.get("version") is not None else
+               "candidate, not published yet" + (f" (newest published: version "
+                                                 f"{model['newest_version']})"
+                                                 if model.get("newest_version") is not None
+                                                 else ""))
+    return [f"Model: {model.get('name') or 'model of ' + str(model.get('label'))}, {version}: "
+            f"{model.get('uri')}" + (f" (base path {model['base_path']}"
+                                     + (f", serving version {model['served_version']}"
+                                        if model.get("served_version") is not None else "")
+                                     + ")" if model.get("base_path") else "") + ".", ""]
+
+
+def _decision(result: EvaluationResult) -> list[str]:
+    d = result.decision
+    if not d:
+        return []
+    c = d["confusion"]
+    lines = ["", "## Decisions at the threshold", "",
+             f"Decision threshold {d['threshold']:g}: {d['source']}. Confusion matrix there: "
+             f"TN {c['tn']}, FP {c['fp']}, FN {c['fn']}, TP {c['tp']}.", "",
+             "| cut-off | predicted positive | precision | recall | F1 |",
+             "|---:|---:|---:|---:|---:|"]
+
+    def rate(value):
+        return "n/a" if value is None else f"{value:.3f}"
+
+    for row in d["table"]:
+        lines.append(f"| {row['threshold']:g}{' (decision)' if row.get('chosen') else ''} | "
+                     f"{rate(row['predicted_positive'])} | {rate(row['precision'])} | "
+                     f"{rate(row['recall'])} | {rate(row['f1'])} |")
+    return lines
+
+
 def markdown(result: EvaluationResult) -> str:
     lines = [f"# Evaluation: {'BLESSED' if result.blessed else 'NOT BLESSED'}", "",
+             *_model_line(result),
              f"Task: {result.task}. Baseline: {result.baseline_uri or 'none'}"
              + ("" if result.baseline_uri else " (judged against the naive reference alone)")
              + ".", "",
@@ -68,6 +107,7 @@ def markdown(result: EvaluationResult) -> str:
         if result.baseline_note:
             lines += [f"- {result.baseline_note}; the candidate is compared with it on those "
                       "rows"]
+    lines += _decision(result)
     lines += ["", "## Serving signature", ""]
     diff = result.signature_diff
     if diff is None:
@@ -112,4 +152,6 @@ def markdown(result: EvaluationResult) -> str:
                       and math.isfinite(ref[k] - base[k]) else "")
             row += (f"{_cell(common, k)} | " if common else "") + f"{_cell(base, k)} | {change} | "
         lines.append(row + f"{_cell(naive, k)} |")
+    calibration = calibration_line(result)
+    lines += ["", calibration + "."] if calibration else []
     return "\n".join(lines) + "\n"

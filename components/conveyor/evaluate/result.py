@@ -57,6 +57,14 @@ class EvaluationResult:
     # as `conveyor.monitor` reads them: written as predictions.json, copied by push into the
     # version's assets.extra, so the monitor compares serving predictions with eval-time ones.
     predictions: dict | None = None
+    # Binary: the decision threshold and where it comes from, the confusion matrix there, and
+    # precision / recall / F1 / share predicted positive at several cut-offs
+    # (`conveyor.evaluate.cutoffs.summary`), from the AUC's histograms.
+    decision: dict | None = None
+    # What was evaluated, for the reports' header: the model's name (the model base path's
+    # last folder), its URI, its version when it is a published one, else the version a push
+    # would publish next, the label and the served version (`conveyor.evaluate.evaluate`).
+    model: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "checks": [dataclasses.asdict(c) for c in self.checks]}

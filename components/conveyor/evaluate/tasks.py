@@ -27,7 +27,8 @@ def _evaluate(model, dataset, evaluation, metrics, classification_metrics, repor
                             baseline_path=baseline_path, baseline_uri=baseline_path,
                             model_base_path=model_base_path or None,
                             thresholds=thresholds or None,
-                            allow_breaking_signature=bool(allow_breaking_signature))
+                            allow_breaking_signature=bool(allow_breaking_signature),
+                            model_uri=getattr(model, "uri", None) or model.path)
     write_outputs(result, evaluation.path, report.path,
                   html_report.path if html_report is not None else None)
     _publish(result, metrics, classification_metrics)

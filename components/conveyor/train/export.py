@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from conveyor.errors import InputError, TrainingError, one_line
 from conveyor.io.dataset import Dataset
+from conveyor.model.decision import THRESHOLD
 from conveyor.model.layout import ASSETS_EXTRA, LABELS_FILE, SPEC_FILE
 from conveyor.train.data import chunks
 from conveyor.train.preprocess import input_dtype
@@ -57,9 +58,9 @@ def serving_function(model: keras.Model, fitted: Fitted):
         if task == "binary":
             probability = tf.reshape(prediction, [-1])
             return {"probability": probability,
-                    "class": tf.cast(probability >= 0.5, tf.int64),
+                    "class": tf.cast(probability >= THRESHOLD, tf.int64),
                     "class_label": tf.gather(tf.constant(classes),
-                                             tf.cast(probability >= 0.5, tf.int64))}
+                                             tf.cast(probability >= THRESHOLD, tf.int64))}
         if task == "multiclass":
             class_id = tf.argmax(prediction, axis=-1)
             return {"probabilities": prediction, "class_id": class_id,

@@ -84,4 +84,7 @@ def _publish(result, model, metrics, tensorboard) -> None:
                            "signature": "serving_default",
                            "hyperparameters": dataclasses.asdict(result.hyperparameters),
                            "validation": result.validation})
+    from conveyor.train.summaries import describe
+
     tensorboard.metadata["log_dir"] = tensorboard.path
+    tensorboard.metadata.update(describe(result))  # the exported epoch, and why

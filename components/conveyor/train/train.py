@@ -10,7 +10,9 @@
   rate halved when the validation loss stalls, and the weights of the best epoch (lowest
   validation loss) exported, not the last: the rules of `conveyor.train.epochs.EpochPolicy`,
   shared with the multi-worker loop.
-- Callbacks: TensorBoard (to the TensorBoard artifact, and optionally a gs:// log dir),
+- Callbacks: TensorBoard (to the TensorBoard artifact, and optionally a gs:// log dir; once
+  trained, the hyper-parameters with the final figures and the exported epoch beside them:
+  `conveyor.train.summaries`),
   `BackupAndRestore` in `checkpoint_dir` so a preempted or retried task resumes from its last
   finished epoch. A NaN or infinite loss stops training at once with a `TrainingError` that
   names the likely cause; nothing is exported then.
@@ -38,6 +40,7 @@ import tensorflow as tf
 from conveyor.errors import InputError, TrainingError
 from conveyor.io.dataset import Dataset
 from conveyor.train import cluster as clusters
+from conveyor.train import summaries
 from conveyor.train.data import Validation, plan_validation, tf_dataset
 from conveyor.train.distributed import multi_worker_strategy, train_distributed
 from conveyor.train.epochs import EpochPolicy, divergence_causes, epoch_metrics
@@ -195,6 +198,8 @@ def train(dataset_path: str | Path, transform_path: str | Path, model_path: str 
     result.validation = validation.describe()
     result.metrics["validation_rows"] = float(validation.labelled)
     result.metrics["training_rows"] = float(validation.training_rows)
+    if result.is_chief and log_dirs:
+        summaries.write(log_dirs, result)
     return result
 
 
