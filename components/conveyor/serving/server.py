@@ -65,6 +65,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from conveyor.errors import InputError
+from conveyor.model import quiet
 from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES
 from conveyor.serving.leftovers import claim
 from conveyor.serving.listener import ConnectionLimits, log_to_stderr, run
@@ -461,6 +462,7 @@ def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
         raise InputError(f"--poll-seconds: expected 0 (load once, never poll again) or a "
                          f"positive number of seconds, got {poll_seconds!r}")
     log_to_stderr()
+    quiet.tensorflow()  # imported now, without its native start-up notices (model.quiet)
     if prediction_log is not None:
         prediction_log.check()
     cache = claim(Path(tempfile.gettempdir()), "conveyor-serve-", "download cache")
