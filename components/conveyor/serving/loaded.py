@@ -74,7 +74,7 @@ class Loaded:
         self.inputs = dict(self.signature.structured_input_signature[1])
         self.outputs = dict(self.signature.structured_outputs)
         self.log_signature = Signature.of(self.inputs, self.outputs)
-        self.dates = date_inputs(path)
+        self.dates, self.classes = model_facts(path)
 
     def warm_up(self) -> None:
         """Predict one row of missing values, so the first requests to this version do not pay
@@ -232,17 +232,19 @@ def is_iso_moment(text: str) -> bool:
     return True
 
 
-def date_inputs(path: str) -> dict[str, str]:
-    """The inputs of the SavedModel at `path` that are date or timestamp features, from the
-    fitted transform conveyor's train writes beside it ({input: "date" | "timestamp"}); none for
-    a SavedModel without one (its string inputs are taken as they come)."""
+def model_facts(path: str) -> tuple[dict[str, str], list[str]]:
+    """From the fitted transform conveyor's train writes beside the SavedModel at `path`: the
+    inputs that are date or timestamp features ({input: "date" | "timestamp"}) and the label
+    classes (classification). Nothing for a SavedModel without one: its string inputs are taken
+    as they come, and :classify answers without class names."""
     try:
-        features = json.loads((Path(path) / ASSETS_EXTRA / TRANSFORM_FILE).read_text())["features"]
-        return {str(f.get("input", name)): "timestamp" if f.get("dtype") == "timestamp" else "date"
-                for name, f in features.items()
-                if isinstance(f, dict) and f.get("kind") == "datetime"}
+        data = json.loads((Path(path) / ASSETS_EXTRA / TRANSFORM_FILE).read_text())
+        dates = {str(f.get("input", name)): "timestamp" if f.get("dtype") == "timestamp"
+                 else "date" for name, f in data["features"].items()
+                 if isinstance(f, dict) and f.get("kind") == "datetime"}
+        return dates, [str(c) for c in data.get("label_classes") or []]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
+        return {}, []
 
 
 def _check_count(count: int, limit: int) -> None:

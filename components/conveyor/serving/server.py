@@ -4,6 +4,8 @@
     GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata   signature
     POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict    {"instances": [...]} or
                                                                  {"inputs": {...}}
+    POST ...:classify, ...:regress                   {"examples": [...], "context": {...}}
+                                                     (`serving.examples`)
     GET  /metrics                                    Prometheus text format (`metrics`)
     GET  /monitoring/prometheus/metrics              TF Serving's metric names (`tf_metrics`)
     GET  /healthz                                    liveness
@@ -67,7 +69,7 @@ from starlette.routing import Route
 
 from conveyor.errors import InputError
 from conveyor.model import quiet
-from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES
+from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES, examples
 from conveyor.serving.leftovers import claim
 from conveyor.serving.listener import ConnectionLimits, log_to_stderr, run
 from conveyor.serving.loaded import Loaded, RequestError, TooManyInstances
@@ -78,7 +80,7 @@ from conveyor.serving.prediction_log import PredictionLog
 from conveyor.serving.tf_metrics import PATH as TF_METRICS_PATH
 
 _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)|"
-                   r"/labels/(?P<label>[^/:]+))?(?P<suffix>/metadata|:predict)?$")
+                   r"/labels/(?P<label>[^/:]+))?(?P<suffix>/metadata|:predict|:classify|:regress)?$")
 
 
 class ServingJSON(JSONResponse):
@@ -134,19 +136,29 @@ def parse_body(raw: bytes) -> dict[str, Any]:
 log = logging.getLogger("conveyor.serve")
 
 
-def predict(raw: bytes, model: Loaded, max_instances: int) -> tuple[int, Any, Any]:
-    """(status, answer, the parsed body for the prediction log: None if it did not parse,
-    or for a 413, whose rows are not logged)."""
-    body = None
+def predict(raw: bytes, model: Loaded, max_instances: int,
+            verb: str = ":predict") -> tuple[int, Any, Any, Any]:
+    """(status, answer, then the body and answer for the prediction log in :predict's form:
+    the body None if it did not parse, or for a 413, whose rows are not logged). `verb` is
+    :predict, :classify or :regress (`serving.examples`)."""
+    body, logged = None, None
     try:
         body = parse_body(raw)
-        return 200, model.predict(body, max_instances), body
+        if verb == ":predict":
+            answer = model.predict(body, max_instances)
+            return 200, answer, body, answer
+        body = {"instances": examples.instances(body)}
+        logged = model.predict(body, max_instances)
+        shaped = (examples.classify(logged["predictions"], model.classes) if verb == ":classify"
+                  else examples.regress(logged["predictions"]))
+        return 200, shaped, body, logged
     except TooManyInstances as exc:
-        return 413, {"error": str(exc)}, None
+        return 413, {"error": str(exc)}, None, {"error": str(exc)}
     except RequestError as exc:
-        return 400, {"error": str(exc)}, body
+        return 400, {"error": str(exc)}, body, logged or {"error": str(exc)}
     except Exception as exc:  # the model failed: the server's fault
-        return 500, {"error": f"{type(exc).__name__}: {exc}"}, body
+        failed = {"error": f"{type(exc).__name__}: {exc}"}
+        return 500, failed, body, failed
 
 
 class Endpoints:
@@ -183,9 +195,9 @@ class Endpoints:
         if model is None:
             what = f"Specific({name}, {version})" if version else f"Latest({name})"
             return error(404, f"Servable not found for request: {what}")
-        if suffix == ":predict" and request.method != "POST":
-            return error(405, "predict takes POST")
-        if suffix != ":predict" and request.method != "GET":
+        if suffix.startswith(":") and request.method != "POST":
+            return error(405, f"{suffix[1:]} takes POST")
+        if not suffix.startswith(":") and request.method != "GET":
             return error(405, "status and metadata take GET")
         return model, suffix, version is not None or label is not None
 
@@ -205,10 +217,11 @@ class Endpoints:
         if isinstance(target := self.resolve(request), Response):
             return target
         model, suffix, specific = target
-        return (self.describe(model, suffix, specific) if suffix != ":predict"
-                else await self.predict(request, model, specific))
+        return (await self.predict(request, model, specific, suffix) if suffix.startswith(":")
+                else self.describe(model, suffix, specific))
 
-    async def predict(self, request: Request, model: Loaded, specific: bool) -> Response:
+    async def predict(self, request: Request, model: Loaded, specific: bool,
+                      verb: str = ":predict") -> Response:
         """Answer a predict request (the challenger's share, if any, when it names no version),
         count it and hand it to the prediction log."""
         manager, limit = self.manager, self.max_body_bytes
@@ -216,7 +229,7 @@ class Endpoints:
         rid = request_id(request.headers.get("x-request-id"))
         if not specific and manager.canary_percent and canary(rid, manager.canary_percent):
             model = manager.get_label("challenger") or model
-        raw, body, runtime = b"", None, None
+        raw, body, runtime, logged = b"", None, None, None
         try:
             raw = await read_body(request, limit)
         except ClientDisconnect:  # the client left mid-body: nobody to answer
@@ -224,15 +237,17 @@ class Endpoints:
         except BodyTooLarge:
             status, answer = 413, {"error": f"the request body is larger than this server's "
                                             f"limit of {limit} bytes (--max-request-bytes)"}
+            logged = answer
         else:
             began = time.perf_counter()
-            status, answer, body = await run_in_threadpool(predict, raw, model, self.max_instances)
+            status, answer, body, logged = await run_in_threadpool(
+                predict, raw, model, self.max_instances, verb)
             runtime = time.perf_counter() - began
         seconds = time.perf_counter() - start
         self.serving_metrics.observe(model.version, status, seconds, runtime)
         if self.prediction_log is not None and self.prediction_log.sampled(rid):
             self.prediction_log.submit(Entry(rid, received, manager.name, model.version,
-                                             model.log_signature, status, body, answer,
+                                             model.log_signature, status, body, logged,
                                              seconds * 1000, len(raw)))
         return ServingJSON(answer, status_code=status,
                            headers={"X-Request-Id": rid, "X-Model-Version": str(model.version)})
