@@ -281,10 +281,13 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     srv = sub.add_parser("serve", help="serve a model base path with the TF Serving REST API")
     srv.add_argument("--model-base-path", required=True, help="local folder or gs:// prefix")
-    srv.add_argument("--model-name", required=True)
+    srv.add_argument("--model-name", required=True,
+                     help="the name in the URLs: /v1/models/NAME:predict (letters, digits, "
+                          "'.', '_', '-'; up to 200)")
     srv.add_argument("--host", default="127.0.0.1",
                      help="address to bind (default loopback only; 0.0.0.0 opens it to all)")
-    srv.add_argument("--port", type=int, default=8501)
+    srv.add_argument("--port", type=int, default=8501,
+                     help="TCP port of the REST API (default 8501, TF Serving's)")
     srv.add_argument("--poll-seconds", type=float, default=2.0, help="seconds between looks "
                      "for new versions and labels (default 2); 0: load once, never look again")
     srv.add_argument("--max-request-bytes", type=int, default=MAX_BODY_BYTES,

@@ -333,7 +333,7 @@ def test_serve_exports_the_newest_published_result_as_gauges(tmp_path, served, p
     from prometheus_client import CollectorRegistry
 
     from conveyor.monitor.tasks import publish
-    from conveyor.serving.server import MonitoringGauges
+    from conveyor.serving.metrics import MonitoringGauges
 
     rng = np.random.default_rng(9)
     write_log(tmp_path / "calm", sample_rows(penguins_table, 200, rng), served.fitted, T0)

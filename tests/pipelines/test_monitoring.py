@@ -65,6 +65,7 @@ def iso(moment: float) -> str:
 def test_shifted_serving_traffic_is_reported_and_retrains_calm_traffic_does_not(
         penguins, bucket, tmp_path, monkeypatch):
     from conveyor.registry import ModelBasePath
+    from conveyor.serving import metrics as serving_metrics
     from conveyor.serving import server
     from conveyor.serving.models import ModelManager
     from conveyor.serving.prediction_log import PredictionLog
@@ -81,7 +82,7 @@ def test_shifted_serving_traffic_is_reported_and_retrains_calm_traffic_does_not(
     assert ModelBasePath(base).versions() == [1]
 
     # Serve v1 with logging to gs:// and the drift gauges, as `conveyor serve` composes them.
-    monkeypatch.setattr(server, "MONITORING_REFRESH", 0.0)
+    monkeypatch.setattr(serving_metrics, "MONITORING_REFRESH", 0.0)
     manager = ModelManager(base, "penguins", cache_dir=str(tmp_path / "serve-cache"))
     manager.poll_once()
     log = PredictionLog(logs, flush_rows=100, flush_seconds=0.5)

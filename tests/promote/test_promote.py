@@ -94,6 +94,7 @@ def serve_and_retrain(base: str, logs: str, table: str, tmp_path: Path, monkeypa
     pipeline (canary). Returns (manager, client, the monitoring run's folder)."""
     from starlette.testclient import TestClient
 
+    from conveyor.serving import metrics as serving_metrics
     from conveyor.serving import server
     from conveyor.serving.models import ModelManager
     from conveyor.serving.prediction_log import PredictionLog
@@ -103,7 +104,7 @@ def serve_and_retrain(base: str, logs: str, table: str, tmp_path: Path, monkeypa
     log = PredictionLog(logs, flush_rows=100, flush_seconds=0.5)
     log.check()
     log.start()
-    monkeypatch.setattr(server, "MONITORING_REFRESH", 0.0)
+    monkeypatch.setattr(serving_metrics, "MONITORING_REFRESH", 0.0)
     published = f"{logs.rsplit('/', 1)[0]}/monitoring"
     app = server.create_app(manager, prediction_log=log, canary_percent=50,
                             monitoring_uri=published)

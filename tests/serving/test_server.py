@@ -145,7 +145,7 @@ def test_status_metadata_metrics_and_health(server):
 
 @pytest.mark.parametrize("body, status, words", [
     ({"instances": [{k: v for k, v in ROWS[0].items() if k != "island"}]}, 400,
-     "instances[0] is missing input 'island'"),
+     "instances[0] is missing input(s) ['island']"),
     ({"instances": [{**ROWS[0], "bill_length_mm": "long"}]}, 400,
      "input 'bill_length_mm' expects numbers; value #0 is 'long'"),
     ({"instances": [{**ROWS[0], "island": 3}]}, 400, "input 'island' expects strings"),

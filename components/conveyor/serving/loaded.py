@@ -6,12 +6,17 @@ it takes (row or columnar format), with errors that name the input and the value
 
 from __future__ import annotations
 
+import datetime
+import json
 import math
+import re
 import reprlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from conveyor.model.layout import ASSETS_EXTRA, TRANSFORM_FILE
 from conveyor.serving import MAX_INSTANCES
 from conveyor.serving.log_format import Signature
 
@@ -69,6 +74,7 @@ class Loaded:
         self.inputs = dict(self.signature.structured_input_signature[1])
         self.outputs = dict(self.signature.structured_outputs)
         self.log_signature = Signature.of(self.inputs, self.outputs)
+        self.dates, self.classes = model_facts(path)
 
     def warm_up(self) -> None:
         """Predict one row of missing values, so the first requests to this version do not pay
@@ -108,9 +114,12 @@ class Loaded:
                 if unknown:
                     raise RequestError(f"instances[{i}] has unknown input(s) {_names(unknown)}; "
                                        f"the model takes {sorted(self.inputs)}")
+                missing = [name for name in self.inputs if name not in row]
+                if missing:
+                    raise RequestError(f"instances[{i}] is missing input(s) {_names(missing)} "
+                                       f"(null for a missing value; the model takes "
+                                       f"{sorted(self.inputs)})")
                 for name in self.inputs:
-                    if name not in row:
-                        raise RequestError(f"instances[{i}] is missing input '{name}'")
                     columns[name].append(row[name])
             return columns, True
         if "inputs" in body:
@@ -123,7 +132,8 @@ class Loaded:
                                    f"{sorted(self.inputs)}")
             missing = sorted(set(self.inputs) - set(inputs))
             if missing:
-                raise RequestError(f"missing input(s) {missing}")
+                raise RequestError(f"missing input(s) {_names(missing)} (a list of nulls for "
+                                   f"missing values; the model takes {sorted(self.inputs)})")
             lengths = {len(v) if isinstance(v, list) else -1 for v in inputs.values()}
             if -1 in lengths or len(lengths) != 1 or 0 in lengths:
                 raise RequestError("every input must be a non-empty list, all of the same length")
@@ -183,6 +193,10 @@ class Loaded:
                 texts.append(b"")
             elif not isinstance(v, str):
                 raise RequestError(f"input '{name}' expects strings; value #{i} is {_show(v)}")
+            elif name in self.dates and v and not is_iso_moment(v):
+                raise RequestError(f"input '{name}' expects an ISO {self.dates[name]} "
+                                   f"(YYYY-MM-DD or YYYY-MM-DD HH:MM:SS, UTC); value #{i} is "
+                                   f"{_show(v)}, not one (null or \"\" for a missing value)")
             else:
                 try:
                     texts.append(v.encode("utf-8"))
@@ -200,6 +214,37 @@ class Loaded:
             return {"outputs": plain}
         n = len(next(iter(columns.values())))
         return {"predictions": [{k: v[i] for k, v in plain.items()} for i in range(n)]}
+
+
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def is_iso_moment(text: str) -> bool:
+    """Whether `text` is a real calendar date or moment in the form the model reads:
+    YYYY-MM-DD, then nothing or ' '/'T' and a valid time ("2023-13-45" and "garbage" are not;
+    the model would take them as missing)."""
+    if not _ISO_DAY.match(text) or (len(text) > 10 and text[10] not in " T"):
+        return False
+    try:
+        datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def model_facts(path: str) -> tuple[dict[str, str], list[str]]:
+    """From the fitted transform conveyor's train writes beside the SavedModel at `path`: the
+    inputs that are date or timestamp features ({input: "date" | "timestamp"}) and the label
+    classes (classification). Nothing for a SavedModel without one: its string inputs are taken
+    as they come, and :classify answers without class names."""
+    try:
+        data = json.loads((Path(path) / ASSETS_EXTRA / TRANSFORM_FILE).read_text())
+        dates = {str(f.get("input", name)): "timestamp" if f.get("dtype") == "timestamp"
+                 else "date" for name, f in data["features"].items()
+                 if isinstance(f, dict) and f.get("kind") == "datetime"}
+        return dates, [str(c) for c in data.get("label_classes") or []]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}, []
 
 
 def _check_count(count: int, limit: int) -> None:

@@ -132,6 +132,7 @@ class ModelManager:
         self._poll_error: str | None = None
         self._poll_error_logged = -math.inf
         self._poll_failures = 0
+        self._empty_logged = False  # "no version folders" said once until one appears
         self._clock = clock
         self.labels: dict[str, int] = {}  # the version labels in force: the last good ones read
         self.labels_error: str | None = None  # why the labels file is not used as it stands
@@ -156,6 +157,7 @@ class ModelManager:
             self._polling_failed(exc)
         else:
             self._polling_works()
+            self._note_empty(versions, unusable)
             if labels != self.labels:
                 log.info("%s: labels %s (were %s)", self.name, labels or "none",
                          self.labels or "none")
@@ -181,6 +183,17 @@ class ModelManager:
                              " (the champion label)" if "champion" in labels else "")
         self.polls += 1
         self.on_poll(self)
+
+    def _note_empty(self, versions: list[int], unusable: dict[str, str]) -> None:
+        """Say once (until a version folder appears) that the base path has none, so a wrong
+        --model-base-path or a model not pushed yet is not a silent wait."""
+        empty = not versions and not unusable
+        if empty and not self._empty_logged:
+            log.warning("%s: no version folders (1, 2, ...) under %s yet: nothing to serve; "
+                        "push a model there or check --model-base-path%s", self.name,
+                        self.base.uri, "" if self.poll_seconds else
+                        " (--poll-seconds 0: this server will not look again)")
+        self._empty_logged = empty
 
     def _labels_in_force(self) -> dict[str, int]:
         """The labels file's labels, or, when it is not usable as it stands (LabelsError: not

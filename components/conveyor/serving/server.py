@@ -4,7 +4,10 @@
     GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata   signature
     POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict    {"instances": [...]} or
                                                                  {"inputs": {...}}
-    GET  /metrics                                    Prometheus text format
+    POST ...:classify, ...:regress                   {"examples": [...], "context": {...}}
+                                                     (`serving.examples`)
+    GET  /metrics                                    Prometheus text format (`metrics`)
+    GET  /monitoring/prometheus/metrics              TF Serving's metric names (`tf_metrics`)
     GET  /healthz                                    liveness
     GET  /readyz                                     readiness, as JSON: the model, the version
                                                      served (200; 503 while none is), the newer
@@ -56,7 +59,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -65,16 +68,19 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from conveyor.errors import InputError
-from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES
+from conveyor.model import quiet
+from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES, examples
 from conveyor.serving.leftovers import claim
 from conveyor.serving.listener import ConnectionLimits, log_to_stderr, run
 from conveyor.serving.loaded import Loaded, RequestError, TooManyInstances
 from conveyor.serving.log_format import Entry, request_id
+from conveyor.serving.metrics import ServingMetrics
 from conveyor.serving.models import ModelManager, canary
 from conveyor.serving.prediction_log import PredictionLog
+from conveyor.serving.tf_metrics import PATH as TF_METRICS_PATH
 
 _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)|"
-                   r"/labels/(?P<label>[^/:]+))?(?P<suffix>/metadata|:predict)?$")
+                   r"/labels/(?P<label>[^/:]+))?(?P<suffix>/metadata|:predict|:classify|:regress)?$")
 
 
 class ServingJSON(JSONResponse):
@@ -127,184 +133,32 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-MONITORING_REFRESH = 30.0  # seconds between reads of the newest monitoring result
 log = logging.getLogger("conveyor.serve")
 
 
-class MonitoringGauges:
-    """The newest monitoring.json under `uri` as Prometheus gauges (see the module docstring)."""
-
-    def __init__(self, uri: str, model: str, registry: CollectorRegistry,
-                 refresh_seconds: float | None = None, clock=time.monotonic):
-        self.uri, self.model = uri.rstrip("/") if uri != "/" else uri, model
-        self.refresh_seconds = MONITORING_REFRESH if refresh_seconds is None else refresh_seconds
-        self._clock = clock
-        self._last = -float("inf")
-        self._seen: str | None = None  # the file the gauges show (name and stamp)
-        self._failed: str | None = None
-        labels = ["model", "feature"]
-        self.drift = Gauge("conveyor_feature_drift", "Drift distance of each feature in the "
-                           "newest monitoring window (Jensen-Shannon or L-infinity)", labels,
-                           registry=registry)
-        self.threshold = Gauge("conveyor_feature_drift_threshold",
-                               "Drift threshold of each feature", labels, registry=registry)
-        self.drifted = Gauge("conveyor_feature_drifted", "1 if the feature drifted beyond its "
-                             "threshold and sampling noise", labels, registry=registry)
-        self.prediction = Gauge("conveyor_prediction_drift", "Drift distance of the "
-                                "predictions", ["model", "output"], registry=registry)
-        self.overall = Gauge("conveyor_monitoring_drifted", "1 if the newest monitoring window "
-                             "drifted", ["model"], registry=registry)
-        self.window_end = Gauge("conveyor_monitoring_window_end_seconds", "End of the newest "
-                                "monitoring window (Unix time)", ["model"], registry=registry)
-        self.version = Gauge("conveyor_monitoring_version", "Model version the newest monitoring "
-                             "window was compared with", ["model"], registry=registry)
-        self.failures = Counter("conveyor_monitoring_read_failures", "Monitoring results that "
-                                "could not be found or read", ["model"], registry=registry)
-        self.failures.labels(model)
-
-    def maybe_refresh(self) -> None:
-        now = self._clock()
-        if now - self._last >= self.refresh_seconds:
-            self._last = now
-            self.refresh()
-
-    def refresh(self) -> None:
-        try:
-            found = self._newest()
-            if found is None or found[1] == self._seen:
-                return
-            self.show(json.loads(found[0]()))
-            self._seen, self._failed = found[1], None
-        except Exception as exc:  # monitoring must never disturb serving
-            self.failures.labels(self.model).inc()
-            what = f"{type(exc).__name__}: {exc}"
-            if what != self._failed:
-                self._failed = what
-                log.warning("monitoring: cannot read the newest result under %s: %s", self.uri,
-                            " ".join(what.split())[:300])
-
-    def show(self, data: dict) -> None:
-        m = self.model
-        for gauge in (self.drift, self.threshold, self.drifted, self.prediction):
-            gauge.clear()
-        for f in data.get("features", []):
-            self.drift.labels(m, f["column"]).set(float(f["distance"]))
-            self.threshold.labels(m, f["column"]).set(float(f["threshold"]))
-            self.drifted.labels(m, f["column"]).set(1.0 if f["drifted"] else 0.0)
-        p = data.get("prediction") or {}
-        if p.get("distance") is not None:
-            self.prediction.labels(m, p.get("output", "")).set(float(p["distance"]))
-        self.overall.labels(m).set(1.0 if data.get("drifted") else 0.0)
-        end = (data.get("window") or {}).get("end")
-        if end:
-            import datetime
-
-            moment = datetime.datetime.fromisoformat(end.replace("Z", "+00:00"))
-            self.window_end.labels(m).set(moment.timestamp())
-        version = (data.get("served") or {}).get("version")
-        if version is not None:
-            self.version.labels(m).set(float(version))
-
-    @staticmethod
-    def _candidate(name: str) -> bool:
-        base = name.rsplit("/", 1)[-1]
-        return base.startswith("monitoring") and base.endswith(".json")
-
-    def _newest(self):
-        """(read(), identity) of the newest monitoring file, or None."""
-        from pathlib import Path
-
-        if self.uri.startswith("gs://"):
-            from conveyor import gcp
-            from conveyor.gcp import retry
-
-            bucket_name, _, prefix = self.uri[5:].partition("/")
-            bucket = gcp.storage_client().bucket(bucket_name)
-            if prefix.endswith(".json"):
-                blob = bucket.get_blob(prefix, retry=retry.storage())
-                blobs = [blob] if blob is not None else []
-            else:
-                blobs = [b for b in bucket.list_blobs(prefix=f"{prefix}/" if prefix else None,
-                                                      retry=retry.storage())
-                         if self._candidate(b.name)]
-            if not blobs:
-                return None
-            blob = max(blobs, key=lambda b: (b.updated, b.name))
-            return ((lambda: blob.download_as_bytes(retry=retry.storage())),
-                    f"{blob.name}@{blob.generation}")
-        path = Path(self.uri)
-        if path.is_file():
-            files = [path]
-        elif path.is_dir():
-            files = [p for p in path.rglob("monitoring*.json") if not p.name.startswith(".")]
-        else:
-            return None
-        if not files:
-            return None
-        newest = max(files, key=lambda p: (p.stat().st_mtime_ns, str(p)))
-        stamp = newest.stat().st_mtime_ns
-        return (newest.read_bytes, f"{newest}@{stamp}")
-
-
-class ServingMetrics:
-    """The server's Prometheus registry: requests and their latency per version, the newest
-    loaded version, the versions skipped and the failed loads (kept current by the manager's
-    `on_load` and `on_poll` hooks), and the monitoring gauges when there are any."""
-
-    def __init__(self, manager: ModelManager, monitoring_uri: str = ""):
-        self.registry = registry = CollectorRegistry()
-        self.monitoring = (MonitoringGauges(monitoring_uri, manager.name, registry)
-                           if monitoring_uri else None)
-        self.requests = Counter("conveyor_serving_requests", "Requests served",
-                                ["model", "version", "status"], registry=registry)
-        self.latency = Histogram(
-            "conveyor_serving_request_seconds", "Request latency", ["model", "version"],
-            registry=registry, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                        1, 2.5))
-        per_model = ["model"]
-        self.loaded_version = Gauge("conveyor_serving_loaded_version", "Newest loaded version",
-                                    per_model, registry=registry)
-        self.skipped = Gauge("conveyor_serving_skipped_versions", "Versions newer than the "
-                             "served one that are not served", per_model, registry=registry)
-        self.failures = Gauge("conveyor_serving_load_failures", "Load attempts that failed "
-                              "since the server started", per_model, registry=registry)
-        self.fallback = Gauge("conveyor_serving_labels_fallback", "1 while serving falls back "
-                              "(reason: labels_file, champion; see /readyz)", ["model", "reason"],
-                              registry=registry)
-        self.model = manager.name
-
-    def loaded(self, loaded: Loaded) -> None:
-        """The manager's `on_load`: a version was loaded."""
-        self.loaded_version.labels(self.model).set(loaded.version)
-
-    def polled(self, manager: ModelManager) -> None:
-        """The manager's `on_poll`: after each poll of the base path."""
-        self.skipped.labels(manager.name).set(len(manager.skipped()))
-        self.failures.labels(manager.name).set(manager.load_failures)
-        for reason, on in manager.fallbacks().items():
-            self.fallback.labels(manager.name, reason).set(1.0 if on else 0.0)
-        if self.monitoring is not None:
-            self.monitoring.maybe_refresh()
-
-    def observe(self, version: int, status: int, seconds: float) -> None:
-        """One predict request answered."""
-        self.requests.labels(self.model, str(version), str(status)).inc()
-        self.latency.labels(self.model, str(version)).observe(seconds)
-
-
-def predict(raw: bytes, model: Loaded, max_instances: int) -> tuple[int, Any, Any]:
-    """(status, answer, the parsed body for the prediction log: None if it did not parse,
-    or for a 413, whose rows are not logged)."""
-    body = None
+def predict(raw: bytes, model: Loaded, max_instances: int,
+            verb: str = ":predict") -> tuple[int, Any, Any, Any]:
+    """(status, answer, then the body and answer for the prediction log in :predict's form:
+    the body None if it did not parse, or for a 413, whose rows are not logged). `verb` is
+    :predict, :classify or :regress (`serving.examples`)."""
+    body, logged = None, None
     try:
         body = parse_body(raw)
-        return 200, model.predict(body, max_instances), body
+        if verb == ":predict":
+            answer = model.predict(body, max_instances)
+            return 200, answer, body, answer
+        body = {"instances": examples.instances(body)}
+        logged = model.predict(body, max_instances)
+        shaped = (examples.classify(logged["predictions"], model.classes) if verb == ":classify"
+                  else examples.regress(logged["predictions"]))
+        return 200, shaped, body, logged
     except TooManyInstances as exc:
-        return 413, {"error": str(exc)}, None
+        return 413, {"error": str(exc)}, None, {"error": str(exc)}
     except RequestError as exc:
-        return 400, {"error": str(exc)}, body
+        return 400, {"error": str(exc)}, body, logged or {"error": str(exc)}
     except Exception as exc:  # the model failed: the server's fault
-        return 500, {"error": f"{type(exc).__name__}: {exc}"}, body
+        failed = {"error": f"{type(exc).__name__}: {exc}"}
+        return 500, failed, body, failed
 
 
 class Endpoints:
@@ -341,9 +195,9 @@ class Endpoints:
         if model is None:
             what = f"Specific({name}, {version})" if version else f"Latest({name})"
             return error(404, f"Servable not found for request: {what}")
-        if suffix == ":predict" and request.method != "POST":
-            return error(405, "predict takes POST")
-        if suffix != ":predict" and request.method != "GET":
+        if suffix.startswith(":") and request.method != "POST":
+            return error(405, f"{suffix[1:]} takes POST")
+        if not suffix.startswith(":") and request.method != "GET":
             return error(405, "status and metadata take GET")
         return model, suffix, version is not None or label is not None
 
@@ -363,10 +217,11 @@ class Endpoints:
         if isinstance(target := self.resolve(request), Response):
             return target
         model, suffix, specific = target
-        return (self.describe(model, suffix, specific) if suffix != ":predict"
-                else await self.predict(request, model, specific))
+        return (await self.predict(request, model, specific, suffix) if suffix.startswith(":")
+                else self.describe(model, suffix, specific))
 
-    async def predict(self, request: Request, model: Loaded, specific: bool) -> Response:
+    async def predict(self, request: Request, model: Loaded, specific: bool,
+                      verb: str = ":predict") -> Response:
         """Answer a predict request (the challenger's share, if any, when it names no version),
         count it and hand it to the prediction log."""
         manager, limit = self.manager, self.max_body_bytes
@@ -374,7 +229,7 @@ class Endpoints:
         rid = request_id(request.headers.get("x-request-id"))
         if not specific and manager.canary_percent and canary(rid, manager.canary_percent):
             model = manager.get_label("challenger") or model
-        raw, body = b"", None
+        raw, body, runtime, logged = b"", None, None, None
         try:
             raw = await read_body(request, limit)
         except ClientDisconnect:  # the client left mid-body: nobody to answer
@@ -382,13 +237,17 @@ class Endpoints:
         except BodyTooLarge:
             status, answer = 413, {"error": f"the request body is larger than this server's "
                                             f"limit of {limit} bytes (--max-request-bytes)"}
+            logged = answer
         else:
-            status, answer, body = await run_in_threadpool(predict, raw, model, self.max_instances)
+            began = time.perf_counter()
+            status, answer, body, logged = await run_in_threadpool(
+                predict, raw, model, self.max_instances, verb)
+            runtime = time.perf_counter() - began
         seconds = time.perf_counter() - start
-        self.serving_metrics.observe(model.version, status, seconds)
+        self.serving_metrics.observe(model.version, status, seconds, runtime)
         if self.prediction_log is not None and self.prediction_log.sampled(rid):
             self.prediction_log.submit(Entry(rid, received, manager.name, model.version,
-                                             model.log_signature, status, body, answer,
+                                             model.log_signature, status, body, logged,
                                              seconds * 1000, len(raw)))
         return ServingJSON(answer, status_code=status,
                            headers={"X-Request-Id": rid, "X-Model-Version": str(model.version)})
@@ -398,6 +257,9 @@ class Endpoints:
         if self.prediction_log is not None:
             text += generate_latest(self.prediction_log.registry)
         return Response(text, media_type="text/plain; version=0.0.4")
+
+    def tf_metrics(self, request: Request) -> Response:
+        return Response(self.serving_metrics.tf.text(), media_type="text/plain; version=0.0.4")
 
     def healthz(self, request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -435,7 +297,7 @@ def create_app(manager: ModelManager, max_body_bytes: int = MAX_BODY_BYTES,
     endpoints = Endpoints(manager, metrics, max_body_bytes, max_instances, prediction_log)
     app = Starlette(routes=[
         Route("/metrics", endpoints.metrics), Route("/healthz", endpoints.healthz),
-        Route("/readyz", endpoints.readyz),
+        Route("/readyz", endpoints.readyz), Route(TF_METRICS_PATH, endpoints.tf_metrics),
         Route("/v1/models/{rest:path}", endpoints.models, methods=["GET", "POST"]),
     ], exception_handlers={HTTPException: endpoints.http_error})
     app.state.serving_metrics = metrics
@@ -461,6 +323,7 @@ def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
         raise InputError(f"--poll-seconds: expected 0 (load once, never poll again) or a "
                          f"positive number of seconds, got {poll_seconds!r}")
     log_to_stderr()
+    quiet.tensorflow()  # imported now, without its native start-up notices (model.quiet)
     if prediction_log is not None:
         prediction_log.check()
     cache = claim(Path(tempfile.gettempdir()), "conveyor-serve-", "download cache")
