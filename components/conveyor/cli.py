@@ -79,7 +79,17 @@ def _compile(args: argparse.Namespace) -> int:
             return 1
         print("compiled specs are up to date")
         return 0
-    for path in compiler.compile_all(root, args.registry, args.names or None):
+    own = [n for n in args.names if compiler.is_own(n)]
+    if args.output and len(own) != 1:
+        raise InputError("compile: --output takes exactly one pipeline of your own "
+                         "(path/to/module.py:function, package.module:function or a .yaml)")
+    for name in own:
+        print(compiler.compile_own(name, Path(args.output) if args.output else None,
+                                   args.registry))
+    if own and len(own) == len(args.names):
+        return 0
+    for path in compiler.compile_all(root, args.registry,
+                                     [n for n in args.names if n not in own] or None):
         print(path)
     return 0
 
@@ -94,12 +104,15 @@ def _images(args: argparse.Namespace) -> int:
 
 def _submit(args: argparse.Namespace) -> int:
     from conveyor import submit
+    from conveyor.pipelines.resolve import parse_cli_params, resolve
 
-    params = submit.parse_params(args.param)
-    submit.check_params(args.pipeline, params)
+    if args.vertex and not (args.project and args.location and args.pipeline_root):
+        raise InputError("--vertex needs --project, --location and --pipeline-root")
+    if not args.vertex and not args.host:
+        raise InputError("give --host (a Kubeflow Pipelines endpoint) or --vertex")
+    component, _ = resolve(args.pipeline)
+    params = submit.check_params(args.pipeline, parse_cli_params(args.param, component))
     if args.vertex:
-        if not (args.project and args.location and args.pipeline_root):
-            raise InputError("--vertex needs --project, --location and --pipeline-root")
         credentials = None
         if args.dry_run:  # nothing is sent: no need for Application Default Credentials
             from google.auth.credentials import AnonymousCredentials
@@ -120,8 +133,15 @@ def _submit(args: argparse.Namespace) -> int:
         else:
             print(submit.submit_vertex(job, args.service_account))
         return 0
-    if not args.host:
-        raise InputError("give --host (a Kubeflow Pipelines endpoint) or --vertex")
+    if args.dry_run:
+        import json
+
+        cron = args.cron if args.command == "schedule" else None
+        print(json.dumps(submit.kfp_request(
+            args.pipeline, args.host, params, experiment=args.experiment, name=args.name,
+            registry=args.registry, cron=cron,
+            max_concurrency=getattr(args, "max_concurrency", 1)), indent=1))
+        return 0
     if args.command == "schedule":
         print(submit.schedule_kfp(args.pipeline, args.host, params, cron=args.cron,
                                   experiment=args.experiment, name=args.name,
@@ -181,8 +201,8 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("run: give a PIPELINE: " + ", ".join(sorted(PIPELINES))
                          + ", path/to/module.py:function, package.module:function or a compiled "
                          "pipeline .yaml (the penguins demo is `conveyor demo`)")
-    from conveyor.local.pipeline import check_arguments, parse_cli_params, resolve
     from conveyor.local.run import run_component
+    from conveyor.pipelines.resolve import check_arguments, parse_cli_params, resolve
 
     component, label = resolve(args.pipeline)
     arguments = check_arguments(component, parse_cli_params(args.param, component), label)
@@ -236,7 +256,10 @@ def _add_compile_and_images(sub: argparse._SubParsersAction[argparse.ArgumentPar
 
     comp = sub.add_parser("compile", help="regenerate compiled component and pipeline specs")
     comp.add_argument("names", nargs="*",
-                      help="only these (e.g. bigquery_ingest, pipeline:training)")
+                      help="only these (e.g. bigquery_ingest, pipeline:training); or your own "
+                           "pipeline: path/to/module.py:function, package.module:function, or "
+                           "a compiled .yaml to retarget with --registry")
+    comp.add_argument("--output", "-o", help="your own pipeline's file (default FUNCTION.yaml)")
     comp.add_argument("--registry", default=DEFAULT_REGISTRY)
     comp.add_argument("--root", default=".", help="repository root to write under")
     comp.add_argument("--check", action="store_true", help="only report stale specs")
@@ -248,13 +271,16 @@ def _add_compile_and_images(sub: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def _add_submit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`conveyor submit` and `conveyor schedule`: a reference pipeline on KFP or Vertex AI."""
+    """`conveyor submit` and `conveyor schedule`: a pipeline on KFP or Vertex AI."""
     from conveyor.images import DEFAULT_REGISTRY
 
-    for verb, text in (("submit", "run a reference pipeline on Kubeflow Pipelines or Vertex AI"),
+    for verb, text in (("submit", "run a pipeline on Kubeflow Pipelines or Vertex AI"),
                        ("schedule", "a recurring run: one at a time, no catch-up")):
         cmd = sub.add_parser(verb, help=text)
-        cmd.add_argument("pipeline", help="training, continuous_training or batch_prediction")
+        cmd.add_argument("pipeline", help="a reference pipeline (training, continuous_training, "
+                         "batch_prediction, monitoring, ...), your own "
+                         "path/to/module.py:function or package.module:function, or a "
+                         "compiled .yaml")
         cmd.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                          help="a pipeline parameter (JSON values parsed), repeatable")
         cmd.add_argument("--host", help="Kubeflow Pipelines endpoint, e.g. http://localhost:8080")
@@ -267,7 +293,9 @@ def _add_submit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         cmd.add_argument("--service-account")
         cmd.add_argument("--registry", default=DEFAULT_REGISTRY)
         cmd.add_argument("--dry-run", action="store_true",
-                         help="Vertex: print the PipelineJob request instead of sending it")
+                         help="print the request (Vertex: the PipelineJob; Kubeflow Pipelines: "
+                              "host, experiment, name, arguments and the compiled package) "
+                              "instead of sending it")
         if verb == "schedule":
             cmd.add_argument("--cron", required=True,
                              help="KFP: 6 fields, seconds first, UTC; Vertex: 5 fields, TZ=... ok")

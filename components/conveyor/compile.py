@@ -1,9 +1,12 @@
-"""Generate every compiled component and pipeline spec (`conveyor compile`, `make compile`).
+"""Generate every compiled component and pipeline spec (`conveyor compile`, `make compile`),
+and compile a user's own pipeline (`conveyor compile my_pipelines.py:score`).
 
 Components compile to `components/conveyor/<step>/<component>.yaml`, pipelines to
 `pipelines/<name>/pipeline.yaml`, both under a repository root. The output is deterministic
 (same source, kfp version and registry -> same bytes); the golden tests compare it with the
-checked-in files.
+checked-in files. A user's pipeline (`path/to/module.py:function`, `package.module:function` or
+a compiled YAML to retarget; `conveyor.pipelines.resolve`) compiles to one file, its images
+pointed at `--registry` (`conveyor.images.retarget`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import yaml
 
 from conveyor import images
+from conveyor.errors import InputError
 from conveyor.pipelines import PIPELINES
 
 
@@ -45,12 +49,24 @@ def _target(name: str):
 
 def compile_one(name: str, path: Path, registry: str = images.DEFAULT_REGISTRY) -> Path:
     """Compile one component or pipeline (as named by `spec_paths`) to `path`."""
-    from kfp import compiler
-
     path.parent.mkdir(parents=True, exist_ok=True)
     if name == "manifest:schedule":
         return _schedule(path, registry)
-    compiler.Compiler().compile(_target(name), str(path))
+    return compile_pipeline(_target(name), path, registry)
+
+
+def compile_pipeline(component, path: Path, registry: str = images.DEFAULT_REGISTRY) -> Path:
+    """Compile a kfp pipeline or component (a function's or a loaded YAML's) to `path`, with
+    conveyor's images pointed at `registry`; deterministic."""
+    from kfp import compiler
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        compiler.Compiler().compile(component, str(path))
+    except (ValueError, TypeError) as exc:  # kfp's own refusals: the user's pipeline
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise InputError(f"compile: kfp cannot compile {getattr(component, 'name', component)}"
+                         f": {type(exc).__name__}: {first}") from None
     text = _sorted_header_defaults(path.read_text())
     if registry != images.DEFAULT_REGISTRY:
         header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
@@ -58,6 +74,23 @@ def compile_one(name: str, path: Path, registry: str = images.DEFAULT_REGISTRY) 
         text = header + yaml.safe_dump_all(docs, sort_keys=True)
     path.write_text(text)
     return path
+
+
+def compile_own(pipeline: str, output: Path | None = None,
+                registry: str = images.DEFAULT_REGISTRY) -> Path:
+    """A user's pipeline (`conveyor.pipelines.resolve`: MODULE.py:FUNCTION,
+    package.module:FUNCTION or a compiled YAML) compiled to `output` (default
+    `<function>.yaml` in the current folder; never over its own source)."""
+    from conveyor.pipelines.resolve import resolve
+
+    component, _ = resolve(pipeline)
+    if output is None:
+        stem = pipeline.rpartition(":")[2] if ":" in pipeline else Path(pipeline).stem
+        output = Path(f"{stem}.yaml")
+    if ":" not in pipeline and Path(pipeline).resolve() == Path(output).resolve():
+        raise InputError(f"compile: --output {output} is the YAML being compiled; give another "
+                         "path")
+    return compile_pipeline(component, Path(output), registry)
 
 
 #: The recurring continuous-training run (a KFP ScheduledWorkflow; see FACTS of kfp 2.17).
@@ -115,13 +148,24 @@ def _sorted_header_defaults(text: str) -> str:
     return "\n".join(fix(line) for line in text.split("\n"))
 
 
+def is_own(name: str) -> bool:
+    """Whether `name` names a user's pipeline rather than one of conveyor's specs."""
+    prefix = name.partition(":")[0]
+    return name.endswith((".yaml", ".yml")) or (":" in name and prefix not in
+                                                ("pipeline", "manifest"))
+
+
 def compile_all(root: Path, registry: str = images.DEFAULT_REGISTRY,
                 only: list[str] | None = None) -> list[Path]:
     """Compile the named specs (default: all) under `root`; returns the files written."""
+    from conveyor.params import did_you_mean
+
     paths = spec_paths(root)
     unknown = sorted(set(only or []) - set(paths))
     if unknown:
-        raise ValueError(f"unknown spec(s) {unknown}; known: {sorted(paths)}")
+        raise InputError(f"compile: no conveyor spec named {unknown}{did_you_mean(unknown, paths)}"
+                         f" (known: {', '.join(sorted(paths))}); your own pipeline is "
+                         "path/to/module.py:function, package.module:function or a .yaml file")
     return [compile_one(name, paths[name], registry) for name in (only or paths)]
 
 

@@ -1,14 +1,17 @@
-"""Submitting and scheduling the reference pipelines on Kubeflow Pipelines or Vertex AI.
+"""Submitting and scheduling pipelines on Kubeflow Pipelines or Vertex AI.
 
-Each takes a pipeline name (`conveyor.pipelines.PIPELINES`), compiles it to a temporary package
-(with the image registry asked for), and hands it to the real client: `kfp.Client` for a Kubeflow
-Pipelines host, `google.cloud.aiplatform.PipelineJob` for Vertex AI Pipelines. Schedules run
-one at a time and do not catch up on missed runs.
+Each takes a pipeline as `conveyor.pipelines.resolve` reads it: a reference pipeline's name
+(`conveyor.pipelines.PIPELINES`), your own `path/to/module.py:function` or
+`package.module:function`, or a compiled YAML. Its arguments are checked against its inputs
+first (`check_params`: names, types, the required ones), then it is compiled to a temporary
+package (its images pointed at the registry asked for) and handed to the real client:
+`kfp.Client` for a Kubeflow Pipelines host, `google.cloud.aiplatform.PipelineJob` for Vertex AI
+Pipelines. `kfp_request` is what a Kubeflow Pipelines submission sends, for `--dry-run`.
+Schedules run one at a time and do not catch up on missed runs.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,63 +19,59 @@ from typing import Any
 
 from conveyor import images
 from conveyor.errors import InputError
+from conveyor.pipelines.resolve import check_arguments, resolve
 
 
 def package(pipeline: str, registry: str = images.DEFAULT_REGISTRY) -> Path:
     """The compiled pipeline, as a file the clients can read."""
-    from conveyor.compile import compile_one
+    from conveyor.compile import compile_one, compile_pipeline
     from conveyor.pipelines import PIPELINES
 
-    if pipeline not in PIPELINES:
-        raise InputError(f"pipeline: {pipeline!r} is not one of {sorted(PIPELINES)}")
-    path = Path(tempfile.mkdtemp(prefix="conveyor-submit-")) / f"{pipeline}.yaml"
-    return compile_one(f"pipeline:{pipeline}", path, registry)
+    folder = Path(tempfile.mkdtemp(prefix="conveyor-submit-"))
+    if pipeline in PIPELINES:
+        return compile_one(f"pipeline:{pipeline}", folder / f"{pipeline}.yaml", registry)
+    component, _ = resolve(pipeline)
+    return compile_pipeline(component, folder / "pipeline.yaml", registry)
 
 
 def display_name(pipeline: str) -> str:
-    return f"conveyor-{pipeline.replace('_', '-')}"
-
-
-def parse_params(pairs: list[str]) -> dict[str, Any]:
-    """`name=value` pairs; a value that parses as JSON is taken as JSON (numbers, lists, dicts).
-    A name given twice is an InputError (naming it), not the last one silently winning."""
-    out = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise InputError(f"--param: {pair!r} is not name=value")
-        if name in out:  # the last one would silently win
-            raise InputError(f"--param: {name} is given twice; give each parameter once")
-        try:
-            out[name] = json.loads(value)
-        except json.JSONDecodeError:
-            out[name] = value
-    return out
-
-
-def check_params(pipeline: str, arguments: Mapping[str, Any], *, values: bool = True) -> None:
-    """Every argument names a parameter of the pipeline (a close match named for a misspelt
-    one) and, with `values`, every value passes the checks of the parameters' definitions
-    (`conveyor.pipelines.checks`); one InputError names every problem."""
-    import importlib
-
-    from conveyor.params import did_you_mean
+    """`conveyor-training` for a reference pipeline; the kfp name of your own (`score`)."""
     from conveyor.pipelines import PIPELINES
 
-    if pipeline not in PIPELINES:
-        raise InputError(f"pipeline: {pipeline!r} is not one of {sorted(PIPELINES)}")
-    known = importlib.import_module(PIPELINES[pipeline]).pipeline.component_spec.inputs or {}
-    problems = []
-    unknown = sorted(set(arguments) - set(known))
-    if unknown:
-        problems.append(f"{pipeline} has no parameter(s) {unknown}{did_you_mean(unknown, known)} "
-                        f"(parameters: {', '.join(sorted(known))})")
-    if values:
-        from conveyor.pipelines.checks import problems as value_problems
+    if pipeline in PIPELINES:
+        return f"conveyor-{pipeline.replace('_', '-')}"
+    return resolve(pipeline)[0].name.replace("_", "-")
 
-        problems += value_problems({k: v for k, v in arguments.items() if k in known})
-    if problems:
-        raise InputError("--param: " + "; ".join(problems))
+
+def kfp_request(pipeline: str, host: str, arguments: Mapping[str, Any], *,
+                experiment: str = "conveyor", name: str | None = None,
+                registry: str = images.DEFAULT_REGISTRY, cron: str | None = None,
+                max_concurrency: int = 1) -> dict[str, Any]:
+    """What `submit_kfp` (or, with `cron`, `schedule_kfp`) would send, sending nothing: the
+    host, experiment, run or schedule name, arguments and the compiled package's path and
+    pipeline name (the package is kept for inspection)."""
+    if cron is not None:
+        _check_kfp_cron(cron)
+    path = package(pipeline, registry)
+    import yaml
+
+    spec = next(iter(yaml.safe_load_all(path.read_text())))
+    request: dict[str, Any] = {
+        "host": host, "experiment": experiment,
+        ("job_name" if cron else "run_name"): name or display_name(pipeline),
+        "pipeline": spec.get("pipelineInfo", {}).get("name"), "pipeline_package": str(path),
+        "arguments": dict(arguments)}
+    if cron is not None:
+        request.update(cron_expression=cron, max_concurrency=max_concurrency, no_catchup=True)
+    return request
+
+
+def check_params(pipeline: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments checked against the pipeline's inputs (unknown names with the closest
+    match, types, the required ones, a reference pipeline's values), before anything is built
+    or sent: `conveyor.pipelines.resolve.check_arguments`."""
+    component, label = resolve(pipeline)
+    return check_arguments(component, arguments, label)
 
 
 def _experiment(client, name: str) -> str:
@@ -99,15 +98,19 @@ def schedule_kfp(pipeline: str, host: str, arguments: Mapping[str, Any], *, cron
     """A recurring run (cron with seconds first, UTC); returns its id."""
     import kfp
 
-    if len(cron.split()) != 6:
-        raise InputError(f"cron: Kubeflow Pipelines takes 6 fields, seconds first "
-                         f"(e.g. '0 0 2 * * *'), got {cron!r}")
+    _check_kfp_cron(cron)
     client = client or kfp.Client(host=host)
     run = client.create_recurring_run(
         experiment_id=_experiment(client, experiment), job_name=name or display_name(pipeline),
         cron_expression=cron, max_concurrency=max_concurrency, no_catchup=True,
         params=dict(arguments), pipeline_package_path=str(package(pipeline, registry)))
     return run.recurring_run_id
+
+
+def _check_kfp_cron(cron: str) -> None:
+    if len(cron.split()) != 6:
+        raise InputError(f"cron: Kubeflow Pipelines takes 6 fields, seconds first "
+                         f"(e.g. '0 0 2 * * *'), got {cron!r}")
 
 
 def vertex_job(pipeline: str, *, project: str, location: str, pipeline_root: str,

@@ -13,7 +13,7 @@ import pytest
 
 from conveyor.local import progress, task_report
 from conveyor.local.names import StepNames, skip_line
-from conveyor.local.pipeline import resolve
+from conveyor.pipelines.resolve import resolve
 
 
 def steps_of(name: str) -> StepNames:

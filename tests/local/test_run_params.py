@@ -16,7 +16,7 @@ import pytest
 
 from conveyor.errors import InputError
 from conveyor.local import progress, task_report
-from conveyor.local.pipeline import check_arguments, parse_cli_params, resolve
+from conveyor.pipelines.resolve import check_arguments, parse_cli_params, resolve
 
 REPO = Path(__file__).resolve().parents[2]
 

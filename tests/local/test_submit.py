@@ -66,7 +66,8 @@ def test_schedule_on_kubeflow_pipelines_is_a_cron_recurring_run(kfp_api):
 def test_vertex_job_request_and_schedule_cron(capsys):
     assert cli.main(["submit", "batch_prediction", "--vertex", "--project", "acme", "--location",
                      "europe-west4", "--pipeline-root", "gs://acme/root", "--param",
-                     'passthrough=["id"]', "--dry-run"]) == 0
+                     'passthrough=["id"]', "--param", "output_table=acme.scored", "--param",
+                     "model_base_path=gs://acme/models/churn", "--dry-run"]) == 0
     request = json.loads(capsys.readouterr().out)
     assert request["displayName"] == "conveyor-batch-prediction"
     assert request["runtimeConfig"]["gcsOutputDirectory"] == "gs://acme/root"
@@ -78,11 +79,15 @@ def test_vertex_job_request_and_schedule_cron(capsys):
 
 @pytest.mark.parametrize("argv, words", [
     (["submit", "training", "--param", "nope=1", "--host", "http://x"], "no parameter(s) ['nope']"),
-    (["submit", "bogus", "--host", "http://x"], "is not one of"),
-    (["schedule", "training", "--cron", "0 2 * * *", "--host", "http://x"], "6 fields"),
-    (["submit", "training"], "give --host"),
+    (["submit", "bogus", "--host", "http://x"], "is not a reference pipeline"),
+    (["schedule", "training", "--cron", "0 2 * * *", "--host", "http://x", "--param", "label=y",
+      "--param", "model_base_path=gs://b/m", "--dry-run"], "6 fields"),
+    (["submit", "training", "--vertex", "--project", "p", "--location", "l", "--pipeline-root",
+      "gs://r", "--param", "label=y", "--dry-run"], "model_base_path is required"),
+    (["submit", "training", "--param", "label=y", "--param", "model_base_path=gs://b/m"],
+     "give --host"),
     (["submit", "training", "--vertex"], "--vertex needs --project"),
-    (["submit", "training", "--param", "x"], "is not name=value"),
+    (["submit", "training", "--param", "x", "--host", "http://x"], "is not name=value"),
 ])
 def test_bad_submissions_are_one_line_errors(argv, words, capsys):
     assert cli.main(argv) == 2

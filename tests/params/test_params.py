@@ -126,7 +126,8 @@ def test_a_task_that_failed_on_bad_input_fails_its_retry_at_once(tmp_path):
 
 
 def test_submit_checks_names_and_values_by_the_same_definitions():
-    from conveyor.submit import check_params, parse_params
+    from conveyor.pipelines.resolve import check_names as check_params
+    from conveyor.pipelines.resolve import parse_params
 
     with pytest.raises(InputError) as info:
         check_params("training", {"labl": "y", "policy": "warm",

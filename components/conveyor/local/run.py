@@ -21,7 +21,7 @@ pipeline's step names (see `conveyor.local.progress` and `conveyor.local.names`)
 log is a file under `<run folder>/logs/`, and every HTML or Markdown report also has a name
 ending in `.html` / `.md` beside its artifact. A failed run's error is told once: in the
 PipelineFailed raised, or by the caller (`conveyor run`: on stderr). Which pipeline and which
-arguments are settled first, by `conveyor.local.pipeline`.
+arguments are settled first, by `conveyor.pipelines.resolve`.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from typing import Any
 from conveyor.errors import ConveyorError
 from conveyor.local import progress
 from conveyor.local.names import StepNames
-from conveyor.local.pipeline import check_arguments, resolve
 from conveyor.local.task_report import artifact_paths, is_input_error, strip_ansi, task_folder
+from conveyor.pipelines.resolve import check_arguments, resolve
 
 
 class PipelineFailed(ConveyorError):

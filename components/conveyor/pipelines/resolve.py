@@ -1,16 +1,19 @@
-"""Which pipeline a local run runs, and with what arguments: both settled before anything starts.
+"""Which pipeline, and with what arguments: both settled before anything starts or is sent.
 
 `resolve` turns what the caller names (a reference pipeline's name, a `@dsl.pipeline` function,
 `path/to/module.py:function`, `package.module:function` or a compiled YAML) into a kfp component;
-`parse_cli_params` reads `--param NAME=VALUE`; `check_arguments` checks the arguments against the
-pipeline's inputs (and a reference pipeline's values against `conveyor.pipelines.checks`), every
-problem named at once, so a bad argument never costs a stack start or a task.
+`parse_params` / `parse_cli_params` read `--param NAME=VALUE`; `check_arguments` checks the
+arguments against the pipeline's inputs (names, types, the required ones; a reference pipeline's
+values against `conveyor.pipelines.checks`), every problem named at once, so a bad argument never
+costs a stack start, a task or a submission. `conveyor run`, `compile`, `submit` and `schedule`
+all resolve and check through here.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -120,11 +123,48 @@ def inputs(component) -> dict:
     return dict(component.component_spec.inputs or {})
 
 
-def parse_cli_params(pairs: list[str], component) -> dict[str, Any]:
-    """`--param name=value` as `conveyor submit` parses them (JSON values), except that a
-    string input keeps the text as given (`--param label=2024` is the column "2024")."""
-    from conveyor.submit import parse_params
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """`name=value` pairs; a value that parses as JSON is taken as JSON (numbers, lists, dicts).
+    A name given twice is an InputError (naming it), not the last one silently winning."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise InputError(f"--param: {pair!r} is not name=value")
+        if name in out:  # the last one would silently win
+            raise InputError(f"--param: {name} is given twice; give each parameter once")
+        try:
+            out[name] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name] = value
+    return out
 
+
+def check_names(pipeline: str, arguments: Mapping[str, Any], *, values: bool = True) -> None:
+    """Every argument names a parameter of the reference pipeline `pipeline` (a close match
+    named for a misspelt one) and, with `values`, every value passes the checks of the
+    parameters' definitions (`conveyor.pipelines.checks`); one InputError names every problem."""
+    from conveyor.pipelines import PIPELINES
+
+    if pipeline not in PIPELINES:
+        raise InputError(f"pipeline: {pipeline!r} is not one of {sorted(PIPELINES)}")
+    known = importlib.import_module(PIPELINES[pipeline]).pipeline.component_spec.inputs or {}
+    problems = []
+    unknown = sorted(set(arguments) - set(known))
+    if unknown:
+        problems.append(f"{pipeline} has no parameter(s) {unknown}{did_you_mean(unknown, known)} "
+                        f"(parameters: {', '.join(sorted(known))})")
+    if values:
+        from conveyor.pipelines.checks import problems as value_problems
+
+        problems += value_problems({k: v for k, v in arguments.items() if k in known})
+    if problems:
+        raise InputError("--param: " + "; ".join(problems))
+
+
+def parse_cli_params(pairs: list[str], component) -> dict[str, Any]:
+    """`--param name=value` as `parse_params` reads them (JSON values), except that a
+    string input keeps the text as given (`--param label=2024` is the column "2024")."""
     params = parse_params(pairs)
     specs = inputs(component)
     for pair in pairs:
@@ -147,10 +187,8 @@ def check_arguments(component, arguments: Mapping[str, Any], label: str) -> dict
     reference = label in PIPELINES and \
         component is importlib.import_module(PIPELINES[label]).pipeline
     if reference:
-        from conveyor.submit import check_params  # the names check of `conveyor submit`
-
         try:
-            check_params(label, arguments, values=False)  # the values: below
+            check_names(label, arguments, values=False)  # the values: below
         except InputError as exc:
             problems.append(str(exc).removeprefix("--param: ").removeprefix(f"{label} "))
     elif set(arguments) - set(specs):
