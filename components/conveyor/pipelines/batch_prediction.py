@@ -17,7 +17,8 @@ NAME = "conveyor-batch-prediction"
     model_base_path="Serving model base path (gs:// or local); its newest version predicts.",
     table="Table to predict, as project.dataset.table or dataset.table (or give query).",
     query="GoogleSQL query whose rows are predicted, instead of table.",
-    passthrough="Input columns copied into the output rows (e.g. a key).",
+    passthrough="Input columns copied into the output rows (e.g. a key); empty: the columns "
+                "the model left out as row identifiers, so rows join back.",
     write_mode="When output_table exists: create (default) refuses it, append adds the rows if "
                "its columns match, replace replaces it. The input table is never written.",
 )

@@ -7,7 +7,9 @@ SELECT` (write_mode "create", the default: the table must not exist), `INSERT IN
 "append": into an existing table with the same columns) or `CREATE OR REPLACE TABLE` (write_mode
 "replace", only when asked). What may be written where is `conveyor.predict.output`, checked
 before the model is loaded: never the input table, never over a table unasked, never two
-columns of one name. Output columns: the passthrough columns asked for, then the model's
+columns of one name. Output columns: the passthrough columns asked for (none asked: the key
+columns, those the model's feature spec left out because they identify rows, so each output row
+joins back to its input row; `output.key_columns`), then the model's
 outputs (binary: probability, class, class_label; multiclass: class_id, class_label and one
 probability_<class> column per class; regression: value), then model_version.
 """
@@ -40,6 +42,7 @@ class PredictionResult:
     rows: int
     model_version: str
     seconds: float
+    passthrough: tuple[str, ...] = ()  # the input columns carried into the output
 
 
 @retry.giving_up("batch prediction to BigQuery")
@@ -70,6 +73,9 @@ def predict_to_bigquery(model_dir: str | Path, dataset_path: str | Path, output_
     if unknown:
         raise InputError(f"passthrough: no column(s) {unknown} in the dataset")
     classes = [str(c) for c in fitted.label_classes or []]
+    if not passthrough:
+        passthrough = output.key_columns(fitted.spec.excluded, dataset.schema.names,
+                                         fitted.spec.task, classes)
     output.check_columns(passthrough, fitted.spec.task, classes)
     schema = _output_schema(dataset.schema, passthrough, fitted.spec.task, classes)
 
@@ -104,7 +110,8 @@ def predict_to_bigquery(model_dir: str | Path, dataset_path: str | Path, output_
                          retry=retry.bigquery(), job_retry=retry.bigquery_job())
     finally:
         client.delete_table(staging, not_found_ok=True, retry=retry.bigquery().with_timeout(10))
-    return PredictionResult(str(target), rows, model_version, time.monotonic() - start)
+    return PredictionResult(str(target), rows, model_version, time.monotonic() - start,
+                            tuple(passthrough))
 
 
 def _existing_table(client, target):

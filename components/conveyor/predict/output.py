@@ -58,6 +58,17 @@ def prediction_columns(task: str, classes: Sequence[str]) -> list[tuple[str, str
     return names + [("model_version", "")]
 
 
+def key_columns(excluded: Mapping[str, str], columns: Sequence[str], task: str,
+                classes: Sequence[str]) -> list[str]:
+    """The columns batch prediction carries when no passthrough is asked for: those the model's
+    feature spec left out because they identify rows (ids, keys), present in `columns` and not
+    named like a prediction column, so every output row joins back to its input row."""
+    taken = {name.casefold() for name, _ in prediction_columns(task, classes)}
+    present = set(columns)
+    return [name for name, why in excluded.items()
+            if "identifies rows" in str(why) and name in present and name.casefold() not in taken]
+
+
 def check_columns(passthrough: Sequence[str], task: str, classes: Sequence[str]) -> None:
     """Refuse output columns that share a name (BigQuery column names ignore case): one of them
     would silently overwrite the other."""

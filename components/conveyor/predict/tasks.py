@@ -42,5 +42,8 @@ def _batch_predict(dataset, metrics, *, output_table: str, model=None, model_bas
                                      location=location or None, write_mode=write_mode)
     metrics.log_metric("rows", result.rows)
     metrics.log_metric("seconds", round(result.seconds, 3))
-    print(f"wrote {result.rows} predictions of model version {version} to {result.table}")
+    carried = (f" with {', '.join(result.passthrough)} from the input" if result.passthrough
+               else " without an input column (no key: give passthrough=[...] to join back)")
+    print(f"wrote {result.rows} predictions of model version {version} to {result.table}"
+          f"{carried}")
     return result
