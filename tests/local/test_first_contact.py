@@ -9,7 +9,6 @@ import csv
 import os
 import random
 import re
-import socket
 import stat
 import subprocess
 import sys
@@ -17,11 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
+from support import REPO, free_ports
 
 from conveyor.gcp.hints import conveyor_command
 from conveyor.local import progress
 
-REPO = Path(__file__).resolve().parents[2]
 STACK_VARIABLES = ("CONVEYOR_BIGQUERY_ENDPOINT", "CONVEYOR_BIGQUERY_STORAGE_ENDPOINT",
                    "STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "CONVEYOR_STACK_DIR")
 
@@ -61,10 +60,7 @@ def write_shops(path: Path, rows: int = 240) -> Path:
 
 def dead_endpoint() -> str:
     """A loopback address where nothing listens any more (as after `conveyor local down`)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"127.0.0.1:{port}"
+    return f"127.0.0.1:{free_ports(1)[0]}"
 
 
 @pytest.mark.parametrize("command, baseline", [

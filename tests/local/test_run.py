@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import REPO
 
 from conveyor import gcp
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 TABLE = "run_cli.ShopsChurn_2026"  # from the CSV below (the emulator refuses non-ASCII table ids)
 LABEL = "Churned?"
 EPOCHS = '{"epochs": 10}'

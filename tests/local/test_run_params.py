@@ -13,12 +13,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from support import REPO
 
 from conveyor.errors import InputError
 from conveyor.local import progress, task_report
 from conveyor.pipelines.resolve import check_arguments, parse_cli_params, resolve
-
-REPO = Path(__file__).resolve().parents[2]
 
 USER_PIPELINE = textwrap.dedent('''
     from kfp import dsl

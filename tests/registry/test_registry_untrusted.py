@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+from support.serving import app_client
 
 from conveyor.io.digest import digest
 from conveyor.registry import GRAPH, MARKERS, ModelBasePath, UntrustedVersion
@@ -107,10 +108,7 @@ def test_serve_keeps_its_version_when_a_newer_one_is_forged(penguin_model, base,
                                                             caplog):
     """conveyor serve's version manager and /readyz: version 2's marker lists '../' paths and
     version 3's graph does not match its hash; version 1 keeps serving, both are skipped."""
-    import warnings
-
     from conveyor.serving.models import ModelManager
-    from conveyor.serving.server import create_app
 
     model = penguin_model / "model"
     base.publish(model)
@@ -130,10 +128,7 @@ def test_serve_keeps_its_version_when_a_newer_one_is_forged(penguin_model, base,
     assert "SHA-256 differs" in reasons["3"] and GRAPH in reasons["3"]
     assert sorted(p.name for p in cache.iterdir()) == ["1"]
     assert not list(tmp_path.rglob("escaped"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from starlette.testclient import TestClient
-    ready = TestClient(create_app(manager), raise_server_exceptions=False).get("/readyz")
+    ready = app_client(manager).get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["version"] == 1
     assert {s["version"] for s in ready.json()["skipped"]} == {"2", "3"}

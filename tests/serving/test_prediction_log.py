@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from support.serving import wait_for
 
 from conveyor.errors import InputError
 from conveyor.serving.log_format import Entry, Signature, rows_of, sampled
@@ -49,13 +50,6 @@ def files(folder: Path) -> list[Path]:
 
 def read(folder: Path):
     return pads.dataset(str(folder), format="parquet", partitioning="hive").to_table()
-
-
-def wait_for(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.02)
 
 
 def value(counter, *labels) -> float:
@@ -139,7 +133,7 @@ def test_batches_of_flush_rows_become_files_and_close_writes_the_rest(tmp_path):
     plog.start()
     for i in range(10):
         assert plog.submit(entry(f"r{i}"))
-    wait_for(lambda: value(plog.files_written) == 2, "two files of 5 rows")
+    wait_for(lambda: value(plog.files_written) == 2, "two files of 5 rows", every=0.02)
     assert plog.submit(entry("big", body={"instances": [ROW] * 3}))
     assert plog.close()
     written = files(tmp_path / "log")
@@ -158,7 +152,7 @@ def test_rows_wait_at_most_flush_seconds(tmp_path):
     plog = PredictionLog(str(tmp_path), flush_rows=1000, flush_seconds=0.2)
     plog.start()
     plog.submit(entry("lonely", received=time.time()))
-    wait_for(lambda: value(plog.files_written) == 1, "the lonely row's file")
+    wait_for(lambda: value(plog.files_written) == 1, "the lonely row's file", every=0.02)
     plog.close()
     assert read(tmp_path)["request_id"].to_pylist() == ["lonely"]
 
@@ -257,17 +251,17 @@ def test_a_prefix_that_becomes_unwritable_counts_failures_and_recovers(tmp_path)
     plog.start()
     plog.submit(entry("a"))
     plog.submit(entry("b"))
-    wait_for(lambda: value(plog.files_written) == 1, "the first file")
+    wait_for(lambda: value(plog.files_written) == 1, "the first file", every=0.02)
     prefix.rename(tmp_path / "moved")
     prefix.write_text("a file where the log folder was")
     plog.submit(entry("c"))
     plog.submit(entry("d"))
-    wait_for(lambda: value(plog.write_failures) == 1, "the failed write")
+    wait_for(lambda: value(plog.write_failures) == 1, "the failed write", every=0.02)
     assert value(plog.rows_dropped, "write_failed") == 2 and value(plog.queued) == 0
     prefix.unlink()
     plog.submit(entry("e"))
     plog.submit(entry("f"))
-    wait_for(lambda: value(plog.files_written) == 2, "the writer to go on")
+    wait_for(lambda: value(plog.files_written) == 2, "the writer to go on", every=0.02)
     assert plog.close()
     assert sorted(read(prefix)["request_id"].to_pylist()) == ["e", "f"]
     assert sorted(read(tmp_path / "moved")["request_id"].to_pylist()) == ["a", "b"]

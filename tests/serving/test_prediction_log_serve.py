@@ -7,112 +7,25 @@ from __future__ import annotations
 import datetime
 import io
 import json
-import os
 import random
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from support.serving import CLEAN_STOP, ROW, Serve, wait_for
 
 from conveyor.registry import ModelBasePath
 from conveyor.serving.log_format import sampled
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
-ROW = {"island": "Biscoe", "bill_length_mm": 47.5, "bill_depth_mm": 15.0,
-       "flipper_length_mm": 218.0, "body_mass_g": 4950.0, "sex": "female", "year": 2008}
 
 
 @pytest.fixture(scope="module")
 def model(penguin_model):
     return penguin_model / "model"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def call(url, body=None, rid=None, raw: bytes | None = None):
-    """(status, parsed JSON or text, X-Request-Id answered)."""
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    headers = {"Content-Type": "application/json", **({"X-Request-Id": rid} if rid else {})}
-    request = urllib.request.Request(url, data=data, method="POST" if data else "GET",
-                                     headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            status, text, got = response.status, response.read().decode(), response.headers
-    except urllib.error.HTTPError as exc:
-        status, text, got = exc.code, exc.read().decode(), exc.headers
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        parsed = text
-    return status, parsed, got.get("X-Request-Id")
-
-
-def wait_for(condition, what: str, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.2)
-
-
-class Serve:
-    """`conveyor serve` with prediction logging, on a free loopback port; stderr in a file."""
-
-    def __init__(self, base_uri: str, tmp_path: Path, *options: str, tag: str = "serve",
-                 wait: bool = True):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp_path / f"{tag}-stderr.txt"
-        with self.log_path.open("w") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "conveyor", "serve", "--model-base-path", base_uri,
-                 "--model-name", "penguins", "--port", str(self.port), "--poll-seconds", "0.5",
-                 *options], stdout=subprocess.DEVNULL, stderr=stderr, env=dict(os.environ))
-        if not wait:
-            return
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if call(f"{self.url}/readyz")[0] == 200:
-                    return
-            except OSError:
-                pass
-            assert self.proc.poll() is None, self.log()
-            time.sleep(0.3)
-        self.stop()
-        raise AssertionError(f"conveyor serve did not get ready: {self.log()}")
-
-    def predict(self, body=None, rid=None, version=None, raw=None):
-        path = f"/versions/{version}" if version else ""
-        return call(f"{self.url}/v1/models/penguins{path}:predict", body, rid, raw)
-
-    def metric(self, name: str, labels: str = "") -> float:
-        text = call(f"{self.url}/metrics")[1]
-        for line in text.splitlines():
-            if line.startswith(f"{name}{labels} ") or line.startswith(f"{name}{{{labels}}} "):
-                return float(line.rsplit(" ", 1)[1])
-        raise AssertionError(f"no {name}{labels} in /metrics")
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self) -> int:
-        """SIGTERM, as Kubernetes stops a pod; the exit status."""
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
 
 
 def rows(table: pa.Table) -> list[dict]:
@@ -158,20 +71,22 @@ def test_every_request_is_logged_once_per_instance_and_sigterm_flushes_it(model,
                 instances.append(row)
             body = ({"instances": instances} if i % 2 else
                     {"inputs": {k: [r[k] for r in instances] for k in ROW}})
-            status, answer, rid = serve.predict(body, rid=f"req-{i:02d}")
-            assert status == 200 and rid == f"req-{i:02d}", answer
+            status, text, headers = serve.predict(body, rid=f"req-{i:02d}")
+            rid = headers.get("X-Request-Id")
+            assert status == 200 and rid == f"req-{i:02d}", text
+            answer = json.loads(text)
             sent[rid] = instances
             answered[rid] = (answer["predictions"] if "predictions" in answer else
                              [{k: v[j] for k, v in answer["outputs"].items()}
                               for j in range(len(instances))])
-        status, _, made_up = serve.predict({"instances": [ROW]})  # no id given: one is made up
+        status, _, headers = serve.predict()  # one ROW, no id given: one is made up
+        made_up = headers.get("X-Request-Id")
         assert status == 200 and len(made_up) == 32
         assert serve.metric("conveyor_prediction_log_queued_rows") == 61
         assert not list(prefix.rglob("*.parquet"))  # nothing written before the stop
-        assert serve.stop() == 128 + signal.SIGTERM
+        assert serve.stop() == CLEAN_STOP
     finally:
-        if serve.proc.poll() is None:
-            serve.proc.kill()
+        serve.kill()
     ended = datetime.datetime.now(datetime.UTC)
     logged = rows(local_log(prefix))
     assert len(logged) == 61
@@ -217,7 +132,7 @@ def test_gcs_log_and_bigquery_carry_the_version_that_answered_across_a_hot_swap(
             assert serve.predict({"instances": [ROW]}, rid=f"v1-{i}")[0] == 200
             expected[f"v1-{i}"] = 1
         assert base.publish(model) == 2
-        wait_for(lambda: call(f"{serve.url}/readyz")[1]["version"] == 2, "version 2")
+        wait_for(lambda: serve.readyz()[1]["version"] == 2, "version 2")
         for i in range(15):
             assert serve.predict({"instances": [ROW]}, rid=f"v2-{i}")[0] == 200
             expected[f"v2-{i}"] = 2
@@ -226,10 +141,9 @@ def test_gcs_log_and_bigquery_carry_the_version_that_answered_across_a_hot_swap(
         answered = {v: serve.metric("conveyor_serving_requests_total",
                                     f'{{model="penguins",status="200",version="{v}"}}')
                     for v in (1, 2)}
-        assert serve.stop() == 128 + signal.SIGTERM
+        assert serve.stop() == CLEAN_STOP
     finally:
-        if serve.proc.poll() is None:
-            serve.proc.kill()
+        serve.kill()
     table, names = gcs_log(name, prefix)
     got = {r["request_id"]: r["model_version"] for r in table.to_pylist()}
     assert got == expected
@@ -264,10 +178,9 @@ def test_a_sample_rate_of_a_tenth_logs_the_requests_its_hash_picks(model, tmp_pa
     try:
         for rid in ids:
             assert serve.predict({"instances": [ROW]}, rid=rid)[0] == 200
-        assert serve.stop() == 128 + signal.SIGTERM
+        assert serve.stop() == CLEAN_STOP
     finally:
-        if serve.proc.poll() is None:
-            serve.proc.kill()
+        serve.kill()
     logged = local_log(prefix)["request_id"].to_pylist()
     assert sorted(logged) == sorted(i for i in ids if sampled(i, 0.1))
     assert 10 <= len(logged) <= 70, len(logged)
@@ -285,19 +198,18 @@ def test_odd_requests_are_logged_with_their_status_and_nothing_sent_is_lost(mode
     nulls = {k: None for k in ROW}
     try:
         assert serve.predict({"instances": [nulls]}, rid="nulls")[0] == 200
-        status, answer, _ = serve.predict({"instances": [{**ROW, "Île ünï": 1, "from": "x"}]},
-                                          rid="unicode-keys")
-        assert status == 400 and "unknown input" in answer["error"]
+        status, text, _ = serve.predict({"instances": [{**ROW, "Île ünï": 1, "from": "x"}]},
+                                        rid="unicode-keys")
+        assert status == 400 and "unknown input" in json.loads(text)["error"]
         assert serve.predict({"instances": [{**ROW, "bill_length_mm": "long"},
                                             {**ROW, "year": True}]}, rid="types")[0] == 400
         assert serve.predict(raw=b"{nope", rid="not-json")[0] == 400
         assert serve.predict(raw=b'{"instances": [' + b"1," * 4000 + b"1]}",
                              rid="too-big")[0] == 413
         assert serve.predict({"instances": [ROW]}, rid="é-ünïcode-id")[0] == 200
-        assert serve.stop() == 128 + signal.SIGTERM
+        assert serve.stop() == CLEAN_STOP
     finally:
-        if serve.proc.poll() is None:
-            serve.proc.kill()
+        serve.kill()
     logged = {}
     for row in local_log(prefix).to_pylist():
         logged.setdefault(row["request_id"], []).append(row)
@@ -355,16 +267,15 @@ def test_a_prefix_that_becomes_unwritable_counts_failures_and_serving_goes_on(mo
         wait_for(lambda: serve.metric("conveyor_prediction_log_rows_dropped_total",
                                       '{reason="write_failed"}') == 12, "the failed writes")
         assert serve.metric("conveyor_prediction_log_write_failures_total") >= 3
-        assert call(f"{serve.url}/readyz")[0] == 200
+        assert serve.readyz()[0] == 200
         prefix.unlink()  # writable again
         for i in range(5):
             assert serve.predict({"instances": [ROW]}, rid=f"after-{i}")[0] == 200
         wait_for(lambda: serve.metric("conveyor_prediction_log_rows_written_total") == 10,
                  "writing to go on")
-        assert serve.stop() == 128 + signal.SIGTERM
+        assert serve.stop() == CLEAN_STOP
     finally:
-        if serve.proc.poll() is None:
-            serve.proc.kill()
+        serve.kill()
     assert sorted(local_log(prefix)["request_id"].to_pylist()) == [f"after-{i}"
                                                                     for i in range(5)]
     assert sorted(local_log(tmp_path / "moved")["request_id"].to_pylist()) == [

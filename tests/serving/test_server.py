@@ -2,15 +2,11 @@
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 
 import pytest
+from support.serving import Serve, call, wait_for
 
 from conveyor.registry import ModelBasePath
 
@@ -28,64 +24,11 @@ def model(penguin_model):
     return penguin_model / "model"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def call(url, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method="POST" if data else "GET",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-class Serve:
-    """A `conveyor serve` process on a free loopback port, its stderr (the log) in a file."""
-
-    def __init__(self, base_uri: str, tmp_path, tag: str = "serve"):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.scratch = tmp_path / f"{tag}-tmp"  # the server's TMPDIR: its version cache
-        self.scratch.mkdir()
-        self.log_path = tmp_path / f"{tag}-stderr.txt"
-        with self.log_path.open("w") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "conveyor", "serve", "--model-base-path", base_uri,
-                 "--model-name", "penguins", "--port", str(self.port), "--poll-seconds", "0.5"],
-                stdout=subprocess.DEVNULL, stderr=stderr,
-                env={**os.environ, "TMPDIR": str(self.scratch)})
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if call(f"{self.url}/readyz")[0] == 200:
-                    return
-            except OSError:
-                pass
-            assert self.proc.poll() is None, self.log()
-            time.sleep(0.3)
-        self.stop()
-        raise AssertionError(f"conveyor serve did not get ready: {self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def ready(self) -> dict:
-        status, text = call(f"{self.url}/readyz")
-        assert status == 200, text
-        return json.loads(text)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        # Stopped by SIGTERM, it removes the copies of the versions it fetched.
-        assert not list(self.scratch.glob("conveyor-serve-*")), \
-            "conveyor serve left its cache behind"
+def stop_clean(serve: Serve) -> None:
+    serve.stop()
+    # Stopped by SIGTERM, it removes the copies of the versions it fetched.
+    assert not list(serve.scratch.glob("conveyor-serve-*")), \
+        "conveyor serve left its cache behind"
 
 
 @pytest.fixture()
@@ -94,7 +37,7 @@ def server(model, tmp_path, bucket):
     base.publish(model)
     serve = Serve(base.uri, tmp_path)
     yield serve.url, base
-    serve.stop()
+    stop_clean(serve)
 
 
 def own_outputs(model_dir, rows):
@@ -182,13 +125,6 @@ def served_counts(url: str) -> dict[int, int]:
     return counts
 
 
-def wait_for(condition, what: str, timeout: float = 120.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.2)
-
-
 def test_new_versions_are_hot_swapped_without_failing_requests(server, model):
     """4 keep-alive clients predict non-stop while 3 versions are pushed, one after the other;
     each version must answer requests before the next is pushed. Not one request may fail or
@@ -269,7 +205,7 @@ def test_a_broken_newest_version_never_takes_the_server_down(model, tmp_path):
     (root / "3" / "README.md").write_text("models go here\n")
     shutil.copytree(model, root / "007")  # a good model under a name no push writes
 
-    serve = Serve(base.uri, tmp_path, "first")
+    serve = Serve(base.uri, tmp_path, tag="first")
     try:
         ready = serve.ready()
         assert (ready["model"], ready["version"], ready["state"]) == ("penguins", 1, "AVAILABLE")
@@ -297,9 +233,9 @@ def test_a_broken_newest_version_never_takes_the_server_down(model, tmp_path):
         wait_for(lambda: str(good + 1) in skipped(serve.ready()), "the half copy to be skipped")
         predicts(serve.url, good)
     finally:
-        serve.stop()
+        stop_clean(serve)
 
-    serve = Serve(base.uri, tmp_path, "restarted")
+    serve = Serve(base.uri, tmp_path, tag="restarted")
     try:
         ready = serve.ready()
         assert ready["version"] == good, ready
@@ -315,4 +251,4 @@ def test_a_broken_newest_version_never_takes_the_server_down(model, tmp_path):
         predicts(serve.url, good + 1)
         assert "Traceback" not in log
     finally:
-        serve.stop()
+        stop_clean(serve)

@@ -17,12 +17,13 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from support import free_ports
+from support.serving import ROW, app_client
 
 from conveyor.registry import ModelBasePath
 from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES
@@ -31,8 +32,6 @@ pytestmark = [pytest.mark.local]
 
 STRINGS = ["island", "sex"]
 NUMBERS = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "year"]
-ROW = {"island": "Biscoe", "bill_length_mm": 47.5, "bill_depth_mm": 15.0,
-       "flipper_length_mm": 218.0, "body_mass_g": 4950.0, "sex": "female", "year": 2008}
 PREDICT = "/v1/models/penguins:predict"
 PATHS = [PREDICT, "/v1/models/penguins/versions/1:predict",
          "/v1/models/penguins/versions/9:predict",
@@ -193,11 +192,6 @@ def base_path(penguin_model, tmp_path_factory) -> str:
 
 def make_client(base_path: str, **limits):
     from conveyor.serving.models import ModelManager
-    from conveyor.serving.server import create_app
-
-    with warnings.catch_warnings():  # starlette 1.x prefers httpx2; httpx works the same
-        warnings.simplefilter("ignore")
-        from starlette.testclient import TestClient
 
     manager = ModelManager(base_path, "penguins")
     manager.poll_once()
@@ -206,7 +200,7 @@ def make_client(base_path: str, **limits):
     assert sorted(spec) == sorted(STRINGS + NUMBERS)
     assert all(spec[n].dtype.name == "string" for n in STRINGS)
     assert all(spec[n].dtype.is_floating for n in NUMBERS)
-    return TestClient(create_app(manager, **limits), raise_server_exceptions=False)
+    return app_client(manager, **limits)
 
 
 @pytest.fixture(scope="module")
@@ -296,16 +290,10 @@ class Connection:
         raise AssertionError("unreachable")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(base_path, tmp_path_factory):
     """`conveyor serve` with its default limits and host; yields (connection, its banner)."""
-    port = free_port()
+    port = free_ports(1)[0]
     log = tmp_path_factory.mktemp("serve-fuzz-log") / "stderr.txt"
     with log.open("w") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "conveyor", "serve", "--model-base-path",
@@ -401,15 +389,11 @@ def typed_app(tmp_path_factory):
     echo = Echo()
     tf.saved_model.save(echo, str(base / "1"), signatures={"serving_default": echo.serve})
     from conveyor.serving.models import ModelManager
-    from conveyor.serving.server import create_app
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from starlette.testclient import TestClient
     manager = ModelManager(str(base), "echo")
     manager.poll_once()
     assert manager.current is not None, manager.errors
-    with TestClient(create_app(manager), raise_server_exceptions=False) as client:
+    with app_client(manager) as client:
         yield client
 
 

@@ -13,25 +13,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-import warnings
 from pathlib import Path
 
 import pytest
-from support import free_ports
+from support.serving import ROW, ManualClock, Serve, app_client, call
 
 from conveyor.registry import LABELS, MARKERS, ModelBasePath
 from conveyor.serving.models import ModelManager
 
 pytestmark = [pytest.mark.local]
-ROW = {"island": "Biscoe", "bill_length_mm": 47.5, "bill_depth_mm": 15.0,
-       "flipper_length_mm": 218.0, "body_mass_g": 4950.0, "sex": "female", "year": 2008}
 PREDICT = "/v1/models/penguins:predict"
 
 # Labels files that are not {label: version}: what each is, and words of the reason given.
@@ -45,14 +36,6 @@ BROKEN = {
     "past int64": (b'{"champion": 9223372036854775808}', "expected a version number"),
     "a bad label name": (b'{"Champion!": 1}', "is not a label name"),
 }
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -93,16 +76,6 @@ def delete_version(base: ModelBasePath, version: int) -> None:
     assert version not in base.versions()
 
 
-def client(manager, canary_percent: float = 0.0):
-    from conveyor.serving.server import create_app
-
-    with warnings.catch_warnings():  # starlette 1.x prefers httpx2; httpx works the same
-        warnings.simplefilter("ignore")
-        from starlette.testclient import TestClient
-    return TestClient(create_app(manager, canary_percent=canary_percent),
-                      raise_server_exceptions=False)
-
-
 def fallback_metrics(text: str) -> dict[str, float]:
     """conveyor_serving_labels_fallback by reason, from /metrics."""
     prefix = 'conveyor_serving_labels_fallback{model="penguins",reason="'
@@ -133,8 +106,8 @@ def test_a_labels_file_broken_at_start_serves_the_newest_version_until_it_is_fix
     raw, words = BROKEN[kind]
     write_labels(base, raw)
     manager = ModelManager(base.uri, "penguins", cache_dir=str(tmp_path / "cache"),
-                           clock=Clock())
-    with client(manager) as app:
+                           clock=ManualClock())
+    with app_client(manager) as app:
         manager.poll_once()
         manager.poll_once()
         ready = app.get("/readyz")
@@ -172,8 +145,9 @@ def test_a_champion_no_longer_published_keeps_serving_then_falls_back_to_the_new
     for _ in range(3):
         base.publish(model)
     base.update_labels(lambda labels: {"champion": 2, "challenger": 3})
-    running = ModelManager(base.uri, "penguins", cache_dir=str(tmp_path / "a"), clock=Clock())
-    with client(running, canary_percent=50) as app:
+    running = ModelManager(base.uri, "penguins", cache_dir=str(tmp_path / "a"),
+                           clock=ManualClock())
+    with app_client(running, canary_percent=50) as app:
         running.poll_once()
         assert running.current.version == 2 and sorted(running.loaded) == [2, 3]
         delete_version(base, 2)
@@ -189,8 +163,9 @@ def test_a_champion_no_longer_published_keeps_serving_then_falls_back_to_the_new
         versions = {answered_by(app, rid=f"r{i}") for i in range(20)}
         assert versions == {"2", "3"}  # the canary goes on beside the last good champion
 
-    restarted = ModelManager(base.uri, "penguins", cache_dir=str(tmp_path / "b"), clock=Clock())
-    with client(restarted, canary_percent=50) as app:
+    restarted = ModelManager(base.uri, "penguins", cache_dir=str(tmp_path / "b"),
+                             clock=ManualClock())
+    with app_client(restarted, canary_percent=50) as app:
         restarted.poll_once()
         ready = app.get("/readyz")
         assert ready.status_code == 200, ready.text
@@ -223,9 +198,9 @@ def test_a_champion_that_does_not_load_falls_back_until_it_loads(model, tmp_path
     good = graph.read_bytes()
     graph.write_bytes(good[:len(good) // 2])  # the champion's graph cut in half
     base.update_labels(lambda labels: {"champion": 2})
-    clock = Clock()
+    clock = ManualClock()
     manager = ModelManager(base.uri, "penguins", clock=clock)
-    with client(manager) as app:
+    with app_client(manager) as app:
         manager.poll_once()
         status = app.get("/readyz").json()
         assert status["version"] == 1, status
@@ -249,8 +224,8 @@ def test_a_labels_file_broken_while_serving_keeps_the_last_good_labels(
     base.publish(model)
     base.update_labels(lambda labels: {"champion": 1, "challenger": 2})
     manager = ModelManager(base.uri, "penguins", cache_dir=str(tmp_path / "cache"),
-                           clock=Clock())
-    with client(manager, canary_percent=100) as app:
+                           clock=ManualClock())
+    with app_client(manager, canary_percent=100) as app:
         manager.poll_once()
         assert answered_by(app) == "2"  # the challenger's share: all of it
         write_labels(base, b'{"champion": "two"}')
@@ -277,8 +252,8 @@ def test_a_challenger_that_is_not_published_leaves_its_share_to_the_champion(mod
     base = ModelBasePath(str(tmp_path / "penguins"))
     base.publish(model)
     write_labels(base, {"champion": 1, "challenger": 7})
-    manager = ModelManager(base.uri, "penguins", clock=Clock())
-    with client(manager, canary_percent=100) as app:
+    manager = ModelManager(base.uri, "penguins", clock=ManualClock())
+    with app_client(manager, canary_percent=100) as app:
         manager.poll_once()
         status = app.get("/readyz").json()
         assert status["version"] == 1 and status["canary_percent"] == 0.0
@@ -292,64 +267,15 @@ def test_a_challenger_that_is_not_published_leaves_its_share_to_the_champion(mod
 # -- through a real `conveyor serve` process ------------------------------------------------
 
 
-def call(url: str, body: dict | None = None):
-    """(status, body, headers: case-insensitive)."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method="POST" if data else "GET",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read().decode(), response.headers
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(), exc.headers
+def answered_by_process(serve: Serve) -> str:
+    """The version that answered a predict of one ROW by a `conveyor serve` process."""
+    status, text, headers = serve.predict()
+    assert status == 200, text
+    return headers["X-Model-Version"]
 
 
-class Serve:
-    """`conveyor serve` on a free loopback port, polling every 0.3 s; stderr in a file."""
-
-    def __init__(self, base_uri: str, tmp_path: Path, tag: str):
-        self.url = f"http://127.0.0.1:{free_ports(1)[0]}"
-        self.log_path = tmp_path / f"{tag}-stderr.txt"
-        with self.log_path.open("w") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "conveyor", "serve", "--model-base-path", base_uri,
-                 "--model-name", "penguins", "--port", self.url.rsplit(":", 1)[1],
-                 "--poll-seconds", "0.3"], stdout=subprocess.DEVNULL, stderr=stderr,
-                env=dict(os.environ))
-        try:
-            self.wait_for(lambda: self.ready() is not None, "/readyz to answer 200")
-        except AssertionError:
-            self.stop()
-            raise
-
-    def ready(self) -> dict | None:
-        try:
-            status, text, _ = call(f"{self.url}/readyz")
-        except OSError:
-            return None
-        return json.loads(text) if status == 200 else None
-
-    def metrics(self) -> dict[str, float]:
-        return fallback_metrics(call(f"{self.url}/metrics")[1])
-
-    def answered_by(self) -> str:
-        status, text, headers = call(f"{self.url}{PREDICT}", {"instances": [ROW]})
-        assert status == 200, text
-        return headers["X-Model-Version"]
-
-    def wait_for(self, condition, what: str, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert self.proc.poll() is None, self.log()
-            assert time.monotonic() < deadline, f"gave up waiting for {what}: {self.log()}"
-            time.sleep(0.2)
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=60)
+def fallback_counts(serve: Serve) -> dict[str, float]:
+    return fallback_metrics(call(f"{serve.url}/metrics")[1])
 
 
 @pytest.mark.parametrize("where", ["local", "gs"])
@@ -360,35 +286,35 @@ def test_conveyor_serve_answers_through_a_broken_labels_file_and_a_deleted_champ
     base.publish(model)
     write_labels(base, b"{not json")
 
-    serve = Serve(base.uri, tmp_path, "first")
+    serve = Serve(base.uri, tmp_path, tag="first", poll="0.3")
     try:
         status = serve.ready()
         assert status["version"] == 2 and "labels.json: not JSON" in status["labels_error"]
         assert "serving the newest version that loads, 2" in status["fallback"]
-        assert serve.answered_by() == "2"
-        assert serve.metrics() == {"labels_file": 1.0, "champion": 1.0}
+        assert answered_by_process(serve) == "2"
+        assert fallback_counts(serve) == {"labels_file": 1.0, "champion": 1.0}
         assert "penguins: ignoring the labels file: " in serve.log()
 
         write_labels(base, {"champion": 1})
         serve.wait_for(lambda: serve.ready()["version"] == 1, "the fixed champion")
-        assert serve.ready()["labels_error"] is None and serve.answered_by() == "1"
-        assert serve.metrics() == {"labels_file": 0.0, "champion": 0.0}
+        assert serve.ready()["labels_error"] is None and answered_by_process(serve) == "1"
+        assert fallback_counts(serve) == {"labels_file": 0.0, "champion": 0.0}
 
         write_labels(base, {"champion": 5})  # a version that is not published
         serve.wait_for(lambda: serve.ready()["fallback"] is not None, "the fallback")
         assert serve.ready()["fallback"].endswith("serving the last good champion, version 1")
-        assert serve.answered_by() == "1" and serve.metrics()["champion"] == 1.0
+        assert answered_by_process(serve) == "1" and fallback_counts(serve)["champion"] == 1.0
     finally:
         serve.stop()
 
-    serve = Serve(base.uri, tmp_path, "restarted")
+    serve = Serve(base.uri, tmp_path, tag="restarted", poll="0.3")
     try:
         status = serve.ready()
         assert status["version"] == 2 and status["labels"] == {"champion": 5}
         assert status["fallback"] == ("the champion label names version 5, which is not "
                                       "published (any more): serving the newest version that "
                                       "loads, 2")
-        assert serve.answered_by() == "2" and serve.metrics()["champion"] == 1.0
+        assert answered_by_process(serve) == "2" and fallback_counts(serve)["champion"] == 1.0
         assert "Traceback" not in serve.log()
     finally:
         serve.stop()

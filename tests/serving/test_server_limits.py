@@ -7,110 +7,25 @@ process (/proc), never in wall time."""
 
 from __future__ import annotations
 
-import json
-import os
 import selectors
 import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from support.serving import CLEAN_STOP, Serve
 
 from conveyor.registry import ModelBasePath
 
 pytestmark = [pytest.mark.local, pytest.mark.slow]
-ROW = {"island": "Biscoe", "bill_length_mm": 47.5, "bill_depth_mm": 15.0,
-       "flipper_length_mm": 218.0, "body_mass_g": 4950.0, "sex": "female", "year": 2008}
 READ_TIMEOUT = 5.0  # seconds, short for the test (the default is 30)
-CLEAN_STOP = 128 + signal.SIGTERM  # the exit status of a stop by SIGTERM, after its cleanup
 GENEROUS = 90.0  # seconds any awaited event may take on a loaded machine before failing
 
 
 @pytest.fixture(scope="module")
 def model(penguin_model):
     return penguin_model / "model"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def call(url: str, body=None) -> tuple[int, str]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method="POST" if data else "GET",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-class Serve:
-    """`conveyor serve` on a free loopback port, its TMPDIR and stderr (the log) given."""
-
-    def __init__(self, base_uri: str, tmp_path: Path, *options: str, tag: str = "serve",
-                 tmpdir: Path | None = None, wait: bool = True):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp_path / f"{tag}-stderr.txt"
-        env = dict(os.environ)
-        if tmpdir is not None:
-            env["TMPDIR"] = str(tmpdir)
-        with self.log_path.open("w") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "conveyor", "serve", "--model-base-path", base_uri,
-                 "--model-name", "penguins", "--port", str(self.port), *options],
-                stdout=subprocess.DEVNULL, stderr=stderr, env=env)
-        if wait:
-            self.wait_ready()
-
-    def wait_ready(self) -> dict:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                status, text = call(f"{self.url}/readyz")
-                if status == 200:
-                    return json.loads(text)
-            except OSError:
-                pass
-            assert self.proc.poll() is None, self.log()
-            time.sleep(0.3)
-        self.stop()
-        raise AssertionError(f"conveyor serve did not get ready: {self.log()}")
-
-    def predict(self) -> int:
-        return call(f"{self.url}/v1/models/penguins:predict", {"instances": [ROW]})[0]
-
-    def metric(self, sample: str) -> float:
-        for line in call(f"{self.url}/metrics")[1].splitlines():
-            if line.startswith(sample + " "):
-                return float(line.rsplit(" ", 1)[1])
-        raise AssertionError(f"no {sample} in /metrics")
-
-    def cpu_seconds(self) -> float:
-        """User and system CPU seconds the server process has used (/proc/PID/stat)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        assert self.proc.wait(timeout=60) == -signal.SIGKILL
 
 
 @pytest.fixture()
@@ -132,7 +47,7 @@ def test_300_half_sent_requests_are_closed_at_the_read_timeout_while_predict_ans
     """Before: all 300 were still open after 65 s (no read timeout). Now each gets 408 and is
     closed once READ_TIMEOUT has passed since its first byte, including 20 that keep dribbling a
     byte every 0.5 s; a normal client is answered meanwhile."""
-    serve = Serve(local_base.uri, tmp_path, "--read-timeout", f"{READ_TIMEOUT:g}")
+    serve = Serve(local_base.uri, tmp_path, "--read-timeout", f"{READ_TIMEOUT:g}", poll=None)
     try:
         selector = selectors.DefaultSelector()
         opened: dict[socket.socket, tuple[str, float]] = {}
@@ -144,7 +59,7 @@ def test_300_half_sent_requests_are_closed_at_the_read_timeout_while_predict_ans
             opened[sock] = (kind, time.monotonic())
             selector.register(sock, selectors.EVENT_READ)
         assert len(opened) == 300
-        assert serve.predict() == 200  # answered while the 300 are held
+        assert serve.predict()[0] == 200  # answered while the 300 are held
         answers, closed_after = {}, []
         deadline, next_dribble = time.monotonic() + READ_TIMEOUT + GENEROUS, 0.0
         while selector.get_map() and time.monotonic() < deadline:
@@ -181,7 +96,7 @@ def test_300_half_sent_requests_are_closed_at_the_read_timeout_while_predict_ans
         print(f"\n300 half-sent connections closed {min(closed_after):.1f}-"
               f"{max(closed_after):.1f} s after their first byte (read timeout "
               f"{READ_TIMEOUT:g} s)")
-        assert serve.predict() == 200
+        assert serve.predict()[0] == 200
         assert serve.metric('conveyor_serving_connections_closed_total{reason="read_timeout"}') \
             == 300
         assert "Traceback" not in serve.log()
@@ -195,9 +110,9 @@ def test_poll_seconds_zero_loads_once_then_costs_no_cpu(local_base, model, tmp_p
     """Before: `--poll-seconds 0` polled in a busy loop (0.4 cores while idle). Now it loads
     the newest version once and never polls again: a version published later is not loaded
     and the idle server uses almost no CPU (measured in its CPU seconds, not wall time)."""
-    serve = Serve(local_base.uri, tmp_path, "--poll-seconds", "0")
+    serve = Serve(local_base.uri, tmp_path, poll="0")
     try:
-        assert serve.wait_ready()["version"] == 1 and serve.predict() == 200
+        assert serve.wait_ready()["version"] == 1 and serve.predict()[0] == 200
         local_base.publish(model)  # version 2: not looked for any more
         time.sleep(1.0)
         before, started = serve.cpu_seconds(), time.monotonic()
@@ -215,7 +130,7 @@ def test_poll_seconds_zero_loads_once_then_costs_no_cpu(local_base, model, tmp_p
 @pytest.mark.parametrize("option, value", [("--poll-seconds", "-1"), ("--poll-seconds", "nan"),
                                            ("--read-timeout", "0"), ("--max-connections", "0")])
 def test_unusable_poll_and_connection_settings_are_refused(tmp_path, option, value):
-    serve = Serve(str(tmp_path / "none"), tmp_path, option, value, wait=False)
+    serve = Serve(str(tmp_path / "none"), tmp_path, option, value, poll=None, wait=False)
     assert serve.proc.wait(timeout=120) == 2
     assert f"conveyor: error: {option}: expected" in serve.log(), serve.log()
 
@@ -236,9 +151,9 @@ def test_a_restarted_serve_removes_what_a_killed_one_left_and_never_a_live_ones(
     base.publish(model)
     scratch, logs = tmp_path / "tmp", tmp_path / "logs"
     scratch.mkdir()
-    options = ("--poll-seconds", "0.5", "--log-predictions", str(logs), "--log-flush-rows", "1")
-    first = Serve(base.uri, tmp_path, *options, tag="first", tmpdir=scratch)
-    assert first.predict() == 200
+    options = ("--log-predictions", str(logs), "--log-flush-rows", "1")  # polling 0.5 s
+    first = Serve(base.uri, tmp_path, *options, tag="first", scratch=scratch)
+    assert first.predict()[0] == 200
     deadline = time.monotonic() + GENEROUS
     while not list(logs.glob("date=*/part-*.parquet")):
         assert time.monotonic() < deadline, "the first serve wrote no log file"
@@ -246,12 +161,12 @@ def test_a_restarted_serve_removes_what_a_killed_one_left_and_never_a_live_ones(
     cache = folders(scratch)
     (writer,) = folders(logs / ".conveyor-tmp")
     assert len(cache) == 1 and (cache[0] / "1" / "saved_model.pb").is_file()
-    first.kill9()
+    assert first.kill() == -signal.SIGKILL
     # The kill cannot be timed to land inside a write: put what an interrupted write leaves.
     (writer / "0123456789abcdef.tmp").write_bytes(b"PAR1 half a file")
     assert cache[0].exists() and writer.exists()
 
-    second = Serve(base.uri, tmp_path, *options, tag="second", tmpdir=scratch)
+    second = Serve(base.uri, tmp_path, *options, tag="second", scratch=scratch)
     assert not cache[0].exists() and not Path(f"{cache[0]}.lock").exists()
     assert not writer.exists() and not Path(f"{writer}.lock").exists()
     assert f"removed {cache[0]}: the download cache of a process that died" in second.log()
@@ -260,10 +175,10 @@ def test_a_restarted_serve_removes_what_a_killed_one_left_and_never_a_live_ones(
     (second_cache,) = folders(scratch)
     (second_writer,) = folders(logs / ".conveyor-tmp")
 
-    third = Serve(base.uri, tmp_path, *options, tag="third", tmpdir=scratch)
+    third = Serve(base.uri, tmp_path, *options, tag="third", scratch=scratch)
     assert (second_cache / "1" / "saved_model.pb").is_file() and second_writer.is_dir()
     assert "removed" not in third.log()
-    assert second.predict() == 200 and third.predict() == 200
+    assert second.predict()[0] == 200 and third.predict()[0] == 200
     assert third.stop() == CLEAN_STOP and second.stop() == CLEAN_STOP
     assert list(scratch.iterdir()) == []
     assert not (logs / ".conveyor-tmp").exists()

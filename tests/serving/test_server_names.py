@@ -13,32 +13,21 @@ import logging
 import shutil
 import subprocess
 import sys
-import warnings
 
 import pytest
+from support.serving import ROW, app_client
 
 from conveyor.io.digest import digest
 from conveyor.registry import MARKERS, ModelBasePath
 from conveyor.serving import ModelNameError, check_model_name
 from conveyor.serving.models import ModelManager
 
-ROW = {"island": "Biscoe", "bill_length_mm": 47.5, "bill_depth_mm": 15.0,
-       "flipper_length_mm": 218.0, "body_mass_g": 4950.0, "sex": "female", "year": 2008}
 HUGE = "99999999999999999999"  # past int64
 
 
 @pytest.fixture(scope="module")
 def model(penguin_model):
     return penguin_model / "model"
-
-
-def client(manager):
-    from conveyor.serving.server import create_app
-
-    with warnings.catch_warnings():  # starlette 1.x prefers httpx2; httpx works the same
-        warnings.simplefilter("ignore")
-        from starlette.testclient import TestClient
-    return TestClient(create_app(manager), raise_server_exceptions=False)
 
 
 def skipped_lines(caplog) -> list[str]:
@@ -55,7 +44,7 @@ def test_local_folders_past_int64_or_not_ascii_are_skipped_with_a_log_line(model
     for name in (HUGE, "١"):  # good SavedModels, under names that are not versions
         shutil.copytree(model, root / name)
     manager = ModelManager(str(root), "penguins")
-    with client(manager) as app:
+    with app_client(manager) as app:
         manager.poll_once()
         manager.poll_once()
         status = app.get("/readyz").json()

@@ -6,25 +6,15 @@ from __future__ import annotations
 
 import logging
 import shutil
-import warnings
 
 import pytest
+from support.serving import ROW, ManualClock, app_client
 
 from conveyor.registry import ModelBasePath
 from conveyor.serving.models import ModelManager
 
 pytestmark = [pytest.mark.local]
-ROW = {"island": "Biscoe", "bill_length_mm": 47.5, "bill_depth_mm": 15.0,
-       "flipper_length_mm": 218.0, "body_mass_g": 4950.0, "sex": "female", "year": 2008}
 DATA = "variables/variables.data-00000-of-00001"
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +31,6 @@ def swaps(caplog) -> list[str]:
     return [m for m in lines(caplog, "") if m.startswith("penguins: serving version ")]
 
 
-def client(manager):
-    from conveyor.serving.server import create_app
-
-    with warnings.catch_warnings():  # starlette 1.x prefers httpx2; httpx works the same
-        warnings.simplefilter("ignore")
-        from starlette.testclient import TestClient
-    return TestClient(create_app(manager), raise_server_exceptions=False)
-
-
 def test_a_failing_version_is_retried_with_capped_doubling_backoff_and_logged_per_attempt(
         model, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="conveyor.serve")
@@ -59,7 +40,7 @@ def test_a_failing_version_is_retried_with_capped_doubling_backoff_and_logged_pe
     missing = tmp_path / "penguins" / "2" / DATA
     kept = missing.read_bytes()
     missing.unlink()  # a store that lost a file, for a while
-    clock = Clock()
+    clock = ManualClock()
     manager = ModelManager(base.uri, "penguins", clock=clock)
 
     manager.poll_once()
@@ -109,8 +90,8 @@ def test_at_start_the_newest_version_that_loads_is_served_and_readyz_names_the_r
     (root / "5.tmp").mkdir()  # not a version number: not a version, not reported
     (root / "６").mkdir()  # a fullwidth digit: never a version number, reported as such
 
-    manager = ModelManager(base.uri, "penguins", clock=Clock())
-    with client(manager) as app:
+    manager = ModelManager(base.uri, "penguins", clock=ManualClock())
+    with app_client(manager) as app:
         before = app.get("/readyz")
         assert before.status_code == 503 and before.json()["state"] == "LOADING"
         manager.poll_once()
@@ -141,9 +122,9 @@ def test_nothing_loadable_answers_503_with_the_reasons_then_recovers(model, tmp_
     root = tmp_path / "penguins"
     shutil.copytree(model, root / "1")
     (root / "1" / "saved_model.pb").write_bytes(b"")
-    manager = ModelManager(str(root), "penguins", clock=Clock())
+    manager = ModelManager(str(root), "penguins", clock=ManualClock())
     manager.poll_once()
-    with client(manager) as app:
+    with app_client(manager) as app:
         ready = app.get("/readyz")
         assert ready.status_code == 503
         body = ready.json()
@@ -162,10 +143,10 @@ def test_nothing_loadable_answers_503_with_the_reasons_then_recovers(model, tmp_
 
 def test_a_missing_base_path_or_bucket_keeps_the_server_up(tmp_path, bucket, caplog):
     caplog.set_level(logging.INFO, logger="conveyor.serve")
-    empty = ModelManager(str(tmp_path / "nothing-here"), "penguins", clock=Clock())
+    empty = ModelManager(str(tmp_path / "nothing-here"), "penguins", clock=ManualClock())
     empty.poll_once()
     assert empty.status()["state"] == "UNAVAILABLE" and empty.status()["skipped"] == []
-    clock = Clock()
+    clock = ManualClock()
     missing = ModelManager("gs://no-such-bucket-here/models", "penguins", clock=clock)
     for _ in range(5):
         missing.poll_once()
@@ -196,7 +177,7 @@ def test_a_gs_base_path_heals_a_failed_download_and_a_corrupt_committed_graph(
     store.blob(base._key("3/saved_model.pb")).upload_from_string(graph[:len(graph) // 2])
     store.blob(base._key("4/saved_model.pb")).upload_from_string(graph)
     cache = tmp_path / "cache"
-    clock = Clock()
+    clock = ManualClock()
     manager = ModelManager(base.uri, "penguins", cache_dir=str(cache), clock=clock)
 
     manager.poll_once()

@@ -3,8 +3,11 @@ pytest's `pythonpath` (pyproject.toml), so a test says `from support import writ
 
 - `support.data`: Dataset artifacts written as ingest writes them, the penguins suite file.
 - `support.evaluations`: binary evaluation results from scores counted by hand.
-- `support.models`: a fitted transform and a trained model, built the way the steps build them.
+- `support.models`: a fitted transform and a trained model, built the way the steps build them;
+  a check that an exported model's signature serves.
 - `support.network`: free loopback ports, a loopback stand-in for a cloud API.
+- `support.serving`: `conveyor serve` as a process (`Serve`) or an in-process app, HTTP calls,
+  a hand-moved clock, a bounded wait.
 - `support.tfjob_operator`: a stand-in Kubernetes API and Training Operator on 127.0.0.1.
 """
 

@@ -37,3 +37,26 @@ def train_model(dataset: Path, transform: Path, out: Path, hparams: dict | None 
 
     train(dataset, transform, out, hparams=dict(hparams or HPARAMS), **kw)
     return Path(out)
+
+
+def assert_signature_serves(model: Path, dataset: Path, batch_size: int = 16) -> None:
+    """The exported SavedModel at `model` (a regression, output `value`) takes exactly the inputs
+    that `model_inputs` makes from a batch of the Dataset's eval split with the fitted transform
+    the model carries, and answers a finite value for each row."""
+    import math
+
+    import tensorflow as tf
+
+    from conveyor.io import Dataset
+    from conveyor.model.inputs import model_inputs
+    from conveyor.model.layout import ASSETS_EXTRA
+    from conveyor.transform.fit import Fitted
+
+    fitted = Fitted.load(Path(model) / ASSETS_EXTRA)
+    serve = tf.saved_model.load(str(model)).signatures["serving_default"]
+    signature = serve.structured_input_signature[1]
+    batch = next(Dataset(dataset).iter_batches("eval", batch_size=batch_size))
+    inputs = model_inputs(batch, fitted)
+    assert set(inputs) == set(signature)
+    out = serve(**{n: tf.constant(a, dtype=signature[n].dtype) for n, a in inputs.items()})
+    assert all(math.isfinite(v) for v in out["value"].numpy())

@@ -10,7 +10,6 @@ from __future__ import annotations
 import builtins
 import json
 import keyword
-import math
 import shutil
 
 import numpy as np
@@ -18,7 +17,8 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import write_dataset
+from support import fit_transform, train_model, write_dataset
+from support.models import assert_signature_serves
 
 from conveyor.errors import InputError, TrainingError
 from conveyor.transform.names import INPUT_NAME, SERVING_NAMES, reserved
@@ -91,44 +91,28 @@ def test_a_written_spec_is_refused_for_a_reserved_or_case_clashing_input():
 
 def small_train(tmp_path, columns: list[str], edit=None):
     """A real (tiny) train and export of a regression on `columns`, with a date `d` too."""
-    from conveyor.io import Dataset
-    from conveyor.train.train import train
-    from conveyor.transform.fit import fit
-
     rng = np.random.default_rng(0)
     rows = 160
     data = {c: rng.normal(size=rows) for c in columns}
     data["y"] = sum(data.values()) + rng.normal(size=rows)
     ds = write_dataset(tmp_path / "ds", pa.table(data))
-    types = {c.name: c.type for c in Dataset(ds).info.columns}
-    fit(Dataset(ds), propose_spec(types, "y")).write(tmp_path / "t")
+    fit_transform(ds, tmp_path / "t", label="y", values=None)
     if edit:
         edit(tmp_path / "t")
-    train(ds, tmp_path / "t", tmp_path / "model", hparams={"epochs": 1, "batch_size": 64})
+    train_model(ds, tmp_path / "t", tmp_path / "model", hparams={"epochs": 1, "batch_size": 64})
     return ds
 
 
 @pytest.mark.slow
 def test_the_corpus_trains_exports_and_serves(tmp_path):
-    import tensorflow as tf
-
-    from conveyor.io import Dataset
-    from conveyor.model.inputs import model_inputs
     from conveyor.model.layout import ASSETS_EXTRA
     from conveyor.transform.fit import Fitted
 
     columns = [c for c in corpus() if c != "y"]
     ds = small_train(tmp_path, columns)
     model = tmp_path / "model"
-    fitted = Fitted.load(model / ASSETS_EXTRA)
-    assert sorted(fitted.features) == sorted(columns)
-    serve = tf.saved_model.load(str(model)).signatures["serving_default"]
-    signature = serve.structured_input_signature[1]
-    batch = next(Dataset(ds).iter_batches("eval", batch_size=32))
-    inputs = model_inputs(batch, fitted)
-    assert set(inputs) == set(signature)
-    out = serve(**{n: tf.constant(a, dtype=signature[n].dtype) for n, a in inputs.items()})
-    assert all(math.isfinite(v) for v in out["value"].numpy())
+    assert sorted(Fitted.load(model / ASSETS_EXTRA).features) == sorted(columns)
+    assert_signature_serves(model, ds, batch_size=32)
 
 
 @pytest.mark.slow
