@@ -4,29 +4,21 @@ checked against the same models' :predict."""
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
+from support.serving import ROW, app_client
 
 from conveyor.registry import ModelBasePath
 from conveyor.serving.models import ModelManager
 
 pytestmark = pytest.mark.local
-ROW = {"island": "Biscoe", "bill_length_mm": 47.5, "bill_depth_mm": 15.0,
-       "flipper_length_mm": 218.0, "body_mass_g": 4950.0, "sex": "female", "year": 2008}
 
 
 def client(model_path, tmp_path, name):
-    from conveyor.serving.server import create_app
-
     base = ModelBasePath(str(tmp_path / name))
     base.publish(model_path)
     manager = ModelManager(base.uri, name)
     manager.poll_once()
-    with warnings.catch_warnings():  # starlette 1.x prefers httpx2; httpx works the same
-        warnings.simplefilter("ignore")
-        from starlette.testclient import TestClient
-    return TestClient(create_app(manager))
+    return app_client(manager)
 
 
 @pytest.fixture(scope="module")

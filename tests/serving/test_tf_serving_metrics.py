@@ -4,17 +4,13 @@ text parser."""
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support.serving import ROW, app_client
 
 from conveyor.registry import ModelBasePath
 from conveyor.serving.models import ModelManager
 from conveyor.serving.tf_metrics import PATH, TfServingMetrics
-
-ROW = {"island": "Biscoe", "bill_length_mm": 47.5, "bill_depth_mm": 15.0,
-       "flipper_length_mm": 218.0, "body_mass_g": 4950.0, "sex": "female", "year": 2008}
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -63,12 +59,7 @@ def test_a_served_model_counts_requests_latency_and_loads_at_tf_servings_path(
     base.publish(penguin_model / "model")
     manager = ModelManager(base.uri, "penguins")
     manager.poll_once()
-    from conveyor.serving.server import create_app
-
-    with warnings.catch_warnings():  # starlette 1.x prefers httpx2; httpx works the same
-        warnings.simplefilter("ignore")
-        from starlette.testclient import TestClient
-    with TestClient(create_app(manager)) as client:
+    with app_client(manager) as client:
         for body in ({"instances": [ROW]}, {"instances": [ROW, ROW]},
                      {"instances": [{**ROW, "year": "x"}]}):
             client.post("/v1/models/penguins:predict", json=body)
