@@ -55,7 +55,8 @@ class Serve:
         self.log_path = tmp_path / f"{tag}-stderr.txt"
         with self.log_path.open("w") as stderr:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "conveyor", "serve", "--model-base-path", base_uri,
+                [sys.executable, "-m", "conveyor", "serve", "--grpc-port", "0",
+                 "--model-base-path", base_uri,
                  "--model-name", "penguins", "--port", str(self.port), "--poll-seconds", poll,
                  *extra],
                 stdout=subprocess.DEVNULL, stderr=stderr,
@@ -184,7 +185,8 @@ def test_a_model_name_no_url_can_reach_is_refused_at_start(model, tmp_path, name
     base.publish(model)
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "conveyor", "serve", "--model-base-path", base.uri,
+        [sys.executable, "-m", "conveyor", "serve", "--grpc-port", "0",
+         "--model-base-path", base.uri,
          "--model-name", name, "--port", str(free_port())],
         capture_output=True, text=True, timeout=120)
     assert done.returncode != 0

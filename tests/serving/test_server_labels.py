@@ -312,7 +312,8 @@ class Serve:
         self.log_path = tmp_path / f"{tag}-stderr.txt"
         with self.log_path.open("w") as stderr:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "conveyor", "serve", "--model-base-path", base_uri,
+                [sys.executable, "-m", "conveyor", "serve", "--grpc-port", "0",
+                 "--model-base-path", base_uri,
                  "--model-name", "penguins", "--port", self.url.rsplit(":", 1)[1],
                  "--poll-seconds", "0.3"], stdout=subprocess.DEVNULL, stderr=stderr,
                 env=dict(os.environ))

@@ -66,7 +66,8 @@ class Serve:
             env["TMPDIR"] = str(tmpdir)
         with self.log_path.open("w") as stderr:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "conveyor", "serve", "--model-base-path", base_uri,
+                [sys.executable, "-m", "conveyor", "serve", "--grpc-port", "0",
+                 "--model-base-path", base_uri,
                  "--model-name", "penguins", "--port", str(self.port), *options],
                 stdout=subprocess.DEVNULL, stderr=stderr, env=env)
         if wait:
