@@ -213,11 +213,11 @@ class Loaded:
     def predict(self, body: dict[str, Any],
                 max_instances: int = MAX_INSTANCES) -> dict[str, Any]:
         columns, rows = self.columns(body, max_instances)
-        plain = {k: plain(v) for k, v in self.run(columns).items()}
+        lists = {k: plain(v) for k, v in self.run(columns).items()}
         if not rows:
-            return {"outputs": plain}
+            return {"outputs": lists}
         n = len(next(iter(columns.values())))
-        return {"predictions": [{k: v[i] for k, v in plain.items()} for i in range(n)]}
+        return {"predictions": [{k: v[i] for k, v in lists.items()} for i in range(n)]}
 
 
 _ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
