@@ -279,7 +279,8 @@ def _add_submit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`conveyor serve`: the TF Serving REST API, its limits, monitoring gauges and canary."""
+    """`conveyor serve`: the TF Serving REST and gRPC APIs, their limits, monitoring gauges and
+    canary."""
     from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES, listener
 
     srv = sub.add_parser("serve", help="serve a model base path with the TF Serving REST and "

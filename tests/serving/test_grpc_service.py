@@ -217,6 +217,12 @@ def test_errors_carry_tf_serving_codes_and_rest_messages(penguins):
     code, message = failure(lambda: stub.Predict(texts, 30))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert message == "input 'bill_length_mm' expects numbers; value #0 is 'long'"
+    import tensorflow as tf
+
+    wide = predict_request("penguins", ROWS)
+    wide.inputs["year"].CopyFrom(tf.make_tensor_proto([[2008.0, 2009.0]] * 2, dtype=tf.float32))
+    code, message = failure(lambda: stub.Predict(wide, 30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "'year' has shape [2, 2]" in message
     request = predict_request("penguins", ROWS)
     request.output_filter.append("nothing")
     code, message = failure(lambda: stub.Predict(request, 30))
