@@ -26,7 +26,7 @@ python3 -m venv "$work/venv"
 start=$(date +%s)
 while read -r step; do
   echo "+ (in a clean venv) $step"
-  (cd "$work" && export PATH="$work/venv/bin:$PATH" PIP_QUIET=1 && eval "$step")
+  (cd "$work" && PATH="$work/venv/bin:$PATH" /bin/sh -c "$step")  # as RUN's shell form runs it
 done < "$work/steps"
 echo "installed in $(( $(date +%s) - start )) s"
 "$work/venv/bin/python" - <<'PY'

@@ -288,3 +288,45 @@ def test_a_grpc_port_in_use_is_refused_naming_the_flag(tmp_path):
             capture_output=True, text=True, timeout=120, env={**os.environ})
     assert done.returncode == 2, done.stderr
     assert f"--grpc-port {port}" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_grpc_requests_are_logged_and_counted_as_rest_ones_are(penguin_model, tmp_path):
+    """In one process: the service on a free port, a local prediction log, conveyor's metrics."""
+    import pyarrow.parquet as pq
+    from prometheus_client import generate_latest
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    from conveyor.serving import grpc_service
+    from conveyor.serving.metrics import ServingMetrics
+    from conveyor.serving.models import ModelManager
+    from conveyor.serving.prediction_log import PredictionLog
+
+    base = ModelBasePath(str(tmp_path / "penguins"))
+    base.publish(penguin_model / "model")
+    manager = ModelManager(base.uri, "penguins")
+    manager.poll_once()
+    metrics, log = ServingMetrics(manager), PredictionLog(str(tmp_path / "log"))
+    log.start()
+    (port,) = free_ports(1)
+    server = grpc_service.start(grpc_service.PredictionService(manager, metrics, 10, log),
+                                "127.0.0.1", port, 1 << 20)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            stub.Predict(predict_request("penguins", ROWS), 30,
+                         metadata=(("x-request-id", "grpc-1"),))
+            code, message = failure(lambda: stub.Predict(
+                predict_request("penguins", ROWS * 6), 30))
+    finally:
+        grpc_service.stop(server)
+        log.close()
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-instances" in message
+    table = pq.read_table(next((tmp_path / "log").rglob("*.parquet"))).to_pylist()
+    ok = [row for row in table if row["request_id"] == "grpc-1"]
+    assert [row["status"] for row in ok] == [200, 200] and ok[0]["model_version"] == 1
+    assert ok[0]["features"]["island"] == "Biscoe"
+    text = generate_latest(metrics.registry).decode()
+    assert 'conveyor_serving_requests_total{model="penguins",status="200",version="1"} 1.0' in text
+    assert 'conveyor_serving_requests_total{model="penguins",status="413",version="1"} 1.0' in text
+    exhausted = 'request_count{model_name="penguins",status="RESOURCE_EXHAUSTED"} 1'
+    assert f":tensorflow:serving:{exhausted}" in metrics.tf.text()
