@@ -85,6 +85,10 @@ def penguins(penguin_model, tmp_path_factory):
     base.publish(penguin_model / "model")
     (Path(base.uri) / LABELS).write_text(json.dumps({"champion": 1, "challenger": 2}))
     serve = Serve(base.uri, "penguins", root / "stderr.txt")
+    deadline = time.monotonic() + 120  # ready on the champion; the challenger may still load
+    while sorted(call(f"{serve.url}/readyz")[1]["loaded_versions"]) != [1, 2]:
+        assert time.monotonic() < deadline, call(f"{serve.url}/readyz")
+        time.sleep(0.3)
     yield serve
     serve.stop()
 
