@@ -44,9 +44,13 @@ RUNTIME_DEPS = [
     "matplotlib>=3.11,<3.12",  # the validate and evaluate reports' charts (conveyor.reports)
     "tensorflow-metadata>=1.21,<1.22",  # statistics.pb: TFDV's DatasetFeatureStatisticsList
 ]
-RUNTIME = [f"tensorflow{TENSORFLOW}", *RUNTIME_DEPS]
+# conveyor serve's gRPC API: TF Serving's own protos and stubs. It requires the `tensorflow`
+# distribution, so `runtime-cpu` cannot list it (pip would add the full tensorflow beside
+# tensorflow-cpu): the CPU image installs it with --no-deps (images/conveyor/Dockerfile).
+SERVING_API = "tensorflow-serving-api>=2.21,<2.22"
+RUNTIME = [f"tensorflow{TENSORFLOW}", SERVING_API, *RUNTIME_DEPS]
 RUNTIME_CPU = [f"tensorflow-cpu{TENSORFLOW}", *RUNTIME_DEPS]
-RUNTIME_GPU = [f"tensorflow[and-cuda]{TENSORFLOW}", *RUNTIME_DEPS]
+RUNTIME_GPU = [f"tensorflow[and-cuda]{TENSORFLOW}", SERVING_API, *RUNTIME_DEPS]
 # The embedded local stack: real BigQuery and GCS emulators and the demo data.
 LOCAL = [
     "bqemulator==1.4.0",  # launched with conveyor.local's offline fixes, tied to this version

@@ -120,7 +120,8 @@ def start_server(base: Path, *options: str) -> tuple[subprocess.Popen, int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "conveyor", "serve", "--model-base-path",
+    server = subprocess.Popen([sys.executable, "-m", "conveyor", "serve", "--grpc-port", "0",
+                               "--model-base-path",
                                str(base), "--model-name", "reference", "--port", str(port),
                                *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the CPU Dockerfile's install step as a plain pip install in a clean virtualenv (no Docker
-# engine is needed): the files its COPY lines name, then its `RUN pip install ...` line verbatim,
-# then import what a component imports. Usage: images/check_install.sh [Dockerfile]
+# engine is needed): the files its COPY lines name, then its `RUN ... pip install ...` lines
+# verbatim, then import what a component and `conveyor serve` import.
+# Usage: images/check_install.sh [Dockerfile]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dockerfile=${1:-images/conveyor/Dockerfile}
@@ -13,24 +14,27 @@ grep -E '^COPY ' "$dockerfile" | while read -r _ args; do
   set -- $args
   while [ $# -gt 1 ]; do cp -r "$1" "$work/"; shift; done
 done
-# The `pip install ...` of the RUN line that has one (after its secret mount and certificate
-# set-up), with ${EXTRA} at the Dockerfile's default (the CPU variant).
+# Every RUN line that runs `pip install`, in order, as the Dockerfile runs it (after its secret
+# mount and certificate set-up; its own pip check included), with ${EXTRA} at the Dockerfile's
+# default (the CPU variant).
 extra=$(sed -n 's/^ARG EXTRA=\(.*\)$/\1/p' "$dockerfile" | head -n 1)
-install=$(grep -E '^RUN .*pip install ' "$dockerfile" | head -n 1 | sed 's/^.*\(pip install \)/\1/' \
-  | sed "s/\${EXTRA}/$extra/g")
-[ -n "$install" ] || { echo "no 'RUN ... pip install' line in $dockerfile" >&2; exit 1; }
+grep -E '^RUN .*pip install ' "$dockerfile" | sed 's/^RUN .*; fi; //' | sed "s/\${EXTRA}/$extra/g" \
+  > "$work/steps"
+[ -s "$work/steps" ] || { echo "no 'RUN ... pip install' line in $dockerfile" >&2; exit 1; }
 
 python3 -m venv "$work/venv"
-echo "+ (in a clean venv) $install"
 start=$(date +%s)
-(cd "$work" && PATH="$work/venv/bin:$PATH" eval "$install" -q)
+while read -r step; do
+  echo "+ (in a clean venv) $step"
+  (cd "$work" && PATH="$work/venv/bin:$PATH" /bin/sh -c "$step")  # as RUN's shell form runs it
+done < "$work/steps"
 echo "installed in $(( $(date +%s) - start )) s"
-"$work/venv/bin/pip" check
 "$work/venv/bin/python" - <<'PY'
 import importlib, sys
 for name in ("conveyor", "conveyor.ingest.tasks", "conveyor.ingest.bigquery", "conveyor.ingest.gcs",
              "kfp", "tensorflow", "great_expectations", "google.cloud.bigquery",
-             "google.cloud.bigquery_storage", "google.cloud.storage", "pandas", "pyarrow", "farmhash"):
+             "google.cloud.bigquery_storage", "google.cloud.storage", "pandas", "pyarrow", "farmhash",
+             "conveyor.serving.grpc_service"):
     importlib.import_module(name)
 import conveyor
 print(f"conveyor {conveyor.__version__}: runtime imports ok on Python {sys.version.split()[0]}")

@@ -163,12 +163,15 @@ def _serve(args: argparse.Namespace) -> int:
                           ("--max-instances", args.max_instances)):
         if value < 1:
             raise InputError(f"serve: {option} must be at least 1, got {value}")
+    if not 0 <= args.grpc_port <= 65535 or (args.grpc_port and args.grpc_port == args.port):
+        raise InputError(f"serve: --grpc-port must be 0 (no gRPC) or a TCP port other than "
+                         f"--port ({args.port}), got {args.grpc_port}")
     if not 0 <= args.canary_percent <= 100:
         raise InputError(f"serve: --canary-percent must be 0 to 100, got {args.canary_percent}")
     serve(args.model_base_path, args.model_name, args.host, args.port, args.poll_seconds,
           args.max_request_bytes, args.max_instances, _prediction_log(args),
           args.monitoring_uri or os.environ.get("CONVEYOR_MONITORING_URI", ""),
-          canary_percent=args.canary_percent, limits=limits_of(args))
+          canary_percent=args.canary_percent, limits=limits_of(args), grpc_port=args.grpc_port)
     return 0
 
 
@@ -304,10 +307,12 @@ def _add_submit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`conveyor serve`: the TF Serving REST API, its limits, monitoring gauges and canary."""
+    """`conveyor serve`: the TF Serving REST and gRPC APIs, their limits, monitoring gauges and
+    canary."""
     from conveyor.serving import MAX_BODY_BYTES, MAX_INSTANCES, listener
 
-    srv = sub.add_parser("serve", help="serve a model base path with the TF Serving REST API")
+    srv = sub.add_parser("serve", help="serve a model base path with the TF Serving REST and "
+                         "gRPC APIs")
     srv.add_argument("--model-base-path", required=True, help="local folder or gs:// prefix")
     srv.add_argument("--model-name", required=True,
                      help="the name in the URLs: /v1/models/NAME:predict (letters, digits, "
@@ -316,6 +321,10 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                      help="address to bind (default loopback only; 0.0.0.0 opens it to all)")
     srv.add_argument("--port", type=int, default=8501,
                      help="TCP port of the REST API (default 8501, TF Serving's)")
+    srv.add_argument("--grpc-port", type=int, default=8500,
+                     help="TCP port of TF Serving's gRPC PredictionService (Predict, Classify, "
+                          "Regress, GetModelMetadata) on the same --host (default 8500, TF "
+                          "Serving's --port); 0: no gRPC")
     srv.add_argument("--poll-seconds", type=float, default=2.0, help="seconds between looks "
                      "for new versions and labels (default 2); 0: load once, never look again")
     srv.add_argument("--max-request-bytes", type=int, default=MAX_BODY_BYTES,

@@ -42,7 +42,8 @@ def predict_once(base_path: str, name: str, row: dict, log: Path | None = None,
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = open(log, "ab") if log else None
-    server = subprocess.Popen([sys.executable, "-m", "conveyor", "serve", "--model-base-path",
+    server = subprocess.Popen([sys.executable, "-m", "conveyor", "serve", "--grpc-port", "0",
+                               "--model-base-path",
                                base_path, "--model-name", name, "--port", str(port)],
                               stdout=subprocess.DEVNULL if out is None else out,
                               stderr=subprocess.STDOUT)

@@ -243,14 +243,15 @@ def served(trained, image, stack, bucket):
 
     done, base_path, _ = trained
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    (port,) = free_ports(1)
+    port, grpc_port = free_ports(2)  # the host's network: not TF Serving's 8500
     name = f"conveyor-serve-test-{os.getpid()}"
     prefix = f"gs://{bucket('container-test')}/prediction-log-{os.getpid()}"
     env = [f"{gcp.STORAGE_EMULATOR_ENV}={os.environ[gcp.STORAGE_EMULATOR_ENV]}",
            f"{gcp.PROJECT_ENV}={os.environ[gcp.PROJECT_ENV]}"]
     pod, container = manifest_container()
     run = docker_run_args(pod, container, {
-        "--host": "127.0.0.1", "--port": str(port), "--model-base-path": str(base_path),
+        "--host": "127.0.0.1", "--port": str(port), "--grpc-port": str(grpc_port),
+        "--model-base-path": str(base_path),
         "--log-predictions": prefix, "--log-flush-seconds": "1"})
     run[run.index("IMAGE")] = image
     docker("run", "-d", "--name", name, "--network", "host",

@@ -29,8 +29,9 @@ def test_the_command_line_is_one_conveyor_serve_accepts():
     args = cli.parser().parse_args(["serve", *spec["args"]])
     assert args.model_base_path == SCHEDULE["parameters"]["model_base_path"]
     assert args.host == "0.0.0.0"  # a pod is reached through its Service, not its loopback
-    port = {p["name"]: p["containerPort"] for p in spec["ports"]}["http"]
-    assert args.port == port
+    ports = {p["name"]: p["containerPort"] for p in spec["ports"]}
+    assert args.port == ports["http"]
+    assert args.grpc_port == ports["grpc"]  # TF Serving's PredictionService
 
 
 def test_the_probes_are_servings_own_endpoints():

@@ -106,7 +106,7 @@ def test_a_model_name_no_url_can_reach_is_refused_at_start(model, tmp_path, name
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "conveyor", "serve", "--model-base-path", base.uri,
-         "--model-name", name, "--port", str(free_ports(1)[0])],
+         "--model-name", name, "--port", str(free_ports(1)[0]), "--grpc-port", "0"],
         capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "model-name" in done.stderr or "model name" in done.stderr.lower(), done.stderr

@@ -99,7 +99,8 @@ def test_a_start_is_quiet_and_says_the_base_path_is_empty(tmp_path):
     log = tmp_path / "stderr.txt"
     with log.open("w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "serve", "--model-base-path",
+            [sys.executable, "-m", "conveyor", "serve", "--grpc-port", "0",
+             "--model-base-path",
              str(tmp_path / "models"), "--model-name", "shops", "--port", "0",
              "--poll-seconds", "0"], stdout=subprocess.DEVNULL, stderr=stderr)
     try:

@@ -296,7 +296,8 @@ def served(base_path, tmp_path_factory):
     port = free_ports(1)[0]
     log = tmp_path_factory.mktemp("serve-fuzz-log") / "stderr.txt"
     with log.open("w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "conveyor", "serve", "--model-base-path",
+        proc = subprocess.Popen([sys.executable, "-m", "conveyor", "serve", "--grpc-port", "0",
+                                 "--model-base-path",
                                  base_path, "--model-name", "penguins", "--port", str(port)],
                                 stdout=subprocess.PIPE, stderr=stderr, text=True)
     banner = proc.stdout.readline()

@@ -104,7 +104,8 @@ def test_model_names_a_url_reaches_are_kept():
 def test_conveyor_serve_refuses_such_a_name_before_anything_loads(tmp_path):
     """Before: serve started and answered 404 to every /v1/models/penguins/v2:predict."""
     ModelBasePath(str(tmp_path / "penguins")).publish(_tiny_model(tmp_path))
-    done = subprocess.run([sys.executable, "-m", "conveyor", "serve", "--model-base-path",
+    done = subprocess.run([sys.executable, "-m", "conveyor", "serve", "--grpc-port", "0",
+                           "--model-base-path",
                            str(tmp_path / "penguins"), "--model-name", "penguins/v2",
                            "--port", "1"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr

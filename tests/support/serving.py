@@ -71,7 +71,8 @@ class Serve:
         with self.log_path.open("w") as stderr:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "conveyor", "serve", "--model-base-path", base_uri,
-                 "--model-name", "penguins", "--port", str(self.port), *polling, *options],
+                 "--model-name", "penguins", "--port", str(self.port), "--grpc-port", "0",
+                 *polling, *options],
                 stdout=subprocess.DEVNULL, stderr=stderr,
                 env={**os.environ, "TMPDIR": str(self.scratch)})
         if wait:

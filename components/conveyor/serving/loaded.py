@@ -205,15 +205,19 @@ class Loaded:
                                        f"(a lone surrogate such as \\ud800)") from None
         return tf.constant(texts, dtype=tf.string)
 
+    def run(self, columns: dict[str, list]) -> dict[str, np.ndarray]:
+        """The serving signature's outputs for `columns` (as `columns` returns them)."""
+        outputs = self.signature(**{n: self.tensor(n, v) for n, v in columns.items()})
+        return {k: v.numpy() for k, v in outputs.items()}
+
     def predict(self, body: dict[str, Any],
                 max_instances: int = MAX_INSTANCES) -> dict[str, Any]:
         columns, rows = self.columns(body, max_instances)
-        outputs = self.signature(**{n: self.tensor(n, v) for n, v in columns.items()})
-        plain = {k: _plain(v.numpy()) for k, v in outputs.items()}
+        lists = {k: plain(v) for k, v in self.run(columns).items()}
         if not rows:
-            return {"outputs": plain}
+            return {"outputs": lists}
         n = len(next(iter(columns.values())))
-        return {"predictions": [{k: v[i] for k, v in plain.items()} for i in range(n)]}
+        return {"predictions": [{k: v[i] for k, v in lists.items()} for i in range(n)]}
 
 
 _ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -253,7 +257,7 @@ def _check_count(count: int, limit: int) -> None:
                                f"limit of {limit} (--max-instances); split the request")
 
 
-def _plain(array: np.ndarray) -> list:
+def plain(array: np.ndarray) -> list:
     if array.dtype.kind in "SO":
         return [v.decode() if isinstance(v, bytes) else v for v in array.tolist()]
     return array.tolist()

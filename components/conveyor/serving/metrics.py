@@ -182,9 +182,11 @@ class ServingMetrics:
             self.monitoring.maybe_refresh()
 
     def observe(self, version: int, status: int, seconds: float,
-                runtime: float | None = None) -> None:
+                runtime: float | None = None, api: str = "predict",
+                entrypoint: str = "REST") -> None:
         """One predict request answered (`runtime`: the seconds parsing it and running the
-        model took; None if it never got that far)."""
+        model took; None if it never got that far). A gRPC request is counted with its
+        HTTP equivalent as `status` (`serving.grpc_service`)."""
         self.requests.labels(self.model, str(version), str(status)).inc()
         self.latency.labels(self.model, str(version)).observe(seconds)
-        self.tf.request(status, seconds, runtime)
+        self.tf.request(status, seconds, runtime, api, entrypoint)

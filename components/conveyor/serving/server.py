@@ -44,6 +44,10 @@ Every predict answer carries an `X-Request-Id` header: the client's own, else on
 `PredictionLog` (`--log-predictions`), a sample of predict requests chosen by that id is handed
 to it after the answer is made (it only enqueues; see `conveyor.serving.prediction_log`).
 
+TF Serving's gRPC PredictionService (Predict, Classify, Regress, GetModelMetadata) answers on its
+own port, `grpc_port` (`--grpc-port`, default 8500 as TF Serving's; 0: none), for the same
+model, versions and labels, counted in the same metrics: see `conveyor.serving.grpc_service`.
+
 Slow and idle connections are cut off, and their number bounded, by `conveyor.serving.listener`
 (`--read-timeout`, `--idle-timeout`, `--max-connections`).
 """
@@ -308,8 +312,11 @@ def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
           poll_seconds: float = 2.0, max_body_bytes: int = MAX_BODY_BYTES,
           max_instances: int = MAX_INSTANCES,
           prediction_log: PredictionLog | None = None, monitoring_uri: str = "",
-          canary_percent: float = 0.0, limits: ConnectionLimits | None = None) -> None:
-    """Serve `base_path` until interrupted; on loopback unless `host` says otherwise.
+          canary_percent: float = 0.0, limits: ConnectionLimits | None = None,
+          grpc_port: int = 8500) -> None:
+    """Serve `base_path` until interrupted; on loopback unless `host` says otherwise: the REST
+    API on `port`, TF Serving's gRPC PredictionService on `grpc_port` (0: none), both started
+    and stopped together (SIGTERM or SIGINT: each lets the requests under way finish).
 
     `poll_seconds` 0 loads a version once and never polls again (TF Serving's
     file_system_poll_wait_seconds=0). The connections' deadlines and limit are `limits`
@@ -330,11 +337,23 @@ def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
     manager = ModelManager(base_path, name, poll_seconds, cache_dir=str(cache.path))
     app = create_app(manager, max_body_bytes, max_instances, prediction_log, monitoring_uri,
                      canary_percent)
+    grpc_server = None
+    if grpc_port:  # bound before anything starts: a port in use stops here, with its flag
+        from conveyor.serving import grpc_service
+
+        service = grpc_service.PredictionService(manager, app.state.serving_metrics,
+                                                 max_instances, prediction_log)
+        try:
+            grpc_server = grpc_service.start(service, host, grpc_port, max_body_bytes)
+        except BaseException:
+            cache.release()
+            raise
     if prediction_log is not None:
         prediction_log.start()
     manager.start()  # the first version loads in the background; /readyz says when
-    print(f"conveyor serve: model {name!r} from {base_path} on http://{host}:{port} "
-          f"(the newest version that loads, see /readyz; requests up to {max_body_bytes} "
+    print(f"conveyor serve: model {name!r} from {base_path} on http://{host}:{port}"
+          + (f" and gRPC {host}:{grpc_port}" if grpc_port else "")
+          + f" (the newest version that loads, see /readyz; requests up to {max_body_bytes} "
           f"bytes and {max_instances} instances)"
           + (f"; logging predictions to {prediction_log.describe}" if prediction_log else "")
           + (f"; drift gauges from {monitoring_uri}" if monitoring_uri else "")
@@ -343,6 +362,8 @@ def serve(base_path: str, name: str, host: str = "127.0.0.1", port: int = 8501,
     try:
         run(app, host, port, limits, app.state.serving_metrics.registry)
     finally:
+        if grpc_server is not None:
+            grpc_service.stop(grpc_server)
         manager.stop()
         if prediction_log is not None:  # uvicorn has answered every request in flight
             prediction_log.close()

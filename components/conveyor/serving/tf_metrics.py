@@ -10,10 +10,12 @@ Dashboards and alerts written for TF Serving (for example Grafana's TensorFlow m
     :tensorflow:cc:saved_model:load_attempt_count{model_path, status} counter
 
 `status` is TF Serving's error code name (OK, INVALID_ARGUMENT, NOT_FOUND, ...), `API` is
-`predict`, `entrypoint` is `REST` and `runtime` is `TF2`. Request latency runs from the first
-byte read to the answer; runtime latency is the part spent turning the body into tensors and
-running the model. prometheus_client cannot write a counter without its `_total` suffix, which
-would break these names, so the text is written here.
+`predict`, `classify` or `regress` (the gRPC methods; REST counts every verb as `predict`),
+`entrypoint` is `REST` or `GRPC` (`serving.grpc_service`) and `runtime` is `TF2`. Request
+latency runs from the first byte read (gRPC: from the decoded request) to the answer; runtime
+latency is the part spent turning the body into tensors and running the model.
+prometheus_client cannot write a counter without its `_total` suffix, which would break these
+names, so the text is written here.
 """
 
 from __future__ import annotations
@@ -65,16 +67,18 @@ class TfServingMetrics:
         self._request_latency: dict[Labels, _Histogram] = defaultdict(_Histogram)
         self._runtime_latency: dict[Labels, _Histogram] = defaultdict(_Histogram)
 
-    def request(self, http_status: int, seconds: float, runtime_seconds: float | None) -> None:
-        """One predict request answered with `http_status`, in `seconds`, of which
-        `runtime_seconds` were spent in the model (None: it never reached the model)."""
+    def request(self, http_status: int, seconds: float, runtime_seconds: float | None,
+                api: str = "predict", entrypoint: str = "REST") -> None:
+        """One predict request answered with `http_status` (a gRPC answer's HTTP equivalent),
+        in `seconds`, of which `runtime_seconds` were spent in the model (None: it never
+        reached the model)."""
         code = CODES.get(http_status, "INTERNAL" if http_status >= 500 else "UNKNOWN")
         with self._lock:
             self._requests[(("model_name", self.model), ("status", code))] += 1
-            self._request_latency[(("API", "predict"), ("entrypoint", "REST"),
+            self._request_latency[(("API", api), ("entrypoint", entrypoint),
                                    ("model_name", self.model))].observe(seconds * 1e6)
             if runtime_seconds is not None:
-                self._runtime_latency[(("API", "predict"), ("model_name", self.model),
+                self._runtime_latency[(("API", api), ("model_name", self.model),
                                        ("runtime", "TF2"))].observe(runtime_seconds * 1e6)
 
     def load_attempt(self, model_path: str, ok: bool) -> None:
