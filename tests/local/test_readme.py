@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from support.readme import MARKERS, Block, blocks, clean_env, clone, commands
+from support.readme import MARKERS, README, Block, blocks, clean_env, clone, commands
 
 RUN = ("sh", "python")
 OFFLINE = ("needs-gcp", "needs-docker")
@@ -93,6 +92,9 @@ def check_offline(home: Path, line: int, command: str) -> str:
     if argv[0] == "curl":
         body = json.loads(argv[argv.index("-d") + 1])
         assert body.get("instances"), where
+        if argv[-1].endswith("/v1/models/penguins:predict"):
+            from conveyor.demo import EXAMPLE  # the row the demo has its served model answer
+            assert body == {"instances": [EXAMPLE]}, where
         return "its JSON body"
     assert argv[0] == ".venv/bin/conveyor", f"{where}: no offline check for {argv[0]}"
     sub = argv[1:3] if argv[1] == "local" else argv[1:2]
@@ -152,8 +154,10 @@ def session_script(run: list[Block], logs: Path) -> tuple[str, dict[int, tuple[B
     return "\n".join(lines) + "\n", where
 
 
-def failure(logs: Path, where: dict[int, tuple[Block, int]], done) -> str:
-    """What a failed session says: the README line, the command, the tails of its output."""
+def failure(logs: Path, where: dict[int, tuple[Block, int]], done,
+            lines: list[str] | None = None) -> str:
+    """What a failed session says: the README line and its text (`lines`: the README's),
+    the tails of the block's output."""
     failed = (logs / "failed").read_text().strip() if (logs / "failed").exists() else ""
     if not failed or int(failed) not in where:
         return f"the session failed outside any block:\n{done.stderr[-3000:]}"
@@ -163,7 +167,7 @@ def failure(logs: Path, where: dict[int, tuple[Block, int]], done) -> str:
     traceback = re.findall(r'File "<stdin>", line (\d+)', err)
     if block.lang == "python" and traceback:
         line = block.line + int(traceback[-1]) - 1
-    text = Path(__file__).resolve().parents[2].joinpath("README.md").read_text().splitlines()
+    text = README.read_text().splitlines() if lines is None else lines
     return (f"README.md line {line} failed ({block.lang} block at line {block.line}): "
             f"{text[line - 1].strip()}\n--- stderr (tail) ---\n{err[-3000:]}"
             f"\n--- stdout (tail) ---\n{out[-1500:]}")
@@ -178,6 +182,37 @@ def block_seconds(logs: Path) -> dict[int, float]:
     return {n: t[1] - t[0] for n, t in marks.items() if len(t) == 2}
 
 
+def run_session(run: list[Block], home: Path, logs: Path, env: dict[str, str]):
+    script, where = session_script(run, logs)
+    (logs / "session.sh").write_text(script)
+    done = subprocess.run(["bash", str(logs / "session.sh")], cwd=home, capture_output=True,
+                          text=True, env=env, timeout=1500)
+    return done, where
+
+
+def test_a_failing_block_is_named_by_its_readme_line(tmp_path):
+    """The session's own machinery: state carries from block to block, the set-up block's
+    `make test` is not run, and the first failing command stops the session, named by its
+    README line with its stderr's tail (a Python block's by its traceback's line)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    run = [Block(10, "sh", "make test STEP=nothing\nexport GREETING=hello\n"),
+           Block(20, "python", "import os\nassert os.environ['GREETING'] == 'hello'\n"),
+           Block(30, "sh", "echo fine\nls /no/such/folder \\\n    --all\necho never\n")]
+    home = clone(tmp_path / "clone")
+    done, where = run_session(run, home, logs, clean_env())
+    assert done.returncode != 0
+    said = failure(logs, where, done, lines=["x"] * 40)
+    assert said.startswith("README.md line 31 failed (sh block at line 30)"), said
+    assert "No such file or directory" in said and "fine" in said
+    assert not (logs / "L30.out").read_text().count("never")
+    run[1] = Block(20, "python", "import os\n\nraise SystemExit(os.environ['NOPE'])\n")
+    done, where = run_session(run[:2], home, logs, clean_env())
+    said = failure(logs, where, done, lines=["x"] * 40)
+    assert said.startswith("README.md line 22 failed (python block at line 20)"), said
+    assert "KeyError: 'NOPE'" in said
+
+
 @pytest.mark.local
 @pytest.mark.slow
 def test_the_readme_runs_verbatim_on_a_fresh_stack(tmp_path):
@@ -185,18 +220,18 @@ def test_the_readme_runs_verbatim_on_a_fresh_stack(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
     run = [b for b in blocks() if b.lang in RUN and not b.marker]
-    script, where = session_script(run, logs)
-    (logs / "session.sh").write_text(script)
     env = clean_env(CONVEYOR_STACK_DIR=str(tmp_path / "stack"))
     try:
-        done = subprocess.run(["bash", str(logs / "session.sh")], cwd=home, capture_output=True,
-                              text=True, env=env, timeout=1500)
+        done, where = run_session(run, home, logs, env)
     finally:
         subprocess.run([".venv/bin/conveyor", "local", "down"], cwd=home, env=env,
                        capture_output=True, timeout=120)
     seconds = block_seconds(logs)
     print("README block seconds: " + ", ".join(f"line {n}: {s:.1f}" for n, s in seconds.items()))
     assert done.returncode == 0, failure(logs, where, done)
+    for block in run:  # warnings, tracebacks and kfp's logs go to the run's log files
+        err = (logs / f"L{block.line}.err").read_text()
+        assert err == "", f"{block.where()} wrote to stderr:\n{err[-3000:]}"
     demo = (logs / f"L{run[0].line}.out").read_text()
     assert "[demo] answer: " in demo and "[demo] stack stopped" in demo, demo[-3000:]
     epochs, best = map(int, re.search(r"train .* (\d+) epochs \(best (\d+)\)", demo).groups())

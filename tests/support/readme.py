@@ -18,6 +18,7 @@ import dataclasses
 import os
 import random
 import re
+import shlex
 import shutil
 import stat
 import sys
@@ -67,19 +68,28 @@ def blocks(path: Path = README) -> list[Block]:
 
 
 def commands(block: Block) -> list[tuple[int, str]]:
-    """(README line, command) for each command of a shell block: continuation lines joined
-    (as bash reads them), comments kept."""
+    """(README line, command) for each command of a shell block: continuation lines and
+    quotes over several lines joined (as bash reads them), comments kept."""
     out: list[tuple[int, str]] = []
     pending, first = "", 0
     for n, line in enumerate(block.text.splitlines()):
         if not pending:
             first = block.line + n
         pending += line + "\n"
-        if not line.rstrip().endswith("\\"):
+        if not line.rstrip().endswith("\\") and _complete(pending):
             if pending.strip():
                 out.append((first, pending))
             pending = ""
     return out
+
+
+def _complete(command: str) -> bool:
+    """No quote left open."""
+    try:
+        shlex.split(command, comments=True)
+    except ValueError:
+        return False
+    return True
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -121,10 +131,9 @@ def clone(home: Path) -> Path:
         shutil.copy(REPO / name, home / name)
     (home / ".ci").mkdir()
     shutil.copy(REPO / ".ci" / "run", home / ".ci" / "run")
-    stamp = home / ".venv" / ".installed"
-    stamp.touch()
-    later = max((home / n).stat().st_mtime for n in ("setup.py", "constraints.txt")) + 1
-    os.utime(stamp, (later, later))  # installed after its prerequisites: make installs nothing
+    for name in ("setup.py", "constraints.txt"):  # older than the install: make installs nothing
+        os.utime(home / name, (0, 0))
+    (home / ".venv" / ".installed").touch()
     (home / "pipelines").symlink_to(REPO / "pipelines")
     write_shops(home / "shops.csv")
     return home
