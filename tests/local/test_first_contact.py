@@ -5,32 +5,19 @@ label gets the closest name, once; a pipe closed early (`| head`) ends a command
 
 from __future__ import annotations
 
-import csv
 import os
-import random
 import re
-import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from support import REPO, free_ports
+from support import free_ports
+from support.readme import REPO, blocks, clean_env, clone, commands, write_shops
 
 from conveyor.gcp.hints import conveyor_command
 from conveyor.local import progress
-
-STACK_VARIABLES = ("CONVEYOR_BIGQUERY_ENDPOINT", "CONVEYOR_BIGQUERY_STORAGE_ENDPOINT",
-                   "STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "CONVEYOR_STACK_DIR")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any stack in it (the session's stack fixture may
-    have set one), plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if k not in STACK_VARIABLES}
-    env.update(extra)
-    return env
 
 
 def conveyor(*args: str, env: dict[str, str] | None = None,
@@ -40,20 +27,6 @@ def conveyor(*args: str, env: dict[str, str] | None = None,
     done = subprocess.run([sys.executable, "-m", "conveyor", *args], capture_output=True,
                           text=True, env=env, timeout=timeout)
     return done, time.monotonic() - started
-
-
-def write_shops(path: Path, rows: int = 240) -> Path:
-    """The README's shops.csv: a shop id, a region, visits a day and whether it churned
-    (mostly: few visits)."""
-    rnd = random.Random(27)
-    with open(path, "w", newline="") as f:
-        out = csv.writer(f)
-        out.writerow(["Shop ID", "Region", "visits/day", "Churned"])
-        for i in range(rows):
-            visits = rnd.randint(1, 100)
-            churned = (visits < 40) != (rnd.random() < 0.1)
-            out.writerow([i, rnd.choice("NSEW"), visits, int(churned)])
-    return path
 
 
 # -- a stopped or missing stack: seconds, and the commands that fix it ----------------------------
@@ -134,22 +107,12 @@ def test_the_run_console_falls_silent_when_its_reader_goes_away():
 
 # -- on the emulators ---------------------------------------------------------------------------
 
-README_OWN_TABLE = "## Running a pipeline locally"
-
-
 def readme_commands(section: str, count: int) -> list[str]:
-    """The first `count` commands of the first shell block after `section` in the README,
-    continuation lines joined, comments kept (bash ignores them)."""
+    """The first `count` commands of the first shell block after `section` in the README."""
     text = (REPO / "README.md").read_text()
-    block = text[text.index(section):].split("```sh\n", 1)[1].split("```", 1)[0]
-    commands: list[str] = []
-    pending = ""
-    for line in block.splitlines():
-        pending += line + "\n"
-        if not line.rstrip().endswith("\\"):
-            commands.append(pending)
-            pending = ""
-    return commands[:count]
+    after = text[:text.index(section)].count("\n") + 1
+    block = next(b for b in blocks() if b.lang == "sh" and b.line > after)
+    return [command for _, command in commands(block)][:count]
 
 
 @pytest.mark.local
@@ -159,16 +122,10 @@ def test_the_readmes_own_table_example_succeeds_on_a_fresh_stack(tmp_path):
     shops.csv), the README's set-up lines of "The local stack", then its own-table lines, as
     written, by bash, on a stack that has never run: training (whose bucket does not exist
     yet), batch prediction into a new table, continuous training."""
-    home = tmp_path / "clone"
-    venv_bin = home / ".venv" / "bin"
-    venv_bin.mkdir(parents=True)
-    script = venv_bin / "conveyor"
-    script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m conveyor "$@"\n')
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    write_shops(home / "shops.csv")
+    home = clone(tmp_path / "clone")
     setup = readme_commands("## The local stack", 2)  # up; eval "$(... local env)"
     assert setup[0].startswith(".venv/bin/conveyor local up") and "local env" in setup[1]
-    own = readme_commands(README_OWN_TABLE, 4)  # load, training, batch_prediction, continuous
+    own = readme_commands("## Running a pipeline locally", 4)  # load, train, predict, continuous
     assert [c.split()[:3] for c in own] == [
         [".venv/bin/conveyor", "local", "load"], [".venv/bin/conveyor", "run", "training"],
         [".venv/bin/conveyor", "run", "batch_prediction"],
@@ -179,7 +136,8 @@ def test_the_readmes_own_table_example_succeeds_on_a_fresh_stack(tmp_path):
         done = subprocess.run(["bash", "-c", shell], cwd=home, capture_output=True, text=True,
                               env=env, timeout=1500)
     finally:
-        subprocess.run([str(script), "local", "down"], env=env, capture_output=True, timeout=120)
+        subprocess.run([".venv/bin/conveyor", "local", "down"], cwd=home, env=env,
+                       capture_output=True, timeout=120)
     out = done.stdout
     assert done.returncode == 0, out[-4000:] + done.stderr[-4000:]
     assert done.stderr == "", done.stderr
