@@ -88,3 +88,39 @@ def test_a_missing_table_gets_the_closest_name_and_the_load_command(stack):
     assert hints.missing_table(client, "hint_test.shops").startswith(
         " (did you mean 'hints_test.shops'?)")  # the dataset misspelt
     assert hints.missing_table(client, "hints_test.zzz").startswith("; to load")
+
+
+def test_a_client_of_a_stopped_stack_fails_in_seconds_naming_the_commands(tmp_path):
+    """The stack's variables left in the environment of a stack that has stopped: each client
+    fails at once with a StackError naming `conveyor local up` and `conveyor local env` (it
+    used to retry the refused connections for more than 15 minutes)."""
+    from support import free_ports
+
+    bq, read, gcs = free_ports(3)  # nothing listens on them
+    env = {**os.environ, "CONVEYOR_BIGQUERY_ENDPOINT": f"http://127.0.0.1:{bq}",
+           "CONVEYOR_BIGQUERY_STORAGE_ENDPOINT": f"127.0.0.1:{read}",
+           "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{gcs}",
+           "GOOGLE_CLOUD_PROJECT": "conveyor-local"}
+    code = ("from conveyor import gcp\n"
+            "try:\n"
+            "    gcp.bigquery_client().query('SELECT 1').result()\n"
+            "except Exception as exc:\n"
+            "    print(type(exc).__name__, exc)\n"
+            "for make in (gcp.storage_client, gcp.bigquery_read_client):\n"
+            "    try:\n"
+            "        make()\n"
+            "    except Exception as exc:\n"
+            "        print(type(exc).__name__, exc)\n")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    elapsed = time.monotonic() - started
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3, (done.stdout, done.stderr)
+    for line, port in zip(lines, (bq, gcs, read)):
+        assert line.startswith("StackError the local stack this environment points at does "
+                               "not answer"), line
+        assert f"127.0.0.1:{port}" in line
+        assert f"`{hints.conveyor_command('local up')}`" in line
+        assert f'eval "$({hints.conveyor_command("local env")})"' in line
+    assert elapsed < 30, elapsed  # the imports; each refused connect is immediate

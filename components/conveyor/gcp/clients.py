@@ -3,14 +3,21 @@
 On Google Cloud a client needs Application Default Credentials; without them (and without the
 local stack's variables) google-auth's `DefaultCredentialsError` says only that none were found,
 so it is raised again, same type, saying how to point the process at the local stack instead.
+With the local stack's variables left from a stack that has stopped, a client would retry the
+refused connections for many minutes: the endpoint is tried first (one TCP connect, at most
+`CONNECT_SECONDS`, once per process and endpoint) and a `StackError` names the commands that
+start the stack and point the process at it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+from conveyor.errors import StackError
 
 if TYPE_CHECKING:  # the clients are imported lazily: compiling pipelines needs none of them
     from google.cloud import bigquery, bigquery_storage, storage
@@ -19,6 +26,32 @@ STORAGE_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 BIGQUERY_ENDPOINT_ENV = "CONVEYOR_BIGQUERY_ENDPOINT"
 BIGQUERY_STORAGE_ENDPOINT_ENV = "CONVEYOR_BIGQUERY_STORAGE_ENDPOINT"
 PROJECT_ENV = "GOOGLE_CLOUD_PROJECT"
+CONNECT_SECONDS = 2.0
+_ANSWERED: set[str] = set()  # endpoints that accepted a connection in this process
+
+
+def check_endpoint(variable: str, *, cached: bool = True) -> None:
+    """A StackError, at once, when the emulator endpoint `variable` names refuses connections;
+    nothing when it answers (with `cached`, once per process) or is not set."""
+    value = os.environ.get(variable, "")
+    if not value or (cached and value in _ANSWERED):
+        return
+    address = value.split("://", 1)[-1].split("/", 1)[0]
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_SECONDS):
+            pass
+    except (OSError, ValueError) as exc:
+        from conveyor.gcp.hints import conveyor_command
+
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StackError(
+            f"the local stack this environment points at does not answer ({variable}={value}: "
+            f"{why or type(exc).__name__}): it was stopped. Start it with "
+            f"`{conveyor_command('local up')}`, then point this process at it again with "
+            f"`eval \"$({conveyor_command('local env')})\"` (from Python: "
+            "conveyor.local.LocalStack().up().activate())") from None
+    _ANSWERED.add(value)
 
 
 def emulated() -> bool:
@@ -63,6 +96,7 @@ def bigquery_client(project: str | None = None, location: str | None = None) -> 
     endpoint = os.environ.get(BIGQUERY_ENDPOINT_ENV)
     project = resolve_project(project)
     if endpoint:
+        check_endpoint(BIGQUERY_ENDPOINT_ENV)
         return bigquery.Client(
             project=project or "conveyor-local",
             location=location,
@@ -79,6 +113,7 @@ def bigquery_read_client() -> bigquery_storage.BigQueryReadClient:
 
     endpoint = os.environ.get(BIGQUERY_STORAGE_ENDPOINT_ENV)
     if endpoint:
+        check_endpoint(BIGQUERY_STORAGE_ENDPOINT_ENV)
         import grpc
         from google.cloud.bigquery_storage_v1.services.big_query_read.transports import (
             BigQueryReadGrpcTransport,
@@ -101,6 +136,7 @@ def storage_client(project: str | None = None) -> storage.Client:
 
     project = resolve_project(project)
     if os.environ.get(STORAGE_EMULATOR_ENV):
+        check_endpoint(STORAGE_EMULATOR_ENV)
         return storage.Client(project=project or "conveyor-local", credentials=_anonymous())
     with _credentials_named():
         return storage.Client(project=project)

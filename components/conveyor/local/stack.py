@@ -130,26 +130,15 @@ def environment_names_stack() -> bool:
     return bool(os.environ.get(BIGQUERY_ENDPOINT_ENV) and os.environ.get(STORAGE_EMULATOR_ENV))
 
 
-def check_environment(timeout: float = 2.0) -> None:
+def check_environment() -> None:
     """Raise StackError when an endpoint the environment names for the stack does not accept
-    a connection within `timeout` seconds (the stack was stopped or restarted on other ports);
-    the message names the commands that start a stack and point the shell at it again."""
+    a connection (the stack was stopped or restarted on other ports); the message names the
+    commands that start a stack and point the shell at it again (`gcp.clients.check_endpoint`,
+    which every client of the stack's endpoints runs too)."""
+    from conveyor.gcp.clients import check_endpoint
+
     for variable in (BIGQUERY_ENDPOINT_ENV, BIGQUERY_STORAGE_ENDPOINT_ENV, STORAGE_EMULATOR_ENV):
-        value = os.environ.get(variable, "")
-        if not value:
-            continue
-        address = value.split("://", 1)[-1].split("/", 1)[0]
-        host, _, port = address.rpartition(":")
-        try:
-            with socket.create_connection((host or HOST, int(port)), timeout=timeout):
-                pass
-        except (OSError, ValueError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise StackError(
-                f"the local stack this environment points at does not answer ({variable}="
-                f"{value}: {why or type(exc).__name__}): it was stopped. Start it with "
-                f"`{start_command()}`, then point this shell at it again with "
-                f"`{env_command()}`") from None
+        check_endpoint(variable, cached=False)
 
 
 def _stop(pid: int, name: str, timeout: float = 15.0) -> None:
