@@ -18,13 +18,13 @@ from pathlib import Path
 
 from support.data import PENGUINS_SUITE, key_landing_in, write_dataset
 from support.evaluations import HAND_P, HAND_Y, accumulated, binary_result
-from support.models import HPARAMS, fit_transform, train_model
 from support.mlflow_server import mlflow_server
+from support.models import HPARAMS, fit_transform, train_model
 from support.network import free_ports, loopback_api
 
 #: The repository's root folder.
 REPO = Path(__file__).resolve().parents[2]
 
 __all__ = ["HAND_P", "HAND_Y", "HPARAMS", "PENGUINS_SUITE", "REPO", "accumulated",
-           "binary_result", "fit_transform", "free_ports", "key_landing_in", "loopback_api", "mlflow_server",
-           "train_model", "write_dataset"]
+           "binary_result", "fit_transform", "free_ports", "key_landing_in", "loopback_api",
+           "mlflow_server", "train_model", "write_dataset"]

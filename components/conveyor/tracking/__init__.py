@@ -7,7 +7,7 @@ Tracking never fails a run: any error is one warning line on stderr and the step
 Plain functions, called by the steps' tasks at the end with what they already computed.
 """
 
-from conveyor.tracking.runs import Step, configured_uri, log_step
 from conveyor.tracking.models import mirror_versions
+from conveyor.tracking.runs import Step, configured_uri, log_step
 
 __all__ = ["Step", "configured_uri", "log_step", "mirror_versions"]

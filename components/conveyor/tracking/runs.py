@@ -81,11 +81,11 @@ def safely(uri: str, what: str, work: Callable[[], T]) -> T | None:
               f"({one_line(exc)})", file=sys.stderr, flush=True)
         return None
     finally:
-        for name, value in saved.items():
-            if value is None:
+        for name, before in saved.items():
+            if before is None:
                 os.environ.pop(name, None)
             else:
-                os.environ[name] = value
+                os.environ[name] = before
 
 
 def client(uri: str):
