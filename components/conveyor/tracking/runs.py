@@ -89,7 +89,11 @@ def safely(uri: str, what: str, work: Callable[[], T]) -> T | None:
 
 
 def client(uri: str):
-    from mlflow import MlflowClient
+    try:
+        from mlflow import MlflowClient
+    except ImportError as exc:
+        raise ImportError(f"{exc}: install MLflow's client, pip install "
+                          "'conveyor-kfp[tracking]' (mlflow-skinny)") from None
 
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
