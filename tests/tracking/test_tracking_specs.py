@@ -7,6 +7,7 @@ from support import REPO
 
 from conveyor.params import PARAMETERS
 
+
 def tasks(spec: dict) -> dict[str, dict]:
     """{task name: its inputs.parameters} of every task, nested pipelines' included."""
     dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
