@@ -88,3 +88,27 @@ def test_training_runs_log_to_mlflow_and_aliases_follow_the_labels(
                     model_base_path=base, tracking_uri=tracking_server)
     assert ModelBasePath(base).labels() == {"champion": 2}
     assert aliases() == {"champion": 2}  # the alias followed the promotion; challenger gone
+
+
+@dsl.pipeline(name="validate-tracked")
+def validate_tracked(dataset_uri: str, tracking_uri: str):
+    from conveyor.components import validate
+
+    data = dsl.importer(artifact_uri=dataset_uri, artifact_class=dsl.Dataset)
+    validate(dataset=data.output, label_column="species", tracking_uri=tracking_uri,
+             pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+
+
+def test_a_task_whose_server_does_not_answer_warns_once_and_succeeds(kfp_local, tmp_path,
+                                                                      capfd):
+    from support import free_ports, write_dataset
+
+    from conveyor.local.seed import penguins as penguin_rows
+
+    write_dataset(tmp_path / "ds", penguin_rows())
+    uri = f"http://127.0.0.1:{free_ports(1)[0]}"  # nothing listens there
+    validate_tracked(dataset_uri=str(tmp_path / "ds"), tracking_uri=uri)
+    out, err = capfd.readouterr()
+    warnings = [line for line in (out + err).splitlines() if "MLflow tracking at" in line]
+    assert len(warnings) == 1 and "logging validate failed; the run goes on" in warnings[0]
+    assert (newest(kfp_local) / "validate" / "report").is_file()  # the task finished
