@@ -103,3 +103,22 @@ def test_an_unreachable_server_is_one_warning_line_and_the_step_goes_on(capfd, m
 
 
 pytestmark = pytest.mark.slow  # a real MLflow server (started once per session)
+
+
+def test_a_server_that_never_answers_costs_one_timeout(capfd, monkeypatch):
+    import socket
+
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    silent = socket.socket()  # accepts connections (the kernel's backlog), never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        started = time.monotonic()
+        assert tracking.log_step(tracking.Step("evaluate", metrics={"accuracy": 1.0}),
+                                 tracking_uri=f"http://127.0.0.1:{silent.getsockname()[1]}",
+                                 pipeline_run="r") is None
+        assert time.monotonic() - started < 20  # one request, 10 s timeout, no retries
+    finally:
+        silent.close()
+    out, err = capfd.readouterr()
+    assert [line for line in (out + err).splitlines() if "MLflow tracking at" in line]
