@@ -58,7 +58,8 @@ LOCAL = [
     "palmerpenguins>=0.1.4,<0.2",
 ]
 # Run tracking (conveyor.tracking): MLflow's client alone, imported only when a tracking URI is
-# configured; conveyor's image has it. The tests run a real tracking server, which needs the full `mlflow` package.
+# configured; conveyor's image has it. The tests run a real tracking server, which needs the full
+# `mlflow` package.
 TRACKING = ["mlflow-skinny>=3.18,<4"]
 # Pushing to Vertex AI endpoints.
 VERTEX = ["google-cloud-aiplatform>=2.7,<3"]
