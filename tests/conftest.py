@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from support import fit_transform, train_model, write_dataset
+from support import fit_transform, mlflow_server, train_model, write_dataset
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +77,11 @@ def bucket(stack):
         return name
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tracking_server(tmp_path_factory):
+    """A real MLflow tracking server (`mlflow server`, SQLite store) on a free loopback port,
+    started once per test session: its URI."""
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri

@@ -20,6 +20,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
                                          # infra check
     ("registry",),                       # the model base path: versions, labels, served, fetch,
                                          # publish
+    ("tracking",),                       # MLflow run tracking and model registry mirror
     # the steps, in pipeline order
     ("ingest",),
     ("preflight",),                      # checks ingest's inputs with ingest's own code

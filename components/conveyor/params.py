@@ -147,6 +147,11 @@ _DEFINITIONS = (
     Parameter("train_accelerator", str, DEFAULT_ACCELERATOR,
               "Accelerator type when train_gpus > 0 (Vertex AI: NVIDIA_L4, ...; GKE: "
               "nvidia.com/gpu)."),
+    Parameter("tracking_uri", str, "",
+              "MLflow tracking server (e.g. http://mlflow.kubeflow:5000) each step logs its "
+              "parameters, figures, verdict and output URIs to, mirroring pushed versions and "
+              "labels to its model registry; default: MLFLOW_TRACKING_URI of the task's "
+              "environment, else no tracking."),
 )
 
 PARAMETERS: dict[str, Parameter] = {p.name: p for p in _DEFINITIONS}

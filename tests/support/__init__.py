@@ -5,6 +5,7 @@ pytest's `pythonpath` (pyproject.toml), so a test says `from support import writ
 - `support.evaluations`: binary evaluation results from scores counted by hand.
 - `support.models`: a fitted transform and a trained model, built the way the steps build them;
   a check that an exported model's signature serves.
+- `support.mlflow_server`: a real MLflow tracking server on loopback.
 - `support.network`: free loopback ports, a loopback stand-in for a cloud API.
 - `support.serving`: `conveyor serve` as a process (`Serve`) or an in-process app, HTTP calls,
   a hand-moved clock, a bounded wait.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from support.data import PENGUINS_SUITE, key_landing_in, write_dataset
 from support.evaluations import HAND_P, HAND_Y, accumulated, binary_result
+from support.mlflow_server import mlflow_server
 from support.models import HPARAMS, fit_transform, train_model
 from support.network import free_ports, loopback_api
 
@@ -25,4 +27,4 @@ REPO = Path(__file__).resolve().parents[2]
 
 __all__ = ["HAND_P", "HAND_Y", "HPARAMS", "PENGUINS_SUITE", "REPO", "accumulated",
            "binary_result", "fit_transform", "free_ports", "key_landing_in", "loopback_api",
-           "train_model", "write_dataset"]
+           "mlflow_server", "train_model", "write_dataset"]

@@ -20,6 +20,8 @@ def evaluate(
     slices: list = [],
     thresholds: dict = {},
     allow_breaking_signature: bool = False,
+    tracking_uri: str = "",
+    pipeline_run: str = "",
 ) -> bool:
     """Evaluate a model overall and per slice against a naive floor, the newest baseline that can
     be evaluated on this data, thresholds and the served version's serving signature; bless it
@@ -50,6 +52,8 @@ def evaluate(
         allow_breaking_signature: Bless a model whose serving signature breaks the served
             version's clients (an input added, removed or changed; an output removed or
             changed); by default such a model is not blessed.
+        tracking_uri: MLflow tracking server the run's figures and output URIs are logged to; default: MLFLOW_TRACKING_URI of the task's environment, else none.
+        pipeline_run: The pipeline run's name: every step of a run logs to the one MLflow run tagged with it.
 
     Returns:
         True when every check passed (the model is blessed); in dsl.If: task.outputs["Output"].
@@ -60,4 +64,5 @@ def evaluate(
                           html_report=html_report, baseline_model=baseline_model,
                           model_base_path=model_base_path, split=split, slices=slices,
                           thresholds=thresholds,
-                          allow_breaking_signature=allow_breaking_signature)
+                          allow_breaking_signature=allow_breaking_signature,
+                          tracking_uri=tracking_uri, pipeline_run=pipeline_run)

@@ -18,7 +18,8 @@ def evaluate(model, dataset, evaluation, *args, **kwargs) -> bool:
 def _evaluate(model, dataset, evaluation, metrics, classification_metrics, report, *,
              html_report=None, baseline_model=None, model_base_path: str = "", split: str = "eval",
              slices: list | None = None, thresholds: dict | None = None,
-             allow_breaking_signature: bool = False) -> bool:
+             allow_breaking_signature: bool = False, tracking_uri: str = "",
+             pipeline_run: str = "") -> bool:
     from conveyor.evaluate.evaluate import evaluate_model
     from conveyor.evaluate.outputs import write_outputs
 
@@ -43,7 +44,27 @@ def _evaluate(model, dataset, evaluation, metrics, classification_metrics, repor
         print(f"baseline skipped: {skipped['uri']}: {skipped['reason']}", flush=True)
     print("\n".join(c.line() for c in result.checks), flush=True)
     print("BLESSED" if result.blessed else "NOT BLESSED", flush=True)
+    _track(result, dict(split=split, slices=slices or [], thresholds=thresholds or {},
+                        allow_breaking_signature=bool(allow_breaking_signature)),
+           {"evaluation": evaluation, "report": report, "html_report": html_report},
+           tracking_uri, pipeline_run)
     return result.blessed
+
+
+def _track(result, params: dict, outputs: dict, tracking_uri: str, pipeline_run: str) -> None:
+    """The metrics artifact's figures, the verdict (tag `conveyor.blessed`), the baseline and
+    the outputs' URIs, to MLflow when tracking is configured (`conveyor.tracking`)."""
+    from conveyor import tracking
+    from conveyor.model.layout import EVALUATION_FILE
+    from conveyor.tracking.runs import artifact_uri
+
+    tracking.log_step(tracking.Step(
+        "evaluate", params=params, metrics=finite_metrics(result),
+        tags={"blessed": str(result.blessed).lower(), "task": result.task,
+              "evaluate.baseline": result.baseline_uri or "none"},
+        artifacts={**{name: artifact_uri(a) for name, a in outputs.items()},
+                   "evaluation_json": f"{artifact_uri(outputs['evaluation'])}/{EVALUATION_FILE}"}),
+        tracking_uri=tracking_uri, pipeline_run=pipeline_run)
 
 
 def finite_metrics(result) -> dict[str, float]:

@@ -9,7 +9,7 @@ model and push if better.
 from kfp import dsl
 
 from conveyor.params import default, documented
-from conveyor.pipelines.steps import preflight_and_ingest, train_evaluate_push
+from conveyor.pipelines.steps import preflight_and_ingest, tracked, train_evaluate_push
 from conveyor.transform.component import transform
 from conveyor.validate.component import validate
 
@@ -20,7 +20,7 @@ NAME = "conveyor-continuous-training"
 def retrain(dataset: dsl.Input[dsl.Dataset], statistics: dsl.Input[dsl.Artifact], label: str,
             task: str, feature_spec_uri: str, hyperparameters: dict, module_file: str,
             model_base_path: str, slices: list, thresholds: dict, train_gpus: int,
-            train_accelerator: str, allow_breaking_signature: bool):
+            train_accelerator: str, allow_breaking_signature: bool, tracking_uri: str = ""):
     """Transform (with the served version's feature spec unless one is given), train, evaluate
     against the serving model, push if blessed."""
     fitted = transform(dataset=dataset, statistics=statistics, label=label, task=task,
@@ -31,6 +31,7 @@ def retrain(dataset: dsl.Input[dsl.Dataset], statistics: dsl.Input[dsl.Artifact]
         hyperparameters=hyperparameters, module_file=module_file,
         model_base_path=model_base_path, slices=slices, thresholds=thresholds, gpus=train_gpus,
         accelerator=train_accelerator, allow_breaking_signature=allow_breaking_signature,
+        tracking_uri=tracking_uri,
     )
 
 
@@ -85,6 +86,7 @@ def pipeline(
     allow_breaking_signature: bool = default("allow_breaking_signature"),
     train_gpus: int = default("train_gpus"),
     train_accelerator: str = default("train_accelerator"),
+    tracking_uri: str = default("tracking_uri"),
 ):
     data = preflight_and_ingest(
         label=label, model_base_path=model_base_path, table=table, query=query,
@@ -94,14 +96,15 @@ def pipeline(
     checked = validate(
         dataset=data.outputs["dataset"], suite_uri=suite_uri, policy=policy,
         baseline_model_base_path=model_base_path, drift_threshold=drift_threshold,
-        drift_policy="warn", label_column=label,
+        drift_policy="warn", label_column=label, **tracked(tracking_uri),
     ).set_display_name("Validate and check drift")
     arguments = dict(dataset=data.outputs["dataset"], statistics=checked.outputs["statistics"],
                      label=label, task=task, feature_spec_uri=feature_spec_uri,
                      hyperparameters=hyperparameters, module_file=module_file,
                      model_base_path=model_base_path, slices=slices, thresholds=thresholds,
                      train_gpus=train_gpus, train_accelerator=train_accelerator,
-                     allow_breaking_signature=allow_breaking_signature)
+                     allow_breaking_signature=allow_breaking_signature,
+                     tracking_uri=tracking_uri)
     with dsl.If(retrain_always == True, name="scheduled"):  # noqa: E712
         retrain(**arguments).set_display_name("Retrain (scheduled)")
     with dsl.Elif(checked.outputs["Output"] == False, name="drifted"):  # noqa: E712

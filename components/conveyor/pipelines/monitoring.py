@@ -85,6 +85,7 @@ def pipeline(
     train_gpus: int = default("train_gpus"),
     train_accelerator: str = default("train_accelerator"),
     canary: bool = False,
+    tracking_uri: str = default("tracking_uri"),
 ):
     watched = monitor(
         traffic=traffic, model_base_path=model_base_path, window_hours=window_hours,
@@ -107,4 +108,5 @@ def pipeline(
             hyperparameters=hyperparameters, module_file=module_file, slices=slices,
             thresholds=thresholds, allow_breaking_signature=allow_breaking_signature,
             train_gpus=train_gpus, train_accelerator=train_accelerator,
+            tracking_uri=tracking_uri,
         ).set_display_name("Continuous training (serving drift)").after(labelled)

@@ -84,17 +84,27 @@ def train_ops(train_replicas: int = 1,
             distributed.custom_job_train(train_replicas, gpu=True, machine_type=machine_type))
 
 
+def tracked(tracking_uri) -> dict:
+    """The arguments a tracked step gets (`conveyor.tracking`): the tracking URI, and the
+    pipeline job's name, which names the one MLflow run all its steps log to. None: none
+    (a pipeline without the `tracking_uri` parameter)."""
+    if tracking_uri is None:
+        return {}
+    return dict(tracking_uri=tracking_uri, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+
+
 def _evaluate_and_push(model, *, dataset, statistics, model_base_path, slices,
-                       thresholds, allow_breaking_signature) -> None:
+                       thresholds, allow_breaking_signature, tracking_uri=None) -> None:
     evaluated = evaluate(
         model=model, dataset=dataset, model_base_path=model_base_path, slices=slices,
         thresholds=thresholds, allow_breaking_signature=allow_breaking_signature,
+        **tracked(tracking_uri),
     ).set_display_name("Evaluate")
     evaluated.set_caching_options(False)  # the baseline is whatever is served now
     with dsl.If(evaluated.outputs["Output"] == True, name="blessed"):  # noqa: E712
         pushed = push(
             model=model, evaluation=evaluated.outputs["evaluation"], dataset=dataset,
-            model_base_path=model_base_path, statistics=statistics,
+            model_base_path=model_base_path, statistics=statistics, **tracked(tracking_uri),
         ).set_display_name("Push")
         retried(pushed)
         pushed.set_caching_options(False)
@@ -116,17 +126,21 @@ def train_evaluate_push(
     train_replicas: int = 1,
     machine_type: str = distributed.DEFAULT_MACHINE_TYPE,
     cluster: str = "vertex",
+    tracking_uri=None,
 ) -> None:
     """Train (on `gpus` accelerators of type `accelerator` when `gpus` > 0; on
     `train_replicas` machines of `machine_type` (Vertex AI) or pods (Kubeflow) when above 1),
-    evaluate, push."""
+    evaluate, push; each logs to MLflow when given a `tracking_uri` channel (the single-machine
+    train task too; a train on several machines does not)."""
     on_cpu, on_gpu = train_ops(train_replicas, machine_type, cluster)
     many = train_replicas > 1
     arguments = dict(dataset=dataset, preprocessing=preprocessing,
                      hyperparameters=hyperparameters, module_file=module_file)
     after = dict(dataset=dataset, statistics=statistics, model_base_path=model_base_path,
                  slices=slices, thresholds=thresholds,
-                 allow_breaking_signature=allow_breaking_signature)
+                 allow_breaking_signature=allow_breaking_signature, tracking_uri=tracking_uri)
+    if not many:
+        arguments.update(tracked(tracking_uri))
     if many and cluster == "kubeflow":
         _train_tfjob_evaluate_push(on_cpu, train_replicas, gpus, accelerator,
                                    arguments=arguments, after=after)

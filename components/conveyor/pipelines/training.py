@@ -16,7 +16,12 @@ from kfp import dsl
 
 from conveyor.params import default, documented
 from conveyor.pipelines import distributed
-from conveyor.pipelines.steps import check_cluster, preflight_and_ingest, train_evaluate_push
+from conveyor.pipelines.steps import (
+    check_cluster,
+    preflight_and_ingest,
+    tracked,
+    train_evaluate_push,
+)
 from conveyor.train.tfjob import check_replicas, check_text
 from conveyor.transform.component import transform
 from conveyor.validate.component import validate
@@ -60,6 +65,7 @@ def make_pipeline(train_replicas: int = 1,
         allow_breaking_signature: bool = default("allow_breaking_signature"),
         train_gpus: int = default("train_gpus"),
         train_accelerator: str = default("train_accelerator"),
+        tracking_uri: str = default("tracking_uri"),
     ):
         ingest = preflight_and_ingest(
             label=label, model_base_path=model_base_path, table=table, query=query,
@@ -68,7 +74,7 @@ def make_pipeline(train_replicas: int = 1,
             read_streams=read_streams)
         checked = validate(
             dataset=ingest.outputs["dataset"], suite_uri=suite_uri, policy=policy,
-            label_column=label,
+            label_column=label, **tracked(tracking_uri),
         ).set_display_name("Validate")
         fitted = transform(  # fits on validate's statistics: no second pass over the rows
             dataset=ingest.outputs["dataset"], statistics=checked.outputs["statistics"],
@@ -81,6 +87,7 @@ def make_pipeline(train_replicas: int = 1,
             thresholds=thresholds, gpus=train_gpus, accelerator=train_accelerator,
             allow_breaking_signature=allow_breaking_signature,
             train_replicas=train_replicas, machine_type=train_machine_type, cluster=cluster,
+            tracking_uri=tracking_uri,
         )
 
     return pipeline

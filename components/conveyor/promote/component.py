@@ -16,6 +16,8 @@ def promote(
     vertex_endpoint: str = "",
     vertex_model: str = "",
     kserve_service: str = "",
+    tracking_uri: str = "",
+    pipeline_run: str = "",
 ) -> str:
     """Promote the base path's challenger or roll it back, by the rule of docs/promotion.md on
     recent labeled data: promoted when at least as good as the champion on the primary metric
@@ -31,6 +33,8 @@ def promote(
         vertex_endpoint: projects/P/locations/L/endpoints/E where the challenger is deployed as a canary.
         vertex_model: Model Registry model (resource name or ID); default from the base path's name.
         kserve_service: namespace/name of a KServe InferenceService serving the challenger as its canary.
+        tracking_uri: MLflow tracking server the run's figures and output URIs are logged to; default: MLFLOW_TRACKING_URI of the task's environment, else none. The labels after the decision are mirrored to its model registry (aliases champion and challenger).
+        pipeline_run: The pipeline run's name: every step of a run logs to the one MLflow run tagged with it.
 
     Returns:
         promote, rollback or none (no challenger).
@@ -40,7 +44,8 @@ def promote(
     return tasks.promote(dataset, promotion, summary, model_base_path=model_base_path,
                          split=split, significance=significance,
                          vertex_endpoint=vertex_endpoint, vertex_model=vertex_model,
-                         kserve_service=kserve_service)
+                         kserve_service=kserve_service, tracking_uri=tracking_uri,
+                         pipeline_run=pipeline_run)
 
 
 @dsl.component(base_image=images.image(), install_kfp_package=False)

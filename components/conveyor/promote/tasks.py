@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def promote(dataset, promotion, summary, *, model_base_path: str, split: str = "eval",
             significance: float = 0.05, vertex_endpoint: str = "", vertex_model: str = "",
-            kserve_service: str = "") -> str:
+            kserve_service: str = "", tracking_uri: str = "", pipeline_run: str = "") -> str:
     from conveyor.failfast import fail_once
     from conveyor.promote import promote as work
 
@@ -20,7 +20,25 @@ def promote(dataset, promotion, summary, *, model_base_path: str, split: str = "
     with open(summary.path, "w") as f:
         f.write(result.markdown())
     print(result.markdown(), flush=True)
+    _track(result, model_base_path, promotion, tracking_uri, pipeline_run)
     return result.action
+
+
+def _track(result, model_base_path: str, promotion, tracking_uri: str,
+           pipeline_run: str) -> None:
+    """The decision to the run (tag `conveyor.promotion`), then the labels to MLflow's model
+    registry as aliases, when tracking is configured (`conveyor.tracking`)."""
+    from conveyor import tracking
+    from conveyor.push.tasks import mirror
+    from conveyor.tracking.runs import artifact_uri
+
+    run_id = tracking.log_step(tracking.Step(
+        "promote", metrics={"rows": result.rows},
+        tags={"promotion": result.action, "champion": result.served or "none"},
+        artifacts={"promotion": artifact_uri(promotion)}),
+        tracking_uri=tracking_uri, pipeline_run=pipeline_run)
+    involved = {v for v in (result.champion, result.challenger) if v is not None}
+    mirror(model_base_path, result.labels, involved, tracking_uri, run_id)
 
 
 def start_canary(model_base_path: str, enabled: bool = True) -> str:

@@ -22,6 +22,8 @@ def push(
     mode: str = "auto",
     vertex_model: str = "",
     kserve_canary_percent: int = 10,
+    tracking_uri: str = "",
+    pipeline_run: str = "",
 ):
     """Push a blessed model as a new version under a TensorFlow Serving model base path.
 
@@ -45,6 +47,8 @@ def push(
         mode: champion (served at once), challenger (labelled challenger beside the champion until promote decides), or auto (challenger when the base path's labels, or the Vertex AI model, have a champion).
         vertex_model: Model Registry model (resource name or ID) the versions are uploaded into; default from the base path's name.
         kserve_canary_percent: Share of the InferenceService's traffic a challenger gets (canaryTrafficPercent).
+        tracking_uri: MLflow tracking server the run's figures and output URIs are logged to; default: MLFLOW_TRACKING_URI of the task's environment, else none. Pushed versions and labels are mirrored to its model registry (versions and aliases).
+        pipeline_run: The pipeline run's name: every step of a run logs to the one MLflow run tagged with it.
     """
     from conveyor.push import tasks
 
@@ -54,4 +58,5 @@ def push(
                vertex_traffic_percent=vertex_traffic_percent,
                vertex_serving_image=vertex_serving_image, kserve_service=kserve_service,
                mode=mode, vertex_model=vertex_model,
-               kserve_canary_percent=kserve_canary_percent)
+               kserve_canary_percent=kserve_canary_percent,
+               tracking_uri=tracking_uri, pipeline_run=pipeline_run)

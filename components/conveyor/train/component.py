@@ -22,6 +22,8 @@ def train(
     log_dir_uri: str = "",
     train_split: str = "train",
     eval_split: str = "eval",
+    tracking_uri: str = "",
+    pipeline_run: str = "",
 ):
     """Train a Keras model (preprocessing inside) and export a serving-ready SavedModel.
 
@@ -36,12 +38,15 @@ def train(
         log_dir_uri: Extra TensorBoard log dir, e.g. gs:// for Vertex AI TensorBoard.
         train_split: Split to train on.
         eval_split: The split evaluate scores: never read by train, which validates (early stopping, best epoch, learning rate) on rows held out of train_split.
+        tracking_uri: MLflow tracking server the run's figures and output URIs are logged to; default: MLFLOW_TRACKING_URI of the task's environment, else none.
+        pipeline_run: The pipeline run's name: every step of a run logs to the one MLflow run tagged with it.
     """
     from conveyor.train import tasks
 
     tasks.train(dataset, preprocessing, model, metrics, tensorboard,
                 hyperparameters=hyperparameters, module_file=module_file,
-                log_dir_uri=log_dir_uri, train_split=train_split, eval_split=eval_split)
+                log_dir_uri=log_dir_uri, train_split=train_split, eval_split=eval_split,
+                tracking_uri=tracking_uri, pipeline_run=pipeline_run)
 
 
 #: `train` on the GPU image (`<registry>/conveyor:<version>-gpu`).

@@ -393,7 +393,7 @@ def train_distributed(strategy: tf.distribute.Strategy, cluster: clusters.Cluste
         steady_examples_per_second=(done.steady_steps * global_batch / done.steady_seconds
                                     if done.steady_seconds > 0 else 0.0),
         seconds=time.monotonic() - start, best_epoch=best_epoch, hyperparameters=hp,
-        cluster=cluster, global_batch_size=global_batch)
+        cluster=cluster, global_batch_size=global_batch, history=done.history)
 
 
 def _export(strategy: tf.distribute.Strategy, cluster: clusters.Cluster, model: keras.Model,

@@ -28,6 +28,8 @@ class TrainResult:
     #: the rows validated on (`conveyor.train.data.Validation.describe`): how many, and the
     #: rule that lists them
     validation: dict = dataclasses.field(default_factory=dict)
+    #: each figure per epoch run, from `first_epoch` (Keras' History.history)
+    history: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
     @property
     def is_chief(self) -> bool:

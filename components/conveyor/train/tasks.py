@@ -17,7 +17,8 @@ from conveyor.gcp.files import local_copy
 
 def train(dataset, preprocessing, model, metrics, tensorboard, *, hyperparameters: dict,
           module_file: str = "", log_dir_uri: str = "", train_split: str = "train",
-          eval_split: str = "eval", exit_non_chief: bool = True):
+          eval_split: str = "eval", exit_non_chief: bool = True, tracking_uri: str = "",
+          pipeline_run: str = ""):
     """Train and publish. `exit_non_chief`: end a non-chief worker's process after training
     (see the module); False returns its result instead, publishing nothing."""
     from conveyor.failfast import fail_once
@@ -30,6 +31,7 @@ def train(dataset, preprocessing, model, metrics, tensorboard, *, hyperparameter
             _end_non_chief(result)
         return result
     _publish(result, model, metrics, tensorboard)
+    _track(result, model, tensorboard, tracking_uri, pipeline_run)
     return result
 
 
@@ -88,3 +90,23 @@ def _publish(result, model, metrics, tensorboard) -> None:
 
     tensorboard.metadata["log_dir"] = tensorboard.path
     tensorboard.metadata.update(describe(result))  # the exported epoch, and why
+
+
+def _track(result, model, tensorboard, tracking_uri: str, pipeline_run: str) -> None:
+    """The resolved hyper-parameters, each figure per epoch and at the exported epoch, and the
+    model's URI, to MLflow when tracking is configured (`conveyor.tracking`)."""
+    import dataclasses
+
+    from conveyor import tracking
+    from conveyor.tracking.runs import artifact_uri
+
+    figures = {**result.metrics, "examples_per_second": result.examples_per_second,
+               "resumed_from_epoch": result.first_epoch}
+    hparams = result.hyperparameters
+    tracking.log_step(tracking.Step(
+        "train", params=dataclasses.asdict(hparams) if hparams is not None else {},
+        metrics=figures,
+        series={f"epoch_{k}": v for k, v in result.history.items()},
+        first_step=result.first_epoch,
+        artifacts={"model": artifact_uri(model), "tensorboard": artifact_uri(tensorboard)}),
+        tracking_uri=tracking_uri, pipeline_run=pipeline_run)

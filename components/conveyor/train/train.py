@@ -263,4 +263,5 @@ def _train_single(dataset: Dataset, fitted: Fitted, hp: Hyperparameters, *,
         steps_per_epoch=steps_per_epoch,
         examples_per_second=examples / sum(run) if run else 0.0,
         steady_examples_per_second=progress.steady_steps_per_second() * hp.batch_size,
-        seconds=time.monotonic() - start, best_epoch=at, hyperparameters=hp)
+        seconds=time.monotonic() - start, best_epoch=at, hyperparameters=hp,
+        history={k: [float(v) for v in vs] for k, vs in history.history.items()})

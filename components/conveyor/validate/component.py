@@ -25,6 +25,8 @@ def validate(
     skew_threshold: float = 0.2,
     label_column: str = "",
     statistics_source: str = "auto",
+    tracking_uri: str = "",
+    pipeline_run: str = "",
 ) -> bool:
     """Validate a Dataset with a Great Expectations suite, and check drift and train/eval skew.
 
@@ -50,6 +52,8 @@ def validate(
         skew_threshold: Default train/eval skew threshold (small eval splits are noisy).
         label_column: Label column; a split where it is all NULL is an error.
         statistics_source: auto (default: one aggregate query in BigQuery for a Dataset ingested from BigQuery of at least 5 M rows, else the rows), rows (the Parquet rows), or bigquery.
+        tracking_uri: MLflow tracking server the run's figures and output URIs are logged to; default: MLFLOW_TRACKING_URI of the task's environment, else none.
+        pipeline_run: The pipeline run's name: every step of a run logs to the one MLflow run tagged with it.
 
     Returns:
         True when nothing is broken and nothing drifted against the baseline (in dsl.If:
@@ -64,4 +68,5 @@ def validate(
         policy=policy, drift_policy=drift_policy, drift_threshold=drift_threshold,
         feature_thresholds=feature_thresholds, skew_threshold=skew_threshold,
         label_column=label_column, statistics_source=statistics_source,
+        tracking_uri=tracking_uri, pipeline_run=pipeline_run,
     )

@@ -43,7 +43,7 @@ def validate(dataset, report, *args, **kwargs) -> bool:
 def _validate(dataset, report, metrics, statistics, suite, *, input_suite=None,
              baseline_statistics=None, baseline_dataset=None, suite_uri: str = "",
              baseline_model_base_path: str = "", splits: list | None = None,
-             **params: Any) -> bool:
+             tracking_uri: str = "", pipeline_run: str = "", **params: Any) -> bool:
     """Run `validate_dataset` from KFP artifacts; publish metrics; return whether it passed.
 
     The verdict is the output named `Output` (`task.outputs["Output"]`): kfp.local resolves only
@@ -91,7 +91,22 @@ def _validate(dataset, report, metrics, statistics, suite, *, input_suite=None,
     state += ", DRIFTED" if result.drifted else ""
     print(state + "".join(f"\n  {line}" for line in result.breakage + result.drift_lines)
           + "".join(f"\n  warning: {line}" for line in result.warnings), flush=True)
+    _track(result, report, statistics, params, tracking_uri, pipeline_run)
     return result.passed
+
+
+def _track(result: ValidationResult, report, statistics, params: dict, tracking_uri: str,
+           pipeline_run: str) -> None:
+    """The run's validate figures (drift count and the rest), settings and outputs, to MLflow
+    when tracking is configured (`conveyor.tracking`)."""
+    from conveyor import tracking
+    from conveyor.tracking.runs import artifact_uri
+
+    tracking.log_step(tracking.Step(
+        "validate", params=params, metrics=result.metrics(),
+        tags={"validate.passed": str(result.passed).lower()},
+        artifacts={"report": artifact_uri(report), "statistics": artifact_uri(statistics)}),
+        tracking_uri=tracking_uri, pipeline_run=pipeline_run)
 
 
 def _uri(artifact) -> str | None:
