@@ -56,3 +56,9 @@ def test_predictions_carry_the_row_key_by_default(stack, tmp_path):
     asked = predict_to_bigquery(model, tmp_path / "ds", out + "_2", model_version="1",
                                 split="eval", passthrough=["shop"])
     assert asked.passthrough == ("shop",)
+    # rows ingested with a split key (batch_prediction's split_key): that column is carried too
+    keyed = table.append_column("ticket", pa.array(range(1000, 1000 + n), pa.int64()))
+    write_dataset(tmp_path / "keyed", keyed, source={"type": "test", "split": {"key": "ticket"}})
+    by_key = predict_to_bigquery(model, tmp_path / "keyed", out + "_3", model_version="1",
+                                 split="eval")
+    assert by_key.passthrough == ("order_id", "ticket")

@@ -8,8 +8,9 @@ SELECT` (write_mode "create", the default: the table must not exist), `INSERT IN
 "replace", only when asked). What may be written where is `conveyor.predict.output`, checked
 before the model is loaded: never the input table, never over a table unasked, never two
 columns of one name. Output columns: the passthrough columns asked for (none asked: the key
-columns, those the model's feature spec left out because they identify rows, so each output row
-joins back to its input row; `output.key_columns`), then the model's
+columns, those the model's feature spec left out because they identify rows and the input's
+split key, so each output row joins back to its input row; `output.key_columns`), then the
+model's
 outputs (binary: probability, class, class_label; multiclass: class_id, class_label and one
 probability_<class> column per class; regression: value), then model_version.
 """
@@ -74,8 +75,10 @@ def predict_to_bigquery(model_dir: str | Path, dataset_path: str | Path, output_
         raise InputError(f"passthrough: no column(s) {unknown} in the dataset")
     classes = [str(c) for c in fitted.label_classes or []]
     if not passthrough:
-        passthrough = output.key_columns(fitted.spec.excluded, dataset.schema.names,
-                                         fitted.spec.task, classes)
+        ingested = dataset.info.source.get("split") or {}
+        passthrough = output.key_columns(
+            {**fitted.spec.excluded, str(ingested.get("key")): "the split key: identifies rows"},
+            dataset.schema.names, fitted.spec.task, classes)
     output.check_columns(passthrough, fitted.spec.task, classes)
     schema = _output_schema(dataset.schema, passthrough, fitted.spec.task, classes)
 

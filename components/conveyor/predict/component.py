@@ -29,8 +29,8 @@ def batch_predict(
         model_base_path: Serving model base path (local or gs://).
         split: Split of the dataset to predict.
         passthrough: Columns copied from the input rows into the output, e.g. a key. Empty
-            (the default): the columns the model's feature spec left out as row identifiers,
-            so every output row joins back to its input row.
+            (the default): the dataset's split key and the columns the model's feature spec
+            left out as row identifiers, so every output row joins back to its input row.
         project: Project for the BigQuery jobs; default from the environment.
         location: BigQuery location.
         write_mode: When output_table exists: "create" (default) refuses it, "append" adds the
