@@ -36,7 +36,8 @@ def pipeline(
     write_mode: str = "create",
 ):
     rows = bigquery_ingest(table=table, query=query, split_ratios={"all": 1.0}, project=project,
-                           location=location, split_key=split_key).set_display_name("Read rows from BigQuery")
+                           location=location, split_key=split_key,
+                           ).set_display_name("Read rows from BigQuery")
     rows.set_caching_options(False)  # the table changes under the same parameters
     batch_predict(dataset=rows.outputs["dataset"], output_table=output_table,
                   model_base_path=model_base_path, passthrough=passthrough, project=project,
