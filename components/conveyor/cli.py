@@ -403,6 +403,28 @@ def _add_run_and_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
                          help="leave a stack this command started running")
     run.set_defaults(func=_run)
     demo.set_defaults(func=_demo)
+    runs = sub.add_parser("runs", help="list local runs with their key figures, or compare two",
+                          description="Without RUN: every run under --pipeline-root, newest "
+                          "first. With two: the arguments that differ and each task's figures "
+                          "side by side.")
+    runs.add_argument("compare", nargs="*", metavar="RUN",
+                      help="two run folders (or their names under --pipeline-root) to compare")
+    runs.add_argument("--pipeline-root", default="local_outputs",
+                      help="where run folders are (default ./local_outputs)")
+    runs.set_defaults(func=_runs)
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from conveyor.local import runs
+
+    root = Path(args.pipeline_root)
+    if not args.compare:
+        print(runs.listing(root))
+    elif len(args.compare) == 2:
+        print(runs.compare(root, *args.compare))
+    else:
+        raise InputError("runs: give no run (list them) or two (compare them)")
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.errors import ConveyorError
-from conveyor.local import progress
+from conveyor.local import progress, runs
 from conveyor.local.names import StepNames
 from conveyor.local.task_report import artifact_paths, is_input_error, strip_ansi, task_folder
 from conveyor.pipelines.resolve import check_arguments, resolve
@@ -355,7 +355,9 @@ def _run(component, label: str, name: str, arguments: dict, root: Path,
             error_type, error = _call(component, arguments, capture)
         seconds = time.monotonic() - started
         run_dir = folder.settle()
-        return _result(label, name, capture, run_dir, round(seconds, 2), error_type, error)
+        result = _result(label, name, capture, run_dir, round(seconds, 2), error_type, error)
+        runs.write_record(result, arguments)
+        return result
 
 
 def _create_buckets(arguments: Mapping[str, Any], console: progress.Console) -> None:
