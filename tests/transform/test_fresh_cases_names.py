@@ -24,7 +24,7 @@ def test_savedmodel_machinery_names_train_export_and_serve(tmp_path):
     from conveyor.model.layout import ASSETS_EXTRA
     from conveyor.train.train import train
     from conveyor.transform.fit import Fitted, fit
-    from conveyor.transform.spec import propose_spec
+    from conveyor.transform.propose import propose_spec
 
     rng = np.random.default_rng(1)
     rows = 200

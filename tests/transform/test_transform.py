@@ -9,7 +9,8 @@ from conveyor.errors import EmptyDataError, InputError, SchemaError
 from conveyor.io import Dataset
 from conveyor.local.seed import penguins, reference_rows
 from conveyor.transform.fit import Fitted, fit
-from conveyor.transform.spec import FeatureSpec, propose_spec
+from conveyor.transform.propose import propose_spec
+from conveyor.transform.spec import FeatureSpec
 
 
 @pytest.fixture(scope="module")
