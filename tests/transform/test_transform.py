@@ -155,7 +155,8 @@ def test_the_proposal_reads_the_statistics_like_a_data_scientist(houses_data):
     assert "identifies rows" in spec.excluded["Id"] and "single value" in spec.excluded["Country"]
     f = spec.features
     assert (f["class"].kind, f["HasGarden"].kind, f["SoldOn"].kind) == \
-        ("categorical", "categorical", "datetime")
+        ("numeric", "categorical", "datetime")
+    assert f["class"].also_categorical  # an integer with few values: a number and a category
     assert f["from"].input_name == "from_" and f["Street Name"].input_name == "Street_Name"
     assert f["Street Name"].encoding == "vocabulary"
     assert all(feature.why for feature in f.values())

@@ -5,6 +5,7 @@ The spec's data model and its loading are `conveyor.transform.spec`."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,13 +20,21 @@ from conveyor.transform.spec import (
     check_inputs,
 )
 
-# -- thresholds ---------------------------------------------------
+# -- thresholds ------------------------------------------------------------------------------
 MAX_CATEGORY_CODES = 20  # an integer column with at most this many values is a set of codes
 MAX_VOCABULARY = 10_000  # larger string columns are hashed
 ID_DISTINCT_SHARE = 0.95  # distinct values per row above which a column identifies rows
 MIN_ID_ROWS = 50
+#: distinct values per non-null row above which a string is name-like (each value seen on
+#: average fewer than twice): too rare to learn from
+NAME_DISTINCT_SHARE = 0.5
+MIN_COUNT = 5  # training rows a value needs for a vector of its own (fewer for small tables)
 SKEW_FOR_LOG = 2.0  # skewness of a non-negative column above which it is log-transformed
-
+#: integer parts of a cycle: name pattern (lower case), the ranges allowed, the period
+CYCLIC = (("hour of day", re.compile(r"hour|(^|[^a-z])hrs?([^a-z]|$)"), ((0, 23),), 24),
+          ("month", re.compile(r"month|(^|[^a-z])mnth([^a-z]|$)"), ((1, 12), (0, 11)), 12),
+          ("day of week", re.compile(r"weekday|day_?of_?week|(^|[^a-z])(dow|wday)([^a-z]|$)"),
+           ((0, 6), (1, 7)), 7))
 
 
 def infer_task(label_type: str, distinct: int) -> tuple[str, str]:
@@ -49,12 +58,22 @@ def propose_spec(types: Mapping[str, str], label: str,
     - columns without a value, or with a single one, are left out (nothing to learn);
     - string and integer columns with a distinct value in (nearly) every row identify rows: left
       out (an id learns the training rows by heart);
-    - integer columns with at most 20 values are codes or levels: categories;
-    - strings with up to 10,000 values get a vocabulary of all of them; more are hashed into a
-      power of two of buckets about twice their count;
+    - name-like strings, whose values are seen on average fewer than twice (more than half as
+      many distinct values as non-null rows), are left out too: no value is seen often enough
+      to learn from;
+    - a value needs `min_count` training rows (5, fewer below 1,000 rows) for a vector of its
+      own; rarer ones share the out-of-vocabulary vector, which is thereby trained and serves
+      the values training never saw;
+    - integer columns with at most 20 values are codes, counts or levels: both a z-scored
+      number (their order) and a category (a vector per value). An integer whose name and
+      range say hour of day (0-23), month (1-12) or day of week (0-6, 1-7) is a category too,
+      and its sin and cos on that cycle are added, so that 23 h is next to 0 h;
+    - strings with up to 10,000 values get a vocabulary of those seen `min_count` times; more
+      are hashed into a power of two of buckets about twice their count;
     - non-negative numbers whose skewness exceeds 2 (and drops when logged) are log-transformed,
       other numbers z-scored; NULL becomes the training mean;
-    - bool columns are two-valued categories, DATE and TIMESTAMP columns datetime features;
+    - bool columns are two-valued categories, DATE and TIMESTAMP columns datetime features
+      (days since 1970, and month, weekday, hour as categories and as sin/cos on their cycle);
     - a regression label is standardized inside training, and log-transformed when it is
       non-negative and heavy-tailed; the model's output is mapped back to label units.
     Without statistics, numbers are z-scored and strings take a vocabulary of 1,000 values.
@@ -105,7 +124,8 @@ def _propose(name: str, ctype: str, s) -> tuple[Feature | None, str]:
         if s is not None and (s.count == 0 or s.min == s.max):
             return None, "no value in train" if s.count == 0 else "a single value in train"
         return Feature(name, "datetime"), f"{ctype}: days since 1970 (trend), month, weekday" + \
-            (", hour" if ctype == "timestamp" else "") + " derived inside the model"
+            (", hour" if ctype == "timestamp" else "") + " derived inside the model (the parts " \
+            "as categories and as sin/cos on their cycle)"
     if ctype not in NUMERIC_TYPES and ctype not in CATEGORICAL_TYPES:
         return None, f"type {ctype} cannot be a feature"
     if s is None:  # no statistics: the simple proposal
@@ -130,26 +150,93 @@ def _propose(name: str, ctype: str, s) -> tuple[Feature | None, str]:
     if ctype in ("string", "int64") and _identifies_rows(s, ctype):
         return None, (f"{'~' if s.truncated else ''}{distinct}{'+' if s.truncated else ''} "
                       f"distinct values in {s.count} rows: identifies rows, not a feature")
-    if ctype == "int64" and distinct is not None and not s.truncated \
-            and distinct <= MAX_CATEGORY_CODES:
-        if distinct <= 1:  # one value and NULLs: the NULL pattern is all there is
-            return Feature(name, "categorical"), "one value and NULLs: present / absent"
-        return Feature(name, "categorical"), \
-            f"integer with {distinct} distinct values: codes or levels, as categories"
+    if ctype == "int64":
+        chosen = _integer(name, s)
+        if chosen is not None:
+            return chosen
     if ctype == "string":
-        if s.truncated or (distinct or 0) > MAX_VOCABULARY:
-            seen = distinct or MAX_VOCABULARY
-            buckets = min(2 ** 17, 2 ** math.ceil(math.log2(2 * seen)))
-            return Feature(name, "categorical", encoding="hash", hash_buckets=buckets), \
-                (f"string with more than {MAX_VOCABULARY:,} distinct values: hashed into "
-                 f"{buckets:,} buckets")
-        return Feature(name, "categorical", top_k=distinct), \
-            f"string with {distinct} distinct values: vocabulary of all of them (+1 OOV)"
+        return _string(name, s)
     heavy = _heavy_tailed(s)
     if heavy:
         return Feature(name, "numeric", transform="log"), \
             f"non-negative and heavy-tailed ({heavy}): log1p, then z-scored; NULL -> mean"
     return Feature(name, "numeric"), f"{ctype}: z-scored, NULL -> mean"
+
+
+def min_count(rows: int) -> int:
+    """Training rows a value needs for a vector of its own: MIN_COUNT, fewer below 1,000 rows
+    (one per 200 rows, at least 2): rarer values share the out-of-vocabulary vector, which is
+    then trained, and serves the values training never saw."""
+    return max(2, min(MIN_COUNT, rows // 200))
+
+
+def _frequent(s, at_least: int) -> int:
+    """Values (NULL counted as one) seen at least `at_least` times."""
+    return sum(1 for n in (s.values or {}).values() if n >= at_least) + (s.nulls >= at_least)
+
+
+def _cycle(name: str, s) -> tuple[str, float] | None:
+    """(what, period) when an integer column's name and range say it is a part of a cycle."""
+    lowered = name.lower()
+    for what, pattern, ranges, period in CYCLIC:
+        if pattern.search(lowered) and any(low <= s.min and s.max <= high
+                                           for low, high in ranges):
+            return what, period
+    return None
+
+
+def _integer(name: str, s) -> tuple[Feature | None, str] | None:
+    """An integer column with few values (codes, counts, levels) or a part of a cycle: both a
+    number and a category (plus sin/cos for a cycle); None: an ordinary number."""
+    distinct = s.distinct
+    if distinct is None or s.truncated or s.min is None:
+        return None
+    if distinct <= 1:  # one value and NULLs: the NULL pattern is all there is
+        return Feature(name, "categorical"), "one value and NULLs: present / absent"
+    cycle = _cycle(name, s)
+    if distinct > MAX_CATEGORY_CODES and cycle is None:
+        return None
+    at_least = min_count(s.rows)
+    if not _frequent(s, at_least):
+        return None
+    f = Feature(name, "numeric", also_categorical=True, min_count=at_least)
+    why = (f"integer with {distinct} distinct values: z-scored (their order) and a category "
+           f"(values seen >= {at_least} times; rarer ones and unseen ones share the OOV vector)")
+    if cycle is not None:
+        f.period = cycle[1]
+        why += (f"; its name and range ({s.min}..{s.max}) say {cycle[0]}: sin/cos on a cycle "
+                f"of {cycle[1]}")
+    return f, why
+
+
+def _string(name: str, s) -> tuple[Feature | None, str]:
+    distinct = s.distinct or 0
+    if s.truncated or distinct > MAX_VOCABULARY:
+        seen = distinct or MAX_VOCABULARY
+        tracked = s.values or {1: 1}
+        if s.count >= MIN_ID_ROWS and sum(tracked.values()) < 2 * len(tracked):
+            return None, (f"more than {seen:,} distinct values, each seen {_times(s)} on "
+                          "average: name-like, too rare to learn from")
+        buckets = min(2 ** 17, 2 ** math.ceil(math.log2(2 * seen)))
+        return Feature(name, "categorical", encoding="hash", hash_buckets=buckets), \
+            (f"string with more than {MAX_VOCABULARY:,} distinct values: hashed into "
+             f"{buckets:,} buckets")
+    if s.count >= MIN_ID_ROWS and distinct > NAME_DISTINCT_SHARE * s.count:
+        return None, (f"{distinct} distinct values in {s.count} non-null rows "
+                      f"({distinct / s.count:.0%}, each seen {_times(s)} on average): "
+                      "name-like, too rare to learn from")
+    at_least = min_count(s.rows)
+    kept = _frequent(s, at_least)
+    if not kept:
+        return None, f"no value seen {at_least} times in {s.rows} rows: too rare to learn from"
+    return Feature(name, "categorical", top_k=kept, min_count=at_least), \
+        (f"string with {distinct} distinct values: vocabulary of the {kept} seen >= {at_least} "
+         "times (NULL one of them if so); rarer ones and unseen ones share the OOV vector")
+
+
+def _times(s) -> str:
+    tracked = s.values or {}
+    return f"{sum(tracked.values()) / max(len(tracked), 1):.2g} times"
 
 
 def _identifies_rows(s, ctype: str) -> bool:

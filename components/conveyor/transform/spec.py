@@ -8,8 +8,10 @@ Declarative, as YAML/JSON or as the equivalent Python object::
     features:
       bill_length_mm: {kind: numeric, transform: zscore, impute: mean}
       body_mass_g:    {kind: numeric, transform: bucketize, buckets: 8}
-      island:         {kind: categorical, encoding: vocabulary, top_k: 100, oov_buckets: 1}
+      island:         {kind: categorical, encoding: vocabulary, top_k: 100, min_count: 5}
       year:           {kind: categorical, encoding: hash, hash_buckets: 16}
+      rooms:          {kind: numeric, also_categorical: true, min_count: 5}
+      hour:           {kind: numeric, also_categorical: true, period: 24}
       sold_on:        {kind: datetime}
       from:           {kind: numeric, input: from_}
     crosses:
@@ -20,14 +22,24 @@ Declarative, as YAML/JSON or as the equivalent Python object::
 - numeric (int64 or float64 columns): `transform` is zscore, minmax, bucketize (quantile
   boundaries, `buckets` of them), log (log1p of the value above the training minimum, then
   z-scored) or none; `impute` (for NULL/NaN) is mean, median, zero or a number.
+  `also_categorical: true` (int64 columns only: integer codes, counts, levels) makes the value
+  a category too, beside the number: a vocabulary of the training values seen at least
+  `min_count` times (NULL its own value, as below), so the model gets both the order (the
+  number) and a vector per value (an embedding). `period: P` (a positive number) adds the
+  value's position on a cycle of length P as sin(2 pi x / P) and cos(2 pi x / P): hour of day
+  (24), month (12), day of week (7), so that 23 h is next to 0 h.
 - categorical (string, int64 or bool columns): `encoding` is vocabulary (the `top_k` most
-  frequent training values, plus `oov_buckets` buckets for the rest) or hash (`hash_buckets`
-  bins). NULL is its own value: in the vocabulary if it was frequent, else out-of-vocabulary.
+  frequent training values seen at least `min_count` times, default 1, plus `oov_buckets`
+  buckets for the rest) or hash (`hash_buckets` bins). The values below `min_count` share the
+  out-of-vocabulary bucket, so it is trained, and a value never seen in training lands on a
+  learned vector. NULL is its own value: in the vocabulary when the train split has at least
+  `min_count` NULLs (as "" for strings, which an empty string shares), else out of it.
   A bool column is a two-valued categorical feature.
 - datetime (date or timestamp columns): derived inside the model from the raw ISO value
   ("2024-05-01", "2024-05-01 12:34:56"): days since 1970-01-01 (z-scored with the training
   mean and deviation), month and day of week (and hour, for timestamps) as categories; `parts`
-  chooses among days, month, weekday, hour.
+  chooses among days, month, weekday, hour. `cyclic` (default true) adds the sin and cos of
+  each of month, weekday and hour on its cycle (12, 7, 24).
 - crosses: hashed crosses of categorical features, for the wide part of wide-and-deep models.
 - `why` (any feature) and `excluded` (column -> reason) say why the proposal chose what it did;
   they do not change the model.
@@ -56,6 +68,7 @@ reason.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -92,6 +105,10 @@ class Feature:
     oov_buckets: int = 1
     hash_buckets: int = 64
     parts: list[str] | None = None  # datetime: default days, month, weekday (+ hour)
+    cyclic: bool = True  # datetime: sin/cos of month, weekday, hour
+    min_count: int = 1  # vocabulary: fewer training rows and a value is out of vocabulary
+    also_categorical: bool = False  # numeric (int64): the value is a category too
+    period: float | None = None  # numeric: sin/cos of the value on a cycle of this length
     input: str | None = None  # the model input's name; default input_name(name)
     why: str = ""
 
@@ -105,16 +122,24 @@ class Feature:
                                    "impute": self.impute}
             if self.transform == "bucketize":
                 out["buckets"] = self.buckets
+            if self.also_categorical:
+                out.update(also_categorical=True, min_count=self.min_count)
+            if self.period is not None:
+                out["period"] = self.period
         elif self.kind == "datetime":
             out = {"kind": "datetime"}
             if self.parts is not None:
                 out["parts"] = list(self.parts)
+            if not self.cyclic:
+                out["cyclic"] = False
         else:
             out = {"kind": "categorical", "encoding": self.encoding}
             if self.encoding == "vocabulary":
                 out["oov_buckets"] = self.oov_buckets
                 if self.top_k is not None:
                     out["top_k"] = self.top_k
+                if self.min_count > 1:
+                    out["min_count"] = self.min_count
             else:
                 out["hash_buckets"] = self.hash_buckets
         if self.input_name != self.name:
@@ -226,6 +251,11 @@ class FeatureSpec:
                 raise SchemaError(
                     f"feature spec: feature {name!r} is {f.kind} but column {name!r} holds "
                     f"{types[name]} values (a {f.kind} feature takes {' or '.join(allowed)})")
+            if f.also_categorical and types[name] != "int64":
+                raise SchemaError(
+                    f"feature spec: feature {name!r} is also_categorical but column {name!r} "
+                    f"holds {types[name]} values (only int64 values can be categories too; "
+                    "drop also_categorical, or make it a categorical feature)")
             if f.kind == "datetime" and f.parts and "hour" in f.parts and types[name] == "date":
                 raise SchemaError(f"feature spec: feature {name!r} is a date: it has no 'hour' "
                                   "part (parts: days, month, weekday)")
@@ -262,9 +292,9 @@ def _positive(value: Any, what: str, where: str) -> int:
     return value
 
 
-_KEYS = {"numeric": {"transform", "buckets", "impute"},
-         "categorical": {"encoding", "top_k", "oov_buckets", "hash_buckets"},
-         "datetime": {"parts"}}
+_KEYS = {"numeric": {"transform", "buckets", "impute", "also_categorical", "min_count", "period"},
+         "categorical": {"encoding", "top_k", "oov_buckets", "hash_buckets", "min_count"},
+         "datetime": {"parts", "cyclic"}}
 
 
 def _feature(name: str, raw: Mapping[str, Any], where: str) -> Feature:
@@ -292,7 +322,11 @@ def _feature(name: str, raw: Mapping[str, Any], where: str) -> Feature:
                                        and not isinstance(f.impute, bool))):
             raise InputError(f"{where}: feature {name!r}: impute {f.impute!r} is not one of "
                              f"{IMPUTE} or a number")
+        f.also_categorical = _flag(raw, "also_categorical", False, name, where)
+        f.min_count = _positive(raw.get("min_count", 1), f"feature {name!r} min_count", where)
+        f.period = _period(raw.get("period"), name, where)
     elif kind == "datetime":
+        f.cyclic = _flag(raw, "cyclic", True, name, where)
         parts = raw.get("parts")
         if parts is not None:
             if (not isinstance(parts, list) or not parts
@@ -310,4 +344,22 @@ def _feature(name: str, raw: Mapping[str, Any], where: str) -> Feature:
         f.oov_buckets = _positive(raw.get("oov_buckets", 1), f"feature {name!r} oov_buckets", where)
         f.hash_buckets = _positive(raw.get("hash_buckets", 64), f"feature {name!r} hash_buckets",
                                    where)
+        f.min_count = _positive(raw.get("min_count", 1), f"feature {name!r} min_count", where)
     return f
+
+
+def _flag(raw: Mapping[str, Any], key: str, default: bool, name: str, where: str) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise InputError(f"{where}: feature {name!r}: {key} must be true or false, got {value!r}")
+    return value
+
+
+def _period(value: Any, name: str, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise InputError(f"{where}: feature {name!r}: period must be a positive number (24 for "
+                         f"an hour of day, 12 for a month, 7 for a day of week), got {value!r}")
+    return value
