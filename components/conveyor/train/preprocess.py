@@ -178,7 +178,10 @@ def preprocess(fitted: Fitted, inputs: dict[str, Any]) -> dict[str, Any]:
     [None] with its cardinality in `cardinality`, and, for a vocabulary, its number of
     out-of-vocabulary indices (the first ones) in `oov`; crosses -> hashed int index [None].
     `inputs` is keyed by model input name (`raw_inputs`)."""
-    numeric, indices, cardinality, oov = {}, {}, {}, {}
+    numeric: dict[str, Any] = {}
+    indices: dict[str, Any] = {}
+    cardinality: dict[str, int] = {}
+    oov: dict[str, int] = {}
     for name, f in fitted.features.items():
         raw = inputs[f["input"]]
         layer = f["input"]  # layer names must be valid graph names too
