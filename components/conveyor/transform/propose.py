@@ -204,8 +204,8 @@ def _integer(name: str, s) -> tuple[Feature | None, str] | None:
            f"(values seen >= {at_least} times; rarer ones and unseen ones share the OOV vector)")
     if cycle is not None:
         f.period = cycle[1]
-        why += (f"; its name and range ({s.min}..{s.max}) say {cycle[0]}: sin/cos on a cycle "
-                f"of {cycle[1]}")
+        why += (f"; its name and range ({s.min:g}..{s.max:g}) say {cycle[0]}: sin/cos on a cycle "
+                f"of {cycle[1]:g}")
     return f, why
 
 
