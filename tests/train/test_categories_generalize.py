@@ -100,3 +100,30 @@ def test_embeddings_are_sized_by_values_and_rows():
     assert embedding_dim(300, 400, Hyperparameters(embedding_dim=8)) == 8  # given: as given
     assert embedding_l2(50, auto) == 0.01 and embedding_l2(10_000, auto) == 1e-4
     assert embedding_l2(10_000, Hyperparameters(embedding_l2=0.0)) == 0.0
+
+
+def test_an_integer_category_is_looked_up_as_fitted(tmp_path):
+    """The model's words for a numeric feature's float32 values are the fitted vocabulary's:
+    each hour its own index, NaN and an unseen value the OOV index; sin/cos on the cycle."""
+    import keras
+    import tensorflow as tf
+
+    from conveyor.train.preprocess import preprocess, raw_inputs
+    from conveyor.transform.fit import column_statistics
+
+    table = pa.table({"hour": pa.array([i % 24 for i in range(1200)], pa.int64()),
+                      "y": np.arange(1200, dtype=float)})
+    data = Dataset(write_dataset(tmp_path / "ds", table, ratios={"train": 1.0}))
+    stats = column_statistics(data, "train", ["hour", "y"])
+    fitted = fit(data, propose_spec({"hour": "int64", "y": "float64"}, "y", stats=stats[1]),
+                 stats=stats)
+    vocabulary = fitted.features["hour"]["categories"]["vocabulary"]
+    inputs = raw_inputs(fitted)
+    features = preprocess(fitted, inputs)
+    model = keras.Model(inputs, [features["indices"]["hour::category"],
+                                 features["numeric"]["hour::cycle"]])
+    index, cycle = model({"hour": tf.constant([0.0, 5.0, 23.0, float("nan"), 99.0])})
+    assert index.numpy().tolist() == [1 + vocabulary.index(w) for w in ("0", "5", "23")] + [0, 0]
+    np.testing.assert_allclose(cycle.numpy()[:3], [[0, 1], [np.sin(5 * np.pi / 12),
+                               np.cos(5 * np.pi / 12)], [np.sin(-np.pi / 12),
+                               np.cos(-np.pi / 12)]], atol=1e-5)

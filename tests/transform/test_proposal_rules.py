@@ -91,6 +91,8 @@ def test_small_integers_are_a_number_and_a_category(tmp_path):
     assert (pixel.kind, pixel.transform, pixel.also_categorical, pixel.period) == \
         ("numeric", "zscore", True, None)
     assert "17 distinct values" in pixel.why and "category" in pixel.why
+    flag = proposed({"flag": pa.array([i % 2 for i in range(n)], pa.int64())}).features["flag"]
+    assert (flag.kind, flag.also_categorical) == ("numeric", False)  # 0/1: the number says all
     big = spec.features["big"]
     assert (big.kind, big.also_categorical) == ("numeric", False)  # > 20 values: a number
     fitted = fit(data, spec, stats=stats)

@@ -65,7 +65,8 @@ def propose_spec(types: Mapping[str, str], label: str,
       own; rarer ones share the out-of-vocabulary vector, which is thereby trained and serves
       the values training never saw;
     - integer columns with at most 20 values are codes, counts or levels: both a z-scored
-      number (their order) and a category (a vector per value). An integer whose name and
+      number (their order) and a category (a vector per value); a flag (two values, no NULL)
+      is a number only. An integer whose name and
       range say hour of day (0-23), month (1-12) or day of week (0-6, 1-7) is a category too,
       and its sin and cos on that cycle are added, so that 23 h is next to 0 h;
     - strings with up to 10,000 values get a vocabulary of those seen `min_count` times; more
@@ -196,6 +197,8 @@ def _integer(name: str, s) -> tuple[Feature | None, str] | None:
     cycle = _cycle(name, s)
     if distinct > MAX_CATEGORY_CODES and cycle is None:
         return None
+    if distinct == 2 and not s.nulls:  # a flag: its number says all a category would
+        return Feature(name, "numeric"), "integer with 2 values and no NULL: a number (a flag)"
     at_least = min_count(s.rows)
     if not _frequent(s, at_least):
         return None
@@ -229,9 +232,10 @@ def _string(name: str, s) -> tuple[Feature | None, str]:
     kept = _frequent(s, at_least)
     if not kept:
         return None, f"no value seen {at_least} times in {s.rows} rows: too rare to learn from"
+    null = " (NULL one of them)" if s.nulls >= at_least else ""
     return Feature(name, "categorical", top_k=kept, min_count=at_least), \
         (f"string with {distinct} distinct values: vocabulary of the {kept} seen >= {at_least} "
-         "times (NULL one of them if so); rarer ones and unseen ones share the OOV vector")
+         f"times{null}; rarer ones and unseen ones share the OOV vector")
 
 
 def _times(s) -> str:
