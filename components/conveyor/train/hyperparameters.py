@@ -29,7 +29,7 @@ class Hyperparameters:
     embedding_l2: float = -1.0
     #: share of in-vocabulary values fed as out-of-vocabulary while training (so that vector
     #: is trained even when every value is frequent); 0: off
-    oov_dropout: float = 0.02
+    oov_dropout: float = 0.005
     dropout: float = 0.0
     learning_rate: float = 1e-3
     batch_size: int = 0  # 0: from the train rows (`auto_batch_size`)

@@ -119,11 +119,12 @@ def _build(fitted: Fitted, hyperparameters: Hyperparameters,
     deep = list(features["numeric"].values())
     stems = _layer_stems(fitted, [*features["indices"], *features["crosses"]])
     l2 = embedding_l2(fitted.rows, hyperparameters)
-    for name, index in features["indices"].items():
+    for i, (name, index) in enumerate(features["indices"].items()):
         n = features["cardinality"][name]
-        if name in features["oov"] and hyperparameters.oov_dropout:
+        if name in features["oov"] and hyperparameters.oov_dropout:  # each its own draws
             index = OovDropout(hyperparameters.oov_dropout, features["oov"][name],
-                               hyperparameters.seed, name=f"{stems[name]}_oov_dropout")(index)
+                               hyperparameters.seed + 1 + i,
+                               name=f"{stems[name]}_oov_dropout")(index)
         emb = Embedding(n, embedding_dim(n, fitted.rows, hyperparameters), l2=l2,
                         name=f"{stems[name]}_embedding")(index)
         deep.append(emb)
