@@ -25,7 +25,7 @@ from conveyor.monitor.window import window
 from conveyor.serving.log_format import Entry, Signature
 from conveyor.serving.prediction_log import PredictionLog
 from conveyor.transform.fit import column_statistics, fit
-from conveyor.transform.spec import propose_spec
+from conveyor.transform.propose import propose_spec
 from conveyor.validate.stats import compute_statistics
 
 UTC = datetime.UTC

@@ -387,7 +387,7 @@ def test_columns_with_quotes(bq, tmp_path):
     from conveyor.ingest.bigquery import ingest_bigquery
     from conveyor.io import Dataset
     from conveyor.transform.fit import column_statistics, fit
-    from conveyor.transform.spec import propose_spec
+    from conveyor.transform.propose import propose_spec
 
     ingest_bigquery(str(tmp_path / "dataset"), table="bad_input.quoted")
     data = Dataset(tmp_path / "dataset")

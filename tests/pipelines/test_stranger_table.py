@@ -77,7 +77,8 @@ def test_a_strangers_table_trains_and_pushes_a_model_better_than_least_squares(
     assert proposed["label_transform"] == "log"  # a heavy-tailed positive price
     assert set(proposed["excluded"]) == {"Id", "Country"}  # an id and a constant
     features = proposed["features"]
-    assert features["class"]["kind"] == "categorical"  # 20 integer codes
+    # 20 integer codes: a number (their order) and a category
+    assert (features["class"]["kind"], features["class"]["also_categorical"]) == ("numeric", True)
     assert features["HasGarden"]["kind"] == "categorical"
     assert features["SoldOn"]["kind"] == "datetime"
     assert features["Area_m2"]["transform"] in ("zscore", "log")  # log-normal, skewness ~1.5

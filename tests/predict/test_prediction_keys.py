@@ -31,7 +31,7 @@ def test_predictions_carry_the_row_key_by_default(stack, tmp_path):
     from conveyor.io import Dataset
     from conveyor.predict.batch import predict_to_bigquery
     from conveyor.transform.fit import fit
-    from conveyor.transform.spec import propose_spec
+    from conveyor.transform.propose import propose_spec
 
     n = 240
     table = pa.table({"order_id": [f"o-{i:05d}" for i in range(n)],

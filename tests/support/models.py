@@ -22,7 +22,7 @@ def fit_transform(dataset: Path, out: Path, label: str = "species", values=PENGU
     for `label` (its `values` and/or `task`); the fitted transform is written to `out`."""
     from conveyor.io import Dataset
     from conveyor.transform.fit import fit
-    from conveyor.transform.spec import propose_spec
+    from conveyor.transform.propose import propose_spec
 
     types = {c.name: c.type for c in Dataset(dataset).info.columns}
     fit(Dataset(dataset), propose_spec(types, label, values, task=task)).write(out)

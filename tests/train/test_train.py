@@ -16,7 +16,8 @@ from conveyor.errors import InputError
 from conveyor.io import Dataset
 from conveyor.local.seed import penguins, reference_rows
 from conveyor.transform.fit import fit
-from conveyor.transform.spec import FeatureSpec, propose_spec
+from conveyor.transform.propose import propose_spec
+from conveyor.transform.spec import FeatureSpec
 
 pytestmark = pytest.mark.slow
 

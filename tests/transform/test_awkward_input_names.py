@@ -22,7 +22,8 @@ from support.models import assert_signature_serves
 
 from conveyor.errors import InputError, TrainingError
 from conveyor.transform.names import INPUT_NAME, SERVING_NAMES, reserved
-from conveyor.transform.spec import FeatureSpec, propose_spec
+from conveyor.transform.propose import propose_spec
+from conveyor.transform.spec import FeatureSpec
 
 
 def corpus() -> list[str]:

@@ -8,8 +8,10 @@ from support import write_dataset
 from conveyor.errors import EmptyDataError, InputError, SchemaError
 from conveyor.io import Dataset
 from conveyor.local.seed import penguins, reference_rows
+from conveyor.model.inputs import MISSING_INT
 from conveyor.transform.fit import Fitted, fit
-from conveyor.transform.spec import FeatureSpec, propose_spec
+from conveyor.transform.propose import propose_spec
+from conveyor.transform.spec import FeatureSpec
 
 
 @pytest.fixture(scope="module")
@@ -154,12 +156,15 @@ def test_the_proposal_reads_the_statistics_like_a_data_scientist(houses_data):
     assert "identifies rows" in spec.excluded["Id"] and "single value" in spec.excluded["Country"]
     f = spec.features
     assert (f["class"].kind, f["HasGarden"].kind, f["SoldOn"].kind) == \
-        ("categorical", "categorical", "datetime")
+        ("numeric", "categorical", "datetime")
+    assert f["class"].also_categorical  # an integer with few values: a number and a category
     assert f["from"].input_name == "from_" and f["Street Name"].input_name == "Street_Name"
     assert f["Street Name"].encoding == "vocabulary"
     assert all(feature.why for feature in f.values())
     fitted = fit(houses_data, spec, stats=stats)
-    assert fitted.features["HasGarden"]["vocabulary"] in (["0", "1"], ["1", "0"])
+    # a bool with NULLs: three values, NULL (as the model sees it, MISSING_INT) one of them
+    assert sorted(fitted.features["HasGarden"]["vocabulary"]) == \
+        sorted(["0", "1", str(MISSING_INT)])
     assert fitted.features["SoldOn"]["parts"] == ["days", "month", "weekday"]
     assert fitted.label_stats["transform"] == "log" and fitted.label_stats["raw_mean"] > 1e5
 

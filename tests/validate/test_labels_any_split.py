@@ -24,7 +24,7 @@ from conveyor.errors import SchemaError
 from conveyor.io import Dataset, DatasetWriter
 from conveyor.local import seed
 from conveyor.transform.fit import fit
-from conveyor.transform.spec import MAX_CATEGORY_CODES, propose_spec
+from conveyor.transform.propose import MAX_CATEGORY_CODES, propose_spec
 from conveyor.validate import labels
 from conveyor.validate import suite as suites
 from conveyor.validate.validate import ValidationFailed, validate_dataset

@@ -33,7 +33,7 @@ def train(
         model: SavedModel; serving_default takes raw features of shape [None].
         metrics: Training and validation metrics at the best epoch, validation and training rows, examples per second, resumed epoch.
         tensorboard: TensorBoard logs.
-        hyperparameters: model (dnn, wide_deep), hidden_units, embedding_dim, learning_rate, batch_size, epochs, steps, early_stopping_patience, dropout, seed, shuffle_buffer, validation_rows (rows held out of train_split validated on after each epoch, a spread sample of a bigger holdout; default 1000000, 0: all).
+        hyperparameters: model (dnn, wide_deep), hidden_units, embedding_dim, embedding_l2 (L2 on embeddings, in the training loss only; default -1: min(0.01, 1 / train rows)), oov_dropout (share of known values fed as out-of-vocabulary while training; default 0.005), learning_rate, batch_size, epochs, steps, early_stopping_patience, dropout, seed, shuffle_buffer, validation_rows (rows held out of train_split validated on after each epoch, a spread sample of a bigger holdout; default 1000000, 0: all).
         module_file: Path or gs:// URI of a module defining build_model(hparams, feature_spec).
         log_dir_uri: Extra TensorBoard log dir, e.g. gs:// for Vertex AI TensorBoard.
         train_split: Split to train on.

@@ -23,7 +23,13 @@ MODELS = ("dnn", "wide_deep")
 class Hyperparameters:
     model: str = "dnn"
     hidden_units: list[int] = dataclasses.field(default_factory=lambda: [64, 32])
-    embedding_dim: int = 0  # 0: min(16, ceil(1.6 * cardinality ** 0.56))
+    #: 0: from the values and the train rows (`conveyor.train.model.embedding_dim`)
+    embedding_dim: int = 0
+    #: L2 penalty on embedding weights, in the training loss only; -1: min(0.01, 1 / train rows)
+    embedding_l2: float = -1.0
+    #: share of in-vocabulary values fed as out-of-vocabulary while training (so that vector
+    #: is trained even when every value is frequent); 0: off
+    oov_dropout: float = 0.005
     dropout: float = 0.0
     learning_rate: float = 1e-3
     batch_size: int = 0  # 0: from the train rows (`auto_batch_size`)
@@ -68,6 +74,11 @@ class Hyperparameters:
                              "or -1 (automatic)")
         if hyperparameters.learning_rate <= 0:
             raise InputError("hyperparameters: learning_rate must be positive")
+        if hyperparameters.embedding_l2 < 0 and hyperparameters.embedding_l2 != -1:
+            raise InputError("hyperparameters: embedding_l2 must be >= 0 (0: off) or -1 "
+                             "(automatic)")
+        if not 0 <= hyperparameters.oov_dropout < 1:
+            raise InputError("hyperparameters: oov_dropout must be in [0, 1) (0: off)")
         return hyperparameters
 
     def resolved(self, rows: int, validating: int | None = None) -> Hyperparameters:

@@ -24,8 +24,64 @@ def output_units(fitted: Fitted) -> int:
     return len(fitted.label_classes or []) if task == "multiclass" else 1
 
 
-def _embedding_dim(cardinality: int, hyperparameters: Hyperparameters) -> int:
-    return hyperparameters.embedding_dim or min(16, math.ceil(1.6 * cardinality ** 0.56))
+def embedding_dim(cardinality: int, rows: int, hyperparameters: Hyperparameters) -> int:
+    """`embedding_dim` when set, else from the values and the train rows: the usual
+    1.6 * cardinality ** 0.56 (at most 16), and at most log2 of the rows per value (at least
+    2), so a column whose values are each seen in few rows gets few weights to fit."""
+    if hyperparameters.embedding_dim:
+        return hyperparameters.embedding_dim
+    by_rows = max(2, math.ceil(math.log2(max(rows, 1) / cardinality))) if rows > cardinality \
+        else 2
+    return min(16, math.ceil(1.6 * cardinality ** 0.56), by_rows)
+
+
+def embedding_l2(rows: int, hyperparameters: Hyperparameters) -> float:
+    """`embedding_l2` when set, else min(0.01, 1 / rows): a Gaussian prior's weight against
+    a loss averaged over `rows` rows, so a value seen once is pulled toward 0 as hard as its
+    row pulls it away, and one seen often hardly at all."""
+    if hyperparameters.embedding_l2 >= 0:
+        return hyperparameters.embedding_l2
+    return min(0.01, 1.0 / max(rows, 1))
+
+
+class OovDropout(keras.layers.Layer):
+    """While training only: a share `rate` of in-vocabulary indices (those from `oov`, the
+    number of out-of-vocabulary indices, which come first) become out-of-vocabulary (index
+    modulo `oov`), so the out-of-vocabulary vector learns even when every training value is
+    frequent, and a value never seen in training lands on a trained vector."""
+
+    def __init__(self, rate: float, oov: int = 1, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.rate, self.oov, self.seed = float(rate), int(oov), int(seed)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=None):
+        if not training or not self.rate:
+            return x
+        draw = keras.random.uniform(keras.ops.shape(x), seed=self.seed_generator)
+        dropped = keras.ops.logical_and(draw < self.rate, x >= self.oov)
+        return keras.ops.where(dropped, keras.ops.mod(x, self.oov), x)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "oov": self.oov, "seed": self.seed}
+
+
+class Embedding(keras.layers.Embedding):
+    """An embedding whose L2 penalty (`l2` * the sum of its squared weights) is added to the
+    training loss only: evaluation losses (Keras' val_loss, the multi-worker loop's) and every
+    reported metric stay the model's own."""
+
+    def __init__(self, *args, l2: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.l2 = float(l2)
+
+    def call(self, inputs, training=None):
+        if training and self.l2:
+            self.add_loss(self.l2 * keras.ops.sum(keras.ops.square(self.embeddings)))
+        return super().call(inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "l2": self.l2}
 
 
 def _head(logits, fitted: Fitted):
@@ -62,10 +118,15 @@ def _build(fitted: Fitted, hyperparameters: Hyperparameters,
         return _user_model(module_file, fitted, hyperparameters, inputs, features)
     deep = list(features["numeric"].values())
     stems = _layer_stems(fitted, [*features["indices"], *features["crosses"]])
-    for name, index in features["indices"].items():
+    l2 = embedding_l2(fitted.rows, hyperparameters)
+    for i, (name, index) in enumerate(features["indices"].items()):
         n = features["cardinality"][name]
-        emb = keras.layers.Embedding(n, _embedding_dim(n, hyperparameters),
-                                     name=f"{stems[name]}_embedding")(index)
+        if name in features["oov"] and hyperparameters.oov_dropout:  # each its own draws
+            index = OovDropout(hyperparameters.oov_dropout, features["oov"][name],
+                               hyperparameters.seed + 1 + i,
+                               name=f"{stems[name]}_oov_dropout")(index)
+        emb = Embedding(n, embedding_dim(n, fitted.rows, hyperparameters), l2=l2,
+                        name=f"{stems[name]}_embedding")(index)
         deep.append(emb)
     x = deep[0] if len(deep) == 1 else keras.layers.Concatenate(name="deep_features")(deep)
     for i, units in enumerate(hyperparameters.hidden_units):
@@ -90,6 +151,7 @@ def _layer_stems(fitted: Fitted, keys: list[str]) -> dict[str, str]:
     like another's date part (`d_month` beside date `d`) cannot clash with it."""
     stems, taken = {}, set()
     for key in keys:
+        key, _, suffix = key.partition("::")  # `<column>::category` (preprocess.CATEGORY)
         column, _, part = key.rpartition("_")
         if key in fitted.features:
             base = fitted.features[key]["input"]
@@ -97,11 +159,12 @@ def _layer_stems(fitted: Fitted, keys: list[str]) -> dict[str, str]:
             base = f"{fitted.features[column]['input']}_{part}"
         else:
             base = input_name(key)
+        base = f"{base}_{suffix}" if suffix else base
         stem, n = base, 1
         while stem.casefold() in taken:
             n += 1
             stem = f"{base}_{n}"
-        stems[key] = stem
+        stems[f"{key}::{suffix}" if suffix else key] = stem
         taken.add(stem.casefold())
     return stems
 

@@ -5,7 +5,8 @@ by the feature's model input (`Fitted.input_of`): float32 for numeric features (
 missing), string for string categorical features, int64 for integer and bool categorical
 features (bool: 1 / 0; missing: `conveyor.model.inputs.MISSING_INT`), and ISO strings for
 datetime features ("2024-05-01", "2024-05-01 12:34:56"; "" means missing), whose parts are
-computed in the graph.
+computed in the graph. A numeric feature may also be a category (its integer value looked up in
+a vocabulary) and a position on a cycle (sin, cos); date parts too.
 Every layer's state (means, boundaries, vocabularies) comes from
 `transform.json`, and the layers are part of the trained and exported model, so training and
 serving compute features identically.
@@ -13,11 +14,14 @@ serving compute features identically.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
 import tensorflow as tf
 
+from conveyor.model.inputs import MISSING_INT
+from conveyor.transform.features import CYCLES
 from conveyor.transform.fit import Fitted
 
 
@@ -62,14 +66,51 @@ class Numeric(keras.layers.Layer):
 
 
 def categorical_index(name: str, f: dict[str, Any], raw) -> tuple[Any, int]:
-    """An integer index per row and the number of distinct indices."""
+    """An integer index per row and the number of distinct indices. A vocabulary's first
+    `oov_buckets` indices are its out-of-vocabulary ones."""
     if f["dtype"] in ("int64", "bool"):
         raw = keras.layers.Lambda(lambda t: tf.strings.as_string(t), name=f"{name}_as_string")(raw)
     if f["encoding"] == "hash":
         return keras.layers.Hashing(f["hash_buckets"], name=f"{name}_hash")(raw), f["hash_buckets"]
+    return _lookup(name, f, raw)
+
+
+def _lookup(name: str, f: dict[str, Any], words) -> tuple[Any, int]:
     lookup = keras.layers.StringLookup(vocabulary=f["vocabulary"], num_oov_indices=f["oov_buckets"],
                                        name=f"{name}_lookup")
-    return lookup(raw), len(f["vocabulary"]) + f["oov_buckets"]
+    return lookup(words), len(f["vocabulary"]) + f["oov_buckets"]
+
+
+class IntegerWords(keras.layers.Layer):
+    """float32 values of an integer column [None] -> their decimal strings, as the vocabulary
+    of a numeric feature that is also a category has them (NaN: MISSING_INT's, NULL's word)."""
+
+    def call(self, x):
+        finite = tf.math.is_finite(x)
+        whole = tf.cast(tf.round(tf.where(finite, x, tf.zeros_like(x))), tf.int64)
+        return tf.strings.as_string(tf.where(finite, whole, tf.fill(tf.shape(whole), MISSING_INT)))
+
+
+class Cycle(keras.layers.Layer):
+    """A value's position on a cycle of length `period` as (sin, cos): [None] or [None, 1] ->
+    [None, 2]. `index`: the value is a date part's index (1-based, 0 missing: (0, 0))."""
+
+    def __init__(self, period: float, index: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.period = float(period)
+        self.index = index
+
+    def call(self, x):
+        x = tf.reshape(tf.cast(x, tf.float32), [-1, 1])
+        present = tf.ones_like(x)
+        if self.index:
+            present = tf.cast(x > 0, tf.float32)
+            x = x - 1.0
+        angle = x * (2.0 * math.pi / self.period)
+        return tf.concat([tf.sin(angle), tf.cos(angle)], axis=-1) * present
+
+    def get_config(self):
+        return {**super().get_config(), "period": self.period, "index": self.index}
 
 
 class DateParts(keras.layers.Layer):
@@ -126,37 +167,69 @@ def days_from_civil(y, m, d):
 
 
 DATE_CARDINALITY = {"month": 13, "weekday": 8, "hour": 25}
+CATEGORY = "::category"  # key suffix of the category of a numeric feature (also_categorical)
+CYCLE = "::cycle"  # key suffix of a feature's (sin, cos) on its cycle
 
 
 def preprocess(fitted: Fitted, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Model features, keyed by column name (datetime parts by `<column>_<part>`):
-    numeric -> float [None, 1]; bucketized and categorical -> int index [None] with its
-    cardinality in `cardinality`; crosses -> hashed int index [None]. `inputs` is keyed by model
-    input name (`raw_inputs`)."""
-    numeric, indices, cardinality = {}, {}, {}
+    """Model features, keyed by column name (datetime parts by `<column>_<part>`, a numeric
+    feature's category by `<column>::category`, sin/cos on a cycle by `<key>::cycle`):
+    numeric -> float [None, 1] ([None, 2] for sin/cos); bucketized and categorical -> int index
+    [None] with its cardinality in `cardinality`, and, for a vocabulary, its number of
+    out-of-vocabulary indices (the first ones) in `oov`; crosses -> hashed int index [None].
+    `inputs` is keyed by model input name (`raw_inputs`)."""
+    numeric: dict[str, Any] = {}
+    indices: dict[str, Any] = {}
+    cardinality: dict[str, int] = {}
+    oov: dict[str, int] = {}
     for name, f in fitted.features.items():
         raw = inputs[f["input"]]
         layer = f["input"]  # layer names must be valid graph names too
         if f["kind"] == "numeric":
-            if f["transform"] == "bucketize":
-                x = Numeric({**f, "transform": "none"}, name=f"{layer}_impute")(raw)
-                b = keras.layers.Discretization(bin_boundaries=f["boundaries"],
-                                                name=f"{layer}_buckets")(x)
-                indices[name] = keras.layers.Reshape(())(b)
-                cardinality[name] = len(f["boundaries"]) + 1
-            else:
-                numeric[name] = Numeric(f, name=f"{layer}_{f['transform']}")(raw)
+            _numeric(name, f, raw, numeric, indices, cardinality, oov)
         elif f["kind"] == "datetime":
             z, month, weekday, hour = DateParts(f, name=f"{layer}_parts")(raw)
             parts = {"month": month, "weekday": weekday, "hour": hour}
             for part in f["parts"]:
                 if part == "days":
                     numeric[f"{name}_days"] = z
-                else:
-                    indices[f"{name}_{part}"] = parts[part]
-                    cardinality[f"{name}_{part}"] = DATE_CARDINALITY[part]
+                    continue
+                indices[f"{name}_{part}"] = parts[part]
+                cardinality[f"{name}_{part}"] = DATE_CARDINALITY[part]
+                if part in f.get("cyclic", ()):
+                    numeric[f"{name}_{part}{CYCLE}"] = Cycle(
+                        CYCLES[part], index=True, name=f"{layer}_{part}_cycle")(parts[part])
         else:
             indices[name], cardinality[name] = categorical_index(layer, f, raw)
+            if f["encoding"] == "vocabulary":
+                oov[name] = f["oov_buckets"]
+    crosses = _crosses(fitted, inputs, cardinality)
+    return {"numeric": numeric, "indices": indices, "crosses": crosses,
+            "cardinality": cardinality, "oov": oov}
+
+
+def _numeric(name: str, f: dict[str, Any], raw, numeric, indices, cardinality, oov) -> None:
+    layer = f["input"]
+    if f["transform"] == "bucketize":
+        x = Numeric({**f, "transform": "none"}, name=f"{layer}_impute")(raw)
+        b = keras.layers.Discretization(bin_boundaries=f["boundaries"],
+                                        name=f"{layer}_buckets")(x)
+        indices[name] = keras.layers.Reshape(())(b)
+        cardinality[name] = len(f["boundaries"]) + 1
+    else:
+        numeric[name] = Numeric(f, name=f"{layer}_{f['transform']}")(raw)
+    if f.get("categories"):
+        words = IntegerWords(name=f"{layer}_as_words")(raw)
+        key = name + CATEGORY
+        indices[key], cardinality[key] = _lookup(f"{layer}_category", f["categories"], words)
+        oov[key] = f["categories"]["oov_buckets"]
+    if f.get("period"):
+        imputed = Numeric({**f, "transform": "none"}, name=f"{layer}_imputed")(raw)
+        numeric[name + CYCLE] = Cycle(f["period"], name=f"{layer}_cycle")(imputed)
+
+
+def _crosses(fitted: Fitted, inputs: dict[str, Any], cardinality: dict[str, int]
+             ) -> dict[str, Any]:
     crosses = {}
     for cross in fitted.spec.crosses:
         crossed = []
@@ -170,4 +243,4 @@ def preprocess(fitted: Fitted, inputs: dict[str, Any]) -> dict[str, Any]:
         crosses[key] = keras.layers.HashedCrossing(cross.buckets, name=f"{layer}_cross")(
             tuple(crossed))
         cardinality[key] = cross.buckets
-    return {"numeric": numeric, "indices": indices, "crosses": crosses, "cardinality": cardinality}
+    return crosses

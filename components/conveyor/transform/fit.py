@@ -40,11 +40,11 @@ from conveyor.stats.columns import (
     DatasetStatistics,
     SplitStatistics,
 )
+from conveyor.transform import features as fit_feature
 from conveyor.transform.spec import DATETIME_TYPES, FLOAT32_MAX, MAX_CLASSES, FeatureSpec
 from conveyor.validate.labels import ClassCounts
 
 FORMAT = "conveyor.transform/v1"
-DEFAULT_TOP_K = 10_000
 DAYS = "::days"  # suffix of a date column's day-number statistics in `column_statistics`
 
 
@@ -251,11 +251,11 @@ def fit(dataset: Dataset, spec: FeatureSpec, train_split: str = "train",
     features = {}
     for name, f in spec.features.items():
         if f.kind == "numeric":
-            features[name] = _numeric(f, stats_[name])
+            features[name] = fit_feature.numeric(f, stats_[name])
         elif f.kind == "datetime":
-            features[name] = _datetime(f, stats_[name], stats_[name + DAYS])
+            features[name] = fit_feature.datetime(f, stats_[name], stats_[name + DAYS])
         else:
-            features[name] = _categorical(f, stats_[name], types[name])
+            features[name] = fit_feature.categorical(f, stats_[name], types[name])
         features[name]["input"] = f.input_name
     label_stats, counts = None, None
     if classes is None:  # a regression label
@@ -399,53 +399,6 @@ def _check_finite_labels(dataset: Dataset, spec: FeatureSpec,
     return read
 
 
-def _numeric(f, s: ColumnStatistics) -> dict[str, Any]:
-    if not s.finite:
-        raise SchemaError(f"transform: numeric feature {f.name!r} has no finite value in train")
-    if max(abs(s.min), abs(s.max)) > FLOAT32_MAX:
-        raise SchemaError(f"transform: numeric feature {f.name!r} has values beyond float32's "
-                          f"range in train (min {s.min:g}, max {s.max:g}); the model takes "
-                          "float32: rescale it in the query (e.g. divide by 1e30)")
-    impute = {"mean": s.mean, "median": s.quantile(0.5), "zero": 0.0}.get(f.impute, f.impute)
-    out = {"kind": "numeric", "transform": f.transform, "impute": float(impute),
-           "mean": s.mean, "std": s.std or 1.0, "min": s.min, "max": s.max}
-    if f.transform == "bucketize":
-        qs = np.linspace(0, 1, f.buckets + 1)[1:-1]
-        out["boundaries"] = sorted({s.sampled().quantile(q) for q in qs})
-    if f.transform == "log":  # z-score the logged values (from the sample, imputed rows too)
-        logged = np.log1p(np.maximum(s.sampled().values - s.min, 0.0))
-        out["log_mean"] = float(logged.mean())
-        out["log_std"] = float(logged.std()) or 1.0
-    return out
-
-
-def _datetime(f, s: ColumnStatistics, days: ColumnStatistics) -> dict[str, Any]:
-    if not days.finite:
-        raise SchemaError(f"transform: datetime feature {f.name!r} has no value in train")
-    parts = f.parts or (["days", "month", "weekday"]
-                        + (["hour"] if s.type == "timestamp" else []))
-    return {"kind": "datetime", "dtype": s.type, "parts": parts, "days_mean": days.mean,
-            "days_std": days.std or 1.0, "min": str(s.min), "max": str(s.max)}
-
-
-def _categorical(f, s: ColumnStatistics, ctype: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": "categorical", "dtype": ctype, "encoding": f.encoding}
-    if f.encoding == "hash":
-        out["hash_buckets"] = f.hash_buckets
-        return out
-    counts = s.values or {}
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
-    top = ranked[: f.top_k or DEFAULT_TOP_K]
-    # The model sees integers (bool: 1/0) as their decimal strings.
-    word = (lambda v: "1" if v else "0") if ctype == "bool" else str
-    out.update(vocabulary=[word(v) for v, _ in top], oov_buckets=f.oov_buckets,
-               truncated=bool(s.truncated), distinct_seen=len(counts),
-               rows_out_of_vocabulary=int(sum(c for _, c in ranked[len(top):])))
-    if not top:
-        raise SchemaError(f"transform: categorical feature {f.name!r} has no value in train")
-    return out
-
-
 def describe(fitted: Fitted) -> str:
     spec = fitted.spec
     lines = [f"fitted on {fitted.rows} rows; label {spec.label!r} ({spec.task}"
@@ -461,12 +414,15 @@ def describe(fitted: Fitted) -> str:
         if f["kind"] == "numeric":
             line = (f"{f['transform']}, mean {f['mean']:.4g}, std {f['std']:.4g}, "
                     f"NULL -> {f['impute']:.4g}")
+            if f.get("categories"):
+                line += "; also a category: " + _vocabulary_line(f["categories"])
+            if f.get("period"):
+                line += f"; sin/cos on a cycle of {f['period']:g}"
         elif f["kind"] == "datetime":
-            line = f"{f['dtype']} -> {', '.join(f['parts'])} ({f['min']} .. {f['max']})"
+            line = f"{f['dtype']} -> {', '.join(f['parts'])} ({f['min']} .. {f['max']})" + (
+                f"; sin/cos of {', '.join(f['cyclic'])}" if f.get("cyclic") else "")
         elif f["encoding"] == "vocabulary":
-            line = f"vocabulary of {len(f['vocabulary'])} + {f['oov_buckets']} OOV"
-            if f.get("rows_out_of_vocabulary"):
-                line += f" ({f['rows_out_of_vocabulary']} train rows out of vocabulary)"
+            line = _vocabulary_line(f)
         else:
             line = f"hashed into {f['hash_buckets']} buckets"
         why = spec.features[name].why if name in spec.features else ""
@@ -474,3 +430,12 @@ def describe(fitted: Fitted) -> str:
     for name, reason in spec.excluded.items():
         lines.append(f"  {name}: left out: {reason}")
     return "\n".join(lines)
+
+
+def _vocabulary_line(f: dict[str, Any]) -> str:
+    line = f"vocabulary of {len(f['vocabulary'])} + {f['oov_buckets']} OOV"
+    if f.get("min_count", 1) > 1:
+        line += f" (values seen >= {f['min_count']} times)"
+    if f.get("rows_out_of_vocabulary"):
+        line += f" ({f['rows_out_of_vocabulary']} train rows out of vocabulary)"
+    return line

@@ -8,8 +8,10 @@ Declarative, as YAML/JSON or as the equivalent Python object::
     features:
       bill_length_mm: {kind: numeric, transform: zscore, impute: mean}
       body_mass_g:    {kind: numeric, transform: bucketize, buckets: 8}
-      island:         {kind: categorical, encoding: vocabulary, top_k: 100, oov_buckets: 1}
+      island:         {kind: categorical, encoding: vocabulary, top_k: 100, min_count: 5}
       year:           {kind: categorical, encoding: hash, hash_buckets: 16}
+      rooms:          {kind: numeric, also_categorical: true, min_count: 5}
+      hour:           {kind: numeric, also_categorical: true, period: 24}
       sold_on:        {kind: datetime}
       from:           {kind: numeric, input: from_}
     crosses:
@@ -20,14 +22,24 @@ Declarative, as YAML/JSON or as the equivalent Python object::
 - numeric (int64 or float64 columns): `transform` is zscore, minmax, bucketize (quantile
   boundaries, `buckets` of them), log (log1p of the value above the training minimum, then
   z-scored) or none; `impute` (for NULL/NaN) is mean, median, zero or a number.
+  `also_categorical: true` (int64 columns only: integer codes, counts, levels) makes the value
+  a category too, beside the number: a vocabulary of the training values seen at least
+  `min_count` times (NULL its own value, as below), so the model gets both the order (the
+  number) and a vector per value (an embedding). `period: P` (a positive number) adds the
+  value's position on a cycle of length P as sin(2 pi x / P) and cos(2 pi x / P): hour of day
+  (24), month (12), day of week (7), so that 23 h is next to 0 h.
 - categorical (string, int64 or bool columns): `encoding` is vocabulary (the `top_k` most
-  frequent training values, plus `oov_buckets` buckets for the rest) or hash (`hash_buckets`
-  bins). NULL is its own value: in the vocabulary if it was frequent, else out-of-vocabulary.
+  frequent training values seen at least `min_count` times, default 1, plus `oov_buckets`
+  buckets for the rest) or hash (`hash_buckets` bins). The values below `min_count` share the
+  out-of-vocabulary bucket, so it is trained, and a value never seen in training lands on a
+  learned vector. NULL is its own value: in the vocabulary when the train split has at least
+  `min_count` NULLs (as "" for strings, which an empty string shares), else out of it.
   A bool column is a two-valued categorical feature.
 - datetime (date or timestamp columns): derived inside the model from the raw ISO value
   ("2024-05-01", "2024-05-01 12:34:56"): days since 1970-01-01 (z-scored with the training
   mean and deviation), month and day of week (and hour, for timestamps) as categories; `parts`
-  chooses among days, month, weekday, hour.
+  chooses among days, month, weekday, hour. `cyclic` (default true) adds the sin and cos of
+  each of month, weekday and hour on its cycle (12, 7, 24).
 - crosses: hashed crosses of categorical features, for the wide part of wide-and-deep models.
 - `why` (any feature) and `excluded` (column -> reason) say why the proposal chose what it did;
   they do not change the model.
@@ -48,8 +60,9 @@ another's the next free `<input>_2`, `_3`... (columns keeping their own name fir
 spec may set `input` by hand; two of its features whose inputs would clash are refused, naming
 both columns.
 
-`propose_spec` writes one from a Dataset's schema and the train split's statistics, so the
-simple case needs no hand-written spec; every decision carries its reason.
+`conveyor.transform.propose.propose_spec` writes one from a Dataset's schema and the train
+split's statistics, so the simple case needs no hand-written spec; every decision carries its
+reason.
 """
 
 from __future__ import annotations
@@ -63,8 +76,7 @@ from typing import Any
 import yaml
 
 from conveyor.errors import InputError, SchemaError
-from conveyor.stats.columns import id_reason, identifies_rows
-from conveyor.transform.names import INPUT_NAME, distinct_inputs, input_name, reserved
+from conveyor.transform.names import INPUT_NAME, input_name, reserved
 
 TASKS = ("binary", "multiclass", "regression")
 KINDS = ("numeric", "categorical", "datetime")
@@ -79,10 +91,6 @@ DATETIME_TYPES = ("date", "timestamp")
 MAX_CLASSES = 1000
 #: The largest magnitude a float32 holds: labels and values beyond it cannot reach the model.
 FLOAT32_MAX = 3.4028234663852886e38
-# -- proposal thresholds (see `propose_spec`) ---------------------------------------------------
-MAX_CATEGORY_CODES = 20  # an integer column with at most this many values is a set of codes
-MAX_VOCABULARY = 10_000  # larger string columns are hashed
-SKEW_FOR_LOG = 2.0  # skewness of a non-negative column above which it is log-transformed
 
 
 @dataclasses.dataclass
@@ -97,6 +105,10 @@ class Feature:
     oov_buckets: int = 1
     hash_buckets: int = 64
     parts: list[str] | None = None  # datetime: default days, month, weekday (+ hour)
+    cyclic: bool = True  # datetime: sin/cos of month, weekday, hour
+    min_count: int = 1  # vocabulary: fewer training rows and a value is out of vocabulary
+    also_categorical: bool = False  # numeric (int64): the value is a category too
+    period: float | None = None  # numeric: sin/cos of the value on a cycle of this length
     input: str | None = None  # the model input's name; default input_name(name)
     why: str = ""
 
@@ -110,16 +122,24 @@ class Feature:
                                    "impute": self.impute}
             if self.transform == "bucketize":
                 out["buckets"] = self.buckets
+            if self.also_categorical:
+                out.update(also_categorical=True, min_count=self.min_count)
+            if self.period is not None:
+                out["period"] = self.period
         elif self.kind == "datetime":
             out = {"kind": "datetime"}
             if self.parts is not None:
                 out["parts"] = list(self.parts)
+            if not self.cyclic:
+                out["cyclic"] = False
         else:
             out = {"kind": "categorical", "encoding": self.encoding}
             if self.encoding == "vocabulary":
                 out["oov_buckets"] = self.oov_buckets
                 if self.top_k is not None:
                     out["top_k"] = self.top_k
+                if self.min_count > 1:
+                    out["min_count"] = self.min_count
             else:
                 out["hash_buckets"] = self.hash_buckets
         if self.input_name != self.name:
@@ -188,7 +208,7 @@ class FeatureSpec:
         features = {str(n): _feature(str(n), f or {}, where) for n, f in raw.items()}
         if label in features:
             raise InputError(f"{where}: the label {label!r} cannot also be a feature")
-        _check_inputs(features, where)
+        check_inputs(features, where)
         crosses = []
         for i, c in enumerate(data.get("crosses") or []):
             names = c.get("features") if isinstance(c, Mapping) else None
@@ -231,6 +251,11 @@ class FeatureSpec:
                 raise SchemaError(
                     f"feature spec: feature {name!r} is {f.kind} but column {name!r} holds "
                     f"{types[name]} values (a {f.kind} feature takes {' or '.join(allowed)})")
+            if f.also_categorical and types[name] != "int64":
+                raise SchemaError(
+                    f"feature spec: feature {name!r} is also_categorical but column {name!r} "
+                    f"holds {types[name]} values (only int64 values can be categories too; "
+                    "drop also_categorical, or make it a categorical feature)")
             if f.kind == "datetime" and f.parts and "hour" in f.parts and types[name] == "date":
                 raise SchemaError(f"feature spec: feature {name!r} is a date: it has no 'hour' "
                                   "part (parts: days, month, weekday)")
@@ -243,7 +268,7 @@ class FeatureSpec:
                               f"{self.label!r} holds {label_type} values")
 
 
-def _check_inputs(features: Mapping[str, Feature], where: str) -> None:
+def check_inputs(features: Mapping[str, Feature], where: str) -> None:
     seen: dict[str, str] = {}
     for name, f in features.items():
         given = f.input_name
@@ -267,9 +292,9 @@ def _positive(value: Any, what: str, where: str) -> int:
     return value
 
 
-_KEYS = {"numeric": {"transform", "buckets", "impute"},
-         "categorical": {"encoding", "top_k", "oov_buckets", "hash_buckets"},
-         "datetime": {"parts"}}
+_KEYS = {"numeric": {"transform", "buckets", "impute", "also_categorical", "min_count", "period"},
+         "categorical": {"encoding", "top_k", "oov_buckets", "hash_buckets", "min_count"},
+         "datetime": {"parts", "cyclic"}}
 
 
 def _feature(name: str, raw: Mapping[str, Any], where: str) -> Feature:
@@ -297,7 +322,11 @@ def _feature(name: str, raw: Mapping[str, Any], where: str) -> Feature:
                                        and not isinstance(f.impute, bool))):
             raise InputError(f"{where}: feature {name!r}: impute {f.impute!r} is not one of "
                              f"{IMPUTE} or a number")
+        f.also_categorical = _flag(raw, "also_categorical", False, name, where)
+        f.min_count = _positive(raw.get("min_count", 1), f"feature {name!r} min_count", where)
+        f.period = _period(raw.get("period"), name, where)
     elif kind == "datetime":
+        f.cyclic = _flag(raw, "cyclic", True, name, where)
         parts = raw.get("parts")
         if parts is not None:
             if (not isinstance(parts, list) or not parts
@@ -315,154 +344,22 @@ def _feature(name: str, raw: Mapping[str, Any], where: str) -> Feature:
         f.oov_buckets = _positive(raw.get("oov_buckets", 1), f"feature {name!r} oov_buckets", where)
         f.hash_buckets = _positive(raw.get("hash_buckets", 64), f"feature {name!r} hash_buckets",
                                    where)
+        f.min_count = _positive(raw.get("min_count", 1), f"feature {name!r} min_count", where)
     return f
 
 
-# -- proposal -------------------------------------------------------------------------------------
+def _flag(raw: Mapping[str, Any], key: str, default: bool, name: str, where: str) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise InputError(f"{where}: feature {name!r}: {key} must be true or false, got {value!r}")
+    return value
 
 
-def infer_task(label_type: str, distinct: int) -> tuple[str, str]:
-    """The task a label calls for, and why."""
-    if label_type == "float64":
-        return "regression", "the label is a float"
-    if label_type == "int64" and distinct > MAX_CATEGORY_CODES:
-        return "regression", f"the label is an integer with {distinct} distinct values"
-    if label_type == "bool" or distinct == 2:
-        return "binary", f"the label has 2 values ({label_type})"
-    return "multiclass", f"the label has {distinct} values ({label_type})"
-
-
-def propose_spec(types: Mapping[str, str], label: str,
-                 label_values: Mapping[Any, int] | None = None, task: str | None = None,
-                 stats: Mapping[str, Any] | None = None) -> FeatureSpec:
-    """A spec a careful data scientist would start from, each decision with its reason.
-
-    With the train split's statistics (`stats`: column -> `ColumnStatistics`, as
-    `conveyor.transform.fit.column_statistics` computes them):
-    - columns without a value, or with a single one, are left out (nothing to learn);
-    - string and integer columns with a distinct value in (nearly) every row identify rows: left
-      out (an id learns the training rows by heart);
-    - integer columns with at most 20 values are codes or levels: categories;
-    - strings with up to 10,000 values get a vocabulary of all of them; more are hashed into a
-      power of two of buckets about twice their count;
-    - non-negative numbers whose skewness exceeds 2 (and drops when logged) are log-transformed,
-      other numbers z-scored; NULL becomes the training mean;
-    - bool columns are two-valued categories, DATE and TIMESTAMP columns datetime features;
-    - a regression label is standardized inside training, and log-transformed when it is
-      non-negative and heavy-tailed; the model's output is mapped back to label units.
-    Without statistics, numbers are z-scored and strings take a vocabulary of 1,000 values.
-    """
-    if label not in types:
-        raise SchemaError(f"label: {label!r} is not a column (columns: {', '.join(types)})")
-    label_stats = stats.get(label) if stats else None
-    why: dict[str, str] = {}
-    if label_values is None and label_stats is not None and label_stats.values is not None:
-        label_values = label_stats.values
-    if task is None:
-        task, why["task"] = infer_task(types[label], len(label_values or {}))
-    else:
-        why["task"] = "given"
-    features: dict[str, Feature] = {}
-    excluded: dict[str, str] = {}
-    for name, ctype in types.items():
-        if name == label:
-            continue
-        s = stats.get(name) if stats else None
-        feature, reason = _propose(name, ctype, s)
-        if feature is None:
-            excluded[name] = reason
-        else:
-            feature.why = reason
-            features[name] = feature
-    if not features:
-        raise SchemaError(f"no column besides the label {label!r} can be a feature: "
-                          + "; ".join(f"{n}: {r}" for n, r in excluded.items()))
-    label_transform = "none"
-    if task == "regression" and label_stats is not None:
-        heavy = _heavy_tailed(label_stats)
-        if heavy:
-            label_transform = "log"
-            why["label"] = f"non-negative and heavy-tailed ({heavy}): trained on log1p(label), " \
-                           "predictions mapped back with expm1"
-        else:
-            why["label"] = "standardized for training; predictions mapped back to label units"
-    spec = FeatureSpec(label, task, features, label_transform=label_transform, excluded=excluded,
-                       why=why)
-    distinct_inputs(features)
-    _check_inputs(features, "proposed feature spec")
-    return spec
-
-
-def _propose(name: str, ctype: str, s) -> tuple[Feature | None, str]:
-    if ctype in DATETIME_TYPES:
-        if s is not None and (s.count == 0 or s.min == s.max):
-            return None, "no value in train" if s.count == 0 else "a single value in train"
-        return Feature(name, "datetime"), f"{ctype}: days since 1970 (trend), month, weekday" + \
-            (", hour" if ctype == "timestamp" else "") + " derived inside the model"
-    if ctype not in NUMERIC_TYPES and ctype not in CATEGORICAL_TYPES:
-        return None, f"type {ctype} cannot be a feature"
-    if s is None:  # no statistics: the simple proposal
-        if ctype in NUMERIC_TYPES:
-            return Feature(name, "numeric"), f"{ctype}: z-scored, NULL -> mean"
-        if ctype == "bool":
-            return Feature(name, "categorical"), "bool: a two-valued category"
-        return Feature(name, "categorical", top_k=1000), "string: vocabulary of 1,000 values"
-    if s.count == 0:
-        return None, "no value in train (all NULL)"
-    distinct = s.distinct  # None for floats (values are not counted)
-    if ctype == "float64":
-        if s.finite == 0:
-            return None, "no finite value in train"
-        if s.min == s.max:
-            return None, f"a single value in train ({s.min:g})"
-    elif distinct is not None and distinct <= 1 and not s.truncated:
-        if s.nulls == 0:
-            return None, "a single value in train"
-    if ctype == "bool":
-        return Feature(name, "categorical"), "bool: a two-valued category (NULL its own value)"
-    if ctype in ("string", "int64") and _identifies_rows(s, ctype):
-        return None, f"{id_reason(s)}, not a feature"
-    if ctype == "int64" and distinct is not None and not s.truncated \
-            and distinct <= MAX_CATEGORY_CODES:
-        if distinct <= 1:  # one value and NULLs: the NULL pattern is all there is
-            return Feature(name, "categorical"), "one value and NULLs: present / absent"
-        return Feature(name, "categorical"), \
-            f"integer with {distinct} distinct values: codes or levels, as categories"
-    if ctype == "string":
-        if s.truncated or (distinct or 0) > MAX_VOCABULARY:
-            seen = distinct or MAX_VOCABULARY
-            buckets = min(2 ** 17, 2 ** math.ceil(math.log2(2 * seen)))
-            return Feature(name, "categorical", encoding="hash", hash_buckets=buckets), \
-                (f"string with more than {MAX_VOCABULARY:,} distinct values: hashed into "
-                 f"{buckets:,} buckets")
-        return Feature(name, "categorical", top_k=distinct), \
-            f"string with {distinct} distinct values: vocabulary of all of them (+1 OOV)"
-    heavy = _heavy_tailed(s)
-    if heavy:
-        return Feature(name, "numeric", transform="log"), \
-            f"non-negative and heavy-tailed ({heavy}): log1p, then z-scored; NULL -> mean"
-    return Feature(name, "numeric"), f"{ctype}: z-scored, NULL -> mean"
-
-
-def _identifies_rows(s, ctype: str) -> bool:
-    """Distinct values in (nearly) every row (`conveyor.stats.columns.identifies_rows`, the rule
-    validate also leaves such columns out of drift by)."""
-    return ctype in ("string", "int64") and identifies_rows(s)
-
-
-def _heavy_tailed(s) -> str:
-    """A reason when the column is non-negative and heavy-tailed (skewness above SKEW_FOR_LOG,
-    and smaller once logged), else ''."""
-    import numpy as np
-
-    if s.sample is None or not s.finite or s.min is None or s.min < 0:
-        return ""
-    x = np.asarray(s.sample.values, dtype=float)
-    if len(x) < 20 or x.std() == 0:
-        return ""
-    skew = float(((x - x.mean()) ** 3).mean() / x.std() ** 3)
-    if skew <= SKEW_FOR_LOG:
-        return ""
-    logged = np.log1p(x - s.min)
-    lskew = float(((logged - logged.mean()) ** 3).mean() / (logged.std() ** 3 or 1.0))
-    return f"skewness {skew:.1f}, {lskew:.1f} after log1p" if abs(lskew) < skew else ""
+def _period(value: Any, name: str, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise InputError(f"{where}: feature {name!r}: period must be a positive number (24 for "
+                         f"an hour of day, 12 for a month, 7 for a day of week), got {value!r}")
+    return value

@@ -13,7 +13,8 @@ from conveyor.transform.fit import (
     statistics_of_split,
     table_label_counts,
 )
-from conveyor.transform.spec import FeatureSpec, propose_spec
+from conveyor.transform.propose import propose_spec
+from conveyor.transform.spec import FeatureSpec
 
 
 def transform(dataset, preprocessing, **kwargs) -> Fitted:

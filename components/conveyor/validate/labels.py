@@ -50,7 +50,7 @@ from conveyor.validate.checks import CheckResult
 from conveyor.validate.suite import SIGNIFICANCE, ColumnRules, infer_spec
 
 RARE_CLASS_ROWS = 10  # fewer rows in the whole table: too few to learn or judge (a warning)
-MAX_CLASS_CODES = 20  # as transform.spec.MAX_CATEGORY_CODES: an int64 label of <= 20 values
+MAX_CLASS_CODES = 20  # as transform.propose.MAX_CATEGORY_CODES: an int64 label of <= 20 values
 PRECISION = 2.0 ** 24  # float32's significand: beyond, y and y + spread are one float32 number
 FLOAT32_MAX = 3.4028234663852886e38
 WARNING = "warning"  # a CheckResult severity: reported, never a failure, never drift
