@@ -12,6 +12,7 @@ import sys
 import pytest
 import yaml
 from support import loopback_api
+from support.network import kfp_answer
 
 from conveyor import cli, images
 
@@ -39,18 +40,6 @@ def own(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
     sys.modules.pop("my_pipelines", None)
-
-
-def answer(method, path, body):
-    if "healthz" in path:
-        return {"multi_user": False}
-    if method != "POST":
-        return {}
-    if path.endswith("/experiments"):
-        return {"experiment_id": "exp-1", **body}
-    if path.endswith("/recurringruns"):
-        return {"recurring_run_id": "rr-1", **body}
-    return {"run_id": "run-1", **body}
 
 
 def images_of(spec: dict) -> set[str]:
@@ -95,7 +84,7 @@ def test_compile_errors_are_one_line(own, argv, words, capsys):
 
 
 def test_submit_and_schedule_your_pipeline_and_its_yaml(own):
-    with loopback_api(answer) as (host, seen):
+    with loopback_api(kfp_answer) as (host, seen):
         assert cli.main(["submit", "my_pipelines.py:score", "--host", host, *ARGS]) == 0
         assert cli.main(["compile", "my_pipelines.py:score"]) == 0
         assert cli.main(["schedule", "score.yaml", "--host", host, "--cron", "0 0 3 * * *",
@@ -110,7 +99,7 @@ def test_submit_and_schedule_your_pipeline_and_its_yaml(own):
 
 
 def test_a_kfp_dry_run_prints_the_request_and_sends_nothing(own, capsys):
-    with loopback_api(answer) as (host, seen):
+    with loopback_api(kfp_answer) as (host, seen):
         assert cli.main(["submit", "my_pipelines.py:score", "--host", host, "--dry-run",
                          *ARGS, "--param", "sample=1"]) == 0
         assert seen == []

@@ -10,22 +10,10 @@ import json
 
 import pytest
 from support import loopback_api
+from support.network import kfp_answer
 
 from conveyor import cli, submit
 from conveyor.errors import InputError
-
-
-def kfp_answer(method, path, body):
-    """What the KFP v2beta1 API answers: the resource sent, with its id."""
-    if "healthz" in path:
-        return {"multi_user": False}
-    if method != "POST":
-        return {}
-    if path.endswith("/experiments"):
-        return {"experiment_id": "exp-1", **body}
-    if path.endswith("/recurringruns"):
-        return {"recurring_run_id": "rr-1", **body}
-    return {"run_id": "run-1", **body}
 
 
 @pytest.fixture()

@@ -21,18 +21,6 @@ def client(model_path, tmp_path, name):
     return app_client(manager)
 
 
-@pytest.fixture(scope="module")
-def regressor(penguin_transform, tmp_path_factory):
-    """Body mass from the other penguin columns, trained briefly."""
-    from support.models import fit_transform, train_model
-
-    root = tmp_path_factory.mktemp("mass")
-    fit_transform(penguin_transform / "ds", root / "t", label="body_mass_g", values=None,
-                  task="regression")
-    return train_model(penguin_transform / "ds", root / "t", root / "model",
-                       {"epochs": 2, "batch_size": 32})
-
-
 def test_classify_answers_a_score_per_class_as_tf_serving_does(penguin_model, tmp_path):
     with client(penguin_model / "model", tmp_path, "penguins") as http:
         context = {"island": "Biscoe", "sex": ["female"], "year": 2008}

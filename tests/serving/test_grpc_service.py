@@ -93,18 +93,6 @@ def penguins(penguin_model, tmp_path_factory):
     serve.stop()
 
 
-@pytest.fixture(scope="module")
-def regressor(penguin_transform, tmp_path_factory):
-    """Body mass from the other penguin columns, trained briefly."""
-    from support.models import fit_transform, train_model
-
-    root = tmp_path_factory.mktemp("mass")
-    fit_transform(penguin_transform / "ds", root / "t", label="body_mass_g", values=None,
-                  task="regression")
-    return train_model(penguin_transform / "ds", root / "t", root / "model",
-                       {"epochs": 2, "batch_size": 32})
-
-
 def tensors(rows: list[dict]) -> dict:
     """The rows as TF Serving's Python clients send them: one tf.make_tensor_proto per input."""
     import tensorflow as tf

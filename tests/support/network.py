@@ -54,3 +54,17 @@ def loopback_api(answer):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def kfp_answer(method, path, body):
+    """What the Kubeflow Pipelines v2beta1 API answers (for `loopback_api`): the resource sent,
+    with its id."""
+    if "healthz" in path:
+        return {"multi_user": False}
+    if method != "POST":
+        return {}
+    if path.endswith("/experiments"):
+        return {"experiment_id": "exp-1", **body}
+    if path.endswith("/recurringruns"):
+        return {"recurring_run_id": "rr-1", **body}
+    return {"run_id": "run-1", **body}
